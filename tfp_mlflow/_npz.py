@@ -1,0 +1,109 @@
+"""Safe reading and atomic writing of the ``.npz`` files tfp-mlflow exchanges (fingerprints, specs).
+
+Nothing here unpickles: arrays are read with ``allow_pickle=False`` and metadata is a JSON string stored as a 0-d
+unicode array. Archives are checked before any array is decompressed (declared sizes, member names), so a zip bomb
+or a stray member is refused without reading it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from tfp_mlflow.errors import BadInputError
+
+#: Upper bound on the declared, uncompressed size of one archive (a large fingerprint with second moments of a
+#: 4096-feature backbone stays far below it).
+MAX_ARCHIVE_BYTES = 1 << 30
+
+
+def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional: set[str] = frozenset(),
+             optional_prefix: str | None = None, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict[str, np.ndarray]:
+    """Read every member of an ``.npz`` archive after validating its layout.
+
+    Raises :class:`BadInputError` naming the file and the problem for anything that is not a well-formed archive
+    holding exactly ``required`` (plus any of ``optional``, or names ``optional_prefix`` + identifier) plain
+    (non-object) arrays.
+    """
+    path = Path(path)
+    where = f"{kind} file {str(path)!r}"
+    if not path.is_file():
+        raise BadInputError(f"{where} does not exist; check the path")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BadInputError(f"{where} is not a readable .npz archive ({exc}); re-create it") from None
+    names = {info.filename.removesuffix(".npy") for info in infos}
+    if any(not info.filename.endswith(".npy") or "/" in info.filename or ".." in info.filename for info in infos):
+        raise BadInputError(f"{where} holds members that are not plain arrays; re-create it with tfp")
+    declared = sum(info.file_size for info in infos)
+    if declared > max_bytes:
+        raise BadInputError(f"{where} declares {declared:,} uncompressed bytes (limit {max_bytes:,}); refusing to "
+                            f"decompress it")
+    missing = required - names
+    if missing:
+        raise BadInputError(f"{where} lacks {', '.join(sorted(missing))}; it is incomplete or not a {kind} file")
+    unknown = {name for name in names - required - set(optional)
+               if not (optional_prefix and name.startswith(optional_prefix)
+                       and name[len(optional_prefix):].isidentifier())}
+    if unknown:
+        raise BadInputError(f"{where} holds unexpected members {', '.join(sorted(unknown))}; re-create it with tfp")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for name in sorted(names):
+                arrays[name] = npz[name]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "object" in str(exc).lower():
+            raise BadInputError(f"{where} contains pickled objects, which tfp never loads; re-create it with "
+                                f"tfp") from None
+        raise BadInputError(f"{where} holds a malformed array ({exc}); re-create it") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise BadInputError(f"{where} is truncated or corrupt ({exc}); re-create it") from None
+    for name, array in arrays.items():
+        if array.dtype.hasobject:
+            raise BadInputError(f"{where}: member {name!r} is an object array; re-create it with tfp")
+    return arrays
+
+
+def read_json_member(arrays: Mapping[str, np.ndarray], name: str, where: str) -> dict[str, Any]:
+    """Decode a JSON object stored as a 0-d unicode array."""
+    array = arrays[name]
+    if array.shape != () or array.dtype.kind != "U":
+        raise BadInputError(f"{where}: {name!r} must be a JSON string, got an array of dtype {array.dtype} and "
+                            f"shape {array.shape}")
+    try:
+        value = json.loads(str(array))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{where}: {name!r} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{where}: {name!r} must be a JSON object")
+    return value
+
+
+def json_member(value: Mapping[str, Any]) -> np.ndarray:
+    """Encode a JSON object as a 0-d unicode array (canonical: sorted keys)."""
+    return np.array(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, compress: bool = True) -> Path:
+    """Write an archive next to ``path`` and rename it into place, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            (np.savez_compressed if compress else np.savez)(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,337 @@
+"""Fingerprint: a task summarised by per-feature histograms of frozen-backbone features (file format v1).
+
+A fingerprint keeps integer bin **counts** per variant (not only normalised rows) and the per-feature **sum**, so
+fingerprints of shards of one dataset merge into the fingerprint of the whole. See ``docs/fingerprint-format.md``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tfp_mlflow._npz import json_member, read_json_member, read_npz, write_npz_atomic
+from tfp_mlflow._version import __version__
+from tfp_mlflow.errors import BadInputError, SpecMismatchError
+from tfp_mlflow.spec import FingerprintSpec, check_same_spec
+
+__all__ = ["Fingerprint", "FingerprintBuilder", "FINGERPRINT_FORMAT_VERSION", "merge", "validate_task_name",
+           "validate_keywords"]
+
+FINGERPRINT_FORMAT_VERSION = 1
+MAX_KEYWORDS = 64
+MAX_KEYWORD_LENGTH = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+:-]{0,127}$")
+
+
+def validate_task_name(name: Any) -> str:
+    """A task name: 1-128 characters of letters, digits, space and ``_.+:-``, starting with a letter or digit."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise BadInputError(f"task name {name!r} is invalid: use 1-128 letters, digits, spaces or _.+:- "
+                            f"(starting with a letter or digit)")
+    return name
+
+
+def validate_keywords(keywords: Any) -> tuple[str, ...]:
+    """Keywords: at most 64 distinct non-empty strings of at most 64 characters, lower-cased and stripped."""
+    if isinstance(keywords, str):
+        keywords = [k for k in keywords.split(",")]
+    if not isinstance(keywords, (list, tuple)):
+        raise BadInputError(f"keywords must be a list of strings, got {type(keywords).__name__}")
+    if len(keywords) > MAX_KEYWORDS:
+        raise BadInputError(f"{len(keywords)} keywords given; at most {MAX_KEYWORDS} are allowed")
+    cleaned: list[str] = []
+    for keyword in keywords:
+        if not isinstance(keyword, str) or not keyword.strip() or len(keyword) > MAX_KEYWORD_LENGTH:
+            raise BadInputError(f"keyword {keyword!r} is invalid: keywords are non-empty strings of at most "
+                                f"{MAX_KEYWORD_LENGTH} characters")
+        keyword = keyword.strip().lower()
+        if keyword not in cleaned:
+            cleaned.append(keyword)
+    return tuple(cleaned)
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """Per-feature histograms of one task's features under one spec.
+
+    Parameters
+    ----------
+    counts : mapping of variant name to int64 array of shape (m, b)
+        Number of draws whose feature ``f`` fell into bin ``j``; every row sums to ``num_draws``.
+    feature_sum : array of shape (m,)
+        Sum over draws of each feature (``means = feature_sum / num_draws``).
+    num_draws : int
+        Number of images drawn (with replacement) through the backbone.
+    spec_id : str
+        Id of the :class:`~tfp_mlflow.spec.FingerprintSpec` the counts were binned with.
+    name : str
+        Task name.
+    keywords : tuple of str
+        Modality, anatomy, entities (for the ``manual`` selector and people).
+    num_images, num_classes : int
+        Size of the task's training split and its number of classes.
+    class_counts : mapping of str to int
+        Images per class label.
+    seed : int or None
+        Seed of the draw.
+    second_moments : array of shape (m, m) or None
+        Opt-in sum over draws of ``v v^T`` (for the FID selector; it reveals more than the histograms).
+    extra : mapping
+        Other metadata (tfp version, creation time, shard) kept as written.
+    """
+
+    counts: Mapping[str, np.ndarray]
+    feature_sum: np.ndarray
+    num_draws: int
+    spec_id: str
+    name: str
+    keywords: tuple[str, ...] = ()
+    num_images: int = 0
+    num_classes: int = 0
+    class_counts: Mapping[str, int] = field(default_factory=dict)
+    seed: int | None = None
+    second_moments: np.ndarray | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_arrays(self.counts, self.feature_sum, self.num_draws, self.second_moments, "fingerprint")
+        validate_task_name(self.name)
+        object.__setattr__(self, "keywords", validate_keywords(list(self.keywords)))
+        counts = {variant: np.array(array, dtype=np.int64) for variant, array in self.counts.items()}
+        feature_sum = np.array(self.feature_sum, dtype=np.float64)
+        moments = None if self.second_moments is None else np.array(self.second_moments, dtype=np.float64)
+        for array in (*counts.values(), feature_sum, moments):
+            if array is not None:
+                array.flags.writeable = False
+        object.__setattr__(self, "num_draws", int(self.num_draws))
+        object.__setattr__(self, "feature_sum", feature_sum)
+        object.__setattr__(self, "second_moments", moments)
+        object.__setattr__(self, "counts", MappingProxyType(counts))
+        object.__setattr__(self, "class_counts", MappingProxyType({str(k): int(v)
+                                                                   for k, v in dict(self.class_counts).items()}))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    # -- derived views ----------------------------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        """``m``, the number of features."""
+        return int(self.feature_sum.shape[0])
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Names of the bin variants held (e.g. ``("large", "small")``)."""
+        return tuple(sorted(self.counts))
+
+    def histogram(self, variant: str) -> np.ndarray:
+        """Normalised histograms of shape (m, b): each row sums to 1 (the paper's ``P``)."""
+        return self.counts_of(variant) / float(self.num_draws)
+
+    def counts_of(self, variant: str) -> np.ndarray:
+        """Raw counts of one variant, shape (m, b); a clear error if the variant is absent."""
+        if variant not in self.counts:
+            raise BadInputError(f"fingerprint {self.name!r} has no {variant!r} variant (it has "
+                                f"{', '.join(self.variants)}); re-fingerprint with a spec that includes it")
+        return self.counts[variant]
+
+    @property
+    def means(self) -> np.ndarray:
+        """Feature means ``mu``, shape (m,)."""
+        return self.feature_sum / float(self.num_draws)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Unbiased feature covariance, shape (m, m); needs second moments (opt-in at extraction)."""
+        if self.second_moments is None:
+            raise BadInputError(f"fingerprint {self.name!r} carries no second moments; re-fingerprint with "
+                                f"--moments to use the FID selector")
+        if self.num_draws < 2:
+            raise BadInputError(f"fingerprint {self.name!r} has fewer than 2 draws; no covariance exists")
+        mu = self.means
+        return (self.second_moments - self.num_draws * np.outer(mu, mu)) / (self.num_draws - 1)
+
+    def check_spec(self, spec: FingerprintSpec, where: str | None = None) -> None:
+        """Raise :class:`SpecMismatchError` unless this fingerprint was binned with ``spec``."""
+        where = where or f"fingerprint {self.name!r}"
+        if self.spec_id != spec.id:
+            raise SpecMismatchError(f"{where} has spec {self.spec_id} but spec {spec.id} is required; "
+                                    f"re-fingerprint it with that spec")
+        if self.num_features != spec.num_features:
+            raise SpecMismatchError(f"{where} has {self.num_features} features but spec {spec.id} has "
+                                    f"{spec.num_features}")
+        for variant, counts in self.counts.items():
+            if spec.variants.get(variant) != counts.shape[1]:
+                raise SpecMismatchError(f"{where}: variant {variant!r} has {counts.shape[1]} bins but spec "
+                                        f"{spec.id} defines {spec.variants.get(variant)}")
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """The JSON metadata stored in the file (format version, spec id, task description, provenance)."""
+        return {**dict(self.extra), "format_version": FINGERPRINT_FORMAT_VERSION, "spec_id": self.spec_id,
+                "name": self.name, "keywords": list(self.keywords), "num_images": int(self.num_images),
+                "num_classes": int(self.num_classes), "class_counts": dict(self.class_counts),
+                "num_draws": int(self.num_draws), "seed": self.seed}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write format v1 (``.npz``); atomic: a reader never sees a half-written file."""
+        arrays = {f"counts_{variant}": counts for variant, counts in self.counts.items()}
+        arrays["feature_sum"] = self.feature_sum
+        if self.second_moments is not None:
+            arrays["second_moments"] = self.second_moments
+        arrays["meta"] = json_member(self.metadata())
+        return write_npz_atomic(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, spec: FingerprintSpec | None = None) -> Fingerprint:
+        """Read and validate a fingerprint file; with ``spec``, also check it was made with that spec.
+
+        Raises :class:`~tfp_mlflow.errors.BadInputError` with a one-line message naming the file and the problem.
+        """
+        where = f"fingerprint file {str(path)!r}"
+        arrays = read_npz(path, kind="fingerprint", required={"meta", "feature_sum"}, optional={"second_moments"},
+                          optional_prefix="counts_")
+        meta = read_json_member(arrays, "meta", where)
+        counts = {key.removeprefix("counts_"): value for key, value in arrays.items() if key.startswith("counts_")}
+        try:
+            fingerprint = _from_parts(counts, arrays["feature_sum"], arrays.get("second_moments"), meta)
+        except BadInputError as exc:
+            raise BadInputError(f"{where}: {exc}") from None
+        if spec is not None:
+            fingerprint.check_spec(spec, where)
+        return fingerprint
+
+
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "spec_id": (str,), "name": (str,), "keywords": (list,), "num_images": (int,),
+    "num_classes": (int,), "class_counts": (dict,), "num_draws": (int,), "seed": (int, type(None)),
+}
+
+
+def _from_parts(counts: dict[str, np.ndarray], feature_sum: np.ndarray, second_moments: np.ndarray | None,
+                meta: dict[str, Any]) -> Fingerprint:
+    if meta.get("format_version") != FINGERPRINT_FORMAT_VERSION:
+        raise BadInputError(f"format version {meta.get('format_version')!r} is not supported (this tfp reads "
+                            f"version {FINGERPRINT_FORMAT_VERSION})")
+    for key, types in _META_TYPES.items():
+        if key not in meta:
+            raise BadInputError(f"metadata lacks {key!r}")
+        if not isinstance(meta[key], types) or isinstance(meta[key], bool):
+            raise BadInputError(f"metadata {key!r} must be {' or '.join(t.__name__ for t in types)}, got "
+                                f"{type(meta[key]).__name__}")
+    if meta["num_images"] < 0 or meta["num_classes"] < 0:
+        raise BadInputError("metadata num_images and num_classes must be non-negative")
+    class_counts = meta["class_counts"]
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in class_counts.values()):
+        raise BadInputError("metadata class_counts must map labels to non-negative integers")
+    if class_counts and sum(class_counts.values()) != meta["num_images"]:
+        raise BadInputError(f"metadata class_counts sum to {sum(class_counts.values())} but num_images is "
+                            f"{meta['num_images']}")
+    extra = {k: v for k, v in meta.items() if k not in _META_TYPES}
+    return Fingerprint(counts=counts, feature_sum=feature_sum, num_draws=meta["num_draws"],
+                       spec_id=meta["spec_id"], name=validate_task_name(meta["name"]),
+                       keywords=validate_keywords(meta["keywords"]), num_images=meta["num_images"],
+                       num_classes=meta["num_classes"], class_counts=class_counts, seed=meta["seed"],
+                       second_moments=second_moments, extra=extra)
+
+
+def _check_arrays(counts: Mapping[str, np.ndarray], feature_sum: np.ndarray, num_draws: int,
+                  second_moments: np.ndarray | None, where: str) -> None:
+    """Validate shapes, dtypes and invariants in place (converting to canonical dtypes)."""
+    if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 1:
+        raise BadInputError(f"{where}: num_draws must be a positive integer, got {num_draws!r}")
+    if not counts:
+        raise BadInputError(f"{where} holds no histogram counts")
+    if not isinstance(feature_sum, np.ndarray) or feature_sum.ndim != 1 or feature_sum.dtype.kind != "f":
+        raise BadInputError(f"{where}: feature_sum must be a 1-d float array")
+    m = feature_sum.shape[0]
+    if not np.isfinite(feature_sum).all():
+        raise BadInputError(f"{where}: feature_sum contains NaN or infinity")
+    for variant, array in counts.items():
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu":
+            raise BadInputError(f"{where}: counts of {variant!r} must be an integer array, got "
+                                f"{getattr(array, 'dtype', type(array).__name__)}")
+        if array.ndim != 2 or array.shape[0] != m or array.shape[1] < 2:
+            raise BadInputError(f"{where}: counts of {variant!r} have shape {array.shape}, expected ({m}, b>=2)")
+        if array.dtype.kind == "i" and (array < 0).any():
+            raise BadInputError(f"{where}: counts of {variant!r} contain negative values")
+        sums = array.sum(axis=1, dtype=np.int64)
+        if (sums != num_draws).any():
+            bad = int(np.flatnonzero(sums != num_draws)[0])
+            raise BadInputError(f"{where}: counts of {variant!r} row {bad} sums to {int(sums[bad])}, not "
+                                f"num_draws={num_draws}")
+    if second_moments is not None:
+        if (not isinstance(second_moments, np.ndarray) or second_moments.shape != (m, m)
+                or second_moments.dtype.kind != "f" or not np.isfinite(second_moments).all()):
+            raise BadInputError(f"{where}: second_moments must be a finite float array of shape ({m}, {m})")
+
+
+class FingerprintBuilder:
+    """Accumulates features batch by batch into a fingerprint; memory does not grow with the number of draws.
+
+    Example
+    -------
+    >>> builder = FingerprintBuilder(spec)                           # doctest: +SKIP
+    >>> for batch in batches: builder.update(batch)                  # (n_batch, m) arrays
+    >>> fingerprint = builder.build(name="my_task", num_images=120)
+    """
+
+    def __init__(self, spec: FingerprintSpec, *, second_moments: bool = False) -> None:
+        self.spec = spec
+        m = spec.num_features
+        self.counts_ = {v: np.zeros((m, b), dtype=np.int64) for v, b in spec.variants.items()}
+        self.feature_sum_ = np.zeros(m, dtype=np.float64)
+        self.second_moments_ = np.zeros((m, m), dtype=np.float64) if second_moments else None
+        self.num_draws_ = 0
+
+    def update(self, features: np.ndarray) -> None:
+        """Add a batch of features of shape (n, m)."""
+        features = np.asarray(features, dtype=np.float64)
+        for variant, counts in self.spec.bin(features).items():
+            self.counts_[variant] += counts
+        self.feature_sum_ += features.sum(axis=0)
+        if self.second_moments_ is not None:
+            self.second_moments_ += features.T @ features
+        self.num_draws_ += features.shape[0]
+
+    def build(self, *, name: str, keywords: Sequence[str] = (), num_images: int = 0, num_classes: int = 0,
+              class_counts: Mapping[str, int] | None = None, seed: int | None = None,
+              **extra: Any) -> Fingerprint:
+        """The fingerprint of everything added so far."""
+        if self.num_draws_ == 0:
+            raise BadInputError("no features were added; nothing to fingerprint")
+        extra = {"tfp_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 **extra}
+        return Fingerprint(counts=self.counts_, feature_sum=self.feature_sum_, num_draws=self.num_draws_,
+                           spec_id=self.spec.id, name=name, keywords=tuple(keywords), num_images=num_images,
+                           num_classes=num_classes, class_counts=dict(class_counts or {}), seed=seed,
+                           second_moments=self.second_moments_,
+                           extra=extra)
+
+
+def merge(*fingerprints: Fingerprint) -> Fingerprint:
+    """Combine fingerprints of disjoint shards of one task's draws into the fingerprint of all draws.
+
+    Counts and draw numbers add exactly; feature sums (and second moments) add up to floating-point rounding.
+    All parts must share the spec, the task name and the variants.
+    """
+    if not fingerprints:
+        raise BadInputError("merge needs at least one fingerprint")
+    first = fingerprints[0]
+    check_same_spec({f"shard {i} ({fp.name!r})": fp.spec_id for i, fp in enumerate(fingerprints)})
+    for fp in fingerprints[1:]:
+        if fp.name != first.name:
+            raise BadInputError(f"cannot merge shards of different tasks ({first.name!r} and {fp.name!r})")
+        if fp.variants != first.variants:
+            raise SpecMismatchError(f"cannot merge shards with variants {first.variants} and {fp.variants}")
+        if (fp.second_moments is None) != (first.second_moments is None):
+            raise BadInputError("cannot merge shards where only some carry second moments; re-extract alike")
+    counts = {v: np.sum([fp.counts[v] for fp in fingerprints], axis=0) for v in first.variants}
+    moments = None if first.second_moments is None else np.sum([fp.second_moments for fp in fingerprints], axis=0)
+    extra = {k: v for k, v in first.extra.items() if k != "shard"}
+    return replace(first, counts=counts, feature_sum=np.sum([fp.feature_sum for fp in fingerprints], axis=0),
+                   num_draws=sum(fp.num_draws for fp in fingerprints), second_moments=moments, extra=extra)

@@ -1,0 +1,67 @@
+"""From distances to a ranking of sources, with one deterministic tie rule for every selector.
+
+Tie rule (documented in the README): ascending distance; among equal distances the larger source (more samples)
+first, then the larger intrinsic dimension (unknown counts as smallest), then the name in alphabetical order.
+Non-finite distances come last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.selectors import PreparedSources, Selector, get_selector
+from tfp_mlflow.task import Task
+
+__all__ = ["RankedSource", "rank_order", "rank_sources"]
+
+
+@dataclass(frozen=True)
+class RankedSource:
+    """One source in a ranking: ``rank`` starts at 1; lower ``distance`` is closer."""
+
+    rank: int
+    name: str
+    distance: float
+    num_samples: int
+
+
+def rank_order(distances: np.ndarray, names: Sequence[str], num_samples: np.ndarray,
+               intrinsic_dims: np.ndarray | None = None) -> np.ndarray:
+    """Indices that sort sources best-first under the tie rule.
+
+    Parameters
+    ----------
+    distances, num_samples, intrinsic_dims : arrays of shape (n_sources,)
+    names : sequence of n_sources str
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    finite = np.isfinite(distances)
+    dims = np.full(len(names), -np.inf) if intrinsic_dims is None else np.nan_to_num(
+        np.asarray(intrinsic_dims, dtype=np.float64), nan=-np.inf)
+    name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object), kind="stable"), kind="stable")
+    # np.lexsort sorts by the last key first.
+    return np.lexsort((name_rank, -dims, -np.asarray(num_samples, dtype=np.float64),
+                       np.where(finite, distances, np.inf), ~finite))
+
+
+def rank_sources(selector: Selector | str, target: Task, sources: Sequence[Task] | PreparedSources, *,
+                 top_k: int | None = None, exclude: Iterable[str] = ()) -> list[RankedSource]:
+    """Rank ``sources`` for ``target`` with ``selector``; the target itself and ``exclude`` are left out.
+
+    Returns the best ``top_k`` (all when ``None``) as :class:`RankedSource` records, best first.
+    """
+    selector = get_selector(selector) if isinstance(selector, str) else selector
+    if top_k is not None and top_k < 1:
+        raise BadInputError(f"top-k must be at least 1, got {top_k}")
+    prepared = sources if isinstance(sources, PreparedSources) else selector.prepare(sources)
+    distances = selector.distances(target, prepared)
+    skip = {target.name, *exclude}
+    order = [i for i in rank_order(distances, prepared.names, prepared.num_samples, prepared.intrinsic_dims)
+             if prepared.names[i] not in skip]
+    if top_k is not None:
+        order = order[:top_k]
+    return [RankedSource(rank=r, name=prepared.names[i], distance=float(distances[i]),
+                         num_samples=int(prepared.num_samples[i])) for r, i in enumerate(order, start=1)]

@@ -1,0 +1,162 @@
+"""The Selector contract, the prepared-sources cache and the helpers every fingerprint selector shares."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.spec import check_same_spec
+from tfp_mlflow.task import Task
+
+__all__ = ["Selector", "PreparedSources", "FingerprintSelector"]
+
+
+@dataclass
+class PreparedSources:
+    """Sources reduced to what one selector needs, computed once and reused for every target.
+
+    Attributes
+    ----------
+    selector : str
+        Name of the selector that prepared them (a prepared set is only valid for it).
+    names : list of str
+        Source names, in input order; all arrays below follow that order.
+    num_samples : ndarray of shape (n_sources,)
+    intrinsic_dims : ndarray of shape (n_sources,)
+        NaN where unknown.
+    spec_id : str or None
+        Common spec id of the source fingerprints (``None`` for selectors that use none).
+    arrays : dict
+        Selector-specific cached arrays (e.g. stacked histograms, their log-sum-exp).
+    """
+
+    selector: str
+    names: list[str]
+    num_samples: np.ndarray
+    intrinsic_dims: np.ndarray
+    spec_id: str | None = None
+    arrays: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached arrays."""
+        return sum(a.nbytes for a in self.arrays.values() if isinstance(a, np.ndarray))
+
+
+class Selector(abc.ABC):
+    """Ranks sources for a target: lower distance means closer (a better source).
+
+    Subclasses implement :meth:`_prepare` (reduce the sources once) and :meth:`_distances` (one target against
+    all prepared sources in a single vectorised call). Instances are stateless apart from their parameters and
+    safe to share between threads; the returned :class:`PreparedSources` is owned by the caller.
+    """
+
+    #: Registry name, set by :func:`~tfp_mlflow.selectors.register_selector`.
+    name: str = ""
+    #: Whether sources and target need a fingerprint (``manual`` needs keywords only).
+    needs_fingerprint: bool = True
+
+    def prepare(self, sources: Sequence[Task] | Iterable[Task]) -> PreparedSources:
+        """Reduce the sources to the arrays this selector needs (done once, reused for every target).
+
+        ``sources`` is walked exactly once, so a lazy sequence (loading each fingerprint on access) keeps only
+        one source fingerprint in memory besides the prepared arrays.
+        """
+        # Anything sized is walked as it is (a lazy sequence stays lazy); other iterables are listed first.
+        sources = sources if hasattr(sources, "__len__") else list(sources)
+        count = len(sources)
+        if count == 0:
+            raise BadInputError(f"selector {self.name!r} needs at least one source task")
+        prepared = PreparedSources(selector=self.name, names=[], num_samples=np.zeros(count, dtype=np.int64),
+                                   intrinsic_dims=np.full(count, np.nan))
+
+        def walk() -> Iterator[Task]:
+            for index, task in enumerate(sources):
+                prepared.names.append(task.name)
+                prepared.num_samples[index] = task.num_samples
+                if task.intrinsic_dim is not None:
+                    prepared.intrinsic_dims[index] = task.intrinsic_dim
+                yield task
+
+        self._prepare(walk(), count, prepared)
+        if len(prepared.names) != count:
+            raise RuntimeError(f"selector {self.name!r} did not consume all sources while preparing")
+        return prepared
+
+    def distances(self, target: Task, sources: Sequence[Task] | PreparedSources) -> np.ndarray:
+        """Distances of shape (n_sources,) from every source to ``target`` (lower is closer)."""
+        prepared = sources if isinstance(sources, PreparedSources) else self.prepare(sources)
+        if prepared.selector != self.name:
+            raise BadInputError(f"sources were prepared for selector {prepared.selector!r}, not {self.name!r}")
+        return self._distances(target, prepared)
+
+    def matrix(self, sources: Sequence[Task] | PreparedSources, targets: Sequence[Task]) -> np.ndarray:
+        """Distance matrix of shape (n_sources, n_targets): rows sources, columns targets (as the reference)."""
+        prepared = sources if isinstance(sources, PreparedSources) else self.prepare(sources)
+        if not targets:
+            return np.zeros((len(prepared), 0))
+        return np.stack([self.distances(target, prepared) for target in targets], axis=1)
+
+    @abc.abstractmethod
+    def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
+        """Consume all ``count`` sources once, filling ``prepared.arrays`` (and ``prepared.spec_id``)."""
+
+    @abc.abstractmethod
+    def _distances(self, target: Task, prepared: PreparedSources) -> np.ndarray:
+        """One target against all prepared sources; shape (n_sources,)."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+class FingerprintSelector(Selector):
+    """A selector on fingerprints: checks that every task has one and that all share one spec."""
+
+    def _fingerprints(self, sources: Iterator[Task], prepared: PreparedSources) -> Iterator[Fingerprint]:
+        """Yield the sources' fingerprints one at a time while checking that they share one spec."""
+        for task in sources:
+            fingerprint = self._require(task, "source")
+            if prepared.spec_id is None:
+                prepared.spec_id = fingerprint.spec_id
+            check_same_spec({f"source {prepared.names[0]!r}": prepared.spec_id,
+                             f"source {task.name!r}": fingerprint.spec_id})
+            yield fingerprint
+
+    def _target(self, target: Task, prepared: PreparedSources) -> Fingerprint:
+        fingerprint = self._require(target, "target")
+        check_same_spec({"the sources": prepared.spec_id or fingerprint.spec_id,
+                         f"target {target.name!r}": fingerprint.spec_id})
+        return fingerprint
+
+    def _require(self, task: Task, role: str) -> Fingerprint:
+        if task.fingerprint is None:
+            raise BadInputError(f"{role} task {task.name!r} has no fingerprint; selector {self.name!r} needs one "
+                                f"(attach one with `tfp contribute`, or use the manual selector)")
+        return task.fingerprint
+
+
+def nonnegative_l1(vectors: np.ndarray, what: str) -> np.ndarray:
+    """L1-normalise the last axis of non-negative vectors; a clear error if any entry is negative or all zero."""
+    if (vectors < 0).any():
+        raise BadInputError(f"{what} has negative entries; this selector needs non-negative features "
+                            f"(a ReLU-type backbone)")
+    totals = vectors.sum(axis=-1, keepdims=True)
+    if (totals <= 0).any():
+        raise BadInputError(f"{what} is all zero; it cannot be normalised")
+    return vectors / totals
+
+
+def xlogx(values: np.ndarray) -> np.ndarray:
+    """Elementwise ``x log x`` with the convention ``0 log 0 = 0``."""
+    out = np.zeros_like(values, dtype=np.float64)
+    np.multiply(values, np.log(values, out=np.full_like(out, -np.inf), where=values > 0), out=out,
+                where=values > 0)
+    return out
