@@ -7,9 +7,9 @@ from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TfpE
 from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder, merge
 from tfp_mlflow.ranking import RankedSource, rank_order, rank_sources
 from tfp_mlflow.selectors import Selector, describe_selector, get_selector, list_selectors, register_selector
-from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
 __all__ = ["__version__", "TfpError", "BadInputError", "SpecMismatchError", "CloudError", "Fingerprint",
-           "FingerprintBuilder", "merge", "FingerprintSpec", "Task", "Selector", "register_selector",
+           "FingerprintBuilder", "merge", "FingerprintSpec", "default_spec", "Task", "Selector", "register_selector",
            "get_selector", "list_selectors", "describe_selector", "RankedSource", "rank_sources", "rank_order"]

@@ -97,9 +97,16 @@ def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     try:
         with os.fdopen(fd, "wb") as handle:
-            (np.savez_compressed if compress else np.savez)(handle, **arrays)
+            with zipfile.ZipFile(handle, "w", compression=method, allowZip64=True) as archive:
+                for name in sorted(arrays):
+                    # A fixed timestamp makes equal content give byte-identical files.
+                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = method
+                    with archive.open(info, "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(arrays[name]), allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -304,8 +303,8 @@ class FingerprintBuilder:
         """The fingerprint of everything added so far."""
         if self.num_draws_ == 0:
             raise BadInputError("no features were added; nothing to fingerprint")
-        extra = {"tfp_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 **extra}
+        # No creation time: the same draw must give a byte-identical file.
+        extra = {"tfp_version": __version__, **extra}
         return Fingerprint(counts=self.counts_, feature_sum=self.feature_sum_, num_draws=self.num_draws_,
                            spec_id=self.spec.id, name=name, keywords=tuple(keywords), num_images=num_images,
                            num_classes=num_classes, class_counts=dict(class_counts or {}), seed=seed,

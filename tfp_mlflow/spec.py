@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -17,9 +19,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfp_mlflow._npz import json_member, read_json_member, read_npz, write_npz_atomic
-from tfp_mlflow.errors import BadInputError, SpecMismatchError
+from tfp_mlflow.errors import BadInputError, SpecMismatchError, TfpError
 
-__all__ = ["FingerprintSpec", "SPEC_FORMAT_VERSION", "STANDARD_VARIANTS", "check_same_spec"]
+__all__ = ["FingerprintSpec", "SPEC_FORMAT_VERSION", "STANDARD_VARIANTS", "check_same_spec", "default_spec"]
 
 SPEC_FORMAT_VERSION = 1
 #: The paper's two standard variants: bins per feature histogram.
@@ -233,3 +235,17 @@ def check_same_spec(spec_ids: Mapping[str, str]) -> str:
     if not ids:
         raise BadInputError("nothing to compare: give at least one fingerprint")
     return ids[0]
+
+
+@lru_cache(maxsize=1)
+def default_spec() -> FingerprintSpec:
+    """The spec shipped with the package: ``tf_efficientnet_lite0``, edges calibrated on the synthetic demo tasks.
+
+    ``scripts/make_default_spec.py`` made it; the shipped file, not the recipe, defines its id (recomputing on
+    another CPU can differ in the last bits).
+    """
+    path = resources.files("tfp_mlflow") / "data" / "default-spec.npz"
+    if not path.is_file():
+        raise TfpError("the shipped default spec is missing from the installation; reinstall tfp-mlflow")
+    with resources.as_file(path) as local:
+        return FingerprintSpec.load(local)

@@ -1,0 +1,272 @@
+"""Images → frozen backbone → binned fingerprint (method.md §2), streaming and deterministic.
+
+The draw plan (which image, crop offset, flip) is fixed up front from the seed, so the result does not depend on
+the number of workers, and shards (contiguous runs of whole batches) merge into exactly the fingerprint of the
+whole. Decoded and resized images are cached per worker, because draws with replacement repeat images.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tfp_mlflow.errors import BadInputError, SpecMismatchError
+from tfp_mlflow.extract.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from tfp_mlflow.extract.datasets import ImageDataset, load_image, open_dataset
+from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder
+from tfp_mlflow.spec import FingerprintSpec, default_spec
+
+__all__ = ["DrawPlan", "plan_draws", "parse_shard", "iter_features", "fingerprint_dataset", "create_spec",
+           "default_device"]
+
+CACHE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class DrawPlan:
+    """``n`` draws with replacement: image index, crop offset (y, x) and horizontal flip of each."""
+
+    image_index: np.ndarray
+    offsets: np.ndarray
+    flips: np.ndarray
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+def plan_draws(num_images: int, samples: int, seed: int, resize: int, crop: int) -> DrawPlan:
+    """Seeded draw plan; the same arguments always give the same plan."""
+    if samples < 1:
+        raise BadInputError(f"--samples must be at least 1, got {samples}")
+    if crop > resize:
+        raise BadInputError(f"crop {crop} is larger than the resize {resize}")
+    rng = np.random.default_rng(seed)
+    return DrawPlan(image_index=rng.integers(0, num_images, samples),
+                    offsets=rng.integers(0, resize - crop + 1, size=(samples, 2)),
+                    flips=rng.random(samples) < 0.5, seed=seed)
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` (1 <= i <= N) to ``(i, N)``."""
+    if shard is None:
+        return None
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise BadInputError(f"--shard must look like i/N (e.g. 2/4), got {shard!r}") from None
+    if not 1 <= index <= count:
+        raise BadInputError(f"--shard {shard}: i must lie between 1 and N")
+    return index, count
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Draw ``k`` of a plan as a uint8 tensor (3, crop, crop); a failed decode returns its error text."""
+
+    def __init__(self, paths: Sequence, plan: DrawPlan, draws: np.ndarray, resize: int, crop: int,
+                 cache_bytes: int) -> None:
+        self.paths, self.plan, self.draws = list(paths), plan, draws
+        self.resize, self.crop, self.cache_bytes = resize, crop, cache_bytes
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def _resized(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        from PIL import Image
+
+        image = Image.fromarray(load_image(self.paths[index]))
+        array = np.asarray(image.resize((self.resize, self.resize), Image.BILINEAR))
+        self._cache[index] = array
+        while len(self._cache) * array.nbytes > self.cache_bytes:
+            self._cache.popitem(last=False)
+        return array
+
+    def __getitem__(self, position: int):
+        draw = int(self.draws[position])
+        index = int(self.plan.image_index[draw])
+        try:
+            array = self._resized(index)
+        except BadInputError as exc:
+            return torch.zeros(3, self.crop, self.crop, dtype=torch.uint8), index, str(exc)
+        y, x = self.plan.offsets[draw]
+        patch = array[y:y + self.crop, x:x + self.crop]
+        if self.plan.flips[draw]:
+            patch = patch[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))), index, ""
+
+
+def _shard_draws(samples: int, batch_size: int, shard: tuple[int, int] | None) -> np.ndarray:
+    """Indices of the draws a shard computes: a contiguous run of whole batches."""
+    draws = np.arange(samples)
+    if shard is None:
+        return draws
+    batches = np.array_split(np.arange(-(-samples // batch_size)), shard[1])[shard[0] - 1]
+    if len(batches) == 0:
+        return draws[:0]
+    return draws[batches[0] * batch_size:min(samples, (batches[-1] + 1) * batch_size)]
+
+
+def iter_features(dataset: ImageDataset, backbone: Backbone, plan: DrawPlan, *, resize: int = 256,
+                  batch_size: int = 64, workers: int | None = None, device: torch.device | None = None,
+                  shard: tuple[int, int] | None = None, skip_unreadable: bool = False,
+                  on_batch: Callable[[int], None] | None = None
+                  ) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+    """Yield ``(features of shape (B, m), unreadable)`` batch by batch for the plan's draws.
+
+    ``unreadable`` maps the index of each image that could not be decoded to its one-line message (its draws are
+    left out); without ``skip_unreadable`` the first one raises :class:`~tfp_mlflow.errors.BadInputError`.
+    """
+    device = device or default_device()
+    workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
+    draws = _shard_draws(len(plan), batch_size, shard)
+    loader = torch.utils.data.DataLoader(
+        _Draws(dataset.paths, plan, draws, resize, backbone.input_size, CACHE_BYTES // max(1, workers)),
+        batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=False)
+    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1) * 255.0
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    with torch.inference_mode():
+        for images, indices, messages in loader:
+            errors = {int(i): m for i, m in zip(indices, messages) if m}
+            if errors and not skip_unreadable:
+                raise BadInputError(next(iter(errors.values())))
+            keep = torch.tensor([not m for m in messages])
+            images = images[keep].to(device, non_blocking=True).float()
+            if len(images):
+                images = ((images - mean) / std).contiguous(memory_format=memory_format)
+                features = backbone.model(images).float().cpu().numpy().astype(np.float64)
+            else:
+                features = np.zeros((0, backbone.num_features))
+            if on_batch:
+                on_batch(len(messages))
+            yield features, errors
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def _backbone_for(spec: FingerprintSpec, weights, device) -> Backbone:
+    backbone = load_backbone(spec.backbone, weights, device)
+    if spec.weights_sha256 and backbone.weights_sha256 != spec.weights_sha256:
+        raise SpecMismatchError(f"the {spec.backbone} weights loaded from {backbone.weights_source} hash to "
+                                f"{backbone.weights_sha256[:16]}..., but spec {spec.id} was made with "
+                                f"{spec.weights_sha256[:16]}...; pass the spec's weights with --weights")
+    if backbone.num_features != spec.num_features or backbone.input_size > spec.resize:
+        raise SpecMismatchError(f"backbone {spec.backbone} gives {backbone.num_features} features but spec "
+                                f"{spec.id} has {spec.num_features}")
+    return backbone
+
+
+def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: FingerprintSpec | None = None,
+                        weights: str | os.PathLike | None = None, samples: int | None = None, seed: int = 0,
+                        batch_size: int = 64, workers: int | None = None, device: str | None = None,
+                        name: str | None = None, keywords: Sequence[str] = (), shard: str | None = None,
+                        skip_unreadable: bool = False, moments: bool = False, split: str | None = "train",
+                        progress: bool = True, backbone: Backbone | None = None) -> Fingerprint:
+    """Fingerprint a labelled image dataset (folder of class folders, CSV manifest or :class:`ImageDataset`).
+
+    Parameters
+    ----------
+    spec : FingerprintSpec, optional
+        Defaults to the shipped spec of the default backbone (:func:`tfp_mlflow.spec.default_spec`).
+    samples : int, optional
+        Draws with replacement (default: the spec's, 10,000).
+    shard : str, optional
+        ``"i/N"``: compute only the i-th of N contiguous parts of the draws (merge them with ``tfp merge``).
+    moments : bool
+        Also keep second moments (for the FID selector; reveals more than histograms).
+    """
+
+    spec = spec or default_spec()
+    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, split=split)
+    samples = spec.samples if samples is None else samples
+    torch_device = torch.device(device) if device else default_device()
+    backbone = backbone or _backbone_for(spec, weights, torch_device)
+    shard_tuple = parse_shard(shard)
+    plan = plan_draws(len(dataset), samples, seed, spec.resize, backbone.input_size)
+    builder = FingerprintBuilder(spec, second_moments=moments)
+    unreadable: dict[int, str] = {}
+    todo = len(_shard_draws(samples, batch_size, shard_tuple))
+    with _progress(todo, "fingerprint", progress) as bar:
+        task = bar.add_task(f"fingerprint {name or dataset.name}", total=todo, rate="")
+
+        def advance(count: int) -> None:
+            bar.advance(task, count)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:.1f} images/s" if speed else "")
+
+        for features, errors in iter_features(dataset, backbone, plan, resize=spec.resize, batch_size=batch_size,
+                                              workers=workers, device=torch_device, shard=shard_tuple,
+                                              skip_unreadable=skip_unreadable, on_batch=advance):
+            unreadable.update(errors)
+            if len(features):
+                builder.update(features)
+    extra = {"backbone": spec.backbone, "weights_source": backbone.weights_source}
+    if shard:
+        extra["shard"] = shard
+    if builder.num_draws_ == 0:
+        raise BadInputError(f"no image of {str(dataset.root)!r} could be read; nothing to fingerprint")
+    if unreadable:
+        # Only images that were drawn are known to be unreadable; the description counts the rest.
+        extra["skipped_unreadable"] = len(unreadable)
+        dataset = dataset.without(set(unreadable))
+    return builder.build(name=name or _task_name(dataset), keywords=keywords, num_images=len(dataset),
+                         num_classes=len(dataset.classes), class_counts=dataset.class_counts, seed=seed, **extra)
+
+
+def _task_name(dataset: ImageDataset) -> str:
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9 _.+:-]", "_", dataset.name).strip("_ .") or "task"
+    return cleaned[:128] if cleaned[0].isalnum() else f"t{cleaned}"[:128]
+
+
+def create_spec(datasets: Sequence[str | os.PathLike], *, backbone_name: str = DEFAULT_BACKBONE,
+                weights: str | os.PathLike | None = None, draws_per_dataset: int = 1000, seed: int = 0,
+                quantiles: tuple[float, float] = (0.05, 0.95), batch_size: int = 64, workers: int | None = None,
+                device: str | None = None, progress: bool = True, **definition) -> FingerprintSpec:
+    """Calibrate a spec's bin edges on the features of reference datasets (method.md §2.5).
+
+    Each dataset contributes ``draws_per_dataset`` draws; the edges are the per-feature ``quantiles`` of all of
+    them. Other keyword arguments (``samples``, ``variants``, ``provenance``) are spec fields.
+    """
+    if not datasets:
+        raise BadInputError("spec calibration needs at least one reference dataset (--from DATA)")
+    torch_device = torch.device(device) if device else default_device()
+    backbone = load_backbone(backbone_name, weights, torch_device)
+    resize = int(definition.pop("resize", 256))
+    opened = [open_dataset(d) for d in datasets]
+    chunks = []
+    total = draws_per_dataset * len(opened)
+    with _progress(total, "calibrate", progress) as bar:
+        task = bar.add_task("calibrate spec", total=total, rate="")
+        for offset, dataset in enumerate(opened):
+            plan = plan_draws(len(dataset), draws_per_dataset, seed + offset, resize, backbone.input_size)
+            for features, _ in iter_features(dataset, backbone, plan, resize=resize, batch_size=batch_size,
+                                             workers=workers, device=torch_device,
+                                             on_batch=lambda n: bar.advance(task, n)):
+                chunks.append(features)
+    provenance = {"reference": [str(d.root) for d in opened], "draws_per_dataset": draws_per_dataset, "seed": seed,
+                  **definition.pop("provenance", {})}
+    return FingerprintSpec.calibrate(np.concatenate(chunks), quantiles=quantiles, backbone=backbone_name,
+                                     weights_sha256=backbone.weights_sha256, input_size=backbone.input_size,
+                                     resize=resize, mean=backbone.mean, std=backbone.std, provenance=provenance,
+                                     **definition)
