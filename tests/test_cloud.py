@@ -1,0 +1,244 @@
+"""The knowledge cloud on a real SQLite store and a real `mlflow server`: contribute, recommend, atomicity."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from tfp_mlflow import BadInputError, SpecMismatchError
+from tfp_mlflow.cli import main
+from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.recommend import recommend
+
+pytestmark = pytest.mark.slow
+
+
+def _knowledge(task: str, best: str, score: float) -> list[Knowledge]:
+    return [Knowledge(task, KnowledgeKind.ARCHITECTURE,
+                      (KnowledgeRow(architecture="resnet18", balanced_accuracy=score - 0.1, auroc=0.7),
+                       KnowledgeRow(architecture=best, balanced_accuracy=score, auroc=0.8, evidence_run="r1"))),
+            Knowledge(task, KnowledgeKind.POLICY, (KnowledgeRow(policy_id=f"{task}-policy"),),
+                      policies={f"{task}-policy": {"transform": {"__class_fullname__": "HorizontalFlip", "p": 0.5}}})]
+
+
+@pytest.fixture
+def fingerprints(make_fingerprint):
+    # Two families (gamma shapes) of two tasks each, plus a target from the first family.
+    return {name: make_fingerprint(name, seed=i, shape=shape, n=3000, keywords=kw, num_images=100 + i)
+            for i, (name, shape, kw) in enumerate([("a_1", 1.5, ("x-ray", "chest")), ("a_2", 1.5, ("x-ray",)),
+                                                    ("b_1", 4.0, ("skin",)), ("b_2", 4.0, ("skin", "lesion")),
+                                                    ("a_target", 1.5, ("x-ray", "chest"))])}
+
+
+def _fill(cloud: Cloud, fingerprints, spec) -> None:
+    for name in ("a_1", "a_2", "b_1", "b_2"):
+        cloud.contribute(fingerprints[name], domain=name[0], data_uri=f"/data/{name}", shareable=name != "a_2",
+                         knowledge=_knowledge(name, f"arch_{name}", 0.8), spec=spec)
+
+
+@pytest.fixture
+def sqlite_cloud(tmp_path):
+    return Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+
+
+def _round_trip(cloud: Cloud, fingerprints, spec) -> None:
+    _fill(cloud, fingerprints, spec)
+    assert [t.name for t in cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
+    result = recommend(cloud, fingerprints["a_target"], top_k=2)
+    assert [r["source"] for r in result.ranking[:2]] == ["a_2", "a_1"] or \
+        {r["source"] for r in result.ranking[:2]} == {"a_1", "a_2"}
+    arch = result.scenarios["architecture"]["items"]
+    assert [i["architecture"] for i in arch] == [f"arch_{i['source']}" for i in arch]
+    assert arch[0]["balanced_accuracy"] == pytest.approx(0.8) and arch[0]["evidence"]["training_run"] == "r1"
+    assert result.scenarios["augmentation"]["items"][0]["policy_id"].endswith("-policy")
+    pre = result.scenarios["pretraining"]["items"]
+    assert "a_2" not in [i["source"] for i in pre] and pre[0]["data_uri"].startswith("/data/")
+    payload = result.to_json()
+    assert payload["schema"] == "tfp.recommendation/1" and payload["selector"] == "bkld-small-target"
+    run = cloud.client.get_run(result.run_id)
+    artifacts = {a.path for a in cloud.client.list_artifacts(result.run_id)}
+    assert {"recommendation.json", "ranking.png"} <= artifacts and run.data.params["top_k"] == "2"
+    policy_run = result.scenarios["augmentation"]["items"][0]["policy"]["knowledge_run"]
+    assert cloud.policy(policy_run, result.scenarios["augmentation"]["items"][0]["policy_id"])["transform"]
+
+
+def test_contribute_recommend_round_trip_on_sqlite(sqlite_cloud, fingerprints, small_spec):
+    _round_trip(sqlite_cloud, fingerprints, small_spec)
+    assert sqlite_cloud.spec().id == small_spec.id
+
+
+def test_recontribution_updates_instead_of_duplicating(sqlite_cloud, fingerprints, small_spec):
+    _fill(sqlite_cloud, fingerprints, small_spec)
+    _fill(sqlite_cloud, fingerprints, small_spec)          # same knowledge again: deduplicated
+    assert len(sqlite_cloud.tasks()) == 4
+    assert len(sqlite_cloud.knowledge("a_1")) == 2
+    described = sqlite_cloud.contribute(None, name="reference_only", keywords=["x-ray"], num_images=500,
+                                        num_classes=2, domain="x-ray")
+    assert not described.has_fingerprint
+    fp = fingerprints["a_target"]
+    attached = sqlite_cloud.contribute(fp, name="reference_only")
+    assert attached.has_fingerprint and attached.domain == "x-ray" and attached.num_images == fp.num_images
+    assert [t.name for t in sqlite_cloud.tasks()].count("reference_only") == 1
+
+
+def test_manual_selector_ranks_tasks_without_fingerprints(sqlite_cloud):
+    for name, keywords in [("chest_a", ["x-ray", "chest", "lung"]), ("skin_a", ["skin"]), ("chest_b", ["x-ray"])]:
+        sqlite_cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
+    with pytest.raises(BadInputError, match="needs the target's fingerprint"):
+        recommend(sqlite_cloud, None, keywords=["x-ray"], log=False)
+    result = recommend(sqlite_cloud, None, keywords=["x-ray", "chest"], selector="manual", log=False)
+    assert [r["source"] for r in result.ranking] == ["chest_a", "chest_b", "skin_a"]
+    assert result.scenarios["architecture"]["items"] == [] and result.scenarios["architecture"]["notes"]
+
+
+def test_spec_mismatch_is_refused(sqlite_cloud, fingerprints, small_spec, make_fingerprint):
+    from tfp_mlflow import FingerprintSpec
+    _fill(sqlite_cloud, fingerprints, small_spec)
+    other = FingerprintSpec(backbone="other", weights_sha256="", lo=small_spec.lo, hi=small_spec.hi * 3)
+    stranger = make_fingerprint("stranger", spec=other)
+    with pytest.raises(SpecMismatchError, match=f"uses {small_spec.id}; re-fingerprint"):
+        sqlite_cloud.contribute(stranger, spec=other)
+    with pytest.raises(SpecMismatchError):
+        recommend(sqlite_cloud, stranger, log=False)
+    assert "stranger" not in [t.name for t in sqlite_cloud.tasks()]
+
+
+def test_bad_knowledge_is_refused(sqlite_cloud):
+    with pytest.raises(BadInputError, match="outside"):
+        sqlite_cloud.contribute(None, name="t", keywords=["x"], knowledge=[
+            Knowledge("t", KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture="resnet18", balanced_accuracy=1.7),))])
+    with pytest.raises(BadInputError, match="impossible"):
+        sqlite_cloud.contribute(None, name="t", keywords=["x"], num_images=3, num_classes=10)
+    assert sqlite_cloud.tasks() == []
+
+
+KILLED = """
+import os, signal, sys
+from tfp_mlflow import Fingerprint
+from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud import store
+stage = sys.argv[3]
+def die(original):
+    def wrapper(self, run_id, *args):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return wrapper
+if stage == "before-complete":      # every artifact written, completion tag not yet
+    store.Cloud._complete = die(store.Cloud._complete)
+elif stage == "mid-artifacts":      # killed while uploading the fingerprint
+    store.Cloud._log_file = die(store.Cloud._log_file)
+cloud = Cloud(sys.argv[1], cache_dir=sys.argv[4])
+cloud.contribute(Fingerprint.load(sys.argv[2]), shareable=True, data_uri="/d", spec=None)
+"""
+
+
+def test_killed_contribution_never_shows_up_and_rerun_completes(tmp_path, fingerprints, small_spec):
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    cloud = Cloud(uri, cache_dir=tmp_path / "cache")
+    cloud.ensure_spec(small_spec)
+    path = fingerprints["a_1"].save(tmp_path / "a_1.npz")
+    for stage in ("before-complete", "mid-artifacts"):
+        proc = subprocess.run([sys.executable, "-c", KILLED, uri, str(path), stage, str(tmp_path / "c2")],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        assert cloud.tasks() == []
+    proc = subprocess.run([sys.executable, "-c", KILLED, uri, str(path), "none", str(tmp_path / "c2")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [t.name for t in cloud.tasks()] == ["a_1"]
+
+
+CONTRIBUTOR = """
+import sys
+from tfp_mlflow import Fingerprint, FingerprintSpec
+from tfp_mlflow.cloud import Cloud
+cloud = Cloud(sys.argv[1], cache_dir=sys.argv[2])
+spec = FingerprintSpec.load(sys.argv[3])
+for path in sys.argv[4:]:
+    cloud.contribute(Fingerprint.load(path), spec=spec)
+"""
+
+
+def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fingerprint, small_spec):
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    cloud = Cloud(uri, cache_dir=tmp_path / "cache")
+    cloud.ensure_spec(small_spec)
+    spec_path = small_spec.save(tmp_path / "spec.npz")
+    groups = [[make_fingerprint(f"p{p}_t{t}", seed=10 * p + t).save(tmp_path / f"p{p}_t{t}.npz") for t in range(3)]
+              for p in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", CONTRIBUTOR, uri, str(tmp_path / f"c{p}"), str(spec_path),
+                               *map(str, group)], stderr=subprocess.PIPE, text=True) for p, group in enumerate(groups)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    assert sorted(t.name for t in cloud.tasks()) == sorted(f"p{p}_t{t}" for p in range(3) for t in range(3))
+
+
+# -- the remote path: a real `mlflow server` on 127.0.0.1 ---------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--backend-store-uri",
+               f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError((root / "server.log").read_text()[-2000:])
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not answer /health in 120 s")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_contribute_recommend_round_trip_on_a_real_server(mlflow_server, fingerprints, small_spec, tmp_path):
+    _round_trip(Cloud(mlflow_server, cache_dir=tmp_path / "cache"), fingerprints, small_spec)
+
+
+def test_cli_against_the_server_as_a_user_would(mlflow_server, fingerprints, small_spec, tmp_path):
+    runner = CliRunner()
+    spec_path = small_spec.save(tmp_path / "spec.npz")
+    results = tmp_path / "results.csv"
+    results.write_text("architecture,balanced_accuracy,auroc\nresnet50,0.9,0.95\nresnet18,0.7,0.8\n")
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "TFP_CACHE_DIR": str(tmp_path / "cache")}
+    target = fingerprints["a_target"].save(tmp_path / "target.npz")
+    for name in ("a_1", "b_1"):
+        path = fingerprints[name].save(tmp_path / f"cli_{name}.npz")
+        result = runner.invoke(main, ["contribute", str(path), "--name", f"cli_{name}", "--results", str(results),
+                                      "--spec", str(spec_path)], env=env)
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["recommend", str(target), "--json", "--scenario", "architecture", "--top-k", "10"],
+                           env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.lstrip().startswith("{"), result.stdout[:500]
+    payload = json.loads(result.stdout)
+    items = {i["source"]: i for i in payload["scenarios"]["architecture"]["items"]}
+    assert items["cli_a_1"]["architecture"] == items["cli_b_1"]["architecture"] == "resnet50"
+    assert items["cli_a_1"]["rank"] < items["cli_b_1"]["rank"]          # same family ranks closer
+    assert list(payload["scenarios"]) == ["architecture"]
+    down = runner.invoke(main, ["recommend", str(target), "--tracking-uri", "http://127.0.0.1:9"], env=env)
+    assert down.exit_code == 1 and "cannot reach the cloud" in down.output

@@ -1,0 +1,58 @@
+"""A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies).
+
+Cloud runs are write-once, so an entry keyed by a checksum (or a run's content key) never goes stale: a repeated
+query downloads only what changed. Entries are written to a temporary name and renamed, and a checksum given by
+the cloud is verified before an entry is kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from tfp_mlflow.errors import CloudError
+
+__all__ = ["LocalCache", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$TFP_CACHE_DIR`` or ``$XDG_CACHE_HOME/tfp-mlflow`` (``~/.cache/tfp-mlflow``)."""
+    root = os.environ.get("TFP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "tfp-mlflow")
+    return Path(root)
+
+
+class LocalCache:
+    """Files downloaded from cloud runs, keyed by content."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir() / "cloud"
+
+    def path(self, key: str, artifact_path: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+        return self.root / f"{safe}{Path(artifact_path).suffix}"
+
+    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None) -> Path:
+        """Local path of a run's artifact, downloading it only when the key is not cached yet."""
+        target = self.path(key, artifact_path)
+        if target.is_file():
+            return target
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+            try:
+                local = Path(client.download_artifacts(run_id, artifact_path, tmp))
+            except Exception as exc:
+                raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+            if sha256 is not None:
+                digest = hashlib.sha256(local.read_bytes()).hexdigest()
+                if digest != sha256:
+                    raise CloudError(f"{artifact_path} of run {run_id} has checksum {digest[:16]}..., the cloud "
+                                     f"records {sha256[:16]}...; the artifact was altered")
+            staged = Path(tmp) / "staged"
+            shutil.move(str(local), staged)
+            os.replace(staged, target)
+        return target

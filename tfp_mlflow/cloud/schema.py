@@ -1,0 +1,102 @@
+"""How the knowledge cloud lives in MLflow: every experiment, tag, param, metric and artifact name, nowhere else.
+
+See ``docs/cloud-schema.md`` for the page people read. In short:
+
+* experiment ``tfp-cloud`` holds one **spec run** (the cloud's fingerprint spec), one **task run** per task and
+  any number of **knowledge runs** (one measured result each), told apart by the tag ``tfp.kind``;
+* experiment ``tfp-recommendations`` holds one run per recommendation (ranking plot and JSON).
+
+A run becomes visible to queries only when its tag ``tfp.complete`` is ``"1"``, written last, after every
+artifact; an interrupted contribution therefore never shows up. MLflow caps tags at 8,000 characters and params at
+6,000, so arrays (fingerprints, policies) are artifacts.
+"""
+from __future__ import annotations
+
+__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "Tag", "Kind", "KnowledgeKind", "Artifact", "Metric",
+           "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
+
+CLOUD_EXPERIMENT = "tfp-cloud"
+RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
+
+#: The four transfer scenarios (method.md §1).
+SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
+
+
+class Tag:
+    """Run tags (namespaced ``tfp.``); experiment tags are marked."""
+
+    KIND = "tfp.kind"                    # spec | task | knowledge
+    COMPLETE = "tfp.complete"            # "1" once every artifact is written (written last)
+    SPEC_ID = "tfp.spec_id"              # also an experiment tag: the cloud's spec
+    TFP_VERSION = "tfp.version"
+    TASK = "tfp.task"                    # task name (task and knowledge runs)
+    KEYWORDS = "tfp.keywords"            # comma-separated
+    DOMAIN = "tfp.domain"
+    SHAREABLE = "tfp.shareable"          # "true" | "false"
+    DATA_URI = "tfp.data_uri"            # where the task's data lives (only meaningful when shareable)
+    CONTRIBUTOR = "tfp.contributor"
+    FINGERPRINT_SHA256 = "tfp.fingerprint_sha256"   # "" for tasks known only by description
+    KNOWLEDGE = "tfp.knowledge"          # a KnowledgeKind
+    KNOWLEDGE_KEY = "tfp.knowledge_key"  # content hash: re-contributing the same result is a no-op
+    ARCHITECTURE = "tfp.architecture"    # timm name ("" when the source did not publish it)
+    SOURCE = "tfp.source"                # source task of a transfer outcome
+    POLICY_ID = "tfp.policy_id"
+    EVIDENCE_RUN = "tfp.evidence_run"    # the run that produced the result, when known
+    PROVENANCE = "tfp.provenance"        # e.g. "Godau et al. 2024 (MIT), repetition 0"
+    REPETITION = "tfp.repetition"
+
+
+class Kind:
+    SPEC = "spec"
+    TASK = "task"
+    KNOWLEDGE = "knowledge"
+    RECOMMENDATION = "recommendation"
+
+
+class KnowledgeKind:
+    """What one knowledge run records."""
+
+    ARCHITECTURE = "architecture"        # the task trained with architecture A: metrics
+    POLICY = "policy"                    # the task's learned augmentation policy (artifact)
+    BASELINE = "baseline"                # the task trained without transfer: metrics
+    AUGMENTATION = "augmentation"        # the task trained with the policy of source S: metrics
+    PRETRAINING = "pretraining"          # the task fine-tuned after pretraining on source S: metrics
+    COTRAINING = "cotraining"            # the task co-trained with source S: metrics
+    ARCHITECTURE_TRANSFER = "architecture_transfer"  # the task trained with source S's best architecture
+
+
+KNOWLEDGE_KINDS = (KnowledgeKind.ARCHITECTURE, KnowledgeKind.POLICY, KnowledgeKind.BASELINE,
+                   KnowledgeKind.AUGMENTATION, KnowledgeKind.PRETRAINING, KnowledgeKind.COTRAINING,
+                   KnowledgeKind.ARCHITECTURE_TRANSFER)
+
+
+class Param:
+    NUM_IMAGES = "num_images"
+    NUM_CLASSES = "num_classes"
+    NUM_DRAWS = "num_draws"
+    INTRINSIC_DIM = "intrinsic_dim"
+
+
+class Metric:
+    BALANCED_ACCURACY = "balanced_accuracy"
+    AUROC = "auroc"
+
+
+class Artifact:
+    SPEC = "spec/spec.npz"
+    FINGERPRINT = "fingerprint/fingerprint.npz"
+    POLICY = "policy/policy.json"
+    RECOMMENDATION = "recommendation.json"
+    RANKING_PLOT = "ranking.png"
+
+
+def complete_filter(kind: str, **tags: str) -> str:
+    """MLflow filter string for complete runs of ``kind`` with the given ``tfp.`` tags (keys without prefix)."""
+    clauses = [f"tags.`{Tag.KIND}` = '{kind}'", f"tags.`{Tag.COMPLETE}` = '1'"]
+    for key, value in tags.items():
+        clauses.append(f"tags.`tfp.{key}` = '{_quote(value)}'")
+    return " and ".join(clauses)
+
+
+def _quote(value: str) -> str:
+    return str(value).replace("'", "\\'")

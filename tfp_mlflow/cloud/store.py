@@ -1,0 +1,453 @@
+"""The knowledge cloud: tasks, their fingerprints and their knowledge in an MLflow tracking server.
+
+`Cloud` is the only place that talks to MLflow for the cloud. Every write follows the schema's completion rule
+(artifacts first, ``tfp.complete`` last), so readers never see half a contribution. Torch-free.
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.cache import LocalCache
+from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, KnowledgeKind, Param, Tag,
+                                     complete_filter)
+from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
+from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
+from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.task import Task
+
+__all__ = ["Cloud", "CloudTask", "KnowledgeRow", "Knowledge", "default_tracking_uri"]
+
+DEFAULT_HOME = "tfp-cloud"
+_TIMM_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+MAX_ROWS = 10_000
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded default: ``sqlite:///./tfp-cloud/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = Path(DEFAULT_HOME).resolve()
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class CloudTask:
+    """A task as the cloud describes it (its fingerprint is fetched on demand)."""
+
+    name: str
+    run_id: str
+    keywords: tuple[str, ...] = ()
+    domain: str = ""
+    num_images: int = 0
+    num_classes: int = 0
+    shareable: bool = False
+    data_uri: str = ""
+    contributor: str = ""
+    fingerprint_sha256: str = ""
+    intrinsic_dim: float | None = None
+
+    @property
+    def has_fingerprint(self) -> bool:
+        return bool(self.fingerprint_sha256)
+
+
+@dataclass(frozen=True)
+class KnowledgeRow:
+    """One measured result. Metrics lie in [0, 1]; which fields matter depends on the kind.
+
+    ``architecture``: timm name (kind ``architecture``); ``source``: the source task of a transfer outcome;
+    ``policy_id``: the policy (kinds ``policy`` and ``augmentation``); ``repetition``: seed index.
+    """
+
+    architecture: str = ""
+    source: str = ""
+    policy_id: str = ""
+    repetition: int | None = None
+    balanced_accuracy: float | None = None
+    auroc: float | None = None
+    evidence_run: str = ""
+
+    def validate(self, kind: str) -> KnowledgeRow:
+        for name in ("balanced_accuracy", "auroc"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0):
+                raise BadInputError(f"{kind} result {name}={value!r} is outside [0, 1]; give metrics as fractions")
+        if kind == KnowledgeKind.ARCHITECTURE and not _TIMM_NAME.match(self.architecture or ""):
+            raise BadInputError(f"architecture result needs a timm model name, got {self.architecture!r}")
+        if kind in (KnowledgeKind.PRETRAINING, KnowledgeKind.COTRAINING, KnowledgeKind.AUGMENTATION,
+                    KnowledgeKind.ARCHITECTURE_TRANSFER):
+            validate_task_name(self.source)
+        if kind != KnowledgeKind.POLICY and self.balanced_accuracy is None and self.auroc is None:
+            raise BadInputError(f"{kind} result has no metric; give balanced_accuracy and/or auroc")
+        return self
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """A knowledge run: rows of one kind for one task, with provenance."""
+
+    task: str
+    kind: str
+    rows: tuple[KnowledgeRow, ...]
+    run_id: str = ""
+    provenance: str = ""
+    contributor: str = ""
+    policies: dict[str, dict] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """Content hash: the same knowledge contributed twice is stored once."""
+        body = {"task": self.task, "kind": self.kind, "provenance": self.provenance,
+                "rows": [asdict(r) for r in self.rows],
+                "policies": {k: self.policies[k] for k in sorted(self.policies)}}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class Cloud:
+    """A knowledge cloud on an MLflow tracking server (``sqlite:///...`` or ``http://host:port``).
+
+    Parameters
+    ----------
+    tracking_uri : str, optional
+        Defaults to :func:`default_tracking_uri`.
+    cache_dir : str, optional
+        Local content-addressed cache of downloaded fingerprints and knowledge (default ``~/.cache/tfp-mlflow``).
+    """
+
+    def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None) -> None:
+        # Fail in seconds, not minutes, when a server is down.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow prints run URLs to stdout for http servers, which would corrupt `tfp recommend --json`.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri or default_tracking_uri()
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.cache = LocalCache(cache_dir)
+        self._experiment_ids: dict[str, str] = {}
+
+    # -- experiments --------------------------------------------------------------------------------------------
+    def _artifact_location(self, name: str) -> str | None:
+        if self.uri.startswith("sqlite:///"):
+            return (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
+        return None
+
+    def experiment_id(self, name: str = CLOUD_EXPERIMENT) -> str:
+        """Id of the named experiment, created on first use."""
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                try:
+                    experiment_id = self.client.create_experiment(name, self._artifact_location(name))
+                except Exception:  # created concurrently by another contributor
+                    experiment = self.client.get_experiment_by_name(name)
+                    if experiment is None:
+                        raise
+                    experiment_id = experiment.experiment_id
+            else:
+                if experiment.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(experiment.experiment_id)
+                experiment_id = experiment.experiment_id
+        except CloudError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"cannot reach the cloud at {self.uri} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); start the server or check "
+                             f"--tracking-uri / MLFLOW_TRACKING_URI") from None
+        self._experiment_ids[name] = experiment_id
+        return experiment_id
+
+    def _search(self, filter_string: str, experiment: str = CLOUD_EXPERIMENT) -> list:
+        """All active runs matching the filter, following MLflow's pages (1,000 runs per page)."""
+        runs, token = [], None
+        experiment_id = self.experiment_id(experiment)
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                           page_token=token, order_by=["attributes.start_time DESC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _start_run(self, kind: str, tags: dict[str, str], experiment: str = CLOUD_EXPERIMENT):
+        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": _contributor()}
+        return self.client.create_run(self.experiment_id(experiment), tags={**base, **tags})
+
+    def _complete(self, run_id: str) -> None:
+        self.client.set_tag(run_id, Tag.COMPLETE, "1")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_file(self, run_id: str, artifact_path: str, write) -> str:
+        """Write a file with ``write(path)`` and log it at ``artifact_path``; returns its SHA-256."""
+        folder, name = os.path.split(artifact_path)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            write(local)
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            self.client.log_artifact(run_id, str(local), folder or None)
+        return digest
+
+    # -- spec ---------------------------------------------------------------------------------------------------
+    def spec_id(self) -> str | None:
+        """The cloud's spec id, or ``None`` while no spec is set."""
+        experiment = self.client.get_experiment(self.experiment_id())
+        return experiment.tags.get(Tag.SPEC_ID)
+
+    def spec(self) -> FingerprintSpec | None:
+        """The cloud's spec (downloaded once and cached)."""
+        spec_id = self.spec_id()
+        if spec_id is None:
+            return None
+        runs = self._search(complete_filter(Kind.SPEC, spec_id=spec_id))
+        if not runs:
+            raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run for it")
+        path = self.cache.fetch(self.client, runs[0].info.run_id, Artifact.SPEC, key=f"spec-{spec_id}")
+        return FingerprintSpec.load(path)
+
+    def ensure_spec(self, spec: FingerprintSpec) -> None:
+        """Set the cloud's spec on first use; afterwards refuse any other spec."""
+        current = self.spec_id()
+        if current == spec.id:
+            return
+        if current is not None:
+            raise SpecMismatchError(f"the cloud at {self.uri} uses spec {current}, not {spec.id}; re-fingerprint "
+                                    f"with the cloud's spec (`tfp cloud spec` saves it)")
+        run = self._start_run(Kind.SPEC, {Tag.SPEC_ID: spec.id})
+        self._log_file(run.info.run_id, Artifact.SPEC, spec.save)
+        self._complete(run.info.run_id)
+        self.client.set_experiment_tag(self.experiment_id(), Tag.SPEC_ID, spec.id)
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def tasks(self) -> list[CloudTask]:
+        """Every complete task, newest version per name, sorted by name."""
+        latest: dict[str, CloudTask] = {}
+        for run in self._search(complete_filter(Kind.TASK)):
+            task = _task_from_run(run)
+            latest.setdefault(task.name, task)  # runs come newest first
+        return [latest[name] for name in sorted(latest)]
+
+    def task(self, name: str) -> CloudTask | None:
+        """The newest complete version of a task, or ``None``."""
+        runs = self._search(complete_filter(Kind.TASK, task=validate_task_name(name)))
+        return _task_from_run(runs[0]) if runs else None
+
+    def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
+                   keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
+                   shareable: bool | None = None, num_images: int | None = None, num_classes: int | None = None,
+                   intrinsic_dim: float | None = None, knowledge: Iterable[Knowledge] = (),
+                   contributor: str | None = None, spec: FingerprintSpec | None = None) -> CloudTask:
+        """Add (or update) a task with its fingerprint and knowledge; atomic from a reader's point of view.
+
+        Knowledge is written first (each run complete on its own, deduplicated by content), then the task run,
+        whose completion tag comes last; older versions of the task are then retired. Fields left ``None`` keep
+        the previous version's value, so ``contribute(fp, name=...)`` attaches a fingerprint to a known task.
+        """
+        name = validate_task_name(name or (fingerprint.name if fingerprint else ""))
+        if shareable and not data_uri:
+            raise BadInputError("--shareable needs --data-uri (where others can fetch the data)")
+        previous = self.task(name)
+        if fingerprint is not None:
+            cloud_spec = self.spec_id()
+            if cloud_spec is not None and fingerprint.spec_id != cloud_spec:
+                raise SpecMismatchError(f"fingerprint of {name!r} has spec {fingerprint.spec_id} but the cloud at "
+                                        f"{self.uri} uses {cloud_spec}; re-fingerprint it with the cloud's spec")
+            if cloud_spec is None:
+                if spec is None or spec.id != fingerprint.spec_id:
+                    from tfp_mlflow.spec import default_spec
+                    spec = default_spec()
+                if spec.id != fingerprint.spec_id:
+                    raise SpecMismatchError(f"the cloud has no spec yet and fingerprint {name!r} was not made with "
+                                            f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
+                self.ensure_spec(spec)
+        contributor = contributor or _contributor()
+        for item in knowledge:
+            self.add_knowledge(item, contributor=contributor)
+
+        def pick(value, old, default):
+            return value if value is not None else (old if previous is not None else default)
+
+        keywords = validate_keywords(list(keywords if keywords is not None else (
+            fingerprint.keywords if fingerprint and fingerprint.keywords else
+            previous.keywords if previous else ())))
+        fields = {
+            Tag.TASK: name, Tag.KEYWORDS: ",".join(keywords),
+            Tag.DOMAIN: _short(pick(domain, previous and previous.domain, ""), "domain"),
+            Tag.SHAREABLE: str(bool(pick(shareable, previous and previous.shareable, False))).lower(),
+            Tag.DATA_URI: _short(pick(data_uri, previous and previous.data_uri, ""), "data URI"),
+            Tag.CONTRIBUTOR: contributor,
+        }
+        images = num_images if num_images is not None else (
+            fingerprint.num_images if fingerprint else previous.num_images if previous else 0)
+        classes = num_classes if num_classes is not None else (
+            fingerprint.num_classes if fingerprint else previous.num_classes if previous else 0)
+        if images < 0 or classes < 0 or (images and classes > images) or images > 10**10:
+            raise BadInputError(f"task {name!r} claims {images} images in {classes} classes; that is impossible")
+        dim = intrinsic_dim if intrinsic_dim is not None else (previous.intrinsic_dim if previous else None)
+        run = self._start_run(Kind.TASK, fields)
+        run_id = run.info.run_id
+        try:
+            params = {Param.NUM_IMAGES: str(images), Param.NUM_CLASSES: str(classes)}
+            if dim is not None:
+                params[Param.INTRINSIC_DIM] = repr(float(dim))
+            sha = ""
+            if fingerprint is not None:
+                params[Param.NUM_DRAWS] = str(fingerprint.num_draws)
+                sha = self._log_file(run_id, Artifact.FINGERPRINT, fingerprint.save)
+                self.client.set_tag(run_id, Tag.SPEC_ID, fingerprint.spec_id)
+                self._log_dataset(run_id, name, sha, fields[Tag.DATA_URI])
+            elif previous is not None and previous.has_fingerprint:
+                # Keep the earlier fingerprint: copy it into the new version.
+                old = self.cache.fetch(self.client, previous.run_id, Artifact.FINGERPRINT,
+                                       key=previous.fingerprint_sha256)
+                sha = self._log_file(run_id, Artifact.FINGERPRINT, lambda p: p.write_bytes(old.read_bytes()))
+            for key, value in params.items():
+                self.client.log_param(run_id, key, value)
+            self.client.set_tag(run_id, Tag.FINGERPRINT_SHA256, sha)
+            self._complete(run_id)
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        for old in self._search(complete_filter(Kind.TASK, task=name)):
+            if old.info.run_id != run_id and old.info.start_time <= run.info.start_time:
+                self.client.delete_run(old.info.run_id)
+        return self.task(name) or _task_from_run(self.client.get_run(run_id))
+
+    def _log_dataset(self, run_id: str, name: str, digest: str, data_uri: str) -> None:
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        source = HTTPDatasetSource(url=data_uri or f"tfp://{name}")
+        dataset = MetaDataset(source=source, name=name, digest=digest[:16])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                              tags=[InputTag("mlflow.data.context", "fingerprint")])])
+
+    # -- knowledge ----------------------------------------------------------------------------------------------
+    def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
+        """Store one knowledge run (idempotent: returns the existing run id when the same content is there)."""
+        if knowledge.kind not in KNOWLEDGE_KINDS:
+            raise BadInputError(f"unknown knowledge kind {knowledge.kind!r}; use one of {', '.join(KNOWLEDGE_KINDS)}")
+        validate_task_name(knowledge.task)
+        if not knowledge.rows or len(knowledge.rows) > MAX_ROWS:
+            raise BadInputError(f"{knowledge.kind} knowledge of {knowledge.task!r} needs 1 to {MAX_ROWS} rows")
+        for row in knowledge.rows:
+            row.validate(knowledge.kind)
+        key = knowledge.key()
+        existing = self._search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key))
+        if existing:
+            return existing[0].info.run_id
+        tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
+                Tag.CONTRIBUTOR: contributor or knowledge.contributor or _contributor(),
+                Tag.PROVENANCE: _short(knowledge.provenance, "provenance")}
+        run = self._start_run(Kind.KNOWLEDGE, tags)
+        run_id = run.info.run_id
+        try:
+            table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
+                     "rows": [asdict(r) for r in knowledge.rows]}
+            self._log_file(run_id, f"knowledge/{knowledge.kind}.json",
+                           lambda p: p.write_text(json.dumps(table, sort_keys=True)))
+            for policy_id, policy in sorted(knowledge.policies.items()):
+                self._log_file(run_id, f"policy/{_safe_file(policy_id)}.json",
+                               lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
+            best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
+            if best:
+                self.client.log_metric(run_id, "best_balanced_accuracy", max(best))
+            self.client.log_param(run_id, "rows", str(len(knowledge.rows)))
+            self._complete(run_id)
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        return run_id
+
+    def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
+        """Complete knowledge of a task (all kinds, or the given ones), oldest first."""
+        runs = self._search(complete_filter(Kind.KNOWLEDGE, task=validate_task_name(task)))
+        out = []
+        for run in reversed(runs):
+            kind = run.data.tags.get(Tag.KNOWLEDGE, "")
+            if kinds is not None and kind not in kinds:
+                continue
+            path = self.cache.fetch(self.client, run.info.run_id, f"knowledge/{kind}.json",
+                                    key=f"knowledge-{run.data.tags.get(Tag.KNOWLEDGE_KEY, run.info.run_id)}")
+            table = json.loads(path.read_text())
+            rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in KnowledgeRow.__dataclass_fields__})
+                         for r in table["rows"])
+            out.append(Knowledge(task=task, kind=kind, rows=rows, run_id=run.info.run_id,
+                                 provenance=table.get("provenance", ""),
+                                 contributor=run.data.tags.get(Tag.CONTRIBUTOR, "")))
+        return out
+
+    def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
+        """The albumentations JSON of a policy, as contributed."""
+        path = self.cache.fetch(self.client, knowledge_run_id, f"policy/{_safe_file(policy_id)}.json",
+                                key=f"policy-{knowledge_run_id}-{_safe_file(policy_id)}")
+        return json.loads(path.read_text())
+
+    # -- fingerprints -------------------------------------------------------------------------------------------
+    def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None) -> Fingerprint:
+        """The task's fingerprint, from the local cache when its checksum is already there."""
+        if not task.has_fingerprint:
+            raise BadInputError(f"task {task.name!r} has no fingerprint in the cloud")
+        path = self.cache.fetch(self.client, task.run_id, Artifact.FINGERPRINT, key=task.fingerprint_sha256,
+                                sha256=task.fingerprint_sha256)
+        return Fingerprint.load(path, spec)
+
+    def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool) -> list[Task]:
+        """Selector inputs for cloud tasks (fingerprints loaded through the cache when asked for)."""
+        out = []
+        for task in tasks:
+            fingerprint = self.fingerprint(task) if with_fingerprints and task.has_fingerprint else None
+            out.append(Task(name=task.name, keywords=task.keywords, num_samples=task.num_images,
+                            fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
+        return out
+
+
+def _task_from_run(run) -> CloudTask:
+    tags, params = run.data.tags, run.data.params
+    dim = params.get(Param.INTRINSIC_DIM)
+    return CloudTask(name=tags.get(Tag.TASK, ""), run_id=run.info.run_id,
+                     keywords=tuple(k for k in tags.get(Tag.KEYWORDS, "").split(",") if k),
+                     domain=tags.get(Tag.DOMAIN, ""), num_images=int(params.get(Param.NUM_IMAGES, 0)),
+                     num_classes=int(params.get(Param.NUM_CLASSES, 0)),
+                     shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),
+                     contributor=tags.get(Tag.CONTRIBUTOR, ""),
+                     fingerprint_sha256=tags.get(Tag.FINGERPRINT_SHA256, ""),
+                     intrinsic_dim=float(dim) if dim is not None else None)
+
+
+def _contributor() -> str:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _short(value: Any, what: str, limit: int = 2000) -> str:
+    value = "" if value is None else str(value)
+    if len(value) > limit:
+        raise BadInputError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
+    return value
+
+
+def _safe_file(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.+:-]{1,128}", name) or ".." in name:
+        raise BadInputError(f"policy id {name!r} is invalid: use letters, digits and _.+:-")
+    return name

@@ -1,0 +1,201 @@
+"""From a ranking of the cloud's tasks to per-scenario recommendations with their evidence (method.md §5).
+
+For each scenario the ranking is walked best-first until ``top_k`` sources with usable knowledge are found:
+their best architecture (by the chosen metric), their augmentation policy, their shareable data for pretraining
+or co-training. Every item names its source, distance, rank and the runs behind it; every list names the selector.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind
+from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.ranking import RankedSource, rank_sources
+from tfp_mlflow.selectors import get_selector
+from tfp_mlflow.task import Task
+
+__all__ = ["Recommendation", "recommend", "RECOMMENDATION_SCHEMA"]
+
+RECOMMENDATION_SCHEMA = "tfp.recommendation/1"
+#: How far down the ranking a scenario looks for sources with usable knowledge.
+WALK_FACTOR = 5
+
+
+@dataclass
+class Recommendation:
+    """The answer to one query; :meth:`to_json` is the stable format of ``tfp recommend --json``."""
+
+    target: dict[str, Any]
+    selector: str
+    top_k: int
+    metric: str
+    cloud: str
+    ranking: list[dict[str, Any]]
+    scenarios: dict[str, dict[str, Any]]
+    run_id: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}
+
+
+def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
+              name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
+              scenarios: Sequence[str] = SCENARIOS, metric: str = "balanced_accuracy",
+              log: bool = True) -> Recommendation:
+    """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
+
+    Parameters
+    ----------
+    target : Fingerprint, optional
+        The new task's fingerprint; without one, only the ``manual`` selector can rank (give ``keywords``).
+    keywords : sequence of str
+        The new task's keywords (override the fingerprint's).
+    log : bool
+        Also log the recommendation as a run in the ``tfp-recommendations`` experiment.
+    """
+    if top_k < 1:
+        raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise BadInputError(f"unknown scenario {unknown[0]!r}; use all or one of {', '.join(SCENARIOS)}")
+    if metric not in ("balanced_accuracy", "auroc"):
+        raise BadInputError(f"--metric must be balanced_accuracy or auroc, got {metric!r}")
+    chooser = get_selector(selector)
+    keywords = validate_keywords(list(keywords) or list(target.keywords if target else ()))
+    if target is None and chooser.needs_fingerprint:
+        raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, or "
+                            f"use --selector manual with --keywords")
+    if not chooser.needs_fingerprint and not keywords:
+        raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords")
+    target_name = name or (target.name if target else "query")
+    query = Task(name=target_name, keywords=keywords, num_samples=target.num_images if target else 0,
+                 fingerprint=target)
+    cloud_tasks = [t for t in cloud.tasks() if t.name != target_name]
+    notes = []
+    if chooser.needs_fingerprint:
+        spec_id = cloud.spec_id()
+        if target is not None and spec_id is not None and target.spec_id != spec_id:
+            from tfp_mlflow.errors import SpecMismatchError
+            raise SpecMismatchError(f"the target has spec {target.spec_id} but the cloud at {cloud.uri} uses "
+                                    f"{spec_id}; fingerprint it with the cloud's spec")
+        without = [t.name for t in cloud_tasks if not t.has_fingerprint]
+        cloud_tasks = [t for t in cloud_tasks if t.has_fingerprint]
+        if without:
+            notes.append(f"{len(without)} tasks without a fingerprint cannot be ranked by {selector} "
+                         f"(use --selector manual with --keywords to include them)")
+    if not cloud_tasks:
+        raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank; contribute tasks "
+                            f"first (`tfp contribute`)")
+    by_name = {t.name: t for t in cloud_tasks}
+    sources = cloud.as_tasks(cloud_tasks, with_fingerprints=chooser.needs_fingerprint)
+    ranking = rank_sources(chooser, query, sources)
+    result = Recommendation(
+        target={"name": target_name, "keywords": list(keywords),
+                "spec_id": target.spec_id if target else None,
+                "num_images": target.num_images if target else None},
+        selector=selector, top_k=top_k, metric=metric, cloud=cloud.uri,
+        ranking=[_ranked(r, by_name[r.name]) for r in ranking[:max(10, top_k)]],
+        scenarios={}, notes=notes)
+    walk = ranking[:WALK_FACTOR * top_k]
+    knowledge_of: dict[str, list] = {}
+
+    def knowledge(source: str) -> list:
+        if source not in knowledge_of:
+            knowledge_of[source] = cloud.knowledge(source)
+        return knowledge_of[source]
+
+    for scenario in scenarios:
+        items, skipped = [], 0
+        for entry in walk:
+            if len(items) == top_k:
+                break
+            item = _SCENARIO_ITEM[scenario](entry, by_name[entry.name], knowledge(entry.name), metric)
+            if item is None:
+                skipped += 1
+                continue
+            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance, **item})
+        scenario_notes = []
+        if skipped:
+            scenario_notes.append(f"{skipped} closer sources had no usable {scenario} knowledge and were passed over")
+        if len(items) < top_k:
+            scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario} "
+                                  f"knowledge")
+        result.scenarios[scenario] = {"selector": selector, "items": items, "notes": scenario_notes}
+    if log:
+        result.run_id = _log(cloud, result)
+    return result
+
+
+def _ranked(entry: RankedSource, task: CloudTask) -> dict[str, Any]:
+    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "num_samples": entry.num_samples,
+            "domain": task.domain, "keywords": list(task.keywords), "run_id": task.run_id,
+            "shareable": task.shareable}
+
+
+def _architecture(entry, task, knowledge, metric) -> dict | None:
+    rows = [(k, r) for k in knowledge if k.kind == KnowledgeKind.ARCHITECTURE for r in k.rows
+            if getattr(r, metric) is not None]
+    if not rows:
+        return None
+    best_knowledge, best = max(rows, key=lambda kr: getattr(kr[1], metric))
+    return {"architecture": best.architecture, "balanced_accuracy": best.balanced_accuracy, "auroc": best.auroc,
+            "evidence": {"knowledge_run": best_knowledge.run_id, "training_run": best.evidence_run or None,
+                         "candidates": len(rows), "provenance": best_knowledge.provenance}}
+
+
+def _augmentation(entry, task, knowledge, metric) -> dict | None:
+    policies = [(k, r) for k in knowledge if k.kind == KnowledgeKind.POLICY for r in k.rows]
+    if not policies:
+        return None
+    chosen, row = policies[0]
+    return {"policy_id": row.policy_id, "policy": {"knowledge_run": chosen.run_id,
+                                                  "artifact": f"policy/{row.policy_id}.json"},
+            "evidence": {"knowledge_run": chosen.run_id, "policies_available": len(policies),
+                         "provenance": chosen.provenance, "repetition": row.repetition}}
+
+
+def _shared_data(entry, task, knowledge, metric) -> dict | None:
+    if not task.shareable or not task.data_uri:
+        return None
+    baselines = [r for k in knowledge if k.kind == KnowledgeKind.BASELINE for r in k.rows]
+    return {"data_uri": task.data_uri, "num_images": task.num_images, "num_classes": task.num_classes,
+            "evidence": {"task_run": task.run_id, "source_baseline": (baselines[0].balanced_accuracy
+                                                                      if baselines else None)}}
+
+
+_SCENARIO_ITEM = {"architecture": _architecture, "augmentation": _augmentation, "pretraining": _shared_data,
+                  "cotraining": _shared_data}
+
+
+def _log(cloud: Cloud, result: Recommendation) -> str:
+    from tfp_mlflow.plots import plot_ranking
+
+    run = cloud._start_run(Kind.RECOMMENDATION, {"tfp.target": result.target["name"], "tfp.selector": result.selector},
+                           experiment=RECOMMENDATION_EXPERIMENT)
+    run_id = run.info.run_id
+    result.run_id = run_id
+    for key, value in (("selector", result.selector), ("top_k", result.top_k), ("metric", result.metric),
+                       ("target", result.target["name"])):
+        cloud.client.log_param(run_id, key, str(value))
+    shown = result.ranking[:10]
+    if shown:
+        cloud.client.log_metric(run_id, "best_distance", shown[0]["distance"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Artifact.RECOMMENDATION
+        path.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
+        cloud.client.log_artifact(run_id, str(path))
+        if shown:
+            plot = plot_ranking([r["source"] for r in shown], [r["distance"] for r in shown],
+                                Path(tmp) / Artifact.RANKING_PLOT,
+                                title=f"closest tasks to {result.target['name']} ({result.selector})")
+            cloud.client.log_artifact(run_id, str(plot))
+    cloud.client.set_terminated(run_id, "FINISHED")
+    return run_id
