@@ -113,3 +113,13 @@ def test_zip_bomb_is_refused_before_decompression(bad_catalogue):
     path, _ = bad_catalogue["zip bomb"]
     with zipfile.ZipFile(path) as archive:
         assert max(i.file_size for i in archive.infolist()) > 1 << 31
+
+
+def test_loading_only_some_variants_skips_the_rest(make_fingerprint, tmp_path):
+    fp = make_fingerprint("partial", seed=4, moments=True)
+    path = fp.save(tmp_path / "p.npz")
+    small = Fingerprint.load(path, variants=("small",), moments=False)
+    assert small.variants == ("small",) and small.second_moments is None
+    np.testing.assert_array_equal(small.counts["small"], fp.counts["small"])
+    with pytest.raises(BadInputError, match="no 'large' variant"):
+        small.histogram("large")

@@ -23,12 +23,13 @@ MAX_ARCHIVE_BYTES = 1 << 30
 
 
 def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional: set[str] = frozenset(),
-             optional_prefix: str | None = None, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict[str, np.ndarray]:
+             optional_prefix: str | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
+             skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
     """Read every member of an ``.npz`` archive after validating its layout.
 
     Raises :class:`BadInputError` naming the file and the problem for anything that is not a well-formed archive
     holding exactly ``required`` (plus any of ``optional``, or names ``optional_prefix`` + identifier) plain
-    (non-object) arrays.
+    (non-object) arrays. Members named in ``skip`` are validated by name but not decompressed.
     """
     path = Path(path)
     where = f"{kind} file {str(path)!r}"
@@ -57,7 +58,7 @@ def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            for name in sorted(names):
+            for name in sorted(names - set(skip)):
                 arrays[name] = npz[name]
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "object" in str(exc).lower():

@@ -186,14 +186,21 @@ class Fingerprint:
         return write_npz_atomic(path, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, spec: FingerprintSpec | None = None) -> Fingerprint:
+    def load(cls, path: str | os.PathLike, spec: FingerprintSpec | None = None,
+             variants: Sequence[str] | None = None, moments: bool = True) -> Fingerprint:
         """Read and validate a fingerprint file; with ``spec``, also check it was made with that spec.
 
+        ``variants`` (default: all) and ``moments`` limit what is decompressed, for fast bulk loading.
         Raises :class:`~tfp_mlflow.errors.BadInputError` with a one-line message naming the file and the problem.
         """
         where = f"fingerprint file {str(path)!r}"
+        skip = set() if moments else {"second_moments"}
+        if variants is not None:
+            # A requested variant that the file lacks surfaces as histogram()'s clear error.
+            skip |= {name for name in _member_names(path)
+                     if name.startswith("counts_") and name.removeprefix("counts_") not in variants}
         arrays = read_npz(path, kind="fingerprint", required={"meta", "feature_sum"}, optional={"second_moments"},
-                          optional_prefix="counts_")
+                          optional_prefix="counts_", skip=frozenset(skip))
         meta = read_json_member(arrays, "meta", where)
         counts = {key.removeprefix("counts_"): value for key, value in arrays.items() if key.startswith("counts_")}
         try:
@@ -203,6 +210,16 @@ class Fingerprint:
         if spec is not None:
             fingerprint.check_spec(spec, where)
         return fingerprint
+
+
+def _member_names(path: str | os.PathLike) -> set[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {info.filename.removesuffix(".npy") for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return set()  # read_npz reports the problem
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {

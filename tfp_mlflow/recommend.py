@@ -95,7 +95,9 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank; contribute tasks "
                             f"first (`tfp contribute`)")
     by_name = {t.name: t for t in cloud_tasks}
-    sources = cloud.as_tasks(cloud_tasks, with_fingerprints=chooser.needs_fingerprint)
+    # Load only what the selector reads: one variant (P2L: the smallest) and moments only for FID.
+    sources = cloud.as_tasks(cloud_tasks, with_fingerprints=chooser.needs_fingerprint,
+                             variants=chooser.variants or ("small",), moments=chooser.needs_moments)
     ranking = rank_sources(chooser, query, sources)
     result = Recommendation(
         target={"name": target_name, "keywords": list(keywords),

@@ -399,19 +399,25 @@ class Cloud:
         return json.loads(path.read_text())
 
     # -- fingerprints -------------------------------------------------------------------------------------------
-    def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None) -> Fingerprint:
-        """The task's fingerprint, from the local cache when its checksum is already there."""
+    def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None,
+                    variants: Sequence[str] | None = None, moments: bool = True) -> Fingerprint:
+        """The task's fingerprint, from the local cache when its checksum is already there.
+
+        ``variants`` and ``moments`` limit what is decompressed (see :meth:`Fingerprint.load`).
+        """
         if not task.has_fingerprint:
             raise BadInputError(f"task {task.name!r} has no fingerprint in the cloud")
         path = self.cache.fetch(self.client, task.run_id, Artifact.FINGERPRINT, key=task.fingerprint_sha256,
                                 sha256=task.fingerprint_sha256)
-        return Fingerprint.load(path, spec)
+        return Fingerprint.load(path, spec, variants=variants, moments=moments)
 
-    def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool) -> list[Task]:
+    def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
+                 variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:
         """Selector inputs for cloud tasks (fingerprints loaded through the cache when asked for)."""
         out = []
         for task in tasks:
-            fingerprint = self.fingerprint(task) if with_fingerprints and task.has_fingerprint else None
+            fingerprint = (self.fingerprint(task, variants=variants, moments=moments)
+                           if with_fingerprints and task.has_fingerprint else None)
             out.append(Task(name=task.name, keywords=task.keywords, num_samples=task.num_images,
                             fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
         return out

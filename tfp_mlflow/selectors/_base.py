@@ -62,6 +62,10 @@ class Selector(abc.ABC):
     name: str = ""
     #: Whether sources and target need a fingerprint (``manual`` needs keywords only).
     needs_fingerprint: bool = True
+    #: Histogram variants the selector reads (``()``: none, only means); lets callers load less.
+    variants: tuple[str, ...] = ()
+    #: Whether the selector reads second moments.
+    needs_moments: bool = False
 
     def prepare(self, sources: Sequence[Task] | Iterable[Task]) -> PreparedSources:
         """Reduce the sources to the arrays this selector needs (done once, reused for every target).

@@ -43,6 +43,7 @@ class BinnedKLD(FingerprintSelector):
         if weighting not in ("target-softmax", "source-l1", "uniform"):
             raise BadInputError(f"unknown bKLD weighting {weighting!r}; use target-softmax, source-l1 or uniform")
         self.variant = variant
+        self.variants = (variant,)
         self.weighting = weighting
 
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:

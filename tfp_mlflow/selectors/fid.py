@@ -20,6 +20,8 @@ class FID(FingerprintSelector):
     source costs one symmetric eigenvalue problem.
     """
 
+    needs_moments = True
+
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
         means, covariances = [], []
         for fingerprint in self._fingerprints(sources, prepared):

@@ -23,6 +23,7 @@ class VDNA(FingerprintSelector):
 
     def __init__(self, variant: str = "large") -> None:
         self.variant = variant
+        self.variants = (variant,)
 
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
         stack: np.ndarray | None = None
