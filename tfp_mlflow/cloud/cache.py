@@ -13,16 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import CloudError
 
 __all__ = ["LocalCache", "default_cache_dir"]
-
-
-def default_cache_dir() -> Path:
-    """``$TFP_CACHE_DIR`` or ``$XDG_CACHE_HOME/tfp-mlflow`` (``~/.cache/tfp-mlflow``)."""
-    root = os.environ.get("TFP_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "tfp-mlflow")
-    return Path(root)
 
 
 class LocalCache:

