@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=384, help="side of the PNGs on disk")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 1])
+    parser.add_argument("--weights", default=None, help="weights file (timing does not depend on the values)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians are printed")
     args = parser.parse_args()
     device = torch.device(args.device) if args.device else default_device()
-    backbone = load_backbone(args.backbone, device=device)
+    backbone = load_backbone(args.backbone, args.weights, device=device)
     spec = default_spec()
     if backbone.name != spec.backbone:
         # Any spec of the right width serves for timing; edges do not change the cost.

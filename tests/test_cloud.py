@@ -88,6 +88,27 @@ def test_recontribution_updates_instead_of_duplicating(sqlite_cloud, fingerprint
     assert [t.name for t in sqlite_cloud.tasks()].count("reference_only") == 1
 
 
+def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(sqlite_cloud, fingerprints, small_spec):
+    _fill(sqlite_cloud, fingerprints, small_spec)
+    first = recommend(sqlite_cloud, fingerprints["a_target"], log=False)
+    folders = list((sqlite_cloud.cache.root / "prepared").iterdir())
+    assert len(folders) == 1 and (folders[0] / "meta.json").is_file()
+    again = recommend(sqlite_cloud, fingerprints["a_target"], log=False)
+    assert again.ranking == first.ranking
+    assert list((sqlite_cloud.cache.root / "prepared").iterdir()) == folders   # served from the cache
+    sqlite_cloud.contribute(fingerprints["a_target"], name="a_3")
+    changed = recommend(sqlite_cloud, fingerprints["a_target"], name="query", log=False)
+    assert changed.ranking[0]["source"] == "a_3"            # the target's own fingerprint, now a source
+    assert len(list((sqlite_cloud.cache.root / "prepared").iterdir())) == 2
+
+
+def test_search_follows_pages(sqlite_cloud, fingerprints, small_spec):
+    _fill(sqlite_cloud, fingerprints, small_spec)
+    sqlite_cloud.page_size = 3                                # real MLflow page tokens, 4 tasks over 2 pages
+    assert [t.name for t in sqlite_cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
+    assert len(sqlite_cloud._search("attributes.status = 'FINISHED'")) > 3
+
+
 def test_manual_selector_ranks_tasks_without_fingerprints(sqlite_cloud):
     for name, keywords in [("chest_a", ["x-ray", "chest", "lung"]), ("skin_a", ["skin"]), ("chest_b", ["x-ray"])]:
         sqlite_cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)

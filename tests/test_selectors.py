@@ -7,6 +7,7 @@ import scipy.linalg
 import scipy.stats
 
 from tfp_mlflow import BadInputError, SpecMismatchError, Task, get_selector, list_selectors
+from tfp_mlflow.selectors import PreparedSources
 
 
 def softmax(x):
@@ -166,3 +167,20 @@ def test_lazy_sources_are_walked_once(tasks):
     lazy = Lazy()
     prepared = get_selector("bkld-small-target").prepare(lazy)
     assert lazy.reads == len(tasks) and prepared.names == [t.name for t in tasks]
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN))
+def test_saved_prepared_sources_give_the_same_distances(name, tasks, tmp_path):
+    selector = get_selector(name)
+    prepared = selector.prepare(tasks)
+    loaded = PreparedSources.load(prepared.save(tmp_path / "prepared"))
+    assert loaded.names == prepared.names and loaded.spec_id == prepared.spec_id
+    np.testing.assert_array_equal(selector.matrix(loaded, tasks), selector.matrix(prepared, tasks))
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_unreadable_prepared_sources_are_a_clear_error(tasks, tmp_path):
+    folder = get_selector("vdna").prepare(tasks).save(tmp_path / "prepared")
+    (folder / "meta.json").write_text("{")
+    with pytest.raises(BadInputError, match="cannot be read.*delete the folder"):
+        PreparedSources.load(folder)

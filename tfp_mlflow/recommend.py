@@ -95,9 +95,9 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank; contribute tasks "
                             f"first (`tfp contribute`)")
     by_name = {t.name: t for t in cloud_tasks}
-    # Load only what the selector reads: one variant (P2L: the smallest) and moments only for FID.
-    sources = cloud.as_tasks(cloud_tasks, with_fingerprints=chooser.needs_fingerprint,
-                             variants=chooser.variants or ("small",), moments=chooser.needs_moments)
+    # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
+    sources = (cloud.prepared(chooser, cloud_tasks) if chooser.needs_fingerprint
+               else cloud.as_tasks(cloud_tasks, with_fingerprints=False))
     ranking = rank_sources(chooser, query, sources)
     result = Recommendation(
         target={"name": target_name, "keywords": list(keywords),

@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Sequence as SequenceABC
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,12 +24,15 @@ from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact
                                      complete_filter)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
+from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
 
 __all__ = ["Cloud", "CloudTask", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
+#: Prepared source sets kept in the local cache (one per selector and cloud state seen recently).
+PREPARED_KEEP = 4
 
 
 def default_tracking_uri() -> str:
@@ -70,6 +75,9 @@ class Cloud:
     cache_dir : str, optional
         Local content-addressed cache of downloaded fingerprints and knowledge (default ``~/.cache/tfp-mlflow``).
     """
+
+    #: Runs per search page (MLflow's own maximum is 50,000; 1,000 keeps each response small).
+    page_size: int = 1000
 
     def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None) -> None:
         # Fail in seconds, not minutes, when a server is down.
@@ -125,7 +133,7 @@ class Cloud:
         runs, token = [], None
         experiment_id = self.experiment_id(experiment)
         while True:
-            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=self.page_size,
                                            page_token=token, order_by=["attributes.start_time DESC"])
             runs.extend(page)
             token = page.token
@@ -369,6 +377,49 @@ class Cloud:
             out.append(Task(name=task.name, keywords=task.keywords, num_samples=task.num_images,
                             fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
         return out
+
+
+    def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
+        """The tasks prepared for a fingerprint selector, from the local cache when these versions were seen before.
+
+        The key covers the selector and its parameters and each task's run, checksum and ranking fields, so any
+        contribution gives a new key. Fingerprints are loaded one at a time while preparing (only the variant the
+        selector reads); the most recent :data:`PREPARED_KEEP` prepared sets are kept.
+        """
+        identity = [repr(selector), self.spec_id(), [(t.name, t.run_id, t.fingerprint_sha256, t.num_images,
+                                                      t.intrinsic_dim) for t in tasks]]
+        key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+        folder = self.cache.root / "prepared" / key
+        if (folder / "meta.json").is_file():
+            try:
+                prepared = PreparedSources.load(folder)
+                os.utime(folder)  # recently used: kept by the pruning below
+                return prepared
+            except BadInputError:
+                shutil.rmtree(folder, ignore_errors=True)
+        prepared = selector.prepare(_LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments))
+        prepared.save(folder)
+        old = sorted((p for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)[PREPARED_KEEP:]
+        for stale in old:
+            shutil.rmtree(stale, ignore_errors=True)
+        return prepared
+
+
+class _LazyTasks(SequenceABC):
+    """Cloud tasks as selector inputs, each fingerprint loaded (through the cache) only when it is reached."""
+
+    def __init__(self, cloud: Cloud, tasks: Sequence[CloudTask], variants: Sequence[str], moments: bool) -> None:
+        self.cloud, self.tasks, self.variants, self.moments = cloud, list(tasks), tuple(variants), moments
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.cloud.as_tasks([self.tasks[index]], with_fingerprints=True, variants=self.variants,
+                                   moments=self.moments)[0]
 
 
 def _task_from_run(run) -> CloudTask:

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import abc
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -13,6 +18,8 @@ from tfp_mlflow.spec import check_same_spec
 from tfp_mlflow.task import Task
 
 __all__ = ["Selector", "PreparedSources", "FingerprintSelector"]
+
+PREPARED_FORMAT = "tfp.prepared/1"
 
 
 @dataclass
@@ -48,6 +55,60 @@ class PreparedSources:
     def nbytes(self) -> int:
         """Memory held by the cached arrays."""
         return sum(a.nbytes for a in self.arrays.values() if isinstance(a, np.ndarray))
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write to a new folder (one ``.npy`` per array, ``meta.json`` for the rest), renamed into place whole.
+
+        Plain ``.npy`` files, not an archive, so :meth:`load` can memory-map a stack of a gigabyte in milliseconds.
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+        try:
+            meta: dict[str, Any] = {"format": PREPARED_FORMAT, "selector": self.selector, "names": self.names,
+                                    "spec_id": self.spec_id, "json": {}, "tuples": []}
+            arrays = {"num_samples": self.num_samples, "intrinsic_dims": self.intrinsic_dims}
+            for key, value in self.arrays.items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"arrays.{key}"] = value
+                else:
+                    meta["json"][key] = list(value) if isinstance(value, tuple) else value
+                    if isinstance(value, tuple):
+                        meta["tuples"].append(key)
+            for key, value in arrays.items():
+                np.save(staging / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
+            (staging / "meta.json").write_text(json.dumps(meta))  # last: a folder without it is incomplete
+            os.replace(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> PreparedSources:
+        """Read a folder written by :meth:`save`; arrays are read-only memory maps."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            if meta.get("format") != PREPARED_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+
+            def array(key: str) -> np.ndarray:
+                return np.load(folder / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+
+            arrays: dict[str, Any] = {key: tuple(value) if key in meta["tuples"] else value
+                                      for key, value in meta["json"].items()}
+            for path in folder.glob("arrays.*.npy"):
+                key = path.name[len("arrays."):-len(".npy")]
+                arrays[key] = array(f"arrays.{key}")
+            prepared = cls(selector=meta["selector"], names=list(meta["names"]), num_samples=array("num_samples"),
+                           intrinsic_dims=array("intrinsic_dims"), spec_id=meta["spec_id"], arrays=arrays)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"prepared sources in {str(folder)!r} cannot be read ({exc}); delete the folder") \
+                from None
+        if len(prepared.num_samples) != len(prepared.names):
+            raise BadInputError(f"prepared sources in {str(folder)!r} are inconsistent; delete the folder")
+        return prepared
 
 
 class Selector(abc.ABC):
