@@ -25,7 +25,8 @@ def test_rank_sources_excludes_the_target_and_cuts_at_top_k():
                Task(name="other", keywords=("skin",), num_samples=10**7)]
     ranking = rank_sources("manual", target, sources, top_k=3)
     assert [(r.rank, r.name) for r in ranking] == [(1, "big_same"), (2, "small_same"), (3, "half")]
-    assert ranking[0].distance == 0.0 and ranking[2].distance == pytest.approx(0.75)
+    # Keyword distances 0 and 0.75, less the study's small size tie-break shifts.
+    assert ranking[0].distance == pytest.approx(0.0, abs=0.01) and ranking[2].distance == pytest.approx(0.75, abs=0.01)
     with pytest.raises(BadInputError, match="top-k"):
         rank_sources("manual", target, sources, top_k=0)
 

@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: fingerprints and rankings (matplotlib, Agg backend)."""
+"""Figures people would rather look at than read: fingerprints, rankings and selector evaluations (matplotlib,
+Agg backend)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import numpy as np
 
 from tfp_mlflow.fingerprint import Fingerprint
 
-__all__ = ["plot_fingerprint", "plot_ranking"]
+__all__ = ["plot_fingerprint", "plot_ranking", "plot_gain_curves", "plot_rank_distribution"]
 
 
 def _pyplot():
@@ -57,4 +58,49 @@ def plot_ranking(names: Sequence[str], distances: Sequence[float], path: str | o
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return path
+
+
+def plot_gain_curves(gain_curve: dict[str, dict[str, list[float]]], path: str | os.PathLike) -> Path:
+    """Share of targets improved by the best of the top k, per scenario and selector (the paper's Fig. 4 top)."""
+    plt = _pyplot()
+    scenarios = list(next(iter(gain_curve.values())))
+    figure, axes = plt.subplots(1, len(scenarios), figsize=(3.2 * len(scenarios), 3.2), sharey=True)
+    for axis, scenario in zip(np.atleast_1d(axes), scenarios):
+        for selector, curves in gain_curve.items():
+            values = curves[scenario]
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=selector)
+        axis.set_title(scenario)
+        axis.set_xlabel("shots k")
+        axis.set_xticks(range(1, len(values) + 1))
+        axis.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("targets improved (BA, best of top k) %")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_rank_distribution(fractions: dict[str, dict[str, list[float]]], path: str | os.PathLike) -> Path:
+    """Bootstrap rank distribution per scenario and selector (the paper's Fig. 5): bubble area = share."""
+    plt = _pyplot()
+    scenarios = list(fractions)
+    figure, axes = plt.subplots(1, len(scenarios), figsize=(3.2 * len(scenarios), 3.4), sharey=True)
+    for axis, scenario in zip(np.atleast_1d(axes), scenarios):
+        selectors = list(fractions[scenario])
+        for x, selector in enumerate(selectors):
+            shares = np.asarray(fractions[scenario][selector])
+            ranks = np.arange(1, len(shares) + 1)
+            axis.scatter(np.full(len(ranks), x), ranks, s=600 * shares, alpha=0.7)
+        axis.set_title(scenario)
+        axis.set_xticks(range(len(selectors)), selectors, rotation=45, ha="right", fontsize=8)
+        axis.invert_yaxis()
+    np.atleast_1d(axes)[0].set_ylabel("bootstrap rank (1 = best)")
+    return _save(figure, path)
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    _pyplot().close(figure)
     return path

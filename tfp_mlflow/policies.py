@@ -1,8 +1,11 @@
 """Augmentation policies: albumentations-serialised JSON, validated before it enters the cloud.
 
-Only the structure is checked here (JSON object, a ``transform`` tree whose every class is one albumentations
-itself can deserialise, never ``Lambda`` or another callable); loading and translating policies written by
-albumentations 1.3.0 for 2.x comes with the evaluation.
+A policy is checked before it enters the cloud (JSON object, a ``transform`` tree whose every class is one
+albumentations itself can deserialise, never ``Lambda`` or another callable). The original JSON is what the cloud
+stores; :func:`load_policy` translates a policy written by albumentations 1.x (such as the 213 Faster-AutoAugment
+policies of the reference study, written by 1.3.0) into the 2.x arguments on load, because 2.x silently drops
+arguments it does not know (CoarseDropout falls back to default holes, Solarize to 0.5, an RGBShift limit of 1
+means 255).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 from tfp_mlflow.errors import BadInputError
 
-__all__ = ["read_policy", "validate_policy", "MAX_POLICY_BYTES"]
+__all__ = ["read_policy", "validate_policy", "translate_policy", "load_policy", "MAX_POLICY_BYTES"]
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_DEPTH = 12
@@ -61,3 +64,78 @@ def validate_policy(policy: Any) -> dict[str, Any]:
 
     walk(policy["transform"], 0)
     return policy
+
+
+def translate_policy(policy: dict[str, Any], image_side: int | None = None) -> dict[str, Any]:
+    """The 2.x form of an albumentations 1.x policy (a new dict; 2.x policies pass through unchanged).
+
+    ``image_side`` clamps CoarseDropout holes to the image (a hole larger than the image raises in both versions).
+    """
+    version = str(policy.get("__version__", "2"))
+    if not version.startswith(("0.", "1.")):
+        return json.loads(json.dumps(policy))
+
+    def pair(value: Any) -> list:
+        return list(value) if isinstance(value, (list, tuple)) else [value, value]
+
+    def hole(values: list) -> list:
+        return [min(v, image_side) if image_side and isinstance(v, int) else v for v in values]
+
+    def node(entry: Any) -> Any:
+        if isinstance(entry, list):
+            return [node(e) for e in entry]
+        if not isinstance(entry, dict):
+            return entry
+        out = {key: node(value) for key, value in entry.items()}
+        if out.pop("always_apply", False):
+            out["p"] = 1.0
+        name = str(out.get("__class_fullname__", "")).rsplit(".", 1)[-1]
+        if name == "ShiftScaleRotate":
+            if "value" in out:
+                out["fill"] = out.pop("value") or 0
+            if "mask_value" in out:
+                out["fill_mask"] = out.pop("mask_value") or 0
+        elif name == "CoarseDropout":
+            for old, new in (("holes", "num_holes_range"), ("height", "hole_height_range"),
+                             ("width", "hole_width_range")):
+                low, high = out.pop(f"min_{old}", None), out.pop(f"max_{old}", None)
+                if high is not None:
+                    values = [high if low is None else low, high]
+                    out[new] = values if old == "holes" else hole(values)
+            if "fill_value" in out:
+                out["fill"] = out.pop("fill_value")
+            if "mask_fill_value" in out:
+                mask_fill = out.pop("mask_fill_value")
+                if mask_fill is not None:
+                    out["fill_mask"] = mask_fill
+        elif name == "RGBShift":
+            for key in ("r_shift_limit", "g_shift_limit", "b_shift_limit"):
+                if key in out:
+                    limit = out[key]       # 1.x: a scalar v meant (-v, v)
+                    out[key] = [v / 255 for v in (pair(limit) if isinstance(limit, (list, tuple)) else
+                                                  [-limit, limit])]
+        elif name == "Solarize" and "threshold" in out:
+            out["threshold_range"] = [t / 255 for t in pair(out.pop("threshold"))]
+        return out
+
+    translated = node(policy)
+    translated["__version__"] = "2.0.8"
+    return translated
+
+
+def load_policy(policy: dict[str, Any], image_side: int | None = None):
+    """An albumentations transform built from a policy (1.x policies translated first)."""
+    import warnings
+
+    import albumentations
+
+    policy = validate_policy(policy)
+    try:
+        with warnings.catch_warnings():
+            # 2.x warns about ShiftScaleRotate's deprecation on every construction; the policy is as recorded.
+            warnings.simplefilter("ignore", UserWarning)
+            return albumentations.from_dict(translate_policy(policy, image_side))
+    except Exception as exc:  # albumentations raises ValueError, KeyError, TypeError, pydantic errors
+        raise BadInputError(f"the policy cannot be built by albumentations {albumentations.__version__} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") \
+            from None

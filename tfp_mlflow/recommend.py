@@ -125,6 +125,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
                 continue
             items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance, **item})
         scenario_notes = []
+        if len(items) < top_k and any(by_name[e.name].contributor.startswith("reference:") for e in walk):
+            scenario_notes.append(_REFERENCE_GAPS[scenario])
         if skipped:
             scenario_notes.append(f"{skipped} closer sources had no usable {scenario} knowledge and were passed over")
         if len(items) < top_k:
@@ -172,6 +174,17 @@ def _shared_data(entry, task, knowledge, metric) -> dict | None:
             "evidence": {"task_run": task.run_id, "source_baseline": (baselines[0].balanced_accuracy
                                                                       if baselines else None)}}
 
+
+# What the published reference study does not contain, said plainly instead of inventing it.
+_REFERENCE_GAPS = {
+    "architecture": "the reference study publishes transfer outcomes with each source's best architecture, not "
+                    "that architecture's timm name; no name is recommended for reference tasks",
+    "augmentation": "reference policies are listed by repetition; all three are in the cloud",
+    "pretraining": "reference tasks are public datasets, but no data location was recorded; attach one with "
+                   "`tfp contribute --name TASK --data-uri URI --shareable`",
+    "cotraining": "reference tasks are public datasets, but no data location was recorded; attach one with "
+                  "`tfp contribute --name TASK --data-uri URI --shareable`",
+}
 
 _SCENARIO_ITEM = {"architecture": _architecture, "augmentation": _augmentation, "pretraining": _shared_data,
                   "cotraining": _shared_data}

@@ -12,11 +12,12 @@ artifact; an interrupted contribution therefore never shows up. MLflow caps tags
 """
 from __future__ import annotations
 
-__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "Tag", "Kind", "KnowledgeKind", "Artifact", "Metric",
+__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "Tag", "Kind", "KnowledgeKind", "Artifact", "Metric",
            "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
 RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
+EVALUATION_EXPERIMENT = "tfp-evaluations"
 
 #: The four transfer scenarios (method.md §1).
 SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
@@ -51,6 +52,7 @@ class Kind:
     TASK = "task"
     KNOWLEDGE = "knowledge"
     RECOMMENDATION = "recommendation"
+    EVALUATION = "evaluation"
 
 
 class KnowledgeKind:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+from scipy.stats import rankdata
 
 from tfp_mlflow.selectors._base import PreparedSources, Selector
 from tfp_mlflow.selectors._registry import register_selector
@@ -15,11 +16,22 @@ __all__ = ["KeywordIoU"]
 class KeywordIoU(Selector):
     """``1 - |K_S ∩ K_T| / |K_S ∪ K_T|`` on keyword sets; two empty sets are at distance 1 (nothing in common).
 
-    Needs no fingerprint, so tasks known only by description (the imported reference) can be ranked. Many
-    sources tie; the ranking's tie rule (larger source, larger intrinsic dimension, then name) orders them.
+    Needs no fingerprint, so tasks known only by description (the imported reference) can be ranked.
+
+    Parameters
+    ----------
+    tiebreak : bool
+        Subtract the study's source shifts, as its manual baseline did: ``0.001 * rank(size)``,
+        ``1e-5 * rank(intrinsic dimension)`` (average ranks among the sources; unknown dimension: no shift) and
+        ``1e-7 * position`` in the source list. The size shift can outweigh small keyword differences (71 sources:
+        up to 0.071), which is part of that baseline's behaviour. Without it, many sources tie and the ranking's
+        own tie rule orders them.
     """
 
     needs_fingerprint = False
+
+    def __init__(self, tiebreak: bool = True) -> None:
+        self.tiebreak = tiebreak
 
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
         keyword_sets = [set(task.keywords) for task in sources]
@@ -29,6 +41,12 @@ class KeywordIoU(Selector):
         for i, keywords in enumerate(keyword_sets):
             membership[i, [column[w] for w in keywords]] = 1.0
         prepared.arrays.update(membership=membership, sizes=membership.sum(axis=1), vocabulary=column)
+        shift = np.zeros(count)
+        if self.tiebreak:
+            shift = 1e-3 * rankdata(prepared.num_samples) + 1e-7 * np.arange(count)
+            known = np.isfinite(prepared.intrinsic_dims)
+            shift[known] += 1e-5 * rankdata(prepared.intrinsic_dims[known])
+        prepared.arrays["shift"] = shift
 
     def _distances(self, target: Task, prepared: PreparedSources) -> np.ndarray:
         column = prepared.arrays["vocabulary"]
@@ -36,9 +54,10 @@ class KeywordIoU(Selector):
         intersection = prepared.arrays["membership"][:, known].sum(axis=1)
         union = prepared.arrays["sizes"] + len(target.keywords) - intersection
         iou = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
-        return 1.0 - iou
+        return 1.0 - iou - prepared.arrays["shift"]
 
 
-@register_selector("manual", "keyword intersection over union (no fingerprint needed)")
+@register_selector("manual", "keyword intersection over union with the study's size tie-breakers (no fingerprint "
+                             "needed)")
 def manual() -> KeywordIoU:
     return KeywordIoU()

@@ -1,0 +1,221 @@
+"""Scoring task selectors against measured transfer outcomes, as the study did (method.md §6).
+
+:func:`evaluate` takes selectors as distance matrices (rows sources, columns targets) and a
+:class:`~tfp_mlflow.reference.ReferenceStudy`, scores every case (validation target x repetition x scenario x base
+metric), and summarises: gain curves (Fig. 4 top), win rates (Supplementary Table 4), meta-metric means, setup
+stability and a bootstrap ranking ("aggregate then rank", Fig. 5).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.evaluation.meta_metrics import (META_METRICS, WIN_RATE_METRICS, affinities_from_distances, top_k,
+                                                top_k_score, weighted_tau)
+from tfp_mlflow.reference import BASE_METRICS, SCENARIO_FILES, ReferenceStudy
+
+__all__ = ["Evaluation", "evaluate", "SCENARIOS", "STABILITY_COMPONENTS"]
+
+SCENARIOS = tuple(SCENARIO_FILES)
+MAX_SHOTS = 5
+#: Setup components whose variation the stability score measures.
+STABILITY_COMPONENTS = ("meta_metric", "base_metric", "repetition", "target", "scenario")
+
+
+@dataclass
+class Evaluation:
+    """Everything :func:`evaluate` computes; :meth:`to_json` gives the stable JSON of ``tfp evaluate``.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per selector x scenario x base metric x repetition x target x meta metric (``avg`` mode, top-k).
+    gains : DataFrame
+        Gain (0/1) of the best of the top ``k`` shots, ``k`` = 1..5, balanced accuracy, per case.
+    """
+
+    selectors: list[str]
+    top_k: int
+    scores: pd.DataFrame
+    gains: pd.DataFrame
+    bootstrap: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def win_rates(self) -> dict[str, dict[str, float]]:
+        """Percent of setups (target x repetition x meta metric x base metric) each selector wins, ties shared."""
+        setups = self.scores[self.scores["meta_metric"].isin(WIN_RATE_METRICS)]
+        out: dict[str, dict[str, float]] = {s: {} for s in self.selectors}
+        keys = ["base_metric", "repetition", "target", "meta_metric"]
+        for scenario in SCENARIOS:
+            table = setups[setups["scenario"] == scenario].pivot_table(index=keys, columns="selector",
+                                                                       values="score", dropna=False)
+            table = table.reindex(columns=self.selectors)
+            best = table.max(axis=1)
+            for selector in self.selectors:
+                out[selector][scenario] = 100.0 * float((table[selector] == best).sum()) / max(1, len(table))
+        for selector in self.selectors:
+            out[selector]["mean"] = float(np.mean([out[selector][s] for s in SCENARIOS]))
+        return out
+
+    def gain_curve(self) -> dict[str, dict[str, list[float]]]:
+        """Percent of validation cases improved in balanced accuracy by the best of the top k, k = 1..5."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for (selector, scenario), table in self.gains.groupby(["selector", "scenario"]):
+            out.setdefault(selector, {})[scenario] = [100.0 * float(table[f"k{k}"].mean())
+                                                      for k in range(1, MAX_SHOTS + 1)]
+        return {s: out[s] for s in self.selectors}
+
+    def meta_metric_means(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Mean of each meta metric over targets, repetitions and base metrics (``avg`` mode, top-k)."""
+        means = self.scores.groupby(["selector", "scenario", "meta_metric"])["score"].mean()
+        return {s: {c: {m: _finite(means.get((s, c, m))) for m in META_METRICS} for c in SCENARIOS}
+                for s in self.selectors}
+
+    def stability(self) -> dict[str, float | None]:
+        """Setup stability: mean Kendall tau-b between the selectors' scores when one component varies."""
+        if len(self.selectors) < 3:
+            return {c: None for c in STABILITY_COMPONENTS}   # tau of two values says nothing
+        frame = self.scores[self.scores["meta_metric"].isin(WIN_RATE_METRICS)]
+        out = {}
+        for varying in STABILITY_COMPONENTS:
+            fixing = [c for c in STABILITY_COMPONENTS if c != varying]
+            per_setup = []
+            for _, group in frame.groupby(fixing):
+                vectors = [g.set_index("selector")["score"].reindex(self.selectors).to_numpy()
+                           for _, g in group.groupby(varying)]
+                taus = [scipy.stats.kendalltau(a, b, nan_policy="omit")[0] for a, b in combinations(vectors, 2)]
+                if taus and not np.all(np.isnan(taus)):
+                    per_setup.append(np.nanmean(taus))
+            out[varying] = _finite(np.mean(per_setup)) if per_setup else None
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "tfp.evaluation/1", "selectors": self.selectors, "top_k": self.top_k,
+                "scenarios": list(SCENARIOS), "win_rates": self.win_rates(), "gain_curve": self.gain_curve(),
+                "meta_metrics": self.meta_metric_means(), "setup_stability": self.stability(),
+                "bootstrap_rank_fractions": self.bootstrap,
+                "win_rate_setups_per_scenario": int(len(self.scores) * len(WIN_RATE_METRICS) / max(
+                    1, len(self.selectors) * len(SCENARIOS) * len(META_METRICS)))}
+
+    def write_plots(self, folder: str | os.PathLike) -> list[Path]:
+        """The gain curves (Fig. 4 top) and, with two or more selectors, the bootstrap ranks (Fig. 5)."""
+        from tfp_mlflow.plots import plot_gain_curves, plot_rank_distribution
+
+        folder = Path(folder)
+        paths = [plot_gain_curves(self.gain_curve(), folder / "gain_curves.png")]
+        if self.bootstrap:
+            paths.append(plot_rank_distribution(self.bootstrap, folder / "bootstrap_ranks.png"))
+        return paths
+
+    def log(self, cloud, *, reference: str) -> str:
+        """Log as a run of the ``tfp-evaluations`` experiment: JSON, plots, win rates as metrics."""
+        from tfp_mlflow.cloud.schema import EVALUATION_EXPERIMENT, Kind
+
+        run_id = cloud._start_run(Kind.EVALUATION, {"tfp.reference": reference[:500]},
+                                  experiment=EVALUATION_EXPERIMENT).info.run_id
+        cloud.client.log_param(run_id, "selectors", ",".join(self.selectors)[:500])
+        cloud.client.log_param(run_id, "top_k", str(self.top_k))
+        for selector, rates in self.win_rates().items():
+            for scenario, value in rates.items():
+                cloud.client.log_metric(run_id, f"win_rate.{_metric_key(selector)}.{scenario}", value)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "evaluation.json"
+            report.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
+            for path in [report, *self.write_plots(tmp)]:
+                cloud.client.log_artifact(run_id, str(path))
+        cloud.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
+def _metric_key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:200]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, top_k_shots: int = 3,
+             bootstraps: int = 1000, seed: int = 0) -> Evaluation:
+    """Score selectors (name → distance matrix, rows sources, columns targets) on the study's validation targets.
+
+    Targets are looked up under their shrunk name where the study shrank them; the valid sources of a target
+    exclude itself and the tasks sharing its images.
+    """
+    if not selectors:
+        raise BadInputError("nothing to evaluate: give at least one selector (--selector NAME=PATH.csv or --builtin)")
+    if not 1 <= top_k_shots <= MAX_SHOTS:
+        raise BadInputError(f"--top-k must lie between 1 and {MAX_SHOTS}, got {top_k_shots}")
+    affinities = {}
+    for name, distances in selectors.items():
+        missing_targets = [t for t in study.validation if study.shrink_map.get(t, t) not in distances.columns]
+        missing_sources = [t for t in study.tasks if t not in distances.index]
+        if missing_targets or missing_sources:
+            what = (f"target column {missing_targets[0]!r}" if missing_targets else
+                    f"source row {missing_sources[0]!r}")
+            raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the study's "
+                                f"tasks and columns its targets (shrunk names where shrunk)")
+        affinities[name] = affinities_from_distances(distances)
+    score_rows, gain_rows = [], []
+    for scenario in SCENARIOS:
+        for metric in BASE_METRICS:
+            for repetition in study.repetitions:
+                outcomes = study.outcome_table(scenario, metric, repetition)
+                for target in study.validation:
+                    valid = study.valid_sources(target)
+                    measured = (outcomes[target] if target in outcomes.columns
+                                else pd.Series(np.nan, index=outcomes.index)).reindex(valid)
+                    baseline = study.baseline(target, metric, repetition)
+                    case = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
+                    for name, table in affinities.items():
+                        affinity = table[study.shrink_map.get(target, target)].reindex(valid)
+                        ranked = top_k(affinity, MAX_SHOTS)
+                        suggested = ranked[:top_k_shots]
+                        for meta in META_METRICS:
+                            score = (weighted_tau(affinity, measured) if meta == "weightedtau" else
+                                     top_k_score(meta, suggested, measured, baseline, "avg"))
+                            score_rows.append({**case, "selector": name, "meta_metric": meta, "score": score})
+                        if metric == "balanced_accuracy":
+                            gain_rows.append({**case, "selector": name, **{
+                                f"k{k}": top_k_score("gain", ranked[:k], measured, baseline, "best")
+                                for k in range(1, MAX_SHOTS + 1)}})
+    result = Evaluation(selectors=list(selectors), top_k=top_k_shots, scores=pd.DataFrame(score_rows),
+                        gains=pd.DataFrame(gain_rows))
+    if len(selectors) >= 2 and bootstraps:
+        result.bootstrap = bootstrap_ranking(result.scores, list(selectors), bootstraps, seed)
+    return result
+
+
+def bootstrap_ranking(scores: pd.DataFrame, selectors: list[str], bootstraps: int = 1000,
+                      seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Per scenario, the share of bootstraps in which each selector takes rank 1, 2, ... (aggregate then rank).
+
+    A bootstrap draws the scenario's cases (target x repetition x base metric x meta metric, win-rate metrics,
+    cases where every selector has a score) with replacement, averages each selector's scores, then ranks the
+    means (1 = best, ties averaged and rounded down).
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, list[float]]] = {}
+    frame = scores[scores["meta_metric"].isin(WIN_RATE_METRICS)]
+    for scenario in SCENARIOS:
+        table = frame[frame["scenario"] == scenario].pivot_table(
+            index=["base_metric", "repetition", "target", "meta_metric"], columns="selector", values="score")
+        values = table.reindex(columns=selectors).dropna().to_numpy()
+        if len(values) == 0:
+            continue
+        draws = rng.integers(0, len(values), size=(bootstraps, len(values)))
+        means = values[draws].mean(axis=1)                                   # (bootstraps, selectors)
+        ranks = np.floor(scipy.stats.rankdata(-means, axis=1, method="average")).astype(int)
+        out[scenario] = {s: [float(np.mean(ranks[:, j] == r)) for r in range(1, len(selectors) + 1)]
+                         for j, s in enumerate(selectors)}
+    return out
