@@ -5,6 +5,7 @@ Expected failures (:class:`~tfp_mlflow.errors.TfpError`) print one line and exit
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -455,7 +456,7 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     for name in builtins:
         matrices[name] = study.manual_matrix()
     with console.status("scoring selectors on the validation targets", spinner="dots") if json_out != "-" \
-            else _nullcontext():
+            else contextlib.nullcontext():
         result = evaluate(study, matrices, top_k_shots=top_k, bootstraps=bootstraps)
     payload = result.to_json()
     if plots_dir:
@@ -471,12 +472,6 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     if json_out:
         _Path(json_out).write_text(text)
     _print_evaluation(payload)
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _print_evaluation(payload: dict) -> None:

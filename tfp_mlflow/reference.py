@@ -71,6 +71,7 @@ class ReferenceStudy:
     shrink_map: dict[str, str]
     outcomes: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     baselines: dict[tuple[str, bool], pd.DataFrame] = field(default_factory=dict)
+    _csv: dict[Path, pd.DataFrame | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> ReferenceStudy:
@@ -114,8 +115,9 @@ class ReferenceStudy:
                 study.outcomes[(scenario, metric)] = table[["r", "s", "t", "p"]]
         for metric, code in BASE_METRICS.items():
             for shrunk in (True, False):
-                study.baselines[(metric, shrunk)] = _read_csv(
-                    root / "exp" / f"load_baseline_experiment%{code}%{shrunk}%True.csv")
+                path = root / "exp" / f"load_baseline_experiment%{code}%{shrunk}%True.csv"
+                study.baselines[(metric, shrunk)] = _read_csv(path)
+                study._csv[path] = study.baselines[(metric, shrunk)]
         return study
 
     # -- protocol ---------------------------------------------------------------------------------------------
@@ -153,10 +155,10 @@ class ReferenceStudy:
         return None if table is None else table[["r", "s", "t", "p"]]
 
     def _cached_csv(self, path: Path) -> pd.DataFrame | None:
-        cache = self.__dict__.setdefault("_csv_cache", {})
-        if path not in cache:
-            cache[path] = _read_csv(path) if path.is_file() else None
-        return cache[path]
+        """An optional exp/ file, read once (``None`` when the copy does not ship it)."""
+        if path not in self._csv:
+            self._csv[path] = _read_csv(path) if path.is_file() else None
+        return self._csv[path]
 
     def outcome_table(self, scenario: str, metric: str, repetition: int) -> pd.DataFrame:
         """Outcomes of one repetition: rows sources, columns targets."""

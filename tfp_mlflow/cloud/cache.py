@@ -1,4 +1,5 @@
-"""A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies).
+"""A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies) and of
+the selector stacks prepared from it.
 
 Cloud runs are write-once, so an entry keyed by a checksum (or a run's content key) never goes stale: a repeated
 query downloads only what changed. Entries are written to a temporary name and renamed, and a checksum given by
@@ -13,10 +14,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tfp_mlflow._paths import default_cache_dir
-from tfp_mlflow.errors import CloudError
+from typing import Callable
 
-__all__ = ["LocalCache", "default_cache_dir"]
+from tfp_mlflow._paths import default_cache_dir
+from tfp_mlflow.errors import BadInputError, CloudError
+from tfp_mlflow.selectors import PreparedSources
+
+__all__ = ["LocalCache", "default_cache_dir", "PREPARED_KEEP"]
+
+#: Prepared source sets kept (one per selector and cloud state seen recently).
+PREPARED_KEEP = 4
 
 
 class LocalCache:
@@ -50,3 +57,24 @@ class LocalCache:
             shutil.move(str(local), staged)
             os.replace(staged, target)
         return target
+
+    def prepared(self, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
+        """Prepared sources stored under ``key`` (memory-mapped), built and saved on a miss.
+
+        The :data:`PREPARED_KEEP` most recently used sets are kept; an unreadable one is rebuilt.
+        """
+        folder = self.root / "prepared" / key
+        if (folder / "meta.json").is_file():
+            try:
+                prepared = PreparedSources.load(folder)
+                os.utime(folder)  # recently used: kept by the pruning below
+                return prepared
+            except BadInputError:
+                shutil.rmtree(folder, ignore_errors=True)
+        prepared = build()
+        prepared.save(folder)
+        stale = sorted((p for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)[PREPARED_KEEP:]
+        for old in stale:
+            shutil.rmtree(old, ignore_errors=True)
+        return prepared

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Sequence as SequenceABC
 from dataclasses import asdict, dataclass
@@ -31,8 +30,6 @@ from tfp_mlflow.task import Task
 __all__ = ["Cloud", "CloudTask", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
-#: Prepared source sets kept in the local cache (one per selector and cloud state seen recently).
-PREPARED_KEEP = 4
 
 
 def default_tracking_uri() -> str:
@@ -384,26 +381,13 @@ class Cloud:
 
         The key covers the selector and its parameters and each task's run, checksum and ranking fields, so any
         contribution gives a new key. Fingerprints are loaded one at a time while preparing (only the variant the
-        selector reads); the most recent :data:`PREPARED_KEEP` prepared sets are kept.
+        selector reads); the local cache keeps the most recent prepared sets.
         """
         identity = [repr(selector), self.spec_id(), [(t.name, t.run_id, t.fingerprint_sha256, t.num_images,
                                                       t.intrinsic_dim) for t in tasks]]
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
-        folder = self.cache.root / "prepared" / key
-        if (folder / "meta.json").is_file():
-            try:
-                prepared = PreparedSources.load(folder)
-                os.utime(folder)  # recently used: kept by the pruning below
-                return prepared
-            except BadInputError:
-                shutil.rmtree(folder, ignore_errors=True)
-        prepared = selector.prepare(_LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments))
-        prepared.save(folder)
-        old = sorted((p for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)[PREPARED_KEEP:]
-        for stale in old:
-            shutil.rmtree(stale, ignore_errors=True)
-        return prepared
+        return self.cache.prepared(key, lambda: selector.prepare(
+            _LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments)))
 
 
 class _LazyTasks(SequenceABC):
