@@ -1,0 +1,151 @@
+"""Commands on the knowledge cloud: contribute, recommend, import-reference."""
+from __future__ import annotations
+
+
+import click
+from rich.table import Table
+
+from tfp_mlflow.cli import TRACKING_URI, console, main
+
+
+@main.command("contribute")
+@click.argument("fingerprint", required=False, type=click.Path(dir_okay=False))
+@click.option("--name", default=None, help="Task name (default: the fingerprint's).")
+@click.option("--keywords", default=None, help="Comma-separated keywords (default: the fingerprint's).")
+@click.option("--domain", default=None, help="Imaging domain, e.g. fundus_photography.")
+@click.option("--data-uri", default=None, help="Where the task's data lives (for --shareable).")
+@click.option("--shareable", is_flag=True, default=None, help="Others may use the data for pretraining/co-training.")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False),
+              help="CSV/JSON of results (kind,architecture,source,policy_id,repetition,balanced_accuracy,auroc,run_id).")
+@click.option("--policy", "policy_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="albumentations policy JSON learned on this task (repeatable).")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Spec of the fingerprint (sets a new "
+              "cloud's spec; default: the shipped spec).")
+@TRACKING_URI
+def contribute_command(fingerprint: str | None, name: str | None, keywords: str | None, domain: str | None,
+                       data_uri: str | None, shareable: bool | None, results_path: str | None,
+                       policy_paths: tuple[str, ...], spec_path: str | None, tracking_uri: str | None) -> None:
+    """Add a task (its fingerprint and what was learned on it) to the cloud; re-contributing updates it."""
+    from pathlib import Path as _Path
+
+    from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+    from tfp_mlflow.cloud.results import read_results
+    from tfp_mlflow.fingerprint import Fingerprint, validate_task_name
+    from tfp_mlflow.policies import read_policy
+    from tfp_mlflow.spec import FingerprintSpec
+
+    fp = Fingerprint.load(fingerprint) if fingerprint else None
+    task_name = validate_task_name(name or (fp.name if fp else ""))
+    knowledge = read_results(results_path, task_name) if results_path else []
+    if policy_paths:
+        policies = {_Path(p).stem: read_policy(p) for p in policy_paths}
+        knowledge.append(Knowledge(task=task_name, kind=KnowledgeKind.POLICY,
+                                   rows=tuple(KnowledgeRow(policy_id=pid) for pid in sorted(policies)),
+                                   policies=policies))
+    spec = FingerprintSpec.load(spec_path) if spec_path else None
+    cloud = Cloud(tracking_uri)
+    task = cloud.contribute(fp, name=task_name, keywords=keywords.split(",") if keywords is not None else None,
+                            domain=domain, data_uri=data_uri, shareable=shareable, knowledge=knowledge, spec=spec)
+    console.print(f"contributed {task.name} to {cloud.uri} (run {task.run_id}; fingerprint "
+                  f"{'yes' if task.has_fingerprint else 'no'}; {len(knowledge)} knowledge entries)")
+
+
+@main.command("recommend")
+@click.argument("data", required=False, type=click.Path())
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--selector", "selector_name", default="bkld-small-target", show_default=True)
+@click.option("--scenario", type=click.Choice(["all", "architecture", "augmentation", "pretraining", "cotraining"]),
+              default="all", show_default=True)
+@click.option("--keywords", default="", help="The new task's keywords (needed by --selector manual).")
+@click.option("--metric", type=click.Choice(["balanced_accuracy", "auroc"]), default="balanced_accuracy",
+              show_default=True, help="Base metric that picks a source's best architecture.")
+@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+              help="Print the stable JSON (or write it to a file: --json=OUT.json).")
+@click.option("--samples", type=int, default=None, help="Draws when DATA is a dataset (default: the spec's).")
+@click.option("--no-log", is_flag=True, help="Do not log the recommendation as an MLflow run.")
+@TRACKING_URI
+def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
+                      json_out: str | None, samples: int | None, no_log: bool, tracking_uri: str | None) -> None:
+    """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from tfp_mlflow.cloud import SCENARIOS, Cloud
+    from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+    from tfp_mlflow.recommend import recommend
+
+    cloud = Cloud(tracking_uri)
+    target = None
+    if data:
+        if _Path(data).suffix == ".npz" and _Path(data).is_file():
+            target = Fingerprint.load(data)
+        else:
+            from tfp_mlflow.extract import fingerprint_dataset
+
+            target = fingerprint_dataset(data, spec=cloud.spec(), samples=samples, progress=json_out != "-")
+    result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
+                       top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
+                       log=not no_log)
+    payload = _json.dumps(result.to_json(), indent=1, sort_keys=True)
+    if json_out == "-":
+        click.echo(payload)
+        return
+    if json_out:
+        _Path(json_out).write_text(payload)
+    _print_recommendation(result)
+
+
+def _print_recommendation(result) -> None:
+    ranking = Table(title=f"closest tasks to {result.target['name']} by {result.selector} (lower is closer)")
+    for column in ("rank", "source", "distance", "images", "domain", "shareable"):
+        ranking.add_column(column)
+    for row in result.ranking[:max(5, result.top_k)]:
+        ranking.add_row(str(row["rank"]), row["source"], f"{row['distance']:.4g}", f"{row['num_samples']:,}",
+                        row["domain"] or "-", "yes" if row["shareable"] else "no")
+    console.print(ranking)
+    for scenario, block in result.scenarios.items():
+        table = Table(title=f"{scenario}: top {result.top_k} by {block['selector']}")
+        table.add_column("rank")
+        table.add_column("source")
+        table.add_column("recommendation")
+        table.add_column("evidence")
+        for item in block["items"]:
+            if scenario == "architecture":
+                what = item["architecture"] or "(not published)"
+                evidence = (f"{result.metric} {item[result.metric]:.3f}" if item[result.metric] is not None else "")
+            elif scenario == "augmentation":
+                what, evidence = item["policy_id"], f"run {item['evidence']['knowledge_run'][:8]}"
+            else:
+                what, evidence = item["data_uri"], f"{item['num_images']:,} images"
+            table.add_row(str(item["rank"]), item["source"], what, evidence)
+        console.print(table)
+        for note in block["notes"]:
+            console.print(f"  note: {note}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if result.run_id:
+        console.print(f"logged as run {result.run_id} in experiment tfp-recommendations of {result.cloud}")
+
+
+@main.command("import-reference")
+@click.argument("reference_dir", required=False, type=click.Path(file_okay=False))
+@TRACKING_URI
+def import_reference_command(reference_dir: str, tracking_uri: str | None) -> None:
+    """Load the published 71-task study (tasks, outcomes, policies) into the cloud; importing twice changes nothing.
+
+    REFERENCE_DIR defaults to the copy shipped with tfp-mlflow.
+    """
+    from rich.progress import Progress
+
+    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.cloud.reference_import import import_reference
+    from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+
+    study = ReferenceStudy.load(reference_dir or bundled_reference())
+    cloud = Cloud(tracking_uri)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("importing reference tasks", total=len(study.tasks))
+        counts = import_reference(cloud, study, on_task=lambda _: bar.advance(task))
+    console.print(f"imported {len(study.tasks)} reference tasks into {cloud.uri}: {counts['tasks']} written, "
+                  f"{counts['tasks_unchanged']} unchanged, {counts['knowledge']} knowledge entries checked "
+                  f"(no fingerprints: rank them with --selector manual, or attach one with `tfp contribute`)")

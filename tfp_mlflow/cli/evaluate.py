@@ -1,0 +1,89 @@
+"""`tfp evaluate`: score selectors the way the published study did."""
+from __future__ import annotations
+
+import contextlib
+
+import click
+from rich.table import Table
+
+from tfp_mlflow.cli import console, main
+from tfp_mlflow.errors import BadInputError
+
+
+@main.command("evaluate")
+@click.option("--reference", "reference_dir", type=click.Path(file_okay=False),
+              help="Folder laid out like shared/reference/tfp-paper/ (default: the copy shipped with tfp-mlflow).")
+@click.option("--selector", "selector_files", multiple=True, metavar="NAME=PATH.csv",
+              help="A selector's distance matrix (rows sources, columns targets); repeatable.")
+@click.option("--builtin", "builtins", multiple=True, type=click.Choice(["manual"]),
+              help="Add our own selector computed from the reference's task descriptions.")
+@click.option("--top-k", type=int, default=3, show_default=True, help="Shots averaged by the meta metrics.")
+@click.option("--bootstraps", type=int, default=1000, show_default=True, help="Bootstraps of the rank analysis.")
+@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+              help="Print the stable JSON (or write it to a file: --json=OUT.json).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write the figures to this folder.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="Also log the evaluation as an MLflow run (tfp-evaluations) on this server.")
+def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], top_k: int,
+                     bootstraps: int, json_out: str | None, plots_dir: str | None, tracking_uri: str | None) -> None:
+    """Score task selectors against the reference study's transfer outcomes (win rates, gain curves)."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from tfp_mlflow.evaluation import evaluate
+    from tfp_mlflow.reference import ReferenceStudy, bundled_reference, read_distance_matrix
+
+    reference_dir = reference_dir or str(bundled_reference())
+    study = ReferenceStudy.load(reference_dir)
+    matrices = {}
+    for entry in selector_files:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise BadInputError(f"--selector takes NAME=PATH.csv, got {entry!r}")
+        matrices[name] = read_distance_matrix(path)
+    for name in builtins:
+        matrices[name] = study.manual_matrix()
+    with console.status("scoring selectors on the validation targets", spinner="dots") if json_out != "-" \
+            else contextlib.nullcontext():
+        result = evaluate(study, matrices, top_k_shots=top_k, bootstraps=bootstraps)
+    payload = result.to_json()
+    if plots_dir:
+        result.write_plots(plots_dir)
+    if tracking_uri:
+        from tfp_mlflow.cloud import Cloud
+
+        payload["run_id"] = result.log(Cloud(tracking_uri), reference=str(_Path(reference_dir).resolve()))
+    text = _json.dumps(payload, indent=1, sort_keys=True)
+    if json_out == "-":
+        click.echo(text)
+        return
+    if json_out:
+        _Path(json_out).write_text(text)
+    _print_evaluation(payload)
+
+
+def _print_evaluation(payload: dict) -> None:
+    scenarios = payload["scenarios"]
+    gains = Table(title="targets improved in balanced accuracy by the best of the top k (%, Fig. 4 top)")
+    gains.add_column("selector")
+    gains.add_column("scenario")
+    for k in range(1, 6):
+        gains.add_column(f"k={k}", justify="right")
+    for selector, curves in payload["gain_curve"].items():
+        for scenario in scenarios:
+            gains.add_row(selector, scenario, *(f"{v:.2f}" for v in curves[scenario]))
+    console.print(gains)
+    wins = Table(title=f"win rates (%, {payload['win_rate_setups_per_scenario']} setups per scenario, "
+                       f"top-{payload['top_k']} averaged; ties count for every tied selector)")
+    wins.add_column("selector")
+    for scenario in [*scenarios, "mean"]:
+        wins.add_column(scenario, justify="right")
+    for selector, rates in payload["win_rates"].items():
+        wins.add_row(selector, *(f"{rates[s]:.2f}" for s in [*scenarios, "mean"]))
+    console.print(wins)
+    if payload.get("run_id"):
+        console.print(f"logged as run {payload['run_id']} in experiment tfp-evaluations")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
