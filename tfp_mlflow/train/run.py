@@ -1,0 +1,310 @@
+"""One training run end to end: data → network → Lightning → held-out metrics → MLflow run → knowledge in the cloud.
+
+The run lives in the ``tfp-training`` experiment of the cloud's tracking server. It is tagged ``tfp.complete``
+only after its metrics, figures and model are written; with ``contribute`` its outcome then becomes knowledge
+of the target task (``tfp.evidence_run`` names the run), so the cloud grows with use.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Tag
+from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.train.config import TrainConfig
+from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task
+from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
+from tfp_mlflow.train.network import Network, build_network
+
+__all__ = ["TrainResult", "train", "TaskModel"]
+
+TRAIN_RESULT_SCHEMA = "tfp.training/1"
+
+
+@dataclass
+class TrainResult:
+    """What a training run gave on the target's held-out split (metrics of the best epoch)."""
+
+    run_id: str
+    tracking_uri: str
+    task: str
+    scenario: str
+    source: str
+    architecture: str
+    balanced_accuracy: float
+    auroc: float | None
+    best_epoch: int
+    history: list[dict[str, float]]
+    images_per_second: float
+    knowledge_runs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": TRAIN_RESULT_SCHEMA, **asdict(self)}
+
+
+class TaskModel(torch.nn.Module):
+    """The logged model: images (n, 3, s, s), normalised as in training → logits (n, classes) of the target."""
+
+    def __init__(self, network: Network, task: int = 0) -> None:
+        super().__init__()
+        self.backbone = network.backbone
+        self.head = network.heads[task]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+
+def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud | None = None,
+          contribute: bool = False, progress: bool = True, log_model: bool = True) -> TrainResult:
+    """Train ``config`` on its target and log it as a run (see the module docstring).
+
+    Everything that can be checked without training is checked first: the config, the datasets and their
+    splits, the pretrained weights, the truncation point. Raises :class:`~tfp_mlflow.errors.TfpError` then.
+    """
+    config = config.validate()
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # before the heads are initialised
+    target = split_task(config.target, seed=config.seed, val_fraction=config.val_fraction, shrink=config.shrink,
+                        name=config.task_name)
+    source = (split_task(config.source_data, seed=config.seed, val_fraction=config.val_fraction)
+              if config.source_data else None)
+    heads = {"pretraining": [len(source.classes)] if source else [],
+             "cotraining": [len(target.classes), len(source.classes)] if source else []}.get(
+        config.scenario, [len(target.classes)])
+    network, weights_source, (mean, std) = build_network(config.architecture, heads, weights=config.weights,
+                                                         from_scratch=config.from_scratch, truncate=config.truncate)
+    cloud = cloud or Cloud(tracking_uri)
+    run = cloud._start_run(Kind.TRAINING, {Tag.TASK: target.name, Tag.SCENARIO: config.scenario,
+                                           Tag.SOURCE: config.source, Tag.ARCHITECTURE: config.architecture,
+                                           Tag.POLICY_ID: config.policy_id}, experiment=TRAINING_EXPERIMENT)
+    run_id = run.info.run_id
+    try:
+        _log_setup(cloud, run_id, config, target, source, weights_source)
+        if config.scenario == "pretraining":
+            _fit(config, network, source, None, mean, std, cloud, run_id, epochs=config.pretrain_epochs or
+                 config.epochs, prefix="pretrain", progress=progress)
+            network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
+        history, seconds, seen = _fit(config, network, target, source if config.scenario == "cotraining" else None,
+                                      mean, std, cloud, run_id, epochs=config.epochs, prefix="", progress=progress)
+        result = _finish(config, network, target, mean, std, cloud, run_id, history, seen / max(seconds, 1e-9),
+                         log_model)
+        if contribute:
+            result.knowledge_runs = contribute_outcome(cloud, config, result, target)
+            cloud.client.set_tag(run_id, "tfp.knowledge_runs", ",".join(result.knowledge_runs))
+        cloud._complete(run_id)
+    except BaseException:
+        cloud.client.set_terminated(run_id, "FAILED")
+        raise
+    return result
+
+
+def _log_setup(cloud: Cloud, run_id: str, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
+               weights_source: str) -> None:
+    params = {**config.params(), "weights_source": weights_source, "train_images": len(target.train),
+              "val_images": len(target.val), "classes": ",".join(target.classes)[:500]}
+    if source is not None:
+        params.update(source_images=len(source.train), source_classes=len(source.classes))
+    for key, value in config.provenance.items():
+        params[f"recommendation_{key}"] = value
+    for key, value in params.items():
+        cloud.client.log_param(run_id, key, str(value)[:6000])
+    if config.policy is not None:
+        cloud._log_file(run_id, Artifact.TRAINING_POLICY, lambda p: p.write_text(json.dumps(config.policy, indent=1)))
+
+
+def _loaders(config: TrainConfig, target: TaskSplit, cotrain: TaskSplit | None, mean, std):
+    """Training loader (target, or target and source drawn with equal probability) and the held-out loader."""
+    train_tf = build_transforms(config.image_size, mean, std, policy=config.policy, seed=config.seed)
+    eval_tf = build_transforms(config.image_size, mean, std, train=False)
+    parts = [ImageClassificationData(target.train, target.label_indices(target.train), train_tf,
+                                     image_size=config.image_size)]
+    if cotrain is not None:
+        parts.append(ImageClassificationData(cotrain.train, cotrain.label_indices(cotrain.train), train_tf, task=1,
+                                             image_size=config.image_size))
+    common = {"batch_size": config.batch_size, "num_workers": config.workers,
+              "persistent_workers": config.workers > 0}
+    if cotrain is None:
+        generator = torch.Generator().manual_seed(config.seed)
+        train_loader = torch.utils.data.DataLoader(parts[0], shuffle=True, generator=generator, **common)
+    else:
+        # Each draw picks a task with probability 1/2, then an image of it; an epoch sees 2 x the target's size.
+        sampler = mixed_sampler([len(p) for p in parts], 2 * len(parts[0]), config.seed)
+        train_loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(parts), sampler=sampler, **common)
+    val = ImageClassificationData(target.val, target.label_indices(target.val), eval_tf, image_size=config.image_size)
+    return train_loader, torch.utils.data.DataLoader(val, shuffle=False, **common)
+
+
+class _History(pl.Callback):
+    """Collects each epoch's aggregated metrics (train and held-out) from the trainer."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std, cloud: Cloud,
+         run_id: str, *, epochs: int, prefix: str, progress: bool) -> tuple[list[dict[str, float]], float, int]:
+    """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    train_loader, val_loader = _loaders(config, task, cotrain, mean, std)
+    module = TransferModule(network, lr=config.lr, weight_decay=config.weight_decay, epochs=epochs)
+    logger = MLFlowLogger(tracking_uri=cloud.uri, run_id=run_id, prefix=prefix)
+    history = _History()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
+                                     save_weights_only=True)
+        callbacks = [checkpoint, history] + ([RichProgressBar()] if progress else [])
+        with _quiet():
+            trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=progress,
+                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+                                 accelerator=_accelerator(config.device), devices=1, deterministic="warn",
+                                 default_root_dir=tmp)
+            if config.find_lr and not prefix:
+                _find_lr(trainer, module, train_loader, val_loader, cloud, run_id)
+            started = time.perf_counter()
+            trainer.fit(module, train_loader, val_loader)
+            seconds = time.perf_counter() - started
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    return history.rows, seconds, epochs * len(train_loader.sampler)
+
+
+def _find_lr(trainer, module: TransferModule, train_loader, val_loader, cloud: Cloud, run_id: str) -> None:
+    """Lightning's learning-rate finder (the paper's per-task tuning); the suggestion replaces ``lr``."""
+    from pytorch_lightning.tuner import Tuner
+
+    finder = Tuner(trainer).lr_find(module, train_loader, val_loader, attr_name="lr",
+                                    num_training=min(100, 10 * len(train_loader)))
+    suggestion = finder.suggestion() if finder is not None else None
+    if suggestion:
+        module.lr = float(suggestion)
+        cloud.client.log_param(run_id, "lr_found", f"{suggestion:.3g}")
+
+
+def _accelerator(device: str | None) -> str:
+    if device is None:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if device.startswith("cuda") else "cpu"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences Lightning's tips and the warnings about worker counts that do not apply to small tasks."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
+                                                    "torch._export", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*LeafSpec.*",
+                        ".*deterministic.*", ".*treespec.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+@torch.inference_mode()
+def _predict(network: Network, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    network.eval().to(device)
+    labels, probabilities = [], []
+    for images, batch_labels, _ in loader:
+        probabilities.append(network(images.to(device), 0).float().softmax(dim=1).cpu())
+        labels.append(batch_labels)
+    return torch.cat(labels).numpy(), torch.cat(probabilities).numpy()
+
+
+def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std, cloud: Cloud, run_id: str,
+            history: list[dict[str, float]], images_per_second: float, log_model: bool) -> TrainResult:
+    """Held-out metrics of the best epoch, figures, the model and the result JSON, all into the run."""
+    from sklearn.metrics import confusion_matrix
+
+    from tfp_mlflow.plots import plot_confusion_matrix, plot_learning_curves
+
+    _, val_loader = _loaders(config, target, None, mean, std)
+    device = torch.device("cuda" if _accelerator(config.device) == "gpu" else "cpu")
+    labels, probabilities = _predict(network, val_loader, device)
+    metrics = class_balanced_metrics(labels, probabilities)
+    scores = [row.get("val_balanced_accuracy", -1.0) for row in history]
+    result = TrainResult(run_id=run_id, tracking_uri=cloud.uri, task=target.name, scenario=config.scenario,
+                         source=config.source, architecture=config.architecture,
+                         balanced_accuracy=metrics["balanced_accuracy"],
+                         auroc=metrics["auroc"] if np.isfinite(metrics["auroc"]) else None,
+                         best_epoch=int(np.argmax(scores)) + 1 if scores else 0, history=history,
+                         images_per_second=float(images_per_second))
+    for key in ("balanced_accuracy", "auroc", "best_epoch", "images_per_second"):
+        if getattr(result, key) is not None:
+            cloud.client.log_metric(run_id, key, float(getattr(result, key)))
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=np.arange(len(target.classes)))
+    title = f"{target.name}: {config.scenario}" + (f" from {config.source}" if config.source else "")
+    cloud._log_file(run_id, Artifact.CONFUSION_MATRIX,
+                    lambda p: plot_confusion_matrix(matrix, list(target.classes), p, title=title))
+    cloud._log_file(run_id, Artifact.LEARNING_CURVES, lambda p: plot_learning_curves(history, p, title=title))
+    if log_model:
+        _log_model(cloud, run_id, TaskModel(network).eval().cpu(), config.image_size)
+    cloud._log_file(run_id, Artifact.TRAINING_RESULT, lambda p: p.write_text(json.dumps(result.to_json(), indent=1)))
+    return result
+
+
+def _log_model(cloud: Cloud, run_id: str, model: TaskModel, image_size: int) -> None:
+    """The target's model in MLflow's pytorch flavour, saved with torch.export (pt2: loading runs no pickle)."""
+    import mlflow
+    import timm
+
+    from tfp_mlflow._version import __version__
+
+    # A batch of 2 keeps the exported graph's batch dimension dynamic (a batch of 1 would be specialised).
+    example = np.zeros((2, 3, image_size, image_size), dtype=np.float32)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(cloud.uri)
+    try:
+        with mlflow.start_run(run_id=run_id), _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlflow.pytorch.log_model(model, name=Artifact.MODEL, input_example=example, serialization_format="pt2",
+                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                       f"timm=={timm.__version__}", f"tfp-mlflow=={__version__}"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def contribute_outcome(cloud: Cloud, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:
+    """Add the run's outcome to the cloud as knowledge of the target (registering the task by name if new)."""
+    row = {"balanced_accuracy": result.balanced_accuracy, "auroc": result.auroc, "evidence_run": result.run_id,
+           "repetition": config.seed}
+    provenance = f"tfp train {config.scenario}, run {result.run_id}, seed {config.seed}"
+    items: list[Knowledge] = []
+    plain_architecture = config.truncate is None and config.scenario in ("baseline", "architecture")
+    if plain_architecture:
+        items.append(Knowledge(result.task, KnowledgeKind.ARCHITECTURE,
+                               (KnowledgeRow(architecture=config.architecture, **row),), provenance=provenance))
+    if config.scenario == "baseline":
+        items.append(Knowledge(result.task, KnowledgeKind.BASELINE,
+                               (KnowledgeRow(architecture=config.architecture, **row),), provenance=provenance))
+    transfer = {"architecture": KnowledgeKind.ARCHITECTURE_TRANSFER, "augmentation": KnowledgeKind.AUGMENTATION,
+                "pretraining": KnowledgeKind.PRETRAINING, "cotraining": KnowledgeKind.COTRAINING}
+    if config.scenario in transfer and config.source:
+        items.append(Knowledge(result.task, transfer[config.scenario],
+                               (KnowledgeRow(architecture=config.architecture, source=config.source,
+                                             policy_id=config.policy_id, **row),), provenance=provenance))
+    if not items:
+        return []
+    if cloud.task(result.task) is None:
+        cloud.contribute(None, name=result.task, num_images=len(target.train) + len(target.val),
+                         num_classes=len(target.classes))
+    return [cloud.add_knowledge(item) for item in items]
