@@ -50,7 +50,6 @@ class TransferModule(pl.LightningModule):
         self.epochs = epochs
         self.eval_task = eval_task
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.last_val: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images, self.eval_task)
@@ -58,28 +57,31 @@ class TransferModule(pl.LightningModule):
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         images, labels, tasks = batch
         features = self.network.backbone(images)
-        losses = []
-        for task in torch.unique(tasks).tolist():
-            own = tasks == task
-            losses.append(F.cross_entropy(self.network.heads[task](features[own]), labels[own]))
-        loss = torch.stack(losses).mean()
+        if len(self.network.heads) == 1:
+            loss = F.cross_entropy(self.network.heads[0](features), labels)
+        else:
+            losses = []
+            for task in torch.unique(tasks).tolist():
+                own = tasks == task
+                losses.append(F.cross_entropy(self.network.heads[task](features[own]), labels[own]))
+            loss = torch.stack(losses).mean()
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_index: int) -> None:
         images, labels, _ = batch
         logits = self.network(images, self.eval_task)
-        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(labels))
-        self._outputs.append((labels.detach().cpu(), logits.detach().float().softmax(dim=1).cpu()))
+        self._outputs.append((labels.detach().cpu(), logits.detach().float().cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._outputs:
             return
-        labels = torch.cat([o[0] for o in self._outputs]).numpy()
-        probabilities = torch.cat([o[1] for o in self._outputs]).numpy()
+        labels = torch.cat([o[0] for o in self._outputs])
+        logits = torch.cat([o[1] for o in self._outputs])
         self._outputs.clear()
-        metrics = class_balanced_metrics(labels, probabilities)
-        self.last_val = {**metrics, "labels": labels, "probabilities": probabilities}
+        # One pass at the end of the epoch: loss and metrics over the whole held-out split.
+        metrics = class_balanced_metrics(labels.numpy(), logits.softmax(dim=1).numpy())
+        self.log("val_loss", F.cross_entropy(logits, labels).item())
         self.log("val_balanced_accuracy", metrics["balanced_accuracy"])
         if np.isfinite(metrics["auroc"]):
             self.log("val_auroc", metrics["auroc"])

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -94,10 +95,9 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
             _fit(config, network, source, None, mean, std, cloud, run_id, epochs=config.pretrain_epochs or
                  config.epochs, prefix="pretrain", progress=progress)
             network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
-        history, seconds, seen = _fit(config, network, target, source if config.scenario == "cotraining" else None,
+        history, images_per_second = _fit(config, network, target, source if config.scenario == "cotraining" else None,
                                       mean, std, cloud, run_id, epochs=config.epochs, prefix="", progress=progress)
-        result = _finish(config, network, target, mean, std, cloud, run_id, history, seen / max(seconds, 1e-9),
-                         log_model)
+        result = _finish(config, network, target, mean, std, cloud, run_id, history, images_per_second, log_model)
         if contribute:
             result.knowledge_runs = contribute_outcome(cloud, config, result, target)
             cloud.client.set_tag(run_id, "tfp.knowledge_runs", ",".join(result.knowledge_runs))
@@ -145,24 +145,38 @@ def _loaders(config: TrainConfig, target: TaskSplit, cotrain: TaskSplit | None, 
 
 
 class _History(pl.Callback):
-    """Collects each epoch's aggregated metrics (train and held-out) from the trainer."""
+    """Collects each epoch's aggregated metrics (train and held-out) and its wall time from the trainer."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        # The held-out pass has run by now, so the time covers training and validation of the epoch.
+        self.rows.append({**{k: float(v) for k, v in trainer.callback_metrics.items()},
+                          "epoch_seconds": time.perf_counter() - self._started})
+
+
+def epoch_images_per_second(seconds: list[float], images: int) -> float:
+    """Steady-state throughput: training images of one epoch over the median epoch time, the first (warm-up)
+    epoch left out when there are more."""
+    steady = seconds[1:] or seconds
+    return images / float(np.median(steady)) if steady else 0.0
 
 
 def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std, cloud: Cloud,
-         run_id: str, *, epochs: int, prefix: str, progress: bool) -> tuple[list[dict[str, float]], float, int]:
+         run_id: str, *, epochs: int, prefix: str, progress: bool) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
     from pytorch_lightning.loggers import MLFlowLogger
 
     train_loader, val_loader = _loaders(config, task, cotrain, mean, std)
     module = TransferModule(network, lr=config.lr, weight_decay=config.weight_decay, epochs=epochs)
-    logger = MLFlowLogger(tracking_uri=cloud.uri, run_id=run_id, prefix=prefix)
+    # Asynchronous: per-epoch metrics are written beside the next epoch instead of stalling it.
+    logger = MLFlowLogger(tracking_uri=cloud.uri, run_id=run_id, prefix=prefix, synchronous=False)
     history = _History()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
@@ -175,12 +189,13 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
                                  default_root_dir=tmp)
             if config.find_lr and not prefix:
                 _find_lr(trainer, module, train_loader, val_loader, cloud, run_id)
-            started = time.perf_counter()
             trainer.fit(module, train_loader, val_loader)
-            seconds = time.perf_counter() - started
+        mlflow.flush_async_logging()  # every epoch's metrics are in the store before the run can complete
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    return history.rows, seconds, epochs * len(train_loader.sampler)
+    images_per_second = epoch_images_per_second([row["epoch_seconds"] for row in history.rows],
+                                                len(train_loader.sampler))
+    return history.rows, images_per_second
 
 
 def _find_lr(trainer, module: TransferModule, train_loader, val_loader, cloud: Cloud, run_id: str) -> None:
@@ -264,7 +279,6 @@ def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std,
 
 def _log_model(cloud: Cloud, run_id: str, model: TaskModel, image_size: int) -> None:
     """The target's model in MLflow's pytorch flavour, saved with torch.export (pt2: loading runs no pickle)."""
-    import mlflow
     import timm
 
     from tfp_mlflow._version import __version__
