@@ -6,7 +6,8 @@ See ``docs/cloud-schema.md`` for the page people read. In short:
   any number of **knowledge runs** (one measured result each), told apart by the tag ``tfp.kind``;
 * experiment ``tfp-recommendations`` holds one run per recommendation (ranking plot and JSON);
 * experiment ``tfp-training`` holds one run per ``tfp train`` (params, per-epoch metrics, figures, the model);
-  its outcome reaches the cloud as a knowledge run whose ``tfp.evidence_run`` names it.
+  its outcome reaches the cloud as a knowledge run whose ``tfp.evidence_run`` names it;
+* experiment ``tfp-tuning`` holds one run per ``tfp tune`` study with its trials as nested training runs.
 
 A run becomes visible to queries only when its tag ``tfp.complete`` is ``"1"``, written last, after every
 artifact; an interrupted contribution therefore never shows up. MLflow caps tags at 8,000 characters and params at
@@ -14,13 +15,15 @@ artifact; an interrupted contribution therefore never shows up. MLflow caps tags
 """
 from __future__ import annotations
 
-__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT", "Tag",
+__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
+           "TUNING_EXPERIMENT", "Tag",
            "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
 RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
 EVALUATION_EXPERIMENT = "tfp-evaluations"
 TRAINING_EXPERIMENT = "tfp-training"
+TUNING_EXPERIMENT = "tfp-tuning"
 
 #: The four transfer scenarios (method.md §1).
 SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
@@ -58,6 +61,7 @@ class Kind:
     RECOMMENDATION = "recommendation"
     EVALUATION = "evaluation"
     TRAINING = "training"
+    STUDY = "study"
 
 
 class KnowledgeKind:

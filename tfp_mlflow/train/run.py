@@ -13,7 +13,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -67,8 +67,14 @@ class TaskModel(torch.nn.Module):
 
 
 def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud | None = None,
-          contribute: bool = False, progress: bool = True, log_model: bool = True) -> TrainResult:
+          contribute: bool = False, progress: bool = True, log_model: bool = True,
+          experiment: str = TRAINING_EXPERIMENT, parent_run_id: str | None = None,
+          callbacks: Sequence[pl.Callback] = (), on_run_start: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``config`` on its target and log it as a run (see the module docstring).
+
+    ``parent_run_id`` nests the run under another (a study's run, in the same ``experiment``); ``callbacks`` are
+    added to the Lightning trainer of the target stage (a pruning callback); ``on_run_start(run_id)`` is called
+    once the run exists, so a caller can refer to it even when training then fails.
 
     Everything that can be checked without training is checked first: the config, the datasets and their
     splits, the pretrained weights, the truncation point. Raises :class:`~tfp_mlflow.errors.TfpError` then.
@@ -85,10 +91,13 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
     network, weights_source, (mean, std) = build_network(config.architecture, heads, weights=config.weights,
                                                          from_scratch=config.from_scratch, truncate=config.truncate)
     cloud = cloud or Cloud(tracking_uri)
-    run = cloud._start_run(Kind.TRAINING, {Tag.TASK: target.name, Tag.SCENARIO: config.scenario,
-                                           Tag.SOURCE: config.source, Tag.ARCHITECTURE: config.architecture,
-                                           Tag.POLICY_ID: config.policy_id}, experiment=TRAINING_EXPERIMENT)
-    run_id = run.info.run_id
+    tags = {Tag.TASK: target.name, Tag.SCENARIO: config.scenario, Tag.SOURCE: config.source,
+            Tag.ARCHITECTURE: config.architecture, Tag.POLICY_ID: config.policy_id}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run_id = cloud._start_run(Kind.TRAINING, tags, experiment=experiment).info.run_id
+    if on_run_start is not None:
+        on_run_start(run_id)
     try:
         _log_setup(cloud, run_id, config, target, source, weights_source)
         if config.scenario == "pretraining":
@@ -96,7 +105,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
                  config.epochs, prefix="pretrain", progress=progress)
             network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
         history, images_per_second = _fit(config, network, target, source if config.scenario == "cotraining" else None,
-                                      mean, std, cloud, run_id, epochs=config.epochs, prefix="", progress=progress)
+                                          mean, std, cloud, run_id, epochs=config.epochs, prefix="", progress=progress,
+                                          callbacks=callbacks)
         result = _finish(config, network, target, mean, std, cloud, run_id, history, images_per_second, log_model)
         if contribute:
             result.knowledge_runs = contribute_outcome(cloud, config, result, target)
@@ -168,7 +178,8 @@ def epoch_images_per_second(seconds: list[float], images: int) -> float:
 
 
 def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std, cloud: Cloud,
-         run_id: str, *, epochs: int, prefix: str, progress: bool) -> tuple[list[dict[str, float]], float]:
+         run_id: str, *, epochs: int, prefix: str, progress: bool, callbacks: Sequence[pl.Callback] = ()
+         ) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
     from pytorch_lightning.loggers import MLFlowLogger
@@ -181,7 +192,7 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
                                      save_weights_only=True)
-        callbacks = [checkpoint, history] + ([RichProgressBar()] if progress else [])
+        callbacks = [checkpoint, history, *callbacks] + ([RichProgressBar()] if progress else [])
         with _quiet():
             trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=progress,
                                  enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,

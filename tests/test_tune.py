@@ -1,0 +1,121 @@
+"""`tfp tune`: warm start from the recommender, RDB storage shared by workers, nested MLflow runs, best to the cloud."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from tfp_mlflow import BadInputError
+from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT
+from tfp_mlflow.demo.tasks import DemoTask
+from tfp_mlflow.recommend import recommend
+from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+from tfp_mlflow.train import TrainConfig
+from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
+
+pytestmark = pytest.mark.slow
+KEYWORDS = ["fundus_photography", "eye", "retina"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    target = DemoTask("fundus_new", "fundus", num_classes=2, num_images=30, image_size=40, seed=5).write(
+        root / "fundus_new")
+    study = ReferenceStudy.load(bundled_reference(root / "reference"))
+    (task, rep), path = sorted(study.policy_files().items())[0]
+    policy_id = f"{task}-rep{rep}"
+    cloud = Cloud(f"sqlite:///{root / 'cloud' / 'mlflow.db'}")
+    cloud.contribute(None, name="fundus_known", keywords=KEYWORDS, num_images=100, num_classes=2, knowledge=[
+        Knowledge("fundus_known", KnowledgeKind.ARCHITECTURE,
+                  (KnowledgeRow(architecture="tf_efficientnet_lite0", balanced_accuracy=0.8),)),
+        Knowledge("fundus_known", KnowledgeKind.POLICY, (KnowledgeRow(policy_id=policy_id),),
+                  policies={policy_id: json.loads(path.read_text())})])
+    rec = recommend(cloud, keywords=KEYWORDS, name="fundus_new", selector="manual", top_k=1).to_json()
+    space = SearchSpace(architectures=("tf_efficientnet_lite0",), policies=(NO_POLICY, policy_id),
+                        lr=(1e-4, 1e-2), truncate=(None, 2), epochs=1)
+    base = TrainConfig(target=str(target), image_size=32, batch_size=16)
+    return {"root": root, "cloud": cloud, "recommendation": rec, "space": space, "base": base,
+            "policy_id": policy_id}
+
+
+def test_warm_start_enqueues_exactly_the_recommended_configuration_with_provenance(setup):
+    suggestions = warm_start_suggestions(setup["recommendation"], setup["space"], top_k=3)
+    assert len(suggestions) == 1
+    params, attrs = suggestions[0]["params"], suggestions[0]["user_attrs"]
+    assert params["architecture"] == "tf_efficientnet_lite0" and params["policy"] == setup["policy_id"]
+    assert attrs["architecture_source"] == "fundus_known" and attrs["policy_source"] == "fundus_known"
+    assert attrs["selector"] == "manual" and attrs["rank"] == 1 and attrs["architecture_distance"] is not None
+    study = optuna.create_study(direction="maximize")
+    enqueue_warm_start(study, suggestions, setup["space"])
+    trial = study.ask()
+    assert setup["space"].suggest(trial) == params and trial.user_attrs["policy_source"] == "fundus_known"
+
+
+def test_out_of_space_suggestion_is_an_error_or_an_explicit_widening(setup):
+    suggestion = warm_start_suggestions(setup["recommendation"], setup["space"], top_k=1)
+    suggestion[0]["params"]["architecture"] = "resnet18"
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(BadInputError, match="outside the search space: architecture 'resnet18'.*--widen"):
+        enqueue_warm_start(study, suggestion, setup["space"])
+    assert not study.trials
+    wider = enqueue_warm_start(study, suggestion, setup["space"], widen=True)
+    assert "resnet18" in wider.architectures and not wider.violations(suggestion[0]["params"])
+
+
+def test_space_file_is_validated(tmp_path):
+    bad = tmp_path / "space.yaml"
+    bad.write_text("architectures: [resnet18]\nlearning_rate: [1, 2]\n")
+    with pytest.raises(BadInputError, match="unknown key 'learning_rate'"):
+        SearchSpace.load(bad, default_architectures=["x"], default_policies=[])
+    bad.write_text("lr: [0.1, 0.01]\n")
+    with pytest.raises(BadInputError, match="0 < low <= high"):
+        SearchSpace.load(bad, default_architectures=["x"], default_policies=[])
+
+
+def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
+    cloud, storage = setup["cloud"], f"sqlite:///{setup['root'] / 'optuna.db'}"
+    result = run_study(setup["base"], cloud, setup["space"], study_name="warm", storage=storage, n_trials=3,
+                       recommendation=setup["recommendation"], top_k=1)
+    study = optuna.load_study(study_name="warm", storage=storage)
+    first = study.trials[0]
+    assert first.user_attrs["warm_start"] and first.params["policy"] == setup["policy_id"]   # enqueued first
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 3 and result.best_value == study.best_value
+    experiment = cloud.client.get_experiment_by_name(TUNING_EXPERIMENT)
+    children = cloud.client.search_runs([experiment.experiment_id],
+                                        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["run_id"] for t in study.trials)
+    child = cloud.client.get_run(first.user_attrs["run_id"])
+    assert child.data.params["policy_id"] == setup["policy_id"]
+    assert child.data.params["recommendation_policy_source"] == "fundus_known"
+    artifacts = {a.path for a in cloud.client.list_artifacts(result.parent_run_id, "plots")}
+    assert "plots/optimization_history.png" in artifacts
+    best = [k for k in cloud.knowledge("fundus_new", ["architecture"]) if k.run_id in result.knowledge_runs]
+    assert best and best[0].rows[0].evidence_run == result.best_run_id
+    assert best[0].rows[0].balanced_accuracy == pytest.approx(result.best_value)
+
+
+def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"architectures": ["tf_efficientnet_lite0"], "policies": ["none"], "epochs": 1}))
+    command = [sys.executable, "-m", "tfp_mlflow.cli", "tune", setup["base"].target, "--study", "shared",
+               "--storage", storage, "--n-trials", "4", "--space", str(space), "--no-warm-start",
+               "--image-size", "32", "--tracking-uri", setup["cloud"].uri, "--json", "-"]
+    workers = [subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tmp_path) for seed in (1, 2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert all(t.state.is_finished() for t in trials)                 # none left running
+    assert 4 <= len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) <= 5
+    runs = {t.user_attrs["run_id"] for t in trials}
+    assert len(runs) == len(trials)                                   # one nested run per trial

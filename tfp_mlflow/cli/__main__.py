@@ -1,0 +1,3 @@
+from tfp_mlflow.cli import main
+
+main()

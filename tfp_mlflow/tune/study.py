@@ -1,0 +1,256 @@
+"""`tfp tune`: an Optuna study on the target, warm-started from the recommender, every trial a nested MLflow run.
+
+* Warm start: the top-k suggestions of ``tfp recommend`` (architecture of rank i with the policy of rank i) are
+  enqueued before the first trial, with ``user_attrs`` naming their sources, selector, distances and rank. Every
+  enqueued value must lie inside the search space: otherwise it is an error, or, with ``widen``, the space grows
+  to hold it (Optuna itself would only warn).
+* Storage: any Optuna RDB URL (a SQLite file by default). Several processes running the same study name share its
+  trials; ``n_trials`` is the study's total, and a worker stops once that many trials have finished.
+* MLflow: the study is a parent run in ``tfp-tuning``; each trial is a nested training run with its params,
+  metrics and user attrs. Plots of the study are logged to the parent; the best configuration is contributed to
+  the cloud as knowledge of the target (architecture result, and the policy outcome when a policy won).
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import optuna
+
+from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Tag, complete_filter
+from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
+
+__all__ = ["StudyResult", "warm_start_suggestions", "enqueue_warm_start", "cloud_policies", "run_study"]
+
+PARENT_RUN_ATTR = "mlflow_parent_run"
+
+
+@dataclass
+class StudyResult:
+    """The study after this worker stopped."""
+
+    study_name: str
+    storage: str
+    parent_run_id: str
+    best_params: dict[str, Any]
+    best_value: float | None
+    best_run_id: str
+    trials: list[dict[str, Any]]
+    warm_started: list[dict[str, Any]] = field(default_factory=list)
+    knowledge_runs: list[str] = field(default_factory=list)
+    space: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"schema": "tfp.study/1", **asdict(self)}
+
+
+def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
+    """Every policy in the cloud: policy id → (knowledge run, source task)."""
+    out: dict[str, tuple[str, str]] = {}
+    for run in reversed(cloud._search(complete_filter(Kind.KNOWLEDGE, knowledge=KnowledgeKind.POLICY))):
+        task = run.data.tags.get(Tag.TASK, "")
+        for knowledge in cloud.knowledge(task, [KnowledgeKind.POLICY]):
+            if knowledge.run_id == run.info.run_id:
+                out.update({row.policy_id: (knowledge.run_id, task) for row in knowledge.rows})
+    return out
+
+
+def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, top_k: int) -> list[dict[str, Any]]:
+    """Per rank i <= k: the architecture and policy suggested at rank i, at the middle of the numeric ranges.
+
+    Returns ``[{"params": ..., "user_attrs": ...}]``; a rank without an architecture suggestion keeps the space's
+    first architecture, one without a policy uses ``none``.
+    """
+    scenarios = recommendation.get("scenarios", {})
+    architectures = [i for i in scenarios.get("architecture", {}).get("items", []) if i.get("architecture")]
+    policies = scenarios.get("augmentation", {}).get("items", [])
+    out = []
+    for rank in range(min(top_k, max(len(architectures), len(policies)))):
+        arch = architectures[rank] if rank < len(architectures) else None
+        policy = policies[rank] if rank < len(policies) else None
+        params = {"architecture": arch["architecture"] if arch else space.architectures[0],
+                  "policy": policy["policy_id"] if policy else NO_POLICY,
+                  "lr": math.sqrt(space.lr[0] * space.lr[1]),
+                  "weight_decay": math.sqrt(space.weight_decay[0] * space.weight_decay[1]),
+                  "truncate": space.truncate[0]}
+        attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.get("selector", ""),
+                 "recommendation_run": recommendation.get("run_id", ""),
+                 "architecture_source": arch["source"] if arch else "",
+                 "architecture_distance": arch["distance"] if arch else None,
+                 "policy_source": policy["source"] if policy else "",
+                 "policy_distance": policy["distance"] if policy else None}
+        out.append({"params": params, "user_attrs": attrs})
+    return out
+
+
+def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], space: SearchSpace, *,
+                       widen: bool = False) -> SearchSpace:
+    """Enqueue the suggestions; returns the space (widened when ``widen`` and a suggestion lay outside)."""
+    for suggestion in suggestions:
+        problems = space.violations(suggestion["params"])
+        if problems and not widen:
+            attrs = suggestion["user_attrs"]
+            raise BadInputError(f"warm-start suggestion {attrs['rank']} (from "
+                                f"{attrs['architecture_source'] or attrs['policy_source']}) is outside the search "
+                                f"space: {problems[0]}; add it to the space file or pass --widen")
+        if problems:
+            space = space.widened(suggestion["params"])
+    for suggestion in suggestions:
+        study.enqueue_trial(suggestion["params"], user_attrs=suggestion["user_attrs"], skip_if_exists=True)
+    return space
+
+
+def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
+              recommendation: dict[str, Any] | None = None, top_k: int = 3, widen: bool = False, seed: int = 0,
+              contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None
+              ) -> StudyResult:
+    """Create or join the study and run trials until it holds ``n_trials`` finished ones (see the module doc).
+
+    ``base`` is the :class:`~tfp_mlflow.train.TrainConfig` every trial starts from (target, image size, seed).
+    """
+    if n_trials < 1:
+        raise BadInputError(f"--n-trials must be at least 1, got {n_trials}")
+    policies = cloud_policies(cloud)
+    unknown = [p for p in space.policies if p != NO_POLICY and p not in policies]
+    if unknown:
+        raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
+                            f"policies in `tfp recommend` or remove it")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    suggestions: list[dict[str, Any]] = []
+    if recommendation is not None and not study.trials:
+        suggestions = warm_start_suggestions(recommendation, space, top_k)
+        space = enqueue_warm_start(study, suggestions, space, widen=widen)
+    parent = _parent_run(study, cloud, base, space)
+    objective = _objective(base, cloud, space, policies, parent)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)]
+    if on_trial is not None:
+        callbacks.append(lambda study, trial: on_trial(trial))
+    if len(study.get_trials(states=finished)) < n_trials:
+        study.optimize(objective, callbacks=callbacks, catch=(RuntimeError,))
+    return _finish(study, cloud, base, parent, space, policies, suggestions, storage, contribute)
+
+
+def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> str:
+    """The study's MLflow run, created by the first worker and found by the others through a study attr."""
+    existing = study.user_attrs.get(PARENT_RUN_ATTR)
+    if existing:
+        return existing
+    run = cloud._start_run(Kind.STUDY, {Tag.TASK: base.task_name, "tfp.study": study.study_name},
+                           experiment=TUNING_EXPERIMENT)
+    run_id = run.info.run_id
+    cloud.client.log_param(run_id, "study", study.study_name)
+    cloud.client.log_param(run_id, "space", json.dumps(space.to_json())[:6000])
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return study.user_attrs.get(PARENT_RUN_ATTR, run_id)
+
+
+def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple[str, str]], parent: str):
+    from tfp_mlflow.train import train
+    from tfp_mlflow.tune.pruning import PruningCallback
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        policy = None
+        if params["policy"] != NO_POLICY:
+            run_id, _ = policies[params["policy"]]
+            policy = cloud.policy(run_id, params["policy"])
+        config = replace(base, scenario="architecture", architecture=params["architecture"], policy=policy,
+                         policy_id="" if policy is None else params["policy"], lr=params["lr"],
+                         weight_decay=params["weight_decay"], truncate=params["truncate"], epochs=space.epochs,
+                         provenance={"study": trial.study.study_name, "trial": trial.number,
+                                     **{k: v for k, v in trial.user_attrs.items() if v not in (None, "")}})
+        pruning = PruningCallback(trial)
+        try:
+            result = train(config, cloud=cloud, progress=False, log_model=False, experiment=TUNING_EXPERIMENT,
+                           parent_run_id=parent, callbacks=[pruning],
+                           on_run_start=lambda run_id: trial.set_user_attr("run_id", run_id))
+        except optuna.TrialPruned:
+            cloud.client.set_tag(trial.user_attrs["run_id"], "tfp.pruned", "1")
+            cloud.client.set_terminated(trial.user_attrs["run_id"], "KILLED")
+            raise
+        if result.auroc is not None:
+            trial.set_user_attr("auroc", result.auroc)
+        return result.balanced_accuracy
+
+    return objective
+
+
+def _finish(study: optuna.Study, cloud: Cloud, base, parent: str, space: SearchSpace,
+            policies: dict[str, tuple[str, str]], suggestions: list, storage: str, contribute: bool) -> StudyResult:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+               "user_attrs": t.user_attrs} for t in study.get_trials(deepcopy=False)]
+    result = StudyResult(study_name=study.study_name, storage=storage, parent_run_id=parent, best_params={},
+                         best_value=None, best_run_id="", trials=trials,
+                         warm_started=[s["params"] for s in suggestions], space=space.to_json())
+    if complete:
+        best = study.best_trial
+        result.best_params, result.best_value = best.params, best.value
+        result.best_run_id = best.user_attrs.get("run_id", "")
+        for key, value in best.params.items():
+            cloud.client.set_tag(parent, f"tfp.best.{key}", str(value))
+        cloud.client.log_metric(parent, "best_balanced_accuracy", best.value)
+        cloud.client.log_metric(parent, "trials", len(trials))
+        if contribute:
+            result.knowledge_runs = _contribute_best(cloud, base, best, policies)
+    _log_plots(study, cloud, parent)
+    cloud._log_file(parent, "study.json", lambda p: p.write_text(json.dumps(result.to_json(), indent=1,
+                                                                               default=str)))
+    cloud._complete(parent)
+    return result
+
+
+def _contribute_best(cloud: Cloud, base, best: optuna.trial.FrozenTrial,
+                     policies: dict[str, tuple[str, str]]) -> list[str]:
+    """The best configuration as knowledge of the target (content-keyed: every worker writes it once)."""
+    params, run_id = best.params, best.user_attrs.get("run_id", "")
+    row = {"balanced_accuracy": best.value, "auroc": best.user_attrs.get("auroc"), "evidence_run": run_id}
+    provenance = f"tfp tune study, best trial {best.number} (policy {params['policy']}, truncate {params['truncate']})"
+    task = base.task_name
+    items = [Knowledge(task, KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture=params["architecture"], **row),),
+                       provenance=provenance)]
+    if params["policy"] != NO_POLICY:
+        _, source = policies[params["policy"]]
+        items.append(Knowledge(task, KnowledgeKind.AUGMENTATION,
+                               (KnowledgeRow(source=source, policy_id=params["policy"], **row),),
+                               provenance=provenance))
+    if cloud.task(task) is None:
+        cloud.contribute(None, name=task)
+    return [cloud.add_knowledge(item) for item in items]
+
+
+def _log_plots(study: optuna.Study, cloud: Cloud, parent: str) -> None:
+    """Optimisation history, parameter importances and parallel coordinates (Optuna's matplotlib plots)."""
+    from optuna.visualization import matplotlib as plots
+
+    from tfp_mlflow.plots import _pyplot
+
+    plt = _pyplot()
+    for name, draw in (("optimization_history", plots.plot_optimization_history),
+                       ("param_importances", plots.plot_param_importances),
+                       ("parallel_coordinate", plots.plot_parallel_coordinate)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                axes = draw(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this plot
+                continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+
+        def save(path, figure=figure):
+            figure.savefig(path, dpi=110, bbox_inches="tight")
+            plt.close(figure)
+
+        cloud._log_file(parent, f"plots/{name}.png", save)
