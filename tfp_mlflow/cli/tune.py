@@ -78,7 +78,7 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
         Path(json_out).write_text(text)
     table = Table(title=f"study {result.study_name} ({len(result.trials)} trials)")
     for column in ("trial", "state", "balanced acc.", "architecture", "policy", "lr", "warm start"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("architecture", "policy"))
     for trial in result.trials:
         p = trial["params"]
         table.add_row(str(trial["number"]), trial["state"].lower(),
@@ -86,6 +86,10 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
                       str(p.get("policy", "")), f"{p['lr']:.2g}" if "lr" in p else "",
                       f"rank {trial['user_attrs']['rank']}" if trial["user_attrs"].get("warm_start") else "")
     console.print(table)
+    if recommendation is not None:
+        console.print(f"warm start: {len(result.warm_started)} recommended configurations enqueued" +
+                      ("" if result.warm_started else " (the closest tasks hold no architecture result or policy; "
+                       "contribute some, or they come with `tfp import-reference`)"))
     if result.best_value is not None:
         console.print(f"best: {result.best_params} with balanced accuracy {result.best_value:.3f}")
     console.print(f"study run {result.parent_run_id} in experiment tfp-tuning; optuna-dashboard {result.storage}")
