@@ -115,21 +115,20 @@ def resolve_source(cloud, name: str) -> tuple[str, str]:
     if not task.shareable:
         raise BadInputError(f"source task {name!r} is not shareable; its contributor did not allow training on its "
                             f"data (choose another source)")
-    path = _local_path(task.data_uri)
-    if path is None or not Path(path).exists():
-        raise BadInputError(f"the data of source task {name!r} is not reachable here ({task.data_uri or 'no URI'}); "
-                            f"copy it locally and pass --source-data PATH")
-    return task.name, path
+    return task.name, _reachable_data(name, task.data_uri)
 
 
-def _local_path(uri: str) -> str | None:
-    if not uri:
-        return None
+def _reachable_data(source: str, uri: str) -> str:
+    """The local path of a source's data URI (a path or file://); a one-line error when it is not here."""
+    path = uri if uri and "://" not in uri else None
     if uri.startswith("file://"):
         from urllib.parse import unquote, urlparse
 
-        return unquote(urlparse(uri).path)
-    return uri if "://" not in uri else None
+        path = unquote(urlparse(uri).path)
+    if path is None or not Path(path).exists():
+        raise BadInputError(f"the data of source task {source!r} is not reachable here ({uri or 'no URI'}); "
+                            f"copy it locally and pass --source-data PATH")
+    return path
 
 
 def config_from_recommendation(recommendation: dict[str, Any] | str | os.PathLike, scenario: str, rank: int,
@@ -168,9 +167,5 @@ def config_from_recommendation(recommendation: dict[str, Any] | str | os.PathLik
         changes["policy"] = cloud.policy(item["policy"]["knowledge_run"], item["policy_id"])
         changes["policy_id"] = item["policy_id"]
     else:
-        path = _local_path(item.get("data_uri", ""))
-        if path is None or not Path(path).exists():
-            raise BadInputError(f"the data of source task {item['source']!r} is not reachable here "
-                                f"({item.get('data_uri') or 'no URI'}); copy it locally and pass --source-data PATH")
-        changes["source_data"] = path
+        changes["source_data"] = _reachable_data(item["source"], item.get("data_uri", ""))
     return replace(base, **changes)
