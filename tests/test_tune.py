@@ -119,3 +119,40 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, t
     assert 4 <= len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) <= 5
     runs = {t.user_attrs["run_id"] for t in trials}
     assert len(runs) == len(trials)                                   # one nested run per trial
+
+
+def test_warm_start_reuses_the_numbers_of_the_run_that_measured_the_architecture(setup):
+    recommendation = json.loads(json.dumps(setup["recommendation"]))
+    item = recommendation["scenarios"]["architecture"]["items"][0]
+    item["evidence"]["training_run"] = "run-a"
+    inside = {"run-a": {"lr": "0.003", "weight_decay": "1e-05", "truncation": "2"}}
+    params = warm_start_suggestions(recommendation, setup["space"], 1, inside)[0]["params"]
+    assert (params["lr"], params["weight_decay"], params["truncate"]) == (0.003, 1e-05, 2)
+    outside = {"run-a": {"lr": "0.5", "weight_decay": "x", "truncation": "7"}}
+    suggestion = warm_start_suggestions(recommendation, setup["space"], 1, outside)[0]
+    assert suggestion["params"]["lr"] == pytest.approx(1e-3) and suggestion["params"]["truncate"] is None
+    assert not setup["space"].violations(suggestion["params"])
+
+
+def test_a_winning_policy_becomes_the_targets_own_recommendable_policy(setup):
+    from tfp_mlflow.tune.study import _contribute_best, cloud_policies
+
+    cloud, policy_id = setup["cloud"], setup["policy_id"]
+    best = optuna.trial.create_trial(
+        params={"architecture": "tf_efficientnet_lite0", "policy": policy_id, "lr": 1e-3, "weight_decay": 1e-4,
+                "truncate": None},
+        distributions={"architecture": optuna.distributions.CategoricalDistribution(["tf_efficientnet_lite0"]),
+                       "policy": optuna.distributions.CategoricalDistribution([policy_id]),
+                       "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                       "weight_decay": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                       "truncate": optuna.distributions.CategoricalDistribution([None])},
+        value=0.9, user_attrs={"run_id": "r1"})
+    base = TrainConfig(target=str(setup["root"] / "fundus_new"), name="fundus_tuned")
+    cloud.contribute(None, name="fundus_tuned", keywords=KEYWORDS, num_images=30, num_classes=2)
+    _contribute_best(cloud, base, best, cloud_policies(cloud))
+    [own] = cloud.knowledge("fundus_tuned", [KnowledgeKind.POLICY])
+    assert own.rows[0].policy_id == policy_id and own.rows[0].balanced_accuracy == 0.9
+    assert cloud.policy(own.run_id, policy_id) == cloud.policy(cloud_policies(cloud)[policy_id][0], policy_id)
+    rec = recommend(cloud, keywords=KEYWORDS, name="fundus_other", selector="manual", top_k=3, log=False)
+    sources = [i["source"] for i in rec.scenarios["augmentation"]["items"]]
+    assert "fundus_tuned" in sources

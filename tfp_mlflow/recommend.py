@@ -159,7 +159,9 @@ def _augmentation(entry, task, knowledge, metric) -> dict | None:
     policies = [(k, r) for k in knowledge if k.kind == KnowledgeKind.POLICY for r in k.rows]
     if not policies:
         return None
-    chosen, row = policies[0]
+    # The policy that measured best on the source (a tuned one), else the first contributed (the published ones).
+    measured = [(k, r) for k, r in policies if getattr(r, metric) is not None]
+    chosen, row = max(measured, key=lambda kr: getattr(kr[1], metric)) if measured else policies[0]
     return {"policy_id": row.policy_id, "policy": {"knowledge_run": chosen.run_id,
                                                   "artifact": f"policy/{row.policy_id}.json"},
             "evidence": {"knowledge_run": chosen.run_id, "policies_available": len(policies),

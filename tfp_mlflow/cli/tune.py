@@ -86,7 +86,9 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
                       str(p.get("policy", "")), f"{p['lr']:.2g}" if "lr" in p else "",
                       f"rank {trial['user_attrs']['rank']}" if trial["user_attrs"].get("warm_start") else "")
     console.print(table)
-    if recommendation is not None:
+    if result.joined:
+        console.print(f"joined study {result.study_name}: the worker that created it enqueued its warm start")
+    elif recommendation is not None:
         console.print(f"warm start: {len(result.warm_started)} recommended configurations enqueued" +
                       ("" if result.warm_started else " (the closest tasks hold no architecture result or policy; "
                        "contribute some, or they come with `tfp import-reference`)"))

@@ -26,7 +26,8 @@ from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 
-__all__ = ["StudyResult", "warm_start_suggestions", "enqueue_warm_start", "cloud_policies", "run_study"]
+__all__ = ["StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start", "cloud_policies",
+           "run_study"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 
@@ -45,6 +46,7 @@ class StudyResult:
     warm_started: list[dict[str, Any]] = field(default_factory=list)
     knowledge_runs: list[str] = field(default_factory=list)
     space: dict[str, Any] = field(default_factory=dict)
+    joined: bool = False  # this worker joined a study another had started (and warm-started)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -63,12 +65,17 @@ def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
     return out
 
 
-def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, top_k: int) -> list[dict[str, Any]]:
-    """Per rank i <= k: the architecture and policy suggested at rank i, at the middle of the numeric ranges.
+def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, top_k: int,
+                           evidence: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Per rank i <= k: the architecture and policy suggested at rank i, with the numeric values that went with them.
 
+    ``evidence`` maps a training run id to its MLflow params: when the architecture suggestion names the run that
+    measured it, its learning rate, weight decay and truncation are reused where they lie inside the space (the
+    search starts where the similar task ended); otherwise the middle of each range (geometric mean) is used.
     Returns ``[{"params": ..., "user_attrs": ...}]``; a rank without an architecture suggestion keeps the space's
     first architecture, one without a policy uses ``none``.
     """
+    evidence = evidence or {}
     scenarios = recommendation.get("scenarios", {})
     architectures = [i for i in scenarios.get("architecture", {}).get("items", []) if i.get("architecture")]
     policies = scenarios.get("augmentation", {}).get("items", [])
@@ -76,19 +83,47 @@ def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, t
     for rank in range(min(top_k, max(len(architectures), len(policies)))):
         arch = architectures[rank] if rank < len(architectures) else None
         policy = policies[rank] if rank < len(policies) else None
+        measured = evidence.get(((arch or {}).get("evidence") or {}).get("training_run") or "", {})
         params = {"architecture": arch["architecture"] if arch else space.architectures[0],
                   "policy": policy["policy_id"] if policy else NO_POLICY,
-                  "lr": math.sqrt(space.lr[0] * space.lr[1]),
-                  "weight_decay": math.sqrt(space.weight_decay[0] * space.weight_decay[1]),
-                  "truncate": space.truncate[0]}
+                  "lr": _inside(measured.get("lr"), space.lr),
+                  "weight_decay": _inside(measured.get("weight_decay"), space.weight_decay),
+                  "truncate": _truncation(measured.get("truncation"), space.truncate)}
         attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.get("selector", ""),
                  "recommendation_run": recommendation.get("run_id", ""),
                  "architecture_source": arch["source"] if arch else "",
                  "architecture_distance": arch["distance"] if arch else None,
                  "policy_source": policy["source"] if policy else "",
-                 "policy_distance": policy["distance"] if policy else None}
+                 "policy_distance": policy["distance"] if policy else None,
+                 "numeric_from": ((arch or {}).get("evidence") or {}).get("training_run") or "" if measured else ""}
         out.append({"params": params, "user_attrs": attrs})
     return out
+
+
+def evidence_params(cloud: Cloud, recommendation: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """MLflow params of the training runs behind the architecture suggestions (those still in the cloud)."""
+    out = {}
+    for item in recommendation.get("scenarios", {}).get("architecture", {}).get("items", []):
+        run_id = (item.get("evidence") or {}).get("training_run")
+        if run_id and run_id not in out:
+            try:
+                out[run_id] = dict(cloud.client.get_run(run_id).data.params)
+            except Exception:  # a run recorded elsewhere (another server): fall back to the middle of the ranges
+                continue
+    return out
+
+
+def _inside(value: str | None, bounds: tuple[float, float]) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    return number if bounds[0] <= number <= bounds[1] else math.sqrt(bounds[0] * bounds[1])
+
+
+def _truncation(value: str | None, choices: tuple[int | None, ...]):
+    measured = None if value in (None, "", "None") else int(value)
+    return measured if measured in choices else choices[0]
 
 
 def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], space: SearchSpace, *,
@@ -124,12 +159,13 @@ def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storag
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(study_name=study_name, storage=_storage(storage), direction="maximize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     suggestions: list[dict[str, Any]] = []
-    if recommendation is not None and not study.trials:
-        suggestions = warm_start_suggestions(recommendation, space, top_k)
+    joined = bool(study.trials)
+    if recommendation is not None and not joined:
+        suggestions = warm_start_suggestions(recommendation, space, top_k, evidence_params(cloud, recommendation))
         space = enqueue_warm_start(study, suggestions, space, widen=widen)
     parent = _parent_run(study, cloud, base, space)
     objective = _objective(base, cloud, space, policies, parent)
@@ -139,7 +175,27 @@ def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storag
         callbacks.append(lambda study, trial: on_trial(trial))
     if len(study.get_trials(states=finished)) < n_trials:
         study.optimize(objective, callbacks=callbacks, catch=(RuntimeError,))
-    return _finish(study, cloud, base, parent, space, policies, suggestions, storage, contribute)
+    result = _finish(study, cloud, base, parent, space, policies, suggestions, storage, contribute)
+    result.joined = joined
+    return result
+
+
+def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open (creating on first use) an RDB storage; workers that start together race to create its schema."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental"; they fail a killed worker's trial
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        except (IntegrityError, OperationalError):  # another worker is creating the tables right now
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> str:
@@ -222,10 +278,14 @@ def _contribute_best(cloud: Cloud, base, best: optuna.trial.FrozenTrial,
     items = [Knowledge(task, KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture=params["architecture"], **row),),
                        provenance=provenance)]
     if params["policy"] != NO_POLICY:
-        _, source = policies[params["policy"]]
+        policy_run, source = policies[params["policy"]]
         items.append(Knowledge(task, KnowledgeKind.AUGMENTATION,
                                (KnowledgeRow(source=source, policy_id=params["policy"], **row),),
                                provenance=provenance))
+        # The winning policy becomes the target's own policy, recommendable to the next similar task.
+        items.append(Knowledge(task, KnowledgeKind.POLICY, (KnowledgeRow(policy_id=params["policy"], **row),),
+                               provenance=provenance,
+                               policies={params["policy"]: cloud.policy(policy_run, params["policy"])}))
     if cloud.task(task) is None:
         cloud.contribute(None, name=task)
     return [cloud.add_knowledge(item) for item in items]
