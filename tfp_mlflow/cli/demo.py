@@ -37,3 +37,36 @@ def demo_tasks_command(out_dir: str, per_family: int, families: str | None, imag
             bar.advance(job)
     console.print(f"wrote {len(tasks)} tasks ({images} images of {size} px each) to {out_dir}: "
                   f"{', '.join(t.name for t in tasks)}")
+
+
+@main.command("demo")
+@click.option("--home", default="tfp-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the demo's SQLite cloud, artifacts, study and tasks.")
+@click.option("--quick", is_flag=True, help="The 2-minute version: 3 families, 1 source each, 2-trial studies.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_command(home: str, quick: bool, seed: int) -> None:
+    """The whole loop on synthetic tasks: fingerprint, contribute, measure, recommend, tune, train."""
+    from rich.table import Table
+
+    from tfp_mlflow.demo.cloud import DEFAULT_PLAN, QUICK_PLAN
+    from tfp_mlflow.demo.run import run_demo
+
+    result = run_demo(home, plan=QUICK_PLAN if quick else DEFAULT_PLAN, seed=seed, console=console)
+    closest = Table(title=f"closest tasks to {result.target} (a new {result.target_family} task), bkld-small-target")
+    for column in ("rank", "source", "domain", "distance", "what it gave"):
+        closest.add_column(column)
+    for row in result.recommended:
+        closest.add_row(str(row["rank"]), row["source"], row["domain"] or "", f"{row['distance']:.3f}",
+                        ", ".join(row["gave"]) or "-")
+    outcome = Table(title=f"{result.target}: held-out balanced accuracy")
+    for column in ("configuration", "what", "balanced acc.", "AUROC", "vs baseline"):
+        outcome.add_column(column)
+    baseline = result.results[0]["balanced_accuracy"]
+    for row in result.results:
+        outcome.add_row(row["configuration"], row["what"], f"{row['balanced_accuracy']:.3f}",
+                        "-" if row["auroc"] is None else f"{row['auroc']:.3f}",
+                        f"{row['balanced_accuracy'] - baseline:+.3f}")
+    console.print(closest, outcome)
+    console.print(f"done in {result.seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.steps.items())})")
+    console.print(f"browse it: mlflow ui --backend-store-uri {result.tracking_uri}   "
+                  f"(study: optuna-dashboard {result.study['storage']})")

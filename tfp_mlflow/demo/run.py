@@ -1,0 +1,197 @@
+"""`tfp demo`: the whole loop on the embedded default, with synthetic tasks and no internet.
+
+1. draw the source tasks and fingerprint them with the shipped spec; contribute them as shareable data;
+2. import the published 71-task knowledge (its policies are the demo's candidate policies);
+3. measure each source's knowledge with a short study of its own (nothing invented);
+4. a held-out task plays the new user's dataset: fingerprint, ``recommend``, a warm-started ``tune``;
+5. the final trainings on it: the no-transfer baseline, the tuned configuration, co-training with the closest
+   shareable source; a summary table, ``summary.json`` and everything browsable in ``mlflow ui``.
+
+Running it again on the same folder reuses what is there (contributions and studies are idempotent).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tfp_mlflow.demo.cloud import (DEFAULT_PLAN, DemoPlan, contribute_task, demo_space, held_out_task,
+                                   measure_knowledge, source_tasks)
+
+__all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
+
+DEMO_SCHEMA = "tfp.demo/1"
+
+
+@dataclass
+class DemoResult:
+    """What the demo did and measured; :meth:`to_json` is ``summary.json``."""
+
+    home: str
+    tracking_uri: str
+    seed: int
+    target: str
+    target_family: str
+    sources: list[str]
+    recommendation_run: str
+    recommended: list[dict[str, Any]]
+    study: dict[str, Any]
+    results: list[dict[str, Any]]
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": DEMO_SCHEMA, **asdict(self)}
+
+
+def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, seed: int = 0,
+             console: Console | None = None) -> DemoResult:
+    """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``."""
+    from rich.progress import Progress
+
+    from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
+    from tfp_mlflow.cloud.store import Cloud
+    from tfp_mlflow.extract import load_backbone
+    from tfp_mlflow.recommend import recommend
+    from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    cloud = Cloud(f"sqlite:///{home / 'mlflow.db'}")
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    steps: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def step(name: str) -> None:
+        steps[name] = round(time.perf_counter() - clock[0], 1)
+        clock[0] = time.perf_counter()
+
+    sources = source_tasks(plan, seed)
+    target = held_out_task(plan.families[seed % len(plan.families)], plan, seed)
+    console.rule(f"tfp demo in {home}")
+    console.print(f"[bold]1/5[/] {len(sources)} source tasks in {len(plan.families)} domain families, and "
+                  f"{target.name} held out as the new user's dataset")
+    backbone = load_backbone("tf_efficientnet_lite0", device="cpu")
+    paths = {}
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("drawing, fingerprinting and contributing", total=len(sources))
+        for task in sources:
+            paths[task.name], _ = contribute_task(cloud, task, home / "tasks", backbone, plan, seed)
+            bar.advance(job)
+    step("fingerprint and contribute sources")
+
+    console.print("[bold]2/5[/] importing the published 71-task knowledge (Godau et al.; MIT licence)")
+    study = ReferenceStudy.load(bundled_reference())
+    if sum(t.contributor == REFERENCE_CONTRIBUTOR for t in cloud.tasks()) < len(study.tasks):
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task("importing", total=len(study.tasks))
+            import_reference(cloud, study, on_task=lambda _: bar.advance(job))
+    step("import reference")
+
+    space = demo_space(cloud, plan, seed)
+    console.print(f"[bold]3/5[/] measuring each source's knowledge: {plan.knowledge_trials} trials over "
+                  f"{', '.join(space.architectures)} and policies {', '.join(space.policies)}")
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("training", total=len(sources) * plan.knowledge_trials)
+        for task in sources:
+            measure_knowledge(cloud, task, paths[task.name], space, plan, storage, seed,
+                              on_trial=lambda _: bar.advance(job))
+    step("measure source knowledge")
+
+    console.print(f"[bold]4/5[/] {target.name}: fingerprint, recommend, warm-started tune "
+                  f"({plan.tune_trials} trials)")
+    target_path, fingerprint = contribute_task(cloud, target, home / "tasks", backbone, plan, seed,
+                                               contribute=False)
+    recommendation = recommend(cloud, fingerprint, name=target.name, top_k=3)
+    (home / "recommendation.json").write_text(json.dumps(recommendation.to_json(), indent=1, sort_keys=True))
+    tuned = _tune(cloud, target, target_path, space, plan, storage, recommendation.to_json(), seed, console)
+    step("recommend and tune")
+
+    console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs each)")
+    results = _final_trainings(cloud, target, target_path, plan, seed, tuned, recommendation.to_json(), console)
+    step("final trainings")
+
+    result = DemoResult(home=str(home), tracking_uri=cloud.uri, seed=seed, target=target.name,
+                        target_family=target.family, sources=[t.name for t in sources],
+                        recommendation_run=recommendation.run_id, recommended=_recommended(recommendation),
+                        study={"name": tuned.study_name, "storage": storage, "parent_run": tuned.parent_run_id,
+                               "best_params": tuned.best_params, "best_value": tuned.best_value,
+                               "trials": len(tuned.trials), "warm_started": len(tuned.warm_started)},
+                        results=results, seconds=round(time.perf_counter() - started, 1), steps=steps)
+    (home / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    return result
+
+
+def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: dict, seed: int,
+          console: Console):
+    from tfp_mlflow.train import TrainConfig
+    from tfp_mlflow.tune import run_study
+
+    base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed)
+    return run_study(base, cloud, space, study_name=f"demo-{target.name}-{seed}", storage=storage,
+                     n_trials=plan.tune_trials, recommendation=recommendation, top_k=min(3, plan.tune_trials),
+                     seed=seed, contribute=True,
+                     on_trial=lambda t: console.print(
+                         f"    trial {t.number}: {t.state.name.lower()} "
+                         f"{'' if t.value is None else f'{t.value:.3f}'} {t.params['architecture']}, policy "
+                         f"{t.params['policy']}, lr {t.params['lr']:.2g}"
+                         f"{' (warm start, rank %s)' % t.user_attrs['rank'] if t.user_attrs.get('warm_start') else ''}"))
+
+
+def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: dict,
+                     console: Console) -> list[dict[str, Any]]:
+    """Baseline, the tuned configuration and co-training with the closest shareable source, on the same split."""
+    from tfp_mlflow.errors import TfpError
+    from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
+    from tfp_mlflow.tune import NO_POLICY
+    from tfp_mlflow.tune.study import cloud_policies
+
+    base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed,
+                       epochs=plan.final_epochs)
+    configs = [("no-transfer baseline", "tf_efficientnet_lite0, no policy, lr 1e-3", base)]
+    if tuned.best_params:
+        p = tuned.best_params
+        policy = None
+        if p["policy"] != NO_POLICY:
+            run_id, _ = cloud_policies(cloud)[p["policy"]]
+            policy = cloud.policy(run_id, p["policy"])
+        configs.append(("tuned (warm-started study)", f"{p['architecture']}, policy {p['policy']}, lr {p['lr']:.2g}",
+                        replace(base, scenario="architecture", architecture=p["architecture"], policy=policy,
+                                policy_id="" if policy is None else p["policy"], lr=p["lr"],
+                                weight_decay=p["weight_decay"], truncate=p["truncate"],
+                                provenance={"study": tuned.study_name})))
+    try:
+        cotrain = config_from_recommendation(recommendation, "cotraining", 1, base, cloud)
+        configs.append((f"co-training with {cotrain.source}", "closest shareable source, rank 1", cotrain))
+    except TfpError as exc:
+        console.print(f"    no co-training: {exc}")
+    out = []
+    for label, what, config in configs:
+        result = train(config, cloud=cloud, progress=False, log_model=label.startswith("tuned"), contribute=True)
+        console.print(f"    {label}: balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id})")
+        out.append({"configuration": label, "what": what, "balanced_accuracy": result.balanced_accuracy,
+                    "auroc": result.auroc, "run_id": result.run_id, "scenario": config.scenario,
+                    "source": config.source})
+    return out
+
+
+def _recommended(recommendation) -> list[dict[str, Any]]:
+    """Per closest task: its distance and what each scenario took from it."""
+    rows = []
+    for entry in recommendation.ranking[:recommendation.top_k]:
+        row = {"rank": entry["rank"], "source": entry["source"], "domain": entry["domain"],
+               "distance": entry["distance"], "gave": []}
+        for block in recommendation.scenarios.values():
+            for item in block["items"]:
+                if item["source"] == entry["source"]:
+                    gave = item.get("architecture") or item.get("policy_id") or "its data"
+                    row["gave"].append(gave.removeprefix("tf_efficientnet_"))
+        row["gave"] = list(dict.fromkeys(row["gave"]))
+        rows.append(row)
+    return rows
