@@ -167,7 +167,7 @@ class ReferenceStudy:
 
     @property
     def repetitions(self) -> list[int]:
-        return sorted(int(r) for r in self.outcomes[("architecture", "balanced_accuracy")]["r"].unique())
+        return sorted({int(r) for table in self.outcomes.values() for r in table["r"].unique()})
 
     def distance_files(self) -> dict[str, Path]:
         """The distance matrices shipped with the study, by selector name (file stem)."""

@@ -15,8 +15,12 @@ from tfp_mlflow.errors import BadInputError
               help="Folder laid out like shared/reference/tfp-paper/ (default: the copy shipped with tfp-mlflow).")
 @click.option("--selector", "selector_files", multiple=True, metavar="NAME=PATH.csv",
               help="A selector's distance matrix (rows sources, columns targets); repeatable.")
-@click.option("--builtin", "builtins", multiple=True, type=click.Choice(["manual"]),
-              help="Add our own selector computed from the reference's task descriptions.")
+@click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",
+              help="Add one of our selectors: manual (from the task descriptions); with --cloud any registered "
+                   "selector (default there: manual and bkld-small-target).")
+@click.option("--cloud", "on_cloud", is_flag=True,
+              help="Leave-one-out on the cloud at --tracking-uri: each task with a baseline and measured transfers "
+                   "as target, the others as sources.")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Shots averaged by the meta metrics.")
 @click.option("--bootstraps", type=int, default=1000, show_default=True, help="Bootstraps of the rank analysis.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -24,15 +28,25 @@ from tfp_mlflow.errors import BadInputError
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write the figures to this folder.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="Also log the evaluation as an MLflow run (tfp-evaluations) on this server.")
-def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], top_k: int,
-                     bootstraps: int, json_out: str | None, plots_dir: str | None, tracking_uri: str | None) -> None:
-    """Score task selectors against the reference study's transfer outcomes (win rates, gain curves)."""
+def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], on_cloud: bool,
+                     top_k: int, bootstraps: int, json_out: str | None, plots_dir: str | None,
+                     tracking_uri: str | None) -> None:
+    """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference study's,
+    or, with --cloud, your own cloud's."""
     import json as _json
     from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
     from tfp_mlflow.reference import ReferenceStudy, bundled_reference, read_distance_matrix
 
+    if on_cloud:
+        _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
+                        bootstraps, json_out, plots_dir, tracking_uri)
+        return
+    unknown = [b for b in builtins if b != "manual"]
+    if unknown:
+        raise BadInputError(f"--builtin {unknown[0]} needs fingerprints, which the reference tasks do not have; "
+                            f"use manual, or --cloud to evaluate on your own cloud")
     reference_dir = reference_dir or str(bundled_reference())
     study = ReferenceStudy.load(reference_dir)
     matrices = {}
@@ -62,6 +76,36 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     _print_evaluation(payload)
 
 
+def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps, json_out, plots_dir,
+                    tracking_uri) -> None:
+    import json as _json
+    from pathlib import Path as _Path
+
+    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.evaluation.cloud import evaluate_cloud
+
+    if selector_files or reference_dir:
+        raise BadInputError("--cloud computes its selectors' distances from the cloud; drop --selector/--reference")
+    cloud = Cloud(tracking_uri)
+    with console.status(f"leave-one-out on {cloud.uri}", spinner="dots") if json_out != "-" \
+            else contextlib.nullcontext():
+        result = evaluate_cloud(cloud, list(dict.fromkeys(selectors)), top_k_shots=top_k, bootstraps=bootstraps)
+    payload = {**result.to_json(), "cloud": cloud.uri,
+               "targets": sorted(result.scores["target"].unique().tolist()) if len(result.scores) else []}
+    if plots_dir:
+        result.write_plots(plots_dir)
+    payload["run_id"] = result.log(cloud, reference=f"leave-one-out on {cloud.uri}")
+    text = _json.dumps(payload, indent=1, sort_keys=True)
+    if json_out == "-":
+        click.echo(text)
+        return
+    if json_out:
+        _Path(json_out).write_text(text)
+    console.print(f"{len(payload['targets'])} targets of {cloud.uri}, each ranked against the tasks whose transfer "
+                  f"to it was measured")
+    _print_evaluation(payload)
+
+
 def _print_evaluation(payload: dict) -> None:
     scenarios = payload["scenarios"]
     gains = Table(title="targets improved in balanced accuracy by the best of the top k (%, Fig. 4 top)")
@@ -71,7 +115,8 @@ def _print_evaluation(payload: dict) -> None:
         gains.add_column(f"k={k}", justify="right")
     for selector, curves in payload["gain_curve"].items():
         for scenario in scenarios:
-            gains.add_row(selector, scenario, *(f"{v:.2f}" for v in curves[scenario]))
+            if scenario in curves:
+                gains.add_row(selector, scenario, *(f"{v:.2f}" for v in curves[scenario]))
     console.print(gains)
     wins = Table(title=f"win rates (%, {payload['win_rate_setups_per_scenario']} setups per scenario, "
                        f"top-{payload['top_k']} averaged; ties count for every tied selector)")
@@ -79,7 +124,7 @@ def _print_evaluation(payload: dict) -> None:
     for scenario in [*scenarios, "mean"]:
         wins.add_column(scenario, justify="right")
     for selector, rates in payload["win_rates"].items():
-        wins.add_row(selector, *(f"{rates[s]:.2f}" for s in [*scenarios, "mean"]))
+        wins.add_row(selector, *("-" if rates.get(s) is None else f"{rates[s]:.2f}" for s in [*scenarios, "mean"]))
     console.print(wins)
     if payload.get("run_id"):
         console.print(f"logged as run {payload['run_id']} in experiment tfp-evaluations")

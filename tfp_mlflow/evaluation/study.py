@@ -56,7 +56,8 @@ class Evaluation:
         setups = self.scores[self.scores["meta_metric"].isin(WIN_RATE_METRICS)]
         out: dict[str, dict[str, float]] = {s: {} for s in self.selectors}
         keys = ["base_metric", "repetition", "target", "meta_metric"]
-        for scenario in SCENARIOS:
+        present = [s for s in SCENARIOS if (setups["scenario"] == s).any()]   # a cloud may lack a scenario
+        for scenario in present:
             table = setups[setups["scenario"] == scenario].pivot_table(index=keys, columns="selector",
                                                                        values="score", dropna=False)
             table = table.reindex(columns=self.selectors)
@@ -64,7 +65,7 @@ class Evaluation:
             for selector in self.selectors:
                 out[selector][scenario] = 100.0 * float((table[selector] == best).sum()) / max(1, len(table))
         for selector in self.selectors:
-            out[selector]["mean"] = float(np.mean([out[selector][s] for s in SCENARIOS]))
+            out[selector]["mean"] = float(np.mean([out[selector][s] for s in present])) if present else None
         return out
 
     def gain_curve(self) -> dict[str, dict[str, list[float]]]:
@@ -73,7 +74,7 @@ class Evaluation:
         for (selector, scenario), table in self.gains.groupby(["selector", "scenario"]):
             out.setdefault(selector, {})[scenario] = [100.0 * float(table[f"k{k}"].mean())
                                                       for k in range(1, MAX_SHOTS + 1)]
-        return {s: out[s] for s in self.selectors}
+        return {s: out.get(s, {}) for s in self.selectors}
 
     def meta_metric_means(self) -> dict[str, dict[str, dict[str, float]]]:
         """Mean of each meta metric over targets, repetitions and base metrics (``avg`` mode, top-k)."""
@@ -146,11 +147,12 @@ def _finite(value: Any) -> float | None:
 
 
 def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, top_k_shots: int = 3,
-             bootstraps: int = 1000, seed: int = 0) -> Evaluation:
+             bootstraps: int = 1000, seed: int = 0, measured_only: bool = False) -> Evaluation:
     """Score selectors (name → distance matrix, rows sources, columns targets) on the study's validation targets.
 
     Targets are looked up under their shrunk name where the study shrank them; the valid sources of a target
-    exclude itself and the tasks sharing its images.
+    exclude itself and the tasks sharing its images. ``measured_only`` (a user's cloud, where few pairs were
+    run) keeps, per case, only the sources whose outcome was measured, and skips cases with fewer than two.
     """
     if not selectors:
         raise BadInputError("nothing to evaluate: give at least one selector (--selector NAME=PATH.csv or --builtin)")
@@ -175,6 +177,11 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
                     valid = study.valid_sources(target)
                     measured = (outcomes[target] if target in outcomes.columns
                                 else pd.Series(np.nan, index=outcomes.index)).reindex(valid)
+                    if measured_only:
+                        measured = measured.dropna()
+                        valid = measured.index.tolist()
+                        if len(valid) < 2:
+                            continue
                     baseline = study.baseline(target, metric, repetition)
                     case = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
                     for name, table in affinities.items():

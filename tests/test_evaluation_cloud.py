@@ -1,0 +1,72 @@
+"""`tfp evaluate --cloud`: leave-one-out scoring of selectors on a user's own cloud (real SQLite MLflow store)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tfp_mlflow import BadInputError
+from tfp_mlflow.cli import main
+from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.evaluation.cloud import evaluate_cloud, study_from_cloud
+
+# Gamma shapes: "near" tasks look like their target; the outcomes reward the near source. Keywords and sizes make
+# the manual selector prefer the far, larger source instead.
+TASKS = {"t_1": (1.5, 100), "near_1": (1.55, 100), "far_1": (4.0, 900),
+         "t_2": (3.0, 100), "near_2": (3.05, 100), "far_2": (0.8, 900)}
+
+
+@pytest.fixture
+def cloud(tmp_path, make_fingerprint, small_spec):
+    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    for i, (name, (shape, size)) in enumerate(TASKS.items()):
+        knowledge = []
+        if name.startswith("t_"):
+            suffix = name[-1]
+            knowledge = [
+                Knowledge(name, KnowledgeKind.BASELINE, (KnowledgeRow(architecture="a", balanced_accuracy=0.70),)),
+                Knowledge(name, KnowledgeKind.COTRAINING, (
+                    KnowledgeRow(source=f"near_{suffix}", balanced_accuracy=0.85, repetition=0),
+                    KnowledgeRow(source=f"far_{suffix}", balanced_accuracy=0.60, repetition=0)))]
+        cloud.contribute(make_fingerprint(name, seed=i, shape=shape, n=3000, keywords=("x-ray",), num_images=size),
+                         knowledge=knowledge, spec=small_spec)
+    return cloud
+
+
+def test_targets_are_the_tasks_with_a_baseline_and_two_measured_sources(cloud):
+    study = study_from_cloud(cloud)
+    assert study.validation == ["t_1", "t_2"] and study.repetitions == [0]
+    table = study.outcome_table("cotraining", "balanced_accuracy", 0)
+    assert table.loc["near_1", "t_1"] == 0.85 and table.loc["far_2", "t_2"] == 0.60
+    assert study.baseline("t_2", "balanced_accuracy", 0) == 0.70
+
+
+def test_leave_one_out_scores_the_selector_that_ranks_the_helpful_source_first(cloud):
+    result = evaluate_cloud(cloud, ["manual", "bkld-small-target"], top_k_shots=1, bootstraps=50)
+    curves = result.gain_curve()
+    assert curves["bkld-small-target"]["cotraining"][0] == 100.0     # near source first: both targets improve
+    assert curves["manual"]["cotraining"][0] == 0.0                  # larger, far source first: neither does
+    rates = result.win_rates()
+    assert rates["bkld-small-target"]["cotraining"] == 100.0 and rates["manual"]["cotraining"] < 100.0
+    assert "pretraining" not in rates["manual"]                       # nothing measured there: no score
+    assert set(result.scores["target"]) == {"t_1", "t_2"}
+
+
+def test_cli_evaluates_the_cloud_and_logs_the_run(cloud, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--cloud", "--tracking-uri", cloud.uri, "--top-k", "1",
+                                       "--bootstraps", "20", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["targets"] == ["t_1", "t_2"] and payload["selectors"] == ["manual", "bkld-small-target"]
+    assert cloud.client.get_run(payload["run_id"]).info.status == "FINISHED"
+
+
+def test_a_cloud_without_measured_transfers_is_a_clear_error(tmp_path, make_fingerprint, small_spec):
+    empty = Cloud(f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    empty.contribute(make_fingerprint("only"), spec=small_spec)
+    with pytest.raises(BadInputError, match="no task of the cloud .* has a baseline and transfer outcomes"):
+        evaluate_cloud(empty, ["manual"])
+    result = CliRunner().invoke(main, ["evaluate", "--cloud", "--builtin", "vdna", "--selector", "x=y.csv",
+                                       "--tracking-uri", empty.uri])
+    assert result.exit_code == 2 and "drop --selector" in result.output

@@ -1,0 +1,112 @@
+"""Leave-one-out evaluation of selectors on a user's own cloud (``tfp evaluate --cloud``).
+
+Every task of the cloud with a no-transfer baseline and transfer outcomes measured from at least two of its other
+tasks is a target; the other tasks are its candidate sources. Each selector ranks, per target and scenario, only
+the sources whose transfer to it was measured, so a team's partial knowledge scores selectors fairly, and the
+result has the same form as the reference evaluation (win rates, gain curves, meta metrics, bootstrap ranks).
+Torch-free: fingerprints come through the cloud's cache.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.reference import BASE_METRICS, SCENARIO_FILES, ReferenceStudy, ReferenceTask
+
+__all__ = ["study_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
+
+_SCENARIO_OF_KIND = {KnowledgeKind.ARCHITECTURE_TRANSFER: "architecture", KnowledgeKind.PRETRAINING: "pretraining",
+                     KnowledgeKind.AUGMENTATION: "augmentation", KnowledgeKind.COTRAINING: "cotraining"}
+
+
+def study_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> ReferenceStudy:
+    """The cloud's transfer outcomes and baselines in the reference study's form (targets: see the module doc).
+
+    ``tasks`` restricts both targets and sources (default: every task of the cloud). A repetition without its own
+    baseline is compared with the mean of the target's baselines.
+    """
+    tasks = list(cloud.tasks() if tasks is None else tasks)
+    names = {t.name for t in tasks}
+    rows: dict[tuple[str, str], list[dict]] = {(s, m): [] for s in SCENARIO_FILES for m in BASE_METRICS}
+    baselines: dict[str, dict[str, dict[int, float]]] = {m: {} for m in BASE_METRICS}
+    for task in tasks:
+        for knowledge in cloud.knowledge(task.name):
+            scenario = _SCENARIO_OF_KIND.get(knowledge.kind)
+            for row in knowledge.rows:
+                repetition = int(row.repetition or 0)
+                for metric in BASE_METRICS:
+                    value = getattr(row, metric)
+                    if value is None:
+                        continue
+                    if knowledge.kind == KnowledgeKind.BASELINE:
+                        baselines[metric].setdefault(task.name, {})[repetition] = float(value)
+                    elif scenario and row.source in names and row.source != task.name:
+                        rows[(scenario, metric)].append({"r": repetition, "s": row.source, "t": task.name,
+                                                         "p": float(value)})
+    outcomes = {key: pd.DataFrame(value, columns=["r", "s", "t", "p"]) for key, value in rows.items()}
+    measured_sources: dict[str, set[str]] = {}
+    for (_, metric), table in outcomes.items():
+        if metric == "balanced_accuracy":
+            for target, group in table.groupby("t"):
+                measured_sources.setdefault(target, set()).update(group["s"])
+    targets = sorted(t for t, sources in measured_sources.items()
+                     if len(sources) >= 2 and t in baselines["balanced_accuracy"])
+    if not targets:
+        raise BadInputError(f"no task of the cloud at {cloud.uri} has a baseline and transfer outcomes from two or "
+                            f"more of its other tasks; contribute them with `tfp train --contribute` (the baseline "
+                            f"and each scenario with --source)")
+    repetitions = sorted({int(r) for table in outcomes.values() for r in table["r"]})
+    frames = {}
+    for metric in BASE_METRICS:
+        frame = pd.DataFrame(index=repetitions, columns=targets, dtype=float)
+        for target in targets:
+            measured = baselines[metric].get(target, {})
+            mean = float(np.mean(list(measured.values()))) if measured else math.nan
+            frame[target] = [measured.get(r, mean) for r in repetitions]
+        frames[(metric, True)] = frames[(metric, False)] = frame
+    described = {t.name: ReferenceTask(name=t.name, keywords=t.keywords, num_samples=t.num_images or 0,
+                                       num_classes=t.num_classes or 0, domain=t.domain or "",
+                                       dimensions=math.nan if t.intrinsic_dim is None else t.intrinsic_dim,
+                                       dataset=t.name, imbalance_ratio=math.nan) for t in tasks}
+    return ReferenceStudy(root=Path("."), tasks=described, validation=targets,
+                          development=[t for t in described if t not in targets], groups={}, shrink_map={},
+                          outcomes=outcomes, baselines=frames)
+
+
+def cloud_distance_matrices(cloud: Cloud, selectors: Sequence[str],
+                            tasks: Sequence[CloudTask]) -> dict[str, pd.DataFrame]:
+    """Each selector's distances between the given tasks (rows sources, columns targets)."""
+    from tfp_mlflow.selectors import get_selector
+
+    matrices = {}
+    for name in selectors:
+        selector = get_selector(name)
+        prepared = (cloud.prepared(selector, tasks) if selector.needs_fingerprint
+                    else selector.prepare(cloud.as_tasks(tasks, with_fingerprints=False)))
+        targets = cloud.as_tasks(tasks, with_fingerprints=selector.needs_fingerprint,
+                                 variants=selector.variants or ("small",), moments=selector.needs_moments)
+        names = [t.name for t in tasks]
+        matrices[name] = pd.DataFrame(selector.matrix(prepared, targets), index=names, columns=names)
+    return matrices
+
+
+def evaluate_cloud(cloud: Cloud, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
+                   top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0):
+    """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank."""
+    from tfp_mlflow.evaluation.study import evaluate
+    from tfp_mlflow.selectors import get_selector
+
+    if not selectors:
+        raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
+    needs_fingerprint = any(get_selector(s).needs_fingerprint for s in selectors)
+    tasks = [t for t in cloud.tasks() if t.has_fingerprint or not needs_fingerprint]
+    study = study_from_cloud(cloud, tasks)
+    matrices = cloud_distance_matrices(cloud, selectors, tasks)
+    return evaluate(study, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)
