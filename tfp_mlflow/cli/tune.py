@@ -76,9 +76,10 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
             click.echo(text)
             return
         Path(json_out).write_text(text)
-    table = Table(title=f"study {result.study_name} ({len(result.trials)} trials)")
-    for column in ("trial", "state", "balanced acc.", "architecture", "policy", "lr", "warm start"):
-        table.add_column(column, no_wrap=column in ("architecture", "policy"))
+    table = Table(title=f"study {result.study_name} ({len(result.trials)} trials; BA: held-out balanced accuracy)")
+    for column in ("#", "state", "BA", "architecture", "policy", "lr", "warm"):
+        # Long names fold; the short columns never shrink to nothing on a narrow terminal.
+        table.add_column(column, overflow="fold", no_wrap=column not in ("architecture", "policy"))
     for trial in result.trials:
         p = trial["params"]
         table.add_row(str(trial["number"]), trial["state"].lower(),
