@@ -47,14 +47,14 @@ def plot_fingerprint(fingerprint: Fingerprint, path: str | os.PathLike, variant:
 
 
 def plot_ranking(names: Sequence[str], distances: Sequence[float], path: str | os.PathLike, *,
-                 title: str) -> Path:
-    """Horizontal bar chart of the top sources' distances (closest on top)."""
+                 title: str, xlabel: str = "distance (lower is closer)") -> Path:
+    """Horizontal bar chart in the given order (first on top): sources' distances, or models' scores."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
     axes.barh(range(len(names)), distances, color="tab:green")
     axes.set_yticks(range(len(names)), names)
     axes.invert_yaxis()
-    axes.set(xlabel="distance (lower is closer)", title=title)
+    axes.set(xlabel=xlabel, title=title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -10,7 +10,7 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind
@@ -49,7 +49,8 @@ class Recommendation:
 def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
               scenarios: Sequence[str] = SCENARIOS, metric: str = "balanced_accuracy",
-              log: bool = True) -> Recommendation:
+              log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None
+              ) -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
 
     Parameters
@@ -60,6 +61,10 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         The new task's keywords (override the fingerprint's).
     log : bool
         Also log the recommendation as a run in the ``tfp-recommendations`` experiment.
+    rerank : callable, optional
+        ``rerank(architecture_items) -> (signal, items)``: re-orders the architecture suggestions by another signal
+        (a transferability score on the target's images, :func:`tfp_mlflow.extract.probe.transferability_reranker`);
+        each block says in ``ordered_by`` which signal ordered it.
     """
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
@@ -132,7 +137,13 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         if len(items) < top_k:
             scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario} "
                                   f"knowledge")
-        result.scenarios[scenario] = {"selector": selector, "items": items, "notes": scenario_notes}
+        ordered_by = "distance"
+        if scenario == "architecture" and rerank is not None and items:
+            ordered_by, items = rerank(items)
+            scenario_notes.append(f"re-ordered by {ordered_by} on the target's images (the sources' distances "
+                                  f"found the candidates)")
+        result.scenarios[scenario] = {"selector": selector, "items": items, "notes": scenario_notes,
+                                      "ordered_by": ordered_by}
     if log:
         result.run_id = _log(cloud, result)
     return result

@@ -46,4 +46,4 @@ TRACKING_URI = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACK
 
 
 # Commands register themselves on `main` when their module is imported (keep these last).
-from tfp_mlflow.cli import fingerprints, cloud, evaluate, train, tune, demo  # noqa: E402,F401
+from tfp_mlflow.cli import fingerprints, cloud, evaluate, train, tune, demo, models  # noqa: E402,F401

@@ -63,9 +63,13 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
               help="Print the stable JSON (or write it to a file: --json=OUT.json).")
 @click.option("--samples", type=int, default=None, help="Draws when DATA is a dataset (default: the spec's).")
 @click.option("--no-log", is_flag=True, help="Do not log the recommendation as an MLflow run.")
+@click.option("--rerank", default=None, metavar="SCORE",
+              help="Re-order the architecture suggestions by a transferability score (logme, leep, ...) computed "
+                   "on DATA's labelled images (DATA must be a dataset).")
 @TRACKING_URI
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
-                      json_out: str | None, samples: int | None, no_log: bool, tracking_uri: str | None) -> None:
+                      json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
+                      tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     import json as _json
     from pathlib import Path as _Path
@@ -83,9 +87,18 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
             from tfp_mlflow.extract import fingerprint_dataset
 
             target = fingerprint_dataset(data, spec=cloud.spec(), samples=samples, progress=json_out != "-")
+    reranker = None
+    if rerank:
+        from tfp_mlflow.errors import BadInputError
+        from tfp_mlflow.extract.probe import transferability_reranker
+
+        if not data or _Path(data).suffix == ".npz":
+            raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
+                                "(a folder of class folders or a CSV manifest), not a fingerprint")
+        reranker = transferability_reranker(data, rerank)
     result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
                        top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
-                       log=not no_log)
+                       log=not no_log, rerank=reranker)
     payload = _json.dumps(result.to_json(), indent=1, sort_keys=True)
     if json_out == "-":
         click.echo(payload)
@@ -104,7 +117,9 @@ def _print_recommendation(result) -> None:
                         row["domain"] or "-", "yes" if row["shareable"] else "no")
     console.print(ranking)
     for scenario, block in result.scenarios.items():
-        table = Table(title=f"{scenario}: top {result.top_k} by {block['selector']}")
+        ordered = block.get("ordered_by", "distance")
+        table = Table(title=f"{scenario}: top {result.top_k} by {block['selector']}"
+                            + ("" if ordered == "distance" else f", ordered by {ordered}"))
         table.add_column("rank")
         table.add_column("source")
         table.add_column("recommendation")
@@ -113,6 +128,9 @@ def _print_recommendation(result) -> None:
             if scenario == "architecture":
                 what = item["architecture"] or "(not published)"
                 evidence = (f"{result.metric} {item[result.metric]:.3f}" if item[result.metric] is not None else "")
+                if item.get("transferability"):
+                    value = item["transferability"]["value"]
+                    evidence += f"; {ordered} {'n/a' if value is None else f'{value:.3g}'}"
             elif scenario == "augmentation":
                 what, evidence = item["policy_id"], f"run {item['evidence']['knowledge_run'][:8]}"
             else:

@@ -24,6 +24,7 @@ RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
 EVALUATION_EXPERIMENT = "tfp-evaluations"
 TRAINING_EXPERIMENT = "tfp-training"
 TUNING_EXPERIMENT = "tfp-tuning"
+MODEL_RANKING_EXPERIMENT = "tfp-model-rankings"
 
 #: The four transfer scenarios (method.md §1).
 SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
@@ -62,6 +63,7 @@ class Kind:
     EVALUATION = "evaluation"
     TRAINING = "training"
     STUDY = "study"
+    MODEL_RANKING = "model_ranking"
 
 
 class KnowledgeKind:
