@@ -114,6 +114,8 @@ def test_bad_inputs_are_clear_errors():
         score("fid", y, features=f)
     with pytest.raises(BadInputError, match="at least two classes"):
         logme(f, np.zeros(len(f), dtype=int))
+    with pytest.raises(BadInputError, match="3 samples for 3 classes"):
+        logme(f[:3], y[:3])
     with pytest.raises(BadInputError, match="rows summing to 1"):
         leep(np.ones((len(y), 3)), y)
     with pytest.raises(BadInputError, match="finite"):

@@ -27,6 +27,9 @@ def _labels(labels, n: int) -> tuple[np.ndarray, int]:
     classes = int(labels.max()) + 1
     if len(np.unique(labels)) < 2:
         raise BadInputError("a transferability score needs at least two classes among the labels")
+    if n < 2 * len(np.unique(labels)):
+        raise BadInputError(f"{n} samples for {len(np.unique(labels))} classes: a transferability score needs at "
+                            f"least two labelled images per class; raise --samples or use more images")
     return labels.astype(int), classes
 
 
