@@ -76,10 +76,11 @@ def main() -> None:
 
     print(f"\nKendall tau between signal and fine-tuned balanced accuracy over {len(candidates)} candidates "
           f"({args.epochs} epochs, mean of {args.seeds} seeds); nan: ties in accuracy or in the signal")
-    header = f"{'signal':<18}" + "".join(f"{t.name:>15}" for t in tasks) + f"{'mean tau':>10}{'mean wtau':>11}"
+    width = max(len(t.name) for t in tasks) + 2
+    header = f"{'signal':<18}" + "".join(f"{t.name:>{width}}" for t in tasks) + f"{'mean tau':>10}{'mean wtau':>11}"
     print(header)
     for s in signals:
-        print(f"{s:<18}" + "".join(f"{v:>15.2f}" for v in taus[s])
+        print(f"{s:<18}" + "".join(f"{v:>{width}.2f}" for v in taus[s])
               + f"{np.nanmean(taus[s]):>10.2f}{np.nanmean(weighted[s]):>11.2f}")
     print(f"\n{len(tasks)} tasks, {(time.perf_counter() - started) / 60:.1f} min on this machine")
 
