@@ -33,7 +33,6 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
                      tracking_uri: str | None) -> None:
     """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference study's,
     or, with --cloud, your own cloud's."""
-    import json as _json
     from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
@@ -67,20 +66,27 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         from tfp_mlflow.cloud import Cloud
 
         payload["run_id"] = result.log(Cloud(tracking_uri), reference=str(_Path(reference_dir).resolve()))
+    _emit(payload, json_out)
+
+
+def _emit(payload: dict, json_out: str | None, heading: str | None = None) -> None:
+    """The JSON to stdout (``--json``) or a file, and the tables unless stdout holds the JSON."""
+    import json as _json
+    from pathlib import Path as _Path
+
     text = _json.dumps(payload, indent=1, sort_keys=True)
     if json_out == "-":
         click.echo(text)
         return
     if json_out:
         _Path(json_out).write_text(text)
+    if heading:
+        console.print(heading)
     _print_evaluation(payload)
 
 
 def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps, json_out, plots_dir,
                     tracking_uri) -> None:
-    import json as _json
-    from pathlib import Path as _Path
-
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.evaluation.cloud import evaluate_cloud
 
@@ -95,15 +101,8 @@ def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps,
     if plots_dir:
         result.write_plots(plots_dir)
     payload["run_id"] = result.log(cloud, reference=f"leave-one-out on {cloud.uri}")
-    text = _json.dumps(payload, indent=1, sort_keys=True)
-    if json_out == "-":
-        click.echo(text)
-        return
-    if json_out:
-        _Path(json_out).write_text(text)
-    console.print(f"{len(payload['targets'])} targets of {cloud.uri}, each ranked against the tasks whose transfer "
-                  f"to it was measured")
-    _print_evaluation(payload)
+    _emit(payload, json_out, f"{len(payload['targets'])} targets of {cloud.uri}, each ranked against the tasks "
+                             f"whose transfer to it was measured")
 
 
 def _print_evaluation(payload: dict) -> None:

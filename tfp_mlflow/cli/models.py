@@ -37,6 +37,7 @@ def rank_models_command(data: str, candidates: str | None, scores: tuple[str, ..
     from tfp_mlflow.extract.probe import probe_model
     from tfp_mlflow.transferability import SCORES, score
     from tfp_mlflow.tune import loadable_architectures
+    from tfp_mlflow.tune.study import cloud_architectures
 
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
@@ -45,8 +46,7 @@ def rank_models_command(data: str, candidates: str | None, scores: tuple[str, ..
     if candidates:
         names = [c.strip() for c in candidates.split(",") if c.strip()]
     else:
-        known = [r.architecture for t in cloud.tasks() for k in cloud.knowledge(t.name, ["architecture"])
-                 for r in k.rows]
+        known = cloud_architectures(cloud)
         names, left_out = loadable_architectures([f"tf_efficientnet_lite{i}" for i in range(3)] + known)
         if left_out:
             console.print(f"left out {len(left_out)} architectures whose weights cannot be loaded here: "

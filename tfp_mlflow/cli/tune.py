@@ -42,12 +42,12 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
     from tfp_mlflow.cloud.store import DEFAULT_HOME
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
-    from tfp_mlflow.tune.study import cloud_policies
+    from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
 
     cloud = Cloud(tracking_uri)
     base = TrainConfig(target=data, name=name, image_size=image_size, batch_size=batch_size, seed=seed,
                        workers=workers).validate()
-    known = [r.architecture for t in cloud.tasks() for k in cloud.knowledge(t.name, ["architecture"]) for r in k.rows]
+    known = cloud_architectures(cloud)
     loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES, *known])
     space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))
     if not space_path or "architectures" not in Path(space_path).read_text():

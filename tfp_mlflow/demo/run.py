@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,23 +149,16 @@ def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned
     """Baseline, the tuned configuration and co-training with the closest shareable source, on the same split."""
     from tfp_mlflow.errors import TfpError
     from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
-    from tfp_mlflow.tune import NO_POLICY
-    from tfp_mlflow.tune.study import cloud_policies
+    from tfp_mlflow.tune.study import cloud_policies, config_from_params
 
     base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed,
                        epochs=plan.final_epochs)
     configs = [("no-transfer baseline", "tf_efficientnet_lite0, no policy, lr 1e-3", base)]
     if tuned.best_params:
         p = tuned.best_params
-        policy = None
-        if p["policy"] != NO_POLICY:
-            run_id, _ = cloud_policies(cloud)[p["policy"]]
-            policy = cloud.policy(run_id, p["policy"])
         configs.append(("tuned (warm-started study)", f"{p['architecture']}, policy {p['policy']}, lr {p['lr']:.2g}",
-                        replace(base, scenario="architecture", architecture=p["architecture"], policy=policy,
-                                policy_id="" if policy is None else p["policy"], lr=p["lr"],
-                                weight_decay=p["weight_decay"], truncate=p["truncate"],
-                                provenance={"study": tuned.study_name})))
+                        config_from_params(base, p, cloud, cloud_policies(cloud),
+                                           provenance={"study": tuned.study_name})))
     try:
         cotrain = config_from_recommendation(recommendation, "cotraining", 1, base, cloud)
         configs.append((f"co-training with {cotrain.source}", "closest shareable source, rank 1", cotrain))

@@ -27,7 +27,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 
 __all__ = ["StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start", "cloud_policies",
-           "run_study"]
+           "cloud_architectures", "config_from_params", "run_study"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 
@@ -63,6 +63,25 @@ def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
             if knowledge.run_id == run.info.run_id:
                 out.update({row.policy_id: (knowledge.run_id, task) for row in knowledge.rows})
     return out
+
+
+def cloud_architectures(cloud: Cloud) -> list[str]:
+    """Every timm name with an architecture result in the cloud (the candidates it knows)."""
+    return [row.architecture for task in cloud.tasks() for k in cloud.knowledge(task.name, [KnowledgeKind.ARCHITECTURE])
+            for row in k.rows]
+
+
+def config_from_params(base, params: dict[str, Any], cloud: Cloud, policies: dict[str, tuple[str, str]], *,
+                       epochs: int | None = None, provenance: dict[str, Any] | None = None):
+    """``base`` trained with a study's parameters (the policy's JSON read from the cloud)."""
+    policy = None
+    if params["policy"] != NO_POLICY:
+        run_id, _ = policies[params["policy"]]
+        policy = cloud.policy(run_id, params["policy"])
+    return replace(base, scenario="architecture", architecture=params["architecture"], policy=policy,
+                   policy_id="" if policy is None else params["policy"], lr=params["lr"],
+                   weight_decay=params["weight_decay"], truncate=params["truncate"],
+                   epochs=epochs or base.epochs, provenance=provenance or {})
 
 
 def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, top_k: int,
@@ -218,15 +237,9 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
-        policy = None
-        if params["policy"] != NO_POLICY:
-            run_id, _ = policies[params["policy"]]
-            policy = cloud.policy(run_id, params["policy"])
-        config = replace(base, scenario="architecture", architecture=params["architecture"], policy=policy,
-                         policy_id="" if policy is None else params["policy"], lr=params["lr"],
-                         weight_decay=params["weight_decay"], truncate=params["truncate"], epochs=space.epochs,
-                         provenance={"study": trial.study.study_name, "trial": trial.number,
-                                     **{k: v for k, v in trial.user_attrs.items() if v not in (None, "")}})
+        config = config_from_params(base, params, cloud, policies, epochs=space.epochs,
+                                    provenance={"study": trial.study.study_name, "trial": trial.number,
+                                                **{k: v for k, v in trial.user_attrs.items() if v not in (None, "")}})
         pruning = PruningCallback(trial)
         try:
             result = train(config, cloud=cloud, progress=False, log_model=False, experiment=TUNING_EXPERIMENT,
