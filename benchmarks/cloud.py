@@ -1,46 +1,28 @@
-"""Query time of the knowledge cloud on a local `mlflow server` with N contributed tasks.
+"""Query time of the knowledge cloud on a local `mlflow server --app-name tfp` with N contributed tasks.
 
 For each N: contribute N tasks (fingerprints with the shipped spec's shape, random counts), then time a cold query
 (empty local cache: download every fingerprint and prepare the stack), a warm query (the prepared stack is
-memory-mapped from the cache) and the ranking alone, and the share of the warm query spent in MLflow calls.
+memory-mapped from the cache) and the ranking alone, and the share of the warm query spent in MLflow calls. Then
+the full recommendation computed by the server (``POST /tfp/api/recommend``, one upload) against the same computed
+here (``tfp recommend`` without ``--server``), each cold (empty cache) and warm.
 
     python benchmarks/cloud.py [--tasks 100 1000] [--draws 300]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from tfp_mlflow import Fingerprint, Task, default_spec, get_selector, rank_sources
 from tfp_mlflow.cloud import Cloud
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--backend-store-uri",
-               f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--host",
-               "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("mlflow server did not start")
+from tfp_mlflow.cloud.local_server import LocalServer
+from tfp_mlflow.plugins.client import recommend_on_server
+from tfp_mlflow.recommend import recommend
 
 
 def fake_fingerprint(index: int, draws: int, rng: np.random.Generator) -> Fingerprint:
@@ -69,6 +51,22 @@ def query(cloud: Cloud, target: Fingerprint) -> dict[str, float]:
     return timings
 
 
+def server_recommend(url: str, body: bytes) -> float:
+    """Seconds for one ``POST /tfp/api/recommend`` (the full recommendation, computed by the server)."""
+    started = time.perf_counter()
+    payload = recommend_on_server(url, body, top_k=3)
+    elapsed = time.perf_counter() - started
+    assert payload is not None and payload["ranking"], "the server has no tfp app"
+    return elapsed
+
+
+def client_recommend(url: str, cache: Path, target: Fingerprint) -> float:
+    """Seconds for the same recommendation computed here (`tfp recommend` without --server)."""
+    started = time.perf_counter()
+    recommend(Cloud(url, cache_dir=cache), target, top_k=3, log=False)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[100, 1000])
@@ -76,11 +74,13 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     target = fake_fingerprint(99_999, args.draws, rng)
+    rows = []
     print(f"{'N':>5} {'contribute s':>12} {'cold s':>7} {'warm s':>7} {'ranking s':>9} {'MLflow share (warm)':>20}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        proc, url = start_server(root / "server")
-        try:
+        body = target.save(root / "target.npz").read_bytes()
+        with LocalServer(root / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(root / "server-cache")}) as srv:
+            url = srv.url
             contributed = 0
             cloud = Cloud(url, cache_dir=root / "cache")
             cloud.ensure_spec(default_spec())
@@ -95,12 +95,19 @@ def main() -> None:
                 warm = query(Cloud(url, cache_dir=root / "cache"), target)
                 share = warm["search"] / warm["total"]
                 print(f"{size:>5} {contribute_s:>12.1f} {cold['total']:>7.2f} {warm['total']:>7.2f} "
-                      f"{warm['ranking']:>9.3f} {100 * share:>19.0f}%   (warm: search {warm['search']:.2f} s, "
+                      f"{warm['ranking']:>9.3f} {100 * share:>19.0f}%   (warm: tasks {warm['search']:.2f} s, "
                       f"prepared stack from cache {warm['prepared']:.2f} s; cold: download + prepare "
                       f"{cold['prepared']:.2f} s)", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+                # The full recommendation, server-side (POST /tfp/api/recommend) against client-side.
+                shutil.rmtree(root / "server-cache", ignore_errors=True)
+                shutil.rmtree(root / "client", ignore_errors=True)
+                rows.append((size, server_recommend(url, body), server_recommend(url, body),
+                             client_recommend(url, root / "client", target),
+                             client_recommend(url, root / "client", target)))
+    print("\nfull recommendation (top 3, all scenarios), server-side POST /tfp/api/recommend vs client-side:")
+    print(f"{'N':>5} {'server cold s':>13} {'server warm s':>13} {'client cold s':>13} {'client warm s':>13}")
+    for size, server_cold, server_warm, client_cold, client_warm in rows:
+        print(f"{size:>5} {server_cold:>13.2f} {server_warm:>13.2f} {client_cold:>13.2f} {client_warm:>13.2f}")
 
 
 if __name__ == "__main__":

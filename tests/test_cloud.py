@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +11,7 @@ from click.testing import CliRunner
 from tfp_mlflow import BadInputError, SpecMismatchError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.cloud.local_server import LocalServer
 from tfp_mlflow.recommend import recommend
 
 pytestmark = pytest.mark.slow
@@ -100,6 +97,32 @@ def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(sqlite_clou
     changed = recommend(sqlite_cloud, fingerprints["a_target"], name="query", log=False)
     assert changed.ranking[0]["source"] == "a_3"            # the target's own fingerprint, now a source
     assert len(list((sqlite_cloud.cache.root / "prepared").iterdir())) == 2
+
+
+def test_task_list_is_cached_until_any_client_changes_the_cloud(tmp_path, fingerprints, small_spec):
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    reader, writer = Cloud(uri, cache_dir=tmp_path / "reader"), Cloud(uri, cache_dir=tmp_path / "writer")
+    _fill(writer, fingerprints, small_spec)
+    searches = []
+    search_runs = reader.client.search_runs
+
+    def counted(*args, **kwargs):                     # the real client, counting what the reader asks for
+        searches.append(kwargs.get("max_results"))
+        return search_runs(*args, **kwargs)
+    reader.client.search_runs = counted
+    first = reader.tasks()
+    assert [t.name for t in first] == ["a_1", "a_2", "b_1", "b_2"] and max(searches) > 1
+    searches.clear()
+    assert reader.tasks() == first and searches == [1]          # warm: only the state check
+    writer.contribute(fingerprints["a_target"], name="a_3")    # another client's contribution
+    assert [t.name for t in reader.tasks()] == ["a_1", "a_2", "a_3", "b_1", "b_2"]
+    updated = writer.contribute(None, name="a_1", keywords=["renamed"])
+    assert [t.keywords for t in reader.tasks() if t.name == "a_1"] == [("renamed",)]
+    assert updated.run_id in {t.run_id for t in reader.tasks()}
+    searches.clear()
+    for stale in reader.cache.root.glob("tasks-*.json"):
+        stale.write_text("{not json")                          # a damaged cache entry is searched again
+    assert len(reader.tasks()) == 5 and max(searches) > 1
 
 
 def test_search_follows_pages(sqlite_cloud, fingerprints, small_spec):
@@ -202,38 +225,10 @@ def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fing
 
 # -- the remote path: a real `mlflow server` on 127.0.0.1 ---------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--backend-store-uri",
-               f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError((root / "server.log").read_text()[-2000:])
-    else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not answer /health in 120 s")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
-    log.close()
+    with LocalServer(tmp_path_factory.mktemp("server")) as server:
+        yield server.url
 
 
 def test_contribute_recommend_round_trip_on_a_real_server(mlflow_server, fingerprints, small_spec, tmp_path):

@@ -45,6 +45,14 @@ class Recommendation:
     def to_json(self) -> dict[str, Any]:
         return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}
 
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Recommendation:
+        """Read the stable JSON back (as a server's ``POST /tfp/api/recommend`` answers it)."""
+        if payload.get("schema") != RECOMMENDATION_SCHEMA:
+            raise BadInputError(f"not a recommendation in {RECOMMENDATION_SCHEMA} format "
+                                f"(schema {payload.get('schema')!r}); upgrade tfp-mlflow on both sides")
+        return cls(**{name: payload[name] for name in cls.__dataclass_fields__ if name in payload})
+
 
 def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, main
+from tfp_mlflow.cli import TRACKING_URI, console, err_console, main
 
 
 @main.command("contribute")
@@ -66,19 +66,23 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--rerank", default=None, metavar="SCORE",
               help="Re-order the architecture suggestions by a transferability score (logme, leep, ...) computed "
                    "on DATA's labelled images (DATA must be a dataset).")
+@click.option("--server", default=None, metavar="URL",
+              help="Rank on this `mlflow server --app-name tfp` (one upload, no fingerprint downloads); falls back "
+                   "to ranking here when the server has no tfp app.")
 @TRACKING_URI
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
-                      tracking_uri: str | None) -> None:
+                      server: str | None, tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     import json as _json
+    import tempfile
     from pathlib import Path as _Path
 
     from tfp_mlflow.cloud import SCENARIOS, Cloud
     from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
     from tfp_mlflow.recommend import recommend
 
-    cloud = Cloud(tracking_uri)
+    cloud = Cloud(server or tracking_uri)
     target = None
     if data:
         if _Path(data).suffix == ".npz" and _Path(data).is_file():
@@ -96,9 +100,23 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
             raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
                                 "(a folder of class folders or a CSV manifest), not a fingerprint")
         reranker = transferability_reranker(data, rerank)
-    result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
-                       top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
-                       log=not no_log, rerank=reranker)
+    result = None
+    if server and reranker is None:
+        from tfp_mlflow.plugins.client import recommend_on_server
+        from tfp_mlflow.recommend import Recommendation
+
+        with tempfile.TemporaryDirectory() as tmp:
+            body = target.save(_Path(tmp) / "target.npz").read_bytes() if target is not None else b""
+        payload = recommend_on_server(server, body, top_k=top_k, selector=selector_name, scenario=scenario,
+                                      metric=metric, keywords=keywords, log=not no_log)
+        if payload is None:
+            err_console.print(f"note: {server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
+        else:
+            result = Recommendation.from_json(payload)
+    if result is None:
+        result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
+                           top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
+                           log=not no_log, rerank=reranker)
     payload = _json.dumps(result.to_json(), indent=1, sort_keys=True)
     if json_out == "-":
         click.echo(payload)

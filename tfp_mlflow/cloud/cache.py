@@ -8,6 +8,7 @@ the cloud is verified before an entry is kept.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -44,10 +45,12 @@ class LocalCache:
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             try:
-                local = Path(client.download_artifacts(run_id, artifact_path, tmp))
+                local = _download(client, run_id, artifact_path, Path(tmp))
             except Exception as exc:
-                raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+                error = CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+                error.status = getattr(exc, "status", None)
+                raise error from None
             if sha256 is not None:
                 digest = hashlib.sha256(local.read_bytes()).hexdigest()
                 if digest != sha256:
@@ -57,6 +60,21 @@ class LocalCache:
             shutil.move(str(local), staged)
             os.replace(staged, target)
         return target
+
+    def read_json(self, key: str):
+        """The JSON stored under ``key``, or ``None`` when absent or unreadable."""
+        try:
+            return json.loads(self.path(key, "entry.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_json(self, key: str, value) -> None:
+        """Store ``value`` under ``key`` (written whole, then renamed into place)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(key, "entry.json")
+        with tempfile.NamedTemporaryFile("w", dir=self.root, suffix=".tmp", delete=False) as handle:
+            json.dump(value, handle)
+        os.replace(handle.name, target)
 
     def prepared(self, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
         """Prepared sources stored under ``key`` (memory-mapped), built and saved on a miss.
@@ -78,3 +96,33 @@ class LocalCache:
         for old in stale:
             shutil.rmtree(old, ignore_errors=True)
         return prepared
+
+
+def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:
+    """Download one artifact into ``folder``.
+
+    Inside the server's ``/tfp/`` routes the caller's credentials are forwarded per request, and MLflow downloads
+    in a thread pool of its own, which would not carry them; there the file is fetched in this thread from the
+    server's ``/get-artifact`` route instead (MLflow checks the caller's READ permission on it).
+    """
+    from tfp_mlflow.plugins.context import current_authorization
+
+    authorization = current_authorization()
+    if not authorization or not str(client.tracking_uri).startswith(("http://", "https://")):
+        return Path(client.download_artifacts(run_id, artifact_path, str(folder)))
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"run_id": run_id, "path": artifact_path})
+    request = urllib.request.Request(f"{str(client.tracking_uri).rstrip('/')}/get-artifact?{query}",
+                                     headers={"Authorization": authorization})
+    target = folder / Path(artifact_path).name
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except urllib.error.HTTPError as exc:
+        error = CloudError(f"the server answered {exc.code} for {artifact_path} of run {run_id}")
+        error.status = exc.code
+        raise error from None
+    return target

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Sequence as SequenceABC
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Iterable, Sequence
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, KnowledgeKind, Param, Tag,
+from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Param, Tag,
                                      complete_filter)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
@@ -138,8 +139,14 @@ class Cloud:
                 return runs
 
     def _start_run(self, kind: str, tags: dict[str, str], experiment: str = CLOUD_EXPERIMENT):
+        from mlflow.tracking.context.registry import resolve_tags
+
+        from tfp_mlflow.plugins.context import active_cloud
+
+        # MLflow's run-context providers (tfp's own plugin among them) add source, version and spec tags.
+        active_cloud(self.uri, self.spec_id())
         base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": _contributor()}
-        return self.client.create_run(self.experiment_id(experiment), tags={**base, **tags})
+        return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
 
     def _complete(self, run_id: str) -> None:
         self.client.set_tag(run_id, Tag.COMPLETE, "1")
@@ -187,7 +194,29 @@ class Cloud:
 
     # -- tasks --------------------------------------------------------------------------------------------------
     def tasks(self) -> list[CloudTask]:
-        """Every complete task, newest version per name, sorted by name."""
+        """Every complete task, newest version per name, sorted by name.
+
+        The list is kept in the local cache under the cloud's task state (the experiment tag
+        ``tfp.tasks_version``, renewed after every contribution, and the most recently completed task run), so a
+        repeated query makes two small calls instead of searching every task run again.
+        """
+        experiment = self.client.get_experiment(self.experiment_id())
+        newest = self.client.search_runs([experiment.experiment_id], filter_string=complete_filter(Kind.TASK),
+                                         max_results=1, order_by=["attributes.end_time DESC"])
+        state = [self.uri, experiment.tags.get(Tag.TASKS_VERSION, ""),
+                 [(r.info.run_id, r.info.end_time) for r in newest]]
+        key = "tasks-" + hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
+        cached = self.cache.read_json(key)
+        if isinstance(cached, list):
+            try:
+                return [CloudTask(**{**t, "keywords": tuple(t["keywords"])}) for t in cached]
+            except (TypeError, KeyError):
+                pass  # written by another version: search again
+        tasks = self._search_tasks()
+        self.cache.write_json(key, [asdict(t) for t in tasks])
+        return tasks
+
+    def _search_tasks(self) -> list[CloudTask]:
         latest: dict[str, CloudTask] = {}
         for run in self._search(complete_filter(Kind.TASK)):
             task = _task_from_run(run)
@@ -278,6 +307,8 @@ class Cloud:
         for old in self._search(complete_filter(Kind.TASK, task=name)):
             if old.info.run_id != run_id and old.info.start_time <= run.info.start_time:
                 self.client.delete_run(old.info.run_id)
+        # Renewed after the retirement, so a cached task list never outlives this change.
+        self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
         return self.task(name) or _task_from_run(self.client.get_run(run_id))
 
     def _log_dataset(self, run_id: str, name: str, digest: str, data_uri: str) -> None:

@@ -1,0 +1,271 @@
+"""``mlflow server --app-name tfp``: MLflow as usual, plus the knowledge cloud's web page and REST API under ``/tfp/``.
+
+MLflow 3.x (the supported range, ``mlflow>=3.0,<4``) runs uvicorn over a FastAPI app that wraps its Flask app and
+calls an ``mlflow.app`` entry point as a factory. Our factories build that same MLflow app (plain, or MLflow's
+``basic-auth`` app) and mount it under a small FastAPI app whose own routes are ``/tfp/...``; everything else goes to
+MLflow untouched.
+
+The ``/tfp/`` routes read the cloud as a client of this very server, forwarding the caller's credentials (see
+:class:`tfp_mlflow.plugins.providers.ForwardedCredentials`): with authentication on, a user sees exactly what MLflow
+lets that user read, and the server's artifact store, backend and cache are used as they are configured.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from functools import lru_cache
+from typing import Any, Callable
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from tfp_mlflow._version import __version__
+from tfp_mlflow.errors import BadInputError, CloudError
+from tfp_mlflow.plugins import service
+from tfp_mlflow.plugins.context import forwarding
+
+__all__ = ["create_app", "create_basic_auth_app", "compose"]
+
+#: Overrides the address the ``/tfp/`` routes use to reach this server (default: the socket the request came in on).
+SELF_URL_ENV = "TFP_SERVER_SELF_URL"
+
+
+def create_app() -> FastAPI:
+    """Entry point ``mlflow.app: tfp``: MLflow's own app with ``/tfp/`` added."""
+    from mlflow.server import app as flask_app
+    from mlflow.server.fastapi_app import create_fastapi_app
+
+    return compose(create_fastapi_app(flask_app), basic_auth=False)
+
+
+def create_basic_auth_app() -> FastAPI:
+    """Entry point ``mlflow.app: tfp-basic-auth``: MLflow's ``basic-auth`` app with ``/tfp/`` added behind the same
+    credentials and permissions."""
+    try:
+        from mlflow.server.auth import create_app as create_auth_app
+    except ImportError as exc:
+        raise ImportError(f"{exc} (for tfp: pip install 'tfp-mlflow[auth]')") from None
+    return compose(create_auth_app(), basic_auth=True)
+
+
+def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
+    """A FastAPI app serving ``/tfp/`` itself and everything else through ``mlflow_app`` (an ASGI app)."""
+
+    def lifespan(_app: FastAPI):
+        # Mounted apps get no lifespan events of their own: run MLflow's (job runners and the like).
+        router = getattr(mlflow_app, "router", None)
+        return router.lifespan_context(mlflow_app) if router is not None else _nothing()
+
+    app = FastAPI(title="tfp knowledge cloud", version=__version__, lifespan=lifespan,
+                  description="Task fingerprinting on this MLflow server: tasks, knowledge and recommendations.",
+                  openapi_url="/tfp/api/openapi.json", docs_url="/tfp/api/docs", redoc_url=None)
+    app.state.basic_auth = basic_auth
+    app.include_router(_api_router())
+    app.include_router(_page_router())
+    app.mount("/", mlflow_app)
+    return app
+
+
+class _nothing:
+    async def __aenter__(self):
+        return None
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+# -- per-request plumbing -----------------------------------------------------------------------------------------
+
+class _HTTPFailure(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _authorization(request: Request) -> str | None:
+    """The caller's Authorization header, verified against MLflow's user store when basic auth is on."""
+    header = request.headers.get("authorization")
+    if not request.app.state.basic_auth:
+        return header
+    challenge = {"WWW-Authenticate": 'Basic realm="mlflow"'}
+    if not header or not header.lower().startswith("basic "):
+        raise _HTTPFailure(401, "this server requires MLflow credentials: log in with your MLflow username and "
+                                "password (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for tfp)", challenge)
+    try:
+        username, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+    except ValueError:
+        raise _HTTPFailure(401, "the Authorization header is not valid basic auth", challenge) from None
+    from mlflow.server.auth import store
+
+    if not store.authenticate_user(username, password):
+        raise _HTTPFailure(401, f"wrong username or password for {username!r}", challenge)
+    return header
+
+
+def _self_url(request: Request) -> str:
+    configured = os.environ.get(SELF_URL_ENV)
+    if configured:
+        return configured.rstrip("/")
+    server = request.scope.get("server")
+    if not server:
+        raise CloudError(f"cannot tell this server's address; set {SELF_URL_ENV}=http://HOST:PORT")
+    host, port = server
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
+    return f"{request.scope.get('scheme', 'http')}://{host}:{port}"
+
+
+@lru_cache(maxsize=8)
+def _cloud(url: str):
+    from tfp_mlflow.cloud import Cloud
+
+    return Cloud(url)
+
+
+def _status_of(exc: BaseException) -> tuple[int, str]:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, _HTTPFailure):
+        return exc.status, exc.message
+    if isinstance(exc, LookupError):
+        return 404, str(exc).strip("'\"")
+    if isinstance(exc, BadInputError):
+        return (413 if "bytes; a fingerprint file is at most" in str(exc) else 400), str(exc)
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code()
+        if status in (401, 403):
+            return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
+        return status if 400 <= status < 600 else 502, exc.message.splitlines()[0][:300]
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, CloudError) and cause is not None and isinstance(cause, MlflowException):
+        return _status_of(cause)
+    if isinstance(exc, CloudError):
+        status = getattr(exc, "status", None)
+        if status in (401, 403):
+            return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
+        return 502, str(exc)
+    raise exc
+
+
+async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``work(cloud, *args)`` in a worker thread with the caller's credentials forwarded."""
+    header = _authorization(request)
+    url = _self_url(request)
+
+    def call():
+        with forwarding(header):
+            return work(_cloud(url), *args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+def _json_error(exc: BaseException) -> JSONResponse:
+    status, message = _status_of(exc)
+    return JSONResponse({"error": message}, status_code=status, headers=getattr(exc, "headers", None))
+
+
+# -- REST API ------------------------------------------------------------------------------------------------------
+
+def _api_router() -> APIRouter:
+    router = APIRouter(prefix="/tfp/api", tags=["tfp"])
+
+    @router.get("/tasks", summary="Every task with its fields and which knowledge it has")
+    async def list_tasks(request: Request):
+        try:
+            return {"tasks": await _serve(request, service.tasks)}
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.get("/tasks/{name}", summary="One task: fields, knowledge rows and nearest tasks")
+    async def get_task(request: Request, name: str):
+        try:
+            return await _serve(request, service.task_detail, name)
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.get("/tasks/{name}/fingerprint.png", summary="The task's fingerprint heatmap",
+                response_class=Response)
+    async def get_fingerprint_png(request: Request, name: str):
+        try:
+            return Response(await _serve(request, service.fingerprint_png, name), media_type="image/png")
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.get("/map", summary="2-D knowledge map (classical MDS of a selector's distances)")
+    async def get_map(request: Request, selector: str = service.DEFAULT_SELECTOR):
+        try:
+            return await _serve(request, service.knowledge_map, selector)
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.get("/selectors", summary="The registered task selectors")
+    async def get_selectors(request: Request):
+        try:
+            _authorization(request)
+            return {"selectors": service.selectors()}
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.post("/recommend", summary="Recommendations for an uploaded fingerprint (body: the .npz file)",
+                 openapi_extra={"requestBody": {"required": False, "content": {
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def post_recommend(request: Request, top_k: int = Query(3, ge=1, le=50),
+                             selector: str = service.DEFAULT_SELECTOR, scenario: str = "all",
+                             metric: str = "balanced_accuracy", keywords: str = "", name: str = "",
+                             log: bool = False):
+        try:
+            _authorization(request)
+            body = bytearray()   # read up to just past the limit (answering before the body ends breaks clients)
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > service.MAX_UPLOAD_BYTES:
+                    break
+            return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k, selector=selector,
+                                scenario=scenario, metric=metric, keywords=keywords, name=name, log=log)
+        except Exception as exc:
+            return _json_error(exc)
+
+    return router
+
+
+# -- web page ------------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _templates():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("tfp_mlflow.plugins", "templates"), autoescape=select_autoescape())
+
+
+def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates().get_template(name).render(version=__version__, **context), status_code=status)
+
+
+def _page_error(exc: BaseException) -> HTMLResponse:
+    status, message = _status_of(exc)
+    response = _page("error.html", status=status, status_code=status, message=message)
+    response.headers.update(getattr(exc, "headers", {}) or {})
+    return response
+
+
+def _page_router() -> APIRouter:
+    router = APIRouter(prefix="/tfp", include_in_schema=False)
+
+    @router.get("", response_class=HTMLResponse)
+    @router.get("/", response_class=HTMLResponse)
+    async def index(request: Request):
+        try:
+            tasks = await _serve(request, service.tasks)
+            return _page("index.html", tasks=tasks, selectors=service.selectors(),
+                         scenarios=("all",) + service.SCENARIOS)
+        except Exception as exc:
+            return _page_error(exc)
+
+    @router.get("/tasks/{name}", response_class=HTMLResponse)
+    async def task_page(request: Request, name: str):
+        try:
+            return _page("task.html", task=await _serve(request, service.task_detail, name))
+        except Exception as exc:
+            return _page_error(exc)
+
+    return router

@@ -1,0 +1,168 @@
+"""What the ``/tfp/`` API answers, computed with the torch-free core: task lists, task pages, the knowledge map and
+server-side recommendations. The web routes (:mod:`.server`) only translate HTTP to these calls."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfp_mlflow.cloud import SCENARIOS, Cloud, CloudTask
+from tfp_mlflow.cloud.schema import Kind, Tag, complete_filter
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.recommend import recommend
+from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
+
+__all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "task_detail", "knowledge_map", "recommend_upload",
+           "selectors", "classical_mds"]
+
+#: Largest fingerprint upload accepted (a 1280-feature fingerprint is about 0.5 MB).
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+#: Tasks drawn on the knowledge map (its pairwise distances grow with the square).
+MAP_MAX_TASKS = 400
+DEFAULT_SELECTOR = "bkld-small-target"
+
+
+def _task_json(task: CloudTask, kinds: list[str]) -> dict[str, Any]:
+    return {**asdict(task), "keywords": list(task.keywords), "has_fingerprint": task.has_fingerprint,
+            "knowledge": kinds}
+
+
+def knowledge_kinds(cloud: Cloud) -> dict[str, list[str]]:
+    """Kinds of knowledge per task, from one search over the knowledge runs' tags."""
+    out: dict[str, set[str]] = {}
+    for run in cloud._search(complete_filter(Kind.KNOWLEDGE)):
+        out.setdefault(run.data.tags.get(Tag.TASK, ""), set()).add(run.data.tags.get(Tag.KNOWLEDGE, ""))
+    return {task: sorted(kinds) for task, kinds in out.items()}
+
+
+def tasks(cloud: Cloud) -> list[dict[str, Any]]:
+    """Every task with its fields and which knowledge it has."""
+    kinds = knowledge_kinds(cloud)
+    return [_task_json(t, kinds.get(t.name, [])) for t in cloud.tasks()]
+
+
+def _require_task(cloud: Cloud, name: str) -> CloudTask:
+    task = cloud.task(name)
+    if task is None:
+        raise LookupError(f"the cloud holds no task named {name!r}; GET /tfp/api/tasks lists them")
+    return task
+
+
+def task_detail(cloud: Cloud, name: str, nearest: int = 5) -> dict[str, Any]:
+    """A task, its knowledge rows and its nearest tasks by the default selector (when it has a fingerprint)."""
+    task = _require_task(cloud, name)
+    knowledge = cloud.knowledge(name)
+    out = _task_json(task, sorted({k.kind for k in knowledge}))
+    out["knowledge_runs"] = [{"kind": k.kind, "run_id": k.run_id, "provenance": k.provenance,
+                              "contributor": k.contributor, "rows": [asdict(r) for r in k.rows]} for k in knowledge]
+    out["nearest"] = []
+    if task.has_fingerprint:
+        target = cloud.fingerprint(task)
+        out["num_draws"] = target.num_draws
+        out["selector"] = DEFAULT_SELECTOR
+        try:
+            out["nearest"] = recommend(cloud, target, name=name, top_k=1, scenarios=(), log=False).ranking[:nearest]
+        except BadInputError:
+            pass  # no other task with a fingerprint yet
+    return out
+
+
+def fingerprint_png(cloud: Cloud, name: str) -> bytes:
+    """The task's fingerprint heatmap (cached by the fingerprint's checksum)."""
+    task = _require_task(cloud, name)
+    if not task.has_fingerprint:
+        raise LookupError(f"task {name!r} has no fingerprint in the cloud")
+    path = cloud.cache.root / "plots" / f"fingerprint-{task.fingerprint_sha256[:32]}.png"
+    if not path.is_file():
+        from tfp_mlflow.plots import plot_fingerprint
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            staged = plot_fingerprint(cloud.fingerprint(task), Path(tmp) / "plot.png")
+            staged.replace(path)
+    return path.read_bytes()
+
+
+def classical_mds(distances: np.ndarray, dimensions: int = 2) -> np.ndarray:
+    """Classical (Torgerson) MDS of a distance matrix, symmetrised first (bKLD is not symmetric)."""
+    d = np.asarray(distances, dtype=float)
+    d = 0.5 * (d + d.T)
+    n = len(d)
+    if n < 2:
+        return np.zeros((n, dimensions))
+    centre = np.eye(n) - 1.0 / n
+    b = -0.5 * centre @ (d ** 2) @ centre
+    values, vectors = np.linalg.eigh(b)
+    top = np.argsort(values)[::-1][:dimensions]
+    coords = vectors[:, top] * np.sqrt(np.clip(values[top], 0.0, None))
+    coords = coords * np.where(coords.sum(axis=0) < 0, -1.0, 1.0)   # a fixed orientation for the same input
+    if coords.shape[1] < dimensions:
+        coords = np.pad(coords, ((0, 0), (0, dimensions - coords.shape[1])))
+    return coords
+
+
+def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, Any]:
+    """2-D classical MDS of the tasks' pairwise distances (cached under the cloud's state)."""
+    chooser = get_selector(selector)
+    if not chooser.needs_fingerprint:
+        raise BadInputError(f"the map needs a fingerprint selector; {selector!r} ranks by keywords")
+    cloud_tasks = [t for t in cloud.tasks() if t.has_fingerprint]
+    left_out = max(0, len(cloud_tasks) - MAP_MAX_TASKS)
+    cloud_tasks = cloud_tasks[:MAP_MAX_TASKS]
+    identity = [selector, cloud.spec_id(), [(t.name, t.fingerprint_sha256) for t in cloud_tasks]]
+    key = "map-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    cached = cloud.cache.read_json(key)
+    if isinstance(cached, dict):
+        return cached
+    points = []
+    if cloud_tasks:
+        prepared = cloud.prepared(chooser, cloud_tasks)
+        targets = cloud.as_tasks(cloud_tasks, with_fingerprints=True, variants=chooser.variants or ("small",),
+                                 moments=chooser.needs_moments)
+        matrix = np.stack([chooser.distances(t, prepared) for t in targets], axis=1)   # rows sources
+        # A selector compares sources for one target: only differences within a column carry meaning.
+        matrix = matrix - matrix.min(axis=0, keepdims=True)
+        np.fill_diagonal(matrix, 0.0)
+        coords = classical_mds(matrix)
+        points = [{"name": t.name, "domain": t.domain or "unknown", "num_images": t.num_images,
+                   "x": float(x), "y": float(y)} for t, (x, y) in zip(cloud_tasks, coords)]
+    result = {"selector": selector, "method": "classical MDS of the symmetrised distances, each target's offset by its closest source", "points": points,
+              "left_out": left_out, "without_fingerprint": sum(not t.has_fingerprint for t in cloud.tasks())}
+    cloud.cache.write_json(key, result)
+    return result
+
+
+def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
+                     scenario: str = "all", metric: str = "balanced_accuracy", keywords: str = "",
+                     name: str | None = None, log: bool = False) -> dict[str, Any]:
+    """``tfp recommend --json`` for an uploaded fingerprint file (or, with ``manual``, keywords alone)."""
+    if len(body) > MAX_UPLOAD_BYTES:
+        raise BadInputError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
+                            f"{MAX_UPLOAD_BYTES:,} (send the .npz that `tfp fingerprint` wrote)")
+    target = None
+    if body:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload.npz"
+            path.write_bytes(body)
+            try:
+                target = Fingerprint.load(path)
+            except BadInputError as exc:
+                raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
+    if scenario != "all" and scenario not in SCENARIOS:
+        raise BadInputError(f"unknown scenario {scenario!r}; use all or one of {', '.join(SCENARIOS)}")
+    result = recommend(cloud, target, keywords=validate_keywords([k for k in keywords.split(",") if k]),
+                       name=name or None, selector=selector, top_k=top_k,
+                       scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric, log=log)
+    return result.to_json()
+
+
+def selectors() -> list[dict[str, Any]]:
+    """The registered selectors with their descriptions."""
+    return [{"name": name, "description": describe_selector(name),
+             "needs_fingerprint": get_selector(name).needs_fingerprint} for name in list_selectors()]
