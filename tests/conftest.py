@@ -18,6 +18,17 @@ NUM_FEATURES = 12
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster on 127.0.0.1 for the whole session (the team set-up's database)."""
+    from tfp_mlflow.cloud.local_server import LocalPostgres, postgres_binaries
+
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed here (apt-get install postgresql; .ci/run installs it)")
+    with LocalPostgres(databases=()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def small_spec() -> FingerprintSpec:
     rng = np.random.default_rng(1)
     reference = rng.gamma(2.0, 1.0, size=(2000, NUM_FEATURES))

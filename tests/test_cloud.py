@@ -225,9 +225,13 @@ def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fing
 
 # -- the remote path: a real `mlflow server` on 127.0.0.1 ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    with LocalServer(tmp_path_factory.mktemp("server")) as server:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def mlflow_server(request, tmp_path_factory):
+    """A real `mlflow server`, backed by SQLite or by PostgreSQL (the documented team set-up)."""
+    backend = None
+    if request.param == "postgresql":
+        backend = request.getfixturevalue("postgres").create_database("mlflow_cloud")
+    with LocalServer(tmp_path_factory.mktemp("server"), backend_store_uri=backend) as server:
         yield server.url
 
 
@@ -258,3 +262,16 @@ def test_cli_against_the_server_as_a_user_would(mlflow_server, fingerprints, sma
     assert list(payload["scenarios"]) == ["architecture"]
     down = runner.invoke(main, ["recommend", str(target), "--tracking-uri", "http://127.0.0.1:9"], env=env)
     assert down.exit_code == 1 and "cannot reach the cloud" in down.output
+
+
+# -- load: several contributors at once while a reader queries -----------------------------------------------------
+
+def test_concurrent_contributors_and_a_querier_lose_nothing_on_a_real_server(mlflow_server, small_spec, tmp_path):
+    from tfp_mlflow.cloud.load import run_load
+
+    report = run_load(mlflow_server, small_spec, processes=8, tasks_per_process=3, workdir=tmp_path)
+    print(report.summary())
+    assert report.present == report.expected == 24 and report.lost == 0, report.messages
+    assert report.duplicates == 0 and report.wrong == 0
+    assert report.half_written_seen == 0 and report.query_errors == 0, report.messages
+    assert report.query_latencies                                   # the reader really queried meanwhile

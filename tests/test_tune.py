@@ -100,8 +100,10 @@ def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
     assert best[0].rows[0].balanced_accuracy == pytest.approx(result.best_value)
 
 
-def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, tmp_path, backend, request):
+    storage = (f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else
+               request.getfixturevalue("postgres").create_database("optuna_shared"))
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"architectures": ["tf_efficientnet_lite0"], "policies": ["none"], "epochs": 1}))
     command = [sys.executable, "-m", "tfp_mlflow.cli", "tune", setup["base"].target, "--study", "shared",

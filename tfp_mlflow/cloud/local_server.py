@@ -1,7 +1,10 @@
-"""A real ``mlflow server`` on 127.0.0.1 in a subprocess, for tests, benchmarks and trying the team set-up locally."""
+"""A real ``mlflow server`` (and, for the team set-up, a real PostgreSQL) on 127.0.0.1 in subprocesses, for tests,
+benchmarks and trying the team set-up locally."""
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +16,7 @@ from typing import Sequence
 
 from tfp_mlflow.errors import CloudError
 
-__all__ = ["LocalServer", "free_port"]
+__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries"]
 
 
 def free_port() -> int:
@@ -30,8 +33,10 @@ class LocalServer:
     """
 
     def __init__(self, root: str | os.PathLike, *, app_name: str | None = None, env: dict[str, str] | None = None,
-                 extra_args: Sequence[str] = (), timeout: float = 180.0) -> None:
+                 extra_args: Sequence[str] = (), backend_store_uri: str | None = None,
+                 timeout: float = 180.0) -> None:
         self.root, self.app_name, self.env, self.extra_args = Path(root), app_name, env or {}, list(extra_args)
+        self.backend_store_uri = backend_store_uri
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -40,7 +45,7 @@ class LocalServer:
         self.root.mkdir(parents=True, exist_ok=True)
         port = free_port()
         command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-                   "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                   "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
                    "--port", str(port), "--workers", "1", *self.extra_args]
         if self.app_name:
@@ -77,6 +82,91 @@ class LocalServer:
             self.log.close()
 
     def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def postgres_binaries() -> Path | None:
+    """Folder of PostgreSQL's server programs (``initdb``, ``postgres``, ``pg_ctl``), or ``None``."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+class LocalPostgres:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (trust authentication, user ``tfp``); a context manager.
+
+    PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` system user in a folder of
+    its own under the system's temporary directory.
+    """
+
+    def __init__(self, databases: Sequence[str] = ("mlflow", "optuna"), timeout: float = 60.0) -> None:
+        self.databases, self.timeout = tuple(databases), timeout
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.root: Path | None = None
+
+    def _as_owner(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def start(self) -> LocalPostgres:
+        import tempfile
+
+        binaries = postgres_binaries()
+        if binaries is None:
+            raise CloudError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.root = Path(tempfile.mkdtemp(prefix="tfp-postgres-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        data = self.root / "data"
+        subprocess.run([*self._as_owner(), str(binaries / "initdb"), "-D", str(data), "-U", "tfp",
+                        "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+        self.port = free_port()
+        self.log = open(self.root / "postgres.log", "w")
+        self.proc = subprocess.Popen([*self._as_owner(), str(binaries / "postgres"), "-D", str(data),
+                                      "-p", str(self.port), "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
+                                      "-c", "fsync=off", "-c", "max_connections=200"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + self.timeout
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if self.proc.poll() is not None:
+                raise CloudError(f"PostgreSQL did not start: {(self.root / 'postgres.log').read_text()[-800:]!r}")
+            time.sleep(0.2)
+        time.sleep(0.5)  # accepting connections before it finishes recovery is possible: give it a moment
+        for database in self.databases:
+            self.create_database(database)
+        return self
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database; returns its URI."""
+        subprocess.run([str(postgres_binaries() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "tfp",
+                        name], check=True, capture_output=True, timeout=60)
+        return self.uri(name)
+
+    def uri(self, database: str = "mlflow") -> str:
+        """SQLAlchemy URI of one of the cluster's databases."""
+        return f"postgresql://tfp@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)   # fast shutdown
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if getattr(self, "log", None):
+            self.log.close()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalPostgres:
         return self.start()
 
     def __exit__(self, *exc) -> None:
