@@ -198,6 +198,53 @@ def test_killed_contribution_never_shows_up_and_rerun_completes(tmp_path, finger
     assert [t.name for t in cloud.tasks()] == ["a_1"]
 
 
+RESUMABLE = """
+import sys
+from tfp_mlflow import FingerprintSpec
+from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.load import load_task
+cloud = Cloud(sys.argv[1], cache_dir=sys.argv[2])
+spec = FingerprintSpec.load(sys.argv[3])
+print("ready", flush=True)
+for index in range(int(sys.argv[4])):          # a resumable batch: skips what is already complete
+    fingerprint = load_task(spec, 0, index)
+    if cloud.task(fingerprint.name) is None:
+        cloud.contribute(fingerprint, spec=spec)
+"""
+
+
+def test_contributor_killed_at_twenty_random_points_never_leaves_a_partial_task(tmp_path, small_spec):
+    import random
+    import signal
+    import time
+
+    from tfp_mlflow.cloud.load import _sha, load_task
+
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    cloud = Cloud(uri, cache_dir=tmp_path / "cache")
+    cloud.ensure_spec(small_spec)
+    spec_path = small_spec.save(tmp_path / "spec.npz")
+    expected = {load_task(small_spec, 0, i).name: _sha(load_task(small_spec, 0, i)) for i in range(12)}
+    command = [sys.executable, "-c", RESUMABLE, uri, str(tmp_path / "c2"), str(spec_path), "12"]
+    chooser = random.Random(7)
+    for _ in range(20):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        time.sleep(chooser.uniform(0.0, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        for task in cloud.tasks():                       # only whole tasks, byte-identical to what was sent
+            assert task.fingerprint_sha256 == expected[task.name]
+            assert cloud.fingerprint(task).num_draws > 0
+    visible_after_kills = len(cloud.tasks())
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    tasks = cloud.tasks()
+    assert sorted(t.name for t in tasks) == sorted(expected) and 0 < visible_after_kills <= len(expected)
+    assert all(t.fingerprint_sha256 == expected[t.name] for t in tasks)
+    assert recommend(cloud, load_task(small_spec, 1, 0), top_k=3, log=False).ranking
+
+
 CONTRIBUTOR = """
 import sys
 from tfp_mlflow import Fingerprint, FingerprintSpec
@@ -275,3 +322,72 @@ def test_concurrent_contributors_and_a_querier_lose_nothing_on_a_real_server(mlf
     assert report.duplicates == 0 and report.wrong == 0
     assert report.half_written_seen == 0 and report.query_errors == 0, report.messages
     assert report.query_latencies                                   # the reader really queried meanwhile
+
+
+# -- the hostile-input catalogue, against a real server ----------------------------------------------------------
+
+def _hostile_contributions(tmp_path, bad_catalogue, make_fingerprint, small_spec) -> dict:
+    """name -> (extra `tfp contribute` arguments, expected words of the one-line error)."""
+    from tfp_mlflow import FingerprintSpec
+
+    good = make_fingerprint("hostile_ok", seed=9).save(tmp_path / "ok.npz")
+    cases = {f"fingerprint: {name}": ([str(path)], why) for name, (path, why) in bad_catalogue.items()}
+
+    def policy(name: str, body) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(body))
+        return str(path)
+
+    def results(name: str, text: str) -> str:
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text)
+        return str(path)
+
+    other = FingerprintSpec(backbone="other", weights_sha256="", lo=small_spec.lo, hi=small_spec.hi * 3)
+    cases.update({
+        "spec mismatch": ([str(make_fingerprint("hostile_spec", spec=other).save(tmp_path / "o.npz"))], "spec"),
+        "path traversal in --name": ([str(good), "--name", "../../etc/passwd"], "task name"),
+        "1,000 keywords": ([str(good), "--keywords", ",".join(f"k{i}" for i in range(1000))], "at most 64"),
+        "policy naming a Python callable": ([str(good), "--policy", policy("callable", {"transform": {
+            "__class_fullname__": "builtins.eval", "p": 1.0}})], "policy"),
+        "policy with a non-albumentations class": ([str(good), "--policy", policy("foreign", {"transform": {
+            "__class_fullname__": "torchvision.transforms.RandomCrop", "p": 1.0}})], "policy"),
+        "policy Lambda": ([str(good), "--policy", policy("lambda", {"transform": {
+            "__class_fullname__": "Lambda", "name": "x", "p": 1.0}})], "policy"),
+        "metric outside [0, 1]": ([str(good), "--results", results(
+            "metric", "architecture,balanced_accuracy,auroc\nresnet18,1.7,0.9\n")], "outside"),
+        "negative metric": ([str(good), "--results", results(
+            "negative", "architecture,balanced_accuracy,auroc\nresnet18,-0.1,0.9\n")], "outside"),
+        "impossible size": (["--name", "hostile_size", "--keywords", "x"], None),
+        "--shareable without a data URI": ([str(good), "--shareable"], "--data-uri"),
+    })
+    return cases
+
+
+def test_hostile_catalogue_is_refused_with_one_line_writes_nothing_and_the_server_keeps_serving(
+        mlflow_server, bad_catalogue, make_fingerprint, small_spec, tmp_path):
+    from mlflow.entities import ViewType
+
+    cloud = Cloud(mlflow_server, cache_dir=tmp_path / "cache")
+    cloud.ensure_spec(small_spec)
+    experiment = cloud.experiment_id()
+    before = len(cloud.client.search_runs([experiment], run_view_type=ViewType.ALL, max_results=50000))
+    cases = _hostile_contributions(tmp_path, bad_catalogue, make_fingerprint, small_spec)
+    runner = CliRunner()
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "TFP_CACHE_DIR": str(tmp_path / "cli-cache")}
+    for name, (arguments, why) in cases.items():
+        if name == "impossible size":             # only reachable through the API: the CLI takes sizes from files
+            with pytest.raises(BadInputError, match="impossible"):
+                cloud.contribute(None, name="hostile_size", keywords=["x"], num_images=3, num_classes=10)
+            continue
+        result = runner.invoke(main, ["contribute", *arguments], env=env)
+        message = result.output.strip()
+        assert result.exit_code == 2, f"{name}: {result.output[-800:]}"
+        assert message.startswith("error:") and "\n" not in message and "Traceback" not in message, name
+        assert why.lower() in message.lower(), f"{name}: {message}"
+    after = len(cloud.client.search_runs([experiment], run_view_type=ViewType.ALL, max_results=50000))
+    assert after == before, "a refused contribution wrote a run"
+    assert len(cases) >= 30
+    good = make_fingerprint("hostile_ok", seed=9).save(tmp_path / "ok2.npz")
+    result = runner.invoke(main, ["contribute", str(good)], env=env)  # the server still serves
+    assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from tfp_mlflow.cli import main
+from tfp_mlflow.errors import CloudError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.cloud.local_server import LocalServer
 from tfp_mlflow.plugins.service import MAX_UPLOAD_BYTES, classical_mds
@@ -223,8 +224,8 @@ def auth_server(tmp_path_factory, fingerprints, small_spec):
         yield server, admin
 
 
-def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_server, fingerprints, tmp_path,
-                                                                          monkeypatch):
+def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_server, fingerprints, small_spec,
+                                                                          tmp_path, monkeypatch):
     from mlflow.server import get_app_client
 
     server, admin = auth_server
@@ -246,6 +247,11 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
     users.grant_user_permission(reader[0], "experiment", experiment_id, "READ")
     status, body = _call(f"{url}/tfp/api/tasks", auth=reader)
     assert status == 200 and [t["name"] for t in body["tasks"]] == ["a_1", "a_2", "b_1", "b_2"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", reader[0])        # READ only: contributing is refused
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", reader[1])
+    with pytest.raises(CloudError, match="may not write to experiment tfp-cloud"):
+        Cloud(url, cache_dir=tmp_path / "reader").contribute(fingerprints["a_target"], spec=small_spec)
+    assert "a_target" not in [t["name"] for t in _call(f"{url}/tfp/api/tasks", auth=admin)[1]["tasks"]]
     target = fingerprints["a_target"].save(tmp_path / "t.npz").read_bytes()
     status, body = _call(f"{url}/tfp/api/recommend", target, auth=reader)
     assert status == 200 and body["ranking"][0]["source"] in {"a_1", "a_2"}, body

@@ -146,7 +146,13 @@ class Cloud:
         # MLflow's run-context providers (tfp's own plugin among them) add source, version and spec tags.
         active_cloud(self.uri, self.spec_id())
         base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": _contributor()}
-        return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
+        try:
+            return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
+        except Exception as exc:
+            if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+                raise CloudError(f"MLflow user {_contributor()!r} may not write to experiment {experiment} at "
+                                 f"{self.uri}; ask an admin for EDIT permission on it") from None
+            raise
 
     def _complete(self, run_id: str) -> None:
         self.client.set_tag(run_id, Tag.COMPLETE, "1")
@@ -257,6 +263,11 @@ class Cloud:
                                             f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
                 self.ensure_spec(spec)
         contributor = contributor or _contributor()
+        knowledge = list(knowledge)
+        for item in knowledge:          # all of it checked before anything is written
+            _validate_knowledge(item)
+            if item.task != name:
+                raise BadInputError(f"knowledge of task {item.task!r} given while contributing {name!r}")
         for item in knowledge:
             self.add_knowledge(item, contributor=contributor)
 
@@ -324,13 +335,7 @@ class Cloud:
     # -- knowledge ----------------------------------------------------------------------------------------------
     def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
         """Store one knowledge run (idempotent: returns the existing run id when the same content is there)."""
-        if knowledge.kind not in KNOWLEDGE_KINDS:
-            raise BadInputError(f"unknown knowledge kind {knowledge.kind!r}; use one of {', '.join(KNOWLEDGE_KINDS)}")
-        validate_task_name(knowledge.task)
-        if not knowledge.rows or len(knowledge.rows) > MAX_ROWS:
-            raise BadInputError(f"{knowledge.kind} knowledge of {knowledge.task!r} needs 1 to {MAX_ROWS} rows")
-        for row in knowledge.rows:
-            row.validate(knowledge.kind)
+        _validate_knowledge(knowledge)
         key = knowledge.key()
         existing = self._search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key))
         if existing:
@@ -448,6 +453,16 @@ def _task_from_run(run) -> CloudTask:
                      contributor=tags.get(Tag.CONTRIBUTOR, ""),
                      fingerprint_sha256=tags.get(Tag.FINGERPRINT_SHA256, ""),
                      intrinsic_dim=float(dim) if dim is not None else None)
+
+
+def _validate_knowledge(knowledge: Knowledge) -> None:
+    if knowledge.kind not in KNOWLEDGE_KINDS:
+        raise BadInputError(f"unknown knowledge kind {knowledge.kind!r}; use one of {', '.join(KNOWLEDGE_KINDS)}")
+    validate_task_name(knowledge.task)
+    if not knowledge.rows or len(knowledge.rows) > MAX_ROWS:
+        raise BadInputError(f"{knowledge.kind} knowledge of {knowledge.task!r} needs 1 to {MAX_ROWS} rows")
+    for row in knowledge.rows:
+        row.validate(knowledge.kind)
 
 
 def _contributor() -> str:
