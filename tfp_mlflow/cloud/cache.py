@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError, CloudError
@@ -60,6 +60,23 @@ class LocalCache:
             shutil.move(str(local), staged)
             os.replace(staged, target)
         return target
+
+    def fetch_many(self, client, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
+        """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum),
+        ``workers`` at once."""
+        import contextvars
+        from concurrent.futures import ThreadPoolExecutor
+
+        missing = [item for item in items if not self.path(item[2], item[1]).is_file()]
+        if not missing:
+            return
+
+        def fetch(item: tuple[str, str, str]) -> Path:
+            run_id, artifact_path, sha256 = item
+            return self.fetch(client, run_id, artifact_path, key=sha256, sha256=sha256)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Each download runs in a copy of this context, so credentials forwarded by the server go along.
+            list(pool.map(lambda item: contextvars.copy_context().run(fetch, item), missing))
 
     def read_json(self, key: str):
         """The JSON stored under ``key``, or ``None`` when absent or unreadable."""

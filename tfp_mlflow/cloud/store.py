@@ -5,23 +5,22 @@
 """
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
-import re
 import tempfile
 import uuid
-from collections.abc import Sequence as SequenceABC
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
-from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Param, Tag,
-                                     complete_filter)
+from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
+                                      validate_knowledge)
+from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Param, Tag, complete_filter
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -40,27 +39,6 @@ def default_tracking_uri() -> str:
         return uri
     home = Path(DEFAULT_HOME).resolve()
     return f"sqlite:///{home / 'mlflow.db'}"
-
-
-@dataclass(frozen=True)
-class CloudTask:
-    """A task as the cloud describes it (its fingerprint is fetched on demand)."""
-
-    name: str
-    run_id: str
-    keywords: tuple[str, ...] = ()
-    domain: str = ""
-    num_images: int = 0
-    num_classes: int = 0
-    shareable: bool = False
-    data_uri: str = ""
-    contributor: str = ""
-    fingerprint_sha256: str = ""
-    intrinsic_dim: float | None = None
-
-    @property
-    def has_fingerprint(self) -> bool:
-        return bool(self.fingerprint_sha256)
 
 
 class Cloud:
@@ -145,13 +123,13 @@ class Cloud:
 
         # MLflow's run-context providers (tfp's own plugin among them) add source, version and spec tags.
         active_cloud(self.uri, self.spec_id())
-        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": _contributor()}
+        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": current_contributor()}
         try:
             return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
         except Exception as exc:
             if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                raise CloudError(f"MLflow user {_contributor()!r} may not write to experiment {experiment} at "
-                                 f"{self.uri}; ask an admin for EDIT permission on it") from None
+                raise CloudError(f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
+                                 f"at {self.uri}; ask an admin for EDIT permission on it") from None
             raise
 
     def _complete(self, run_id: str) -> None:
@@ -225,14 +203,14 @@ class Cloud:
     def _search_tasks(self) -> list[CloudTask]:
         latest: dict[str, CloudTask] = {}
         for run in self._search(complete_filter(Kind.TASK)):
-            task = _task_from_run(run)
+            task = task_from_run(run)
             latest.setdefault(task.name, task)  # runs come newest first
         return [latest[name] for name in sorted(latest)]
 
     def task(self, name: str) -> CloudTask | None:
         """The newest complete version of a task, or ``None``."""
         runs = self._search(complete_filter(Kind.TASK, task=validate_task_name(name)))
-        return _task_from_run(runs[0]) if runs else None
+        return task_from_run(runs[0]) if runs else None
 
     def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
                    keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
@@ -262,10 +240,10 @@ class Cloud:
                     raise SpecMismatchError(f"the cloud has no spec yet and fingerprint {name!r} was not made with "
                                             f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
                 self.ensure_spec(spec)
-        contributor = contributor or _contributor()
+        contributor = contributor or current_contributor()
         knowledge = list(knowledge)
         for item in knowledge:          # all of it checked before anything is written
-            _validate_knowledge(item)
+            validate_knowledge(item)
             if item.task != name:
                 raise BadInputError(f"knowledge of task {item.task!r} given while contributing {name!r}")
         for item in knowledge:
@@ -279,9 +257,9 @@ class Cloud:
             previous.keywords if previous else ())))
         fields = {
             Tag.TASK: name, Tag.KEYWORDS: ",".join(keywords),
-            Tag.DOMAIN: _short(pick(domain, previous and previous.domain, ""), "domain"),
+            Tag.DOMAIN: short(pick(domain, previous and previous.domain, ""), "domain"),
             Tag.SHAREABLE: str(bool(pick(shareable, previous and previous.shareable, False))).lower(),
-            Tag.DATA_URI: _short(pick(data_uri, previous and previous.data_uri, ""), "data URI"),
+            Tag.DATA_URI: short(pick(data_uri, previous and previous.data_uri, ""), "data URI"),
             Tag.CONTRIBUTOR: contributor,
         }
         images = num_images if num_images is not None else (
@@ -302,7 +280,7 @@ class Cloud:
                 params[Param.NUM_DRAWS] = str(fingerprint.num_draws)
                 sha = self._log_file(run_id, Artifact.FINGERPRINT, fingerprint.save)
                 self.client.set_tag(run_id, Tag.SPEC_ID, fingerprint.spec_id)
-                self._log_dataset(run_id, name, sha, fields[Tag.DATA_URI])
+                self.client.log_inputs(run_id, datasets=[dataset_input(name, sha, fields[Tag.DATA_URI])])
             elif previous is not None and previous.has_fingerprint:
                 # Keep the earlier fingerprint: copy it into the new version.
                 old = self.cache.fetch(self.client, previous.run_id, Artifact.FINGERPRINT,
@@ -320,29 +298,19 @@ class Cloud:
                 self.client.delete_run(old.info.run_id)
         # Renewed after the retirement, so a cached task list never outlives this change.
         self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
-        return self.task(name) or _task_from_run(self.client.get_run(run_id))
-
-    def _log_dataset(self, run_id: str, name: str, digest: str, data_uri: str) -> None:
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.data.http_dataset_source import HTTPDatasetSource
-        from mlflow.entities import DatasetInput, InputTag
-
-        source = HTTPDatasetSource(url=data_uri or f"tfp://{name}")
-        dataset = MetaDataset(source=source, name=name, digest=digest[:16])
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                              tags=[InputTag("mlflow.data.context", "fingerprint")])])
+        return self.task(name) or task_from_run(self.client.get_run(run_id))
 
     # -- knowledge ----------------------------------------------------------------------------------------------
     def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
         """Store one knowledge run (idempotent: returns the existing run id when the same content is there)."""
-        _validate_knowledge(knowledge)
+        validate_knowledge(knowledge)
         key = knowledge.key()
         existing = self._search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key))
         if existing:
             return existing[0].info.run_id
         tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
-                Tag.CONTRIBUTOR: contributor or knowledge.contributor or _contributor(),
-                Tag.PROVENANCE: _short(knowledge.provenance, "provenance")}
+                Tag.CONTRIBUTOR: contributor or knowledge.contributor or current_contributor(),
+                Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
         run = self._start_run(Kind.KNOWLEDGE, tags)
         run_id = run.info.run_id
         try:
@@ -351,7 +319,7 @@ class Cloud:
             self._log_file(run_id, f"knowledge/{knowledge.kind}.json",
                            lambda p: p.write_text(json.dumps(table, sort_keys=True)))
             for policy_id, policy in sorted(knowledge.policies.items()):
-                self._log_file(run_id, f"policy/{_safe_file(policy_id)}.json",
+                self._log_file(run_id, f"policy/{safe_file(policy_id)}.json",
                                lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
             best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
             if best:
@@ -383,8 +351,8 @@ class Cloud:
 
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
         """The albumentations JSON of a policy, as contributed."""
-        path = self.cache.fetch(self.client, knowledge_run_id, f"policy/{_safe_file(policy_id)}.json",
-                                key=f"policy-{knowledge_run_id}-{_safe_file(policy_id)}")
+        path = self.cache.fetch(self.client, knowledge_run_id, f"policy/{safe_file(policy_id)}.json",
+                                key=f"policy-{knowledge_run_id}-{safe_file(policy_id)}")
         return json.loads(path.read_text())
 
     # -- fingerprints -------------------------------------------------------------------------------------------
@@ -415,74 +383,18 @@ class Cloud:
     def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
         """The tasks prepared for a fingerprint selector, from the local cache when these versions were seen before.
 
-        The key covers the selector and its parameters and each task's run, checksum and ranking fields, so any
-        contribution gives a new key. Fingerprints are loaded one at a time while preparing (only the variant the
-        selector reads); the local cache keeps the most recent prepared sets.
+        The key covers the selector, its parameters and each task's run, checksum and ranking fields, so any
+        contribution gives a new key. Fingerprints are loaded one at a time (only the variant the selector reads).
         """
         identity = [repr(selector), self.spec_id(), [(t.name, t.run_id, t.fingerprint_sha256, t.num_images,
                                                       t.intrinsic_dim) for t in tasks]]
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
-        return self.cache.prepared(key, lambda: selector.prepare(
-            _LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments)))
+
+        def build() -> PreparedSources:
+            # A cold query waits on the network: download the missing fingerprints several at once first.
+            self.cache.fetch_many(self.client, [(t.run_id, Artifact.FINGERPRINT, t.fingerprint_sha256)
+                                                for t in tasks if t.has_fingerprint])
+            return selector.prepare(LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments))
+        return self.cache.prepared(key, build)
 
 
-class _LazyTasks(SequenceABC):
-    """Cloud tasks as selector inputs, each fingerprint loaded (through the cache) only when it is reached."""
-
-    def __init__(self, cloud: Cloud, tasks: Sequence[CloudTask], variants: Sequence[str], moments: bool) -> None:
-        self.cloud, self.tasks, self.variants, self.moments = cloud, list(tasks), tuple(variants), moments
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.cloud.as_tasks([self.tasks[index]], with_fingerprints=True, variants=self.variants,
-                                   moments=self.moments)[0]
-
-
-def _task_from_run(run) -> CloudTask:
-    tags, params = run.data.tags, run.data.params
-    dim = params.get(Param.INTRINSIC_DIM)
-    return CloudTask(name=tags.get(Tag.TASK, ""), run_id=run.info.run_id,
-                     keywords=tuple(k for k in tags.get(Tag.KEYWORDS, "").split(",") if k),
-                     domain=tags.get(Tag.DOMAIN, ""), num_images=int(params.get(Param.NUM_IMAGES, 0)),
-                     num_classes=int(params.get(Param.NUM_CLASSES, 0)),
-                     shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),
-                     contributor=tags.get(Tag.CONTRIBUTOR, ""),
-                     fingerprint_sha256=tags.get(Tag.FINGERPRINT_SHA256, ""),
-                     intrinsic_dim=float(dim) if dim is not None else None)
-
-
-def _validate_knowledge(knowledge: Knowledge) -> None:
-    if knowledge.kind not in KNOWLEDGE_KINDS:
-        raise BadInputError(f"unknown knowledge kind {knowledge.kind!r}; use one of {', '.join(KNOWLEDGE_KINDS)}")
-    validate_task_name(knowledge.task)
-    if not knowledge.rows or len(knowledge.rows) > MAX_ROWS:
-        raise BadInputError(f"{knowledge.kind} knowledge of {knowledge.task!r} needs 1 to {MAX_ROWS} rows")
-    for row in knowledge.rows:
-        row.validate(knowledge.kind)
-
-
-def _contributor() -> str:
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if user:
-        return user
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"
-
-
-def _short(value: Any, what: str, limit: int = 2000) -> str:
-    value = "" if value is None else str(value)
-    if len(value) > limit:
-        raise BadInputError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
-    return value
-
-
-def _safe_file(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.+:-]{1,128}", name) or ".." in name:
-        raise BadInputError(f"policy id {name!r} is invalid: use letters, digits and _.+:-")
-    return name

@@ -23,7 +23,7 @@ def _headers() -> dict[str, str]:
     return headers
 
 
-def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 120.0,
+def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 900.0,
                         **params: Any) -> dict[str, Any] | None:
     """``POST URL/tfp/api/recommend``; the recommendation JSON, or ``None`` when the server has no tfp app.
 

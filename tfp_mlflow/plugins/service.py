@@ -132,7 +132,8 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
         coords = classical_mds(matrix)
         points = [{"name": t.name, "domain": t.domain or "unknown", "num_images": t.num_images,
                    "x": float(x), "y": float(y)} for t, (x, y) in zip(cloud_tasks, coords)]
-    result = {"selector": selector, "method": "classical MDS of the symmetrised distances, each target's offset by its closest source", "points": points,
+    result = {"selector": selector, "points": points,
+              "method": "classical MDS of the symmetrised distances, each target's offset by its closest source",
               "left_out": left_out, "without_fingerprint": sum(not t.has_fingerprint for t in cloud.tasks())}
     cloud.cache.write_json(key, result)
     return result

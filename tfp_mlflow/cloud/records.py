@@ -1,0 +1,111 @@
+"""What cloud runs hold, read and checked: a task as the cloud describes it, the checks every contributed field
+passes, and the contributor's name. Torch-free; :mod:`tfp_mlflow.cloud.store` does the MLflow calls."""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge
+from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Param, Tag
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import validate_task_name
+
+__all__ = ["CloudTask", "LazyTasks", "task_from_run", "dataset_input", "validate_knowledge", "contributor", "short",
+           "safe_file"]
+
+
+@dataclass(frozen=True)
+class CloudTask:
+    """A task as the cloud describes it (its fingerprint is fetched on demand)."""
+
+    name: str
+    run_id: str
+    keywords: tuple[str, ...] = ()
+    domain: str = ""
+    num_images: int = 0
+    num_classes: int = 0
+    shareable: bool = False
+    data_uri: str = ""
+    contributor: str = ""
+    fingerprint_sha256: str = ""
+    intrinsic_dim: float | None = None
+
+    @property
+    def has_fingerprint(self) -> bool:
+        return bool(self.fingerprint_sha256)
+
+
+class LazyTasks(SequenceABC):
+    """Cloud tasks as selector inputs, each fingerprint loaded (through the cache) only when it is reached."""
+
+    def __init__(self, cloud, tasks: Sequence[CloudTask], variants: Sequence[str], moments: bool) -> None:
+        self.cloud, self.tasks, self.variants, self.moments = cloud, list(tasks), tuple(variants), moments
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.cloud.as_tasks([self.tasks[index]], with_fingerprints=True, variants=self.variants,
+                                   moments=self.moments)[0]
+
+
+def task_from_run(run) -> CloudTask:
+    tags, params = run.data.tags, run.data.params
+    dim = params.get(Param.INTRINSIC_DIM)
+    return CloudTask(name=tags.get(Tag.TASK, ""), run_id=run.info.run_id,
+                     keywords=tuple(k for k in tags.get(Tag.KEYWORDS, "").split(",") if k),
+                     domain=tags.get(Tag.DOMAIN, ""), num_images=int(params.get(Param.NUM_IMAGES, 0)),
+                     num_classes=int(params.get(Param.NUM_CLASSES, 0)),
+                     shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),
+                     contributor=tags.get(Tag.CONTRIBUTOR, ""),
+                     fingerprint_sha256=tags.get(Tag.FINGERPRINT_SHA256, ""),
+                     intrinsic_dim=float(dim) if dim is not None else None)
+
+
+def validate_knowledge(knowledge: Knowledge) -> None:
+    if knowledge.kind not in KNOWLEDGE_KINDS:
+        raise BadInputError(f"unknown knowledge kind {knowledge.kind!r}; use one of {', '.join(KNOWLEDGE_KINDS)}")
+    validate_task_name(knowledge.task)
+    if not knowledge.rows or len(knowledge.rows) > MAX_ROWS:
+        raise BadInputError(f"{knowledge.kind} knowledge of {knowledge.task!r} needs 1 to {MAX_ROWS} rows")
+    for row in knowledge.rows:
+        row.validate(knowledge.kind)
+
+
+def contributor() -> str:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def short(value: Any, what: str, limit: int = 2000) -> str:
+    value = "" if value is None else str(value)
+    if len(value) > limit:
+        raise BadInputError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
+    return value
+
+
+def safe_file(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.+:-]{1,128}", name) or ".." in name:
+        raise BadInputError(f"policy id {name!r} is invalid: use letters, digits and _.+:-")
+    return name
+
+
+def dataset_input(name: str, digest: str, data_uri: str):
+    """The task's data as an MLflow dataset input (context ``fingerprint``, digest = the fingerprint's checksum)."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    dataset = MetaDataset(source=HTTPDatasetSource(url=data_uri or f"tfp://{name}"), name=name, digest=digest[:16])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "fingerprint")])
