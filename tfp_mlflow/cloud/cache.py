@@ -74,9 +74,11 @@ class LocalCache:
         def fetch(item: tuple[str, str, str]) -> Path:
             run_id, artifact_path, sha256 = item
             return self.fetch(client, run_id, artifact_path, key=sha256, sha256=sha256)
+        # Each download runs in a copy of the caller's context (taken here, one per item: a context is entered by
+        # one thread at a time), so credentials forwarded by the server go along.
+        contexts = [contextvars.copy_context() for _ in missing]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Each download runs in a copy of this context, so credentials forwarded by the server go along.
-            list(pool.map(lambda item: contextvars.copy_context().run(fetch, item), missing))
+            list(pool.map(lambda pair: pair[0].run(fetch, pair[1]), zip(contexts, missing)))
 
     def read_json(self, key: str):
         """The JSON stored under ``key``, or ``None`` when absent or unreadable."""
