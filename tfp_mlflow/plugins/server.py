@@ -55,7 +55,7 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
     def lifespan(_app: FastAPI):
         # Mounted apps get no lifespan events of their own: run MLflow's (job runners and the like).
         router = getattr(mlflow_app, "router", None)
-        return router.lifespan_context(mlflow_app) if router is not None else _nothing()
+        return router.lifespan_context(mlflow_app) if router is not None else _NoLifespan()
 
     app = FastAPI(title="tfp knowledge cloud", version=__version__, lifespan=lifespan,
                   description="Task fingerprinting on this MLflow server: tasks, knowledge and recommendations.",
@@ -67,7 +67,9 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
     return app
 
 
-class _nothing:
+class _NoLifespan:
+    """An empty lifespan, for a mounted app that has none."""
+
     async def __aenter__(self):
         return None
 
