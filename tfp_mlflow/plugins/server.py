@@ -133,20 +133,18 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         return 404, str(exc).strip("'\"")
     if isinstance(exc, BadInputError):
         return (413 if "bytes; a fingerprint file is at most" in str(exc) else 400), str(exc)
-    if isinstance(exc, MlflowException):
-        status = exc.get_http_status_code()
-        if status in (401, 403):
-            return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
-        return status if 400 <= status < 600 else 502, exc.message.splitlines()[0][:300]
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, CloudError) and cause is not None and isinstance(cause, MlflowException):
-        return _status_of(cause)
-    if isinstance(exc, CloudError):
-        status = getattr(exc, "status", None)
-        if status in (401, 403):
-            return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
-        return 502, str(exc)
-    raise exc
+    if isinstance(exc, CloudError) and isinstance(cause, MlflowException):
+        exc = cause
+    if isinstance(exc, MlflowException):
+        status, message = exc.get_http_status_code(), exc.message.splitlines()[0][:300]
+    elif isinstance(exc, CloudError):
+        status, message = getattr(exc, "status", None) or 502, str(exc)
+    else:
+        raise exc
+    if status in (401, 403):
+        return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
+    return (status if 400 <= status < 600 else 502), message
 
 
 async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -112,7 +112,8 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
     chooser = get_selector(selector)
     if not chooser.needs_fingerprint:
         raise BadInputError(f"the map needs a fingerprint selector; {selector!r} ranks by keywords")
-    cloud_tasks = [t for t in cloud.tasks() if t.has_fingerprint]
+    every_task = cloud.tasks()
+    cloud_tasks = [t for t in every_task if t.has_fingerprint]
     left_out = max(0, len(cloud_tasks) - MAP_MAX_TASKS)
     cloud_tasks = cloud_tasks[:MAP_MAX_TASKS]
     identity = [selector, cloud.spec_id(), [(t.name, t.fingerprint_sha256) for t in cloud_tasks]]
@@ -134,7 +135,7 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
                    "x": float(x), "y": float(y)} for t, (x, y) in zip(cloud_tasks, coords)]
     result = {"selector": selector, "points": points,
               "method": "classical MDS of the symmetrised distances, each target's offset by its closest source",
-              "left_out": left_out, "without_fingerprint": sum(not t.has_fingerprint for t in cloud.tasks())}
+              "left_out": left_out, "without_fingerprint": len(every_task) - len(cloud_tasks) - left_out}
     cloud.cache.write_json(key, result)
     return result
 
