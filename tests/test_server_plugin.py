@@ -255,6 +255,23 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
     target = fingerprints["a_target"].save(tmp_path / "t.npz").read_bytes()
     status, body = _call(f"{url}/tfp/api/recommend", target, auth=reader)
     assert status == 200 and body["ranking"][0]["source"] in {"a_1", "a_2"}, body
+    # A writer contributes as the account it logged in with, never as anybody else (what --trusted relies on).
+    writer = ("writer", secrets.token_urlsafe(16))
+    users.create_user(*writer)
+    users.grant_user_permission(writer[0], "experiment", experiment_id, "EDIT")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", writer[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", writer[1])
+    as_writer = Cloud(url, cache_dir=tmp_path / "writer")
+    with pytest.raises(CloudError, match="user 'writer' may not contribute as 'admin'"):
+        as_writer.contribute(fingerprints["a_target"], name="spoofed", spec=small_spec, contributor="admin")
+    assert as_writer.contribute(fingerprints["a_target"], name="a_3", spec=small_spec).contributor == "writer"
+    names = [t["name"] for t in _call(f"{url}/tfp/api/tasks", auth=admin)[1]["tasks"]]
+    assert "a_3" in names and "spoofed" not in names
+    status, body = _call(f"{url}/tfp/api/recommend?trusted=admin", target, auth=reader)
+    assert status == 200 and "a_3" not in [r["source"] for r in body["ranking"]]
+    assert body["trusted"] == ["admin"] and any("outside --trusted" in n for n in body["notes"]), body
+    status, body = _call(f"{url}/tfp/api/recommend", target, auth=reader)
+    assert "a_3" in [r["source"] for r in body["ranking"]]
     if CHROMIUM:
         from playwright.sync_api import Error as PlaywrightError, sync_playwright
 
@@ -267,7 +284,7 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
             context = browser.new_context(http_credentials={"username": reader[0], "password": reader[1]})
             page = context.new_page()
             assert page.goto(f"{url}/tfp/").status == 200
-            assert page.locator("#tasks tr.task").count() == 4
+            assert page.locator("#tasks tr.task").count() == 5
             page.wait_for_selector("circle.map-point", timeout=60_000)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "tfp-index-basic-auth.png"), full_page=True)

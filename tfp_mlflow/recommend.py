@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
 from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
@@ -41,6 +42,10 @@ class Recommendation:
     scenarios: dict[str, dict[str, Any]]
     run_id: str = ""
     notes: list[str] = field(default_factory=list)
+    #: What the poisoning guard flagged: ``{"what": "task" | "knowledge", "source", "contributor", "reason", ...}``.
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    #: The ``--trusted`` contributor patterns (``None``: everyone).
+    trusted: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}
@@ -57,8 +62,8 @@ class Recommendation:
 def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
               scenarios: Sequence[str] = SCENARIOS, metric: str = "balanced_accuracy",
-              log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None
-              ) -> Recommendation:
+              log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
+              trusted: str | Sequence[str] | None = None, include_flagged: bool = False) -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
 
     Parameters
@@ -73,6 +78,11 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         ``rerank(architecture_items) -> (signal, items)``: re-orders the architecture suggestions by another signal
         (a transferability score on the target's images, :func:`tfp_mlflow.extract.probe.transferability_reranker`);
         each block says in ``ordered_by`` which signal ordered it.
+    trusted : str or sequence of str, optional
+        Contributor patterns (``fnmatch``; ``"alice,reference:*"``): only their tasks and knowledge are used.
+    include_flagged : bool
+        Use sources and results the poisoning guard flagged (they stay marked); by default they are passed over.
+        See :mod:`tfp_mlflow.cloud.guard`.
     """
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
@@ -82,6 +92,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     if metric not in ("balanced_accuracy", "auroc"):
         raise BadInputError(f"--metric must be balanced_accuracy or auroc, got {metric!r}")
     chooser = get_selector(selector)
+    guard = Guard(trusted=parse_trusted(trusted))
     keywords = validate_keywords(list(keywords) or list(target.keywords if target else ()))
     if target is None and chooser.needs_fingerprint:
         raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, or "
@@ -93,6 +104,10 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
                  fingerprint=target)
     cloud_tasks = [t for t in cloud.tasks() if t.name != target_name]
     notes = []
+    untrusted = [t for t in cloud_tasks if not guard.trusts(t.contributor)]
+    if untrusted:
+        cloud_tasks = [t for t in cloud_tasks if guard.trusts(t.contributor)]
+        notes.append(f"{len(untrusted)} tasks by contributors outside --trusted were left out")
     if chooser.needs_fingerprint:
         spec_id = cloud.spec_id()
         if target is not None and spec_id is not None and target.spec_id != spec_id:
@@ -105,39 +120,56 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
             notes.append(f"{len(without)} tasks without a fingerprint cannot be ranked by {selector} "
                          f"(use --selector manual with --keywords to include them)")
     if not cloud_tasks:
-        raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank; contribute tasks "
-                            f"first (`tfp contribute`)")
+        raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank"
+                            + (" from a trusted contributor; widen --trusted" if untrusted else
+                               "; contribute tasks first (`tfp contribute`)"))
     by_name = {t.name: t for t in cloud_tasks}
     # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
     sources = (cloud.prepared(chooser, cloud_tasks) if chooser.needs_fingerprint
                else cloud.as_tasks(cloud_tasks, with_fingerprints=False))
     ranking = rank_sources(chooser, query, sources)
+    task_flags = _screen_fingerprints(cloud, guard, cloud_tasks, untrusted, notes)
     result = Recommendation(
         target={"name": target_name, "keywords": list(keywords),
                 "spec_id": target.spec_id if target else None,
                 "num_images": target.num_images if target else None},
         selector=selector, top_k=top_k, metric=metric, cloud=cloud.uri,
-        ranking=[_ranked(r, by_name[r.name]) for r in ranking[:max(10, top_k)]],
-        scenarios={}, notes=notes)
+        ranking=[_ranked(r, by_name[r.name], task_flags) for r in ranking[:max(10, top_k)]],
+        scenarios={}, notes=notes, trusted=list(guard.trusted) if guard.trusted else None)
+    result.flagged = [{"what": "task", "source": name, "contributor": by_name[name].contributor, "reason": reason}
+                      for name in sorted(task_flags) if name in by_name for reason in task_flags[name]]
     walk = ranking[:WALK_FACTOR * top_k]
     knowledge_of: dict[str, list] = {}
 
     def knowledge(source: str) -> list:
         if source not in knowledge_of:
-            knowledge_of[source] = cloud.knowledge(source)
+            trusted_knowledge = [k for k in cloud.knowledge(source) if guard.trusts(k.contributor)]
+            knowledge_of[source] = _screen_knowledge(source, trusted_knowledge, guard, metric, include_flagged,
+                                                     result.flagged)
         return knowledge_of[source]
 
     for scenario in scenarios:
-        items, skipped = [], 0
+        items, skipped, passed_over = [], 0, 0
         for entry in walk:
             if len(items) == top_k:
                 break
+            if entry.name in task_flags and not include_flagged:
+                passed_over += 1
+                continue
             item = _SCENARIO_ITEM[scenario](entry, by_name[entry.name], knowledge(entry.name), metric)
             if item is None:
                 skipped += 1
                 continue
-            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance, **item})
+            flags = list(task_flags.get(entry.name, []))
+            if include_flagged:  # flagged results were kept: mark the items built on them
+                run = item["evidence"].get("knowledge_run")
+                flags += [f["reason"] for f in result.flagged if f.get("knowledge_run") == run and run]
+            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance, "flags": flags,
+                          **item})
         scenario_notes = []
+        if passed_over:
+            scenario_notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
+                                  f"(see flagged; --include-flagged uses them)")
         if len(items) < top_k and any(by_name[e.name].contributor.startswith("reference:") for e in walk):
             scenario_notes.append(_REFERENCE_GAPS[scenario])
         if skipped:
@@ -157,10 +189,49 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     return result
 
 
-def _ranked(entry: RankedSource, task: CloudTask) -> dict[str, Any]:
+def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]]) -> dict[str, Any]:
     return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "num_samples": entry.num_samples,
             "domain": task.domain, "keywords": list(task.keywords), "run_id": task.run_id,
-            "shareable": task.shareable}
+            "shareable": task.shareable, "contributor": task.contributor, "flags": task_flags.get(entry.name, [])}
+
+
+def _screen_fingerprints(cloud: Cloud, guard: Guard, tasks: Sequence[CloudTask], untrusted: Sequence[CloudTask],
+                         notes: list[str]) -> dict[str, list[str]]:
+    """The guard's reasons per flagged task (the untrusted tasks count in the population, never as reference)."""
+    everyone = [*tasks, *untrusted]
+    if not any(t.has_fingerprint for t in everyone):
+        return {}
+    spec = cloud.spec()
+    if spec is None:
+        return {}
+    stats = fingerprint_stats(cloud, everyone, spec)
+    flags, note = guard.fingerprint_flags(stats, {t.name: t.contributor for t in everyone})
+    if note:
+        notes.append(f"poisoning guard: {note}")
+    return flags
+
+
+def _screen_knowledge(source: str, knowledge: list, guard: Guard, metric: str, include_flagged: bool,
+                      flagged: list[dict[str, Any]]) -> list:
+    """The source's knowledge less the results that contradict its baseline (recorded in ``flagged``)."""
+    baselines = [getattr(r, metric) for k in knowledge if k.kind == KnowledgeKind.BASELINE for r in k.rows
+                 if getattr(r, metric) is not None]
+    screened = []
+    for item in knowledge:
+        if item.kind == KnowledgeKind.BASELINE:
+            screened.append(item)
+            continue
+        rows = []
+        for row in item.rows:
+            reason = guard.knowledge_flag(getattr(row, metric, None), baselines)
+            if reason is not None:
+                flagged.append({"what": "knowledge", "source": source, "contributor": item.contributor,
+                                "knowledge_run": item.run_id, "kind": item.kind, "reason": reason})
+            if reason is None or include_flagged:
+                rows.append(row)
+        if rows:
+            screened.append(replace(item, rows=tuple(rows)))
+    return screened
 
 
 def _architecture(entry, task, knowledge, metric) -> dict | None:

@@ -69,10 +69,16 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--server", default=None, metavar="URL",
               help="Rank on this `mlflow server --app-name tfp` (one upload, no fingerprint downloads); falls back "
                    "to ranking here when the server has no tfp app.")
+@click.option("--trusted", default=None, metavar="PATTERNS",
+              help="Use only tasks and knowledge of these contributors (comma-separated fnmatch patterns, e.g. "
+                   "'alice,bob,reference:*').")
+@click.option("--include-flagged", is_flag=True,
+              help="Also use sources and results the poisoning guard flagged (they stay marked).")
 @TRACKING_URI
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
-                      server: str | None, tracking_uri: str | None) -> None:
+                      server: str | None, trusted: str | None, include_flagged: bool,
+                      tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     import json as _json
     import tempfile
@@ -108,7 +114,8 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
         with tempfile.TemporaryDirectory() as tmp:
             body = target.save(_Path(tmp) / "target.npz").read_bytes() if target is not None else b""
         payload = recommend_on_server(server, body, top_k=top_k, selector=selector_name, scenario=scenario,
-                                      metric=metric, keywords=keywords, log=not no_log)
+                                      metric=metric, keywords=keywords, log=not no_log, trusted=trusted,
+                                      include_flagged=include_flagged)
         if payload is None:
             err_console.print(f"note: {server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
         else:
@@ -116,7 +123,7 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
     if result is None:
         result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
                            top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
-                           log=not no_log, rerank=reranker)
+                           log=not no_log, rerank=reranker, trusted=trusted, include_flagged=include_flagged)
     payload = _json.dumps(result.to_json(), indent=1, sort_keys=True)
     if json_out == "-":
         click.echo(payload)
@@ -128,11 +135,12 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
 
 def _print_recommendation(result) -> None:
     ranking = Table(title=f"closest tasks to {result.target['name']} by {result.selector} (lower is closer)")
-    for column in ("rank", "source", "distance", "images", "domain", "shareable"):
+    for column in ("rank", "source", "distance", "images", "domain", "shareable", "guard"):
         ranking.add_column(column)
     for row in result.ranking[:max(5, result.top_k)]:
         ranking.add_row(str(row["rank"]), row["source"], f"{row['distance']:.4g}", f"{row['num_samples']:,}",
-                        row["domain"] or "-", "yes" if row["shareable"] else "no")
+                        row["domain"] or "-", "yes" if row["shareable"] else "no",
+                        "[red]FLAGGED[/red]" if row.get("flags") else "")
     console.print(ranking)
     for scenario, block in result.scenarios.items():
         ordered = block.get("ordered_by", "distance")
@@ -153,12 +161,17 @@ def _print_recommendation(result) -> None:
                 what, evidence = item["policy_id"], f"run {item['evidence']['knowledge_run'][:8]}"
             else:
                 what, evidence = item["data_uri"], f"{item['num_images']:,} images"
+            if item.get("flags"):
+                evidence += " [red](flagged, --include-flagged)[/red]"
             table.add_row(str(item["rank"]), item["source"], what, evidence)
         console.print(table)
         for note in block["notes"]:
             console.print(f"  note: {note}")
     for note in result.notes:
         console.print(f"note: {note}")
+    for flag in result.flagged:
+        console.print(f"[red]flagged[/red] {flag['what']} of {flag['source']!r} by "
+                      f"{flag['contributor'] or 'unknown'}: {flag['reason']}", markup=True, highlight=False)
     if result.run_id:
         console.print(f"logged as run {result.run_id} in experiment tfp-recommendations of {result.cloud}")
 

@@ -2,6 +2,7 @@
 passes, and the contributor's name. Torch-free; :mod:`tfp_mlflow.cloud.store` does the MLflow calls."""
 from __future__ import annotations
 
+import base64
 import getpass
 import os
 import re
@@ -79,6 +80,16 @@ def validate_knowledge(knowledge: Knowledge) -> None:
 
 
 def contributor() -> str:
+    """Who is contributing: the caller whose credentials a tfp server forwards, else ``MLFLOW_TRACKING_USERNAME``,
+    else the OS user (behind ``tfp-basic-auth`` the server accepts only the authenticated user)."""
+    from tfp_mlflow.plugins.context import current_authorization
+
+    forwarded = current_authorization()
+    if forwarded and forwarded.lower().startswith("basic "):
+        try:
+            return base64.b64decode(forwarded[6:].strip()).decode().partition(":")[0]
+        except ValueError:
+            pass
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if user:
         return user

@@ -128,7 +128,9 @@ class Cloud:
             return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
         except Exception as exc:
             if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                raise CloudError(f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
+                said = getattr(exc, "message", "")  # the tfp-basic-auth server's own reason, when it gave one
+                raise CloudError(said if "may not contribute as" in said else
+                                 f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
                                  f"at {self.uri}; ask an admin for EDIT permission on it") from None
             raise
 

@@ -27,7 +27,8 @@ def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 
                         **params: Any) -> dict[str, Any] | None:
     """``POST URL/tfp/api/recommend``; the recommendation JSON, or ``None`` when the server has no tfp app.
 
-    ``params``: ``top_k``, ``selector``, ``scenario``, ``metric``, ``keywords``, ``name``, ``log``.
+    ``params``: ``top_k``, ``selector``, ``scenario``, ``metric``, ``keywords``, ``name``, ``log``, ``trusted``,
+    ``include_flagged``.
     A 4xx answer from the tfp app becomes a :class:`BadInputError` with the server's one-line message.
     """
     if not url.startswith(("http://", "https://")):

@@ -46,7 +46,49 @@ def create_basic_auth_app() -> FastAPI:
         from mlflow.server.auth import create_app as create_auth_app
     except ImportError as exc:
         raise ImportError(f"{exc} (for tfp: pip install 'tfp-mlflow[auth]')") from None
-    return compose(create_auth_app(), basic_auth=True)
+    from mlflow.server import app as flask_app
+
+    auth_app = create_auth_app()
+    # Registered after MLflow's own check, so the caller is authenticated when this runs.
+    flask_app.before_request(_contributor_is_caller)
+    return compose(auth_app, basic_auth=True)
+
+
+#: Tags that name who contributed a run; behind basic auth they must name the caller.
+_IDENTITY_TAGS = ("tfp.contributor", "mlflow.user")
+_RUN_WRITES = ("/mlflow/runs/create", "/mlflow/runs/set-tag", "/mlflow/runs/log-batch")
+
+
+def _contributor_is_caller():
+    """Refuse a run write whose contributor tags name someone other than the authenticated user (admins excepted).
+
+    This is what makes ``--trusted`` mean something: a contribution's contributor is the account that wrote it.
+    """
+    from flask import g, jsonify, request
+
+    if request.method != "POST" or not request.path.endswith(_RUN_WRITES):
+        return None
+    user = getattr(g, "mlflow_authenticated_user", None) or (request.authorization.username
+                                                              if request.authorization else None)
+    if user is None:
+        return None  # MLflow's own check has answered already
+    from mlflow.server.auth import store
+
+    body = request.get_json(silent=True) or {}
+    tags = list(body.get("tags") or [])
+    if "key" in body:
+        tags.append({"key": body.get("key"), "value": body.get("value")})
+    claimed = [str(t.get("value")) for t in tags if isinstance(t, dict) and t.get("key") in _IDENTITY_TAGS]
+    if body.get("user_id"):
+        claimed.append(str(body["user_id"]))
+    wrong = [c for c in claimed if c != user]
+    if wrong and not store.get_user(user).is_admin:
+        response = jsonify(error_code="PERMISSION_DENIED",
+                           message=f"user {user!r} may not contribute as {wrong[0]!r}: on this server a "
+                                   f"contribution's contributor is the authenticated MLflow user")
+        response.status_code = 403
+        return response
+    return None
 
 
 def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
@@ -212,7 +254,7 @@ def _api_router() -> APIRouter:
     async def post_recommend(request: Request, top_k: int = Query(3, ge=1, le=50),
                              selector: str = service.DEFAULT_SELECTOR, scenario: str = "all",
                              metric: str = "balanced_accuracy", keywords: str = "", name: str = "",
-                             log: bool = False):
+                             log: bool = False, trusted: str = "", include_flagged: bool = False):
         try:
             _authorization(request)
             body = bytearray()   # read up to just past the limit (answering before the body ends breaks clients)
@@ -221,7 +263,8 @@ def _api_router() -> APIRouter:
                 if len(body) > service.MAX_UPLOAD_BYTES:
                     break
             return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k, selector=selector,
-                                scenario=scenario, metric=metric, keywords=keywords, name=name, log=log)
+                                scenario=scenario, metric=metric, keywords=keywords, name=name, log=log,
+                                trusted=trusted or None, include_flagged=include_flagged)
         except Exception as exc:
             return _json_error(exc)
 

@@ -142,7 +142,8 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
 
 def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
                      scenario: str = "all", metric: str = "balanced_accuracy", keywords: str = "",
-                     name: str | None = None, log: bool = False) -> dict[str, Any]:
+                     name: str | None = None, log: bool = False, trusted: str | None = None,
+                     include_flagged: bool = False) -> dict[str, Any]:
     """``tfp recommend --json`` for an uploaded fingerprint file (or, with ``manual``, keywords alone)."""
     if len(body) > MAX_UPLOAD_BYTES:
         raise BadInputError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
@@ -160,7 +161,8 @@ def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str
         raise BadInputError(f"unknown scenario {scenario!r}; use all or one of {', '.join(SCENARIOS)}")
     result = recommend(cloud, target, keywords=validate_keywords([k for k in keywords.split(",") if k]),
                        name=name or None, selector=selector, top_k=top_k,
-                       scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric, log=log)
+                       scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric, log=log,
+                       trusted=trusted, include_flagged=include_flagged)
     return result.to_json()
 
 

@@ -1,0 +1,167 @@
+"""The poisoning guard: which contributors a recommendation trusts, and which sources and results look fabricated.
+
+A shared cloud takes contributions from parties it cannot check. The guard does three things (documented with its
+limits in the README, "The poisoning guard"):
+
+* **trust** — ``--trusted`` patterns (``fnmatch``, e.g. ``alice``, ``reference:*``) restrict the sources and the
+  knowledge a recommendation may use to those contributors. Behind ``tfp-basic-auth`` the contributor is the
+  authenticated MLflow user (the server refuses any other name), so trust follows accounts;
+* **implausible fingerprints** — histograms identical to another contributor's task (a replay under a new name),
+  and summary statistics (Miller-Madow entropy, share of draws in the clipping bins) far outside the spread of the
+  reference population: the trusted tasks, or every task when no trust is given;
+* **contradicting knowledge** — a result claiming a gain over the task's own baseline larger than any of the
+  117,060 published transfer outcomes of the reference study shows (largest: +0.392 balanced accuracy).
+
+Flagged sources stay in the ranking, marked, and are passed over by the scenarios; nothing flagged is used
+silently. Torch-free.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.spec import FingerprintSpec
+
+__all__ = ["Guard", "FingerprintStats", "MAX_PLAUSIBLE_GAIN", "OUTLIER_Z", "MIN_REFERENCE", "parse_trusted"]
+
+#: Largest believable gain of a result over its task's baseline (metric points). The reference study's 117,060
+#: published transfer outcomes (architecture, augmentation, pretraining, co-training; both metrics, every
+#: repetition, full and shrunk targets) gain at most 0.392 over the target's mean baseline;
+#: ``tests/test_guard.py`` checks that every one stays below.
+MAX_PLAUSIBLE_GAIN = 0.40
+#: Robust z-score (median / scaled MAD) beyond which a fingerprint statistic is implausible.
+OUTLIER_Z = 6.0
+#: Fewest reference fingerprints for the spread to mean anything; below it only the exact checks run.
+MIN_REFERENCE = 8
+#: Bumped when the statistics change, so cached values are recomputed.
+STATS_VERSION = 1
+
+
+def parse_trusted(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"alice,reference:*"`` or a list of patterns -> a tuple; ``None``/empty -> trust everyone."""
+    if value is None:
+        return None
+    patterns = [p.strip() for p in (value.split(",") if isinstance(value, str) else value)]
+    patterns = [p for p in patterns if p]
+    if len(patterns) > 256 or any(len(p) > 256 for p in patterns):
+        raise BadInputError("--trusted takes at most 256 contributor patterns of at most 256 characters")
+    return tuple(patterns) or None
+
+
+@dataclass(frozen=True)
+class FingerprintStats:
+    """What the guard reads of one fingerprint (small variant); cheap to cache as JSON."""
+
+    entropy: float        # mean per-feature Miller-Madow entropy of the histograms (nats)
+    edge_mass: float      # mean share of draws in the two clipping bins
+    counts_sha256: str    # the histograms' content, to spot a replay of another task's fingerprint
+
+    @classmethod
+    def of(cls, fingerprint: Fingerprint, spec: FingerprintSpec) -> FingerprintStats:
+        counts = np.asarray(fingerprint.counts_of(guard_variant(spec)), dtype=np.float64)
+        n = float(fingerprint.num_draws)
+        p = counts / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plugin = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+        # Miller-Madow: removes most of the plug-in estimate's bias, so 300-draw and 10,000-draw tasks compare.
+        entropy = plugin + ((counts > 0).sum(axis=1) - 1) / (2.0 * n)
+        edge_mass = p[:, 0] + p[:, -1]
+        return cls(entropy=float(entropy.mean()), edge_mass=float(edge_mass.mean()),
+                   counts_sha256=hashlib.sha256(np.ascontiguousarray(counts, dtype=np.int64).tobytes()).hexdigest())
+
+
+def guard_variant(spec: FingerprintSpec) -> str:
+    """The variant the guard reads: ``small`` (100 bins) when the spec has it, else its coarsest."""
+    return "small" if "small" in spec.variants else min(spec.variants, key=spec.variants.get)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Trust patterns and the plausibility checks of one recommendation.
+
+    Parameters
+    ----------
+    trusted : tuple of str, optional
+        ``fnmatch`` patterns of trusted contributors; ``None`` trusts everyone (plausibility checks still run).
+    max_gain : float
+        A result more than this above its task's baseline is flagged.
+    outlier_z : float
+        Robust z-score beyond which a fingerprint statistic is flagged.
+    """
+
+    trusted: tuple[str, ...] | None = None
+    max_gain: float = MAX_PLAUSIBLE_GAIN
+    outlier_z: float = OUTLIER_Z
+
+    def trusts(self, contributor: str) -> bool:
+        return self.trusted is None or any(fnmatch.fnmatchcase(contributor, p) for p in self.trusted)
+
+    def fingerprint_flags(self, stats: Mapping[str, FingerprintStats], contributors: Mapping[str, str]
+                          ) -> tuple[dict[str, list[str]], str | None]:
+        """Reasons per flagged task name, and a note when the reference population is too small to judge spread."""
+        flags: dict[str, list[str]] = {}
+        owners: dict[str, list[str]] = {}
+        for name, s in stats.items():
+            owners.setdefault(s.counts_sha256, []).append(name)
+        for names in owners.values():
+            for name in names:
+                others = [o for o in names if o != name and contributors.get(o) != contributors.get(name)]
+                if others and self.trusted is not None and self.trusts(contributors.get(name, "")):
+                    # A trusted task copied by someone untrusted stays usable: the copy is what is flagged.
+                    others = [o for o in others if self.trusts(contributors.get(o, ""))]
+                if others:
+                    flags.setdefault(name, []).append(
+                        f"its histograms are identical to {others[0]!r}'s, contributed by "
+                        f"{contributors.get(others[0]) or 'someone else'} (a replay under another name?)")
+        reference = [s for name, s in stats.items() if self.trusts(contributors.get(name, ""))]
+        if len(reference) < MIN_REFERENCE:
+            return flags, (f"only {len(reference)} reference fingerprints: their spread is not judged (needs "
+                           f"{MIN_REFERENCE}); only replays were looked for")
+        for field, label in (("entropy", "mean histogram entropy"), ("edge_mass", "share of draws in clipping bins")):
+            values = [getattr(s, field) for s in reference]
+            median = statistics.median(values)
+            scale = max(1.4826 * statistics.median(abs(v - median) for v in values), 0.01 * abs(median), 1e-6)
+            for name, s in stats.items():
+                z = (getattr(s, field) - median) / scale
+                if abs(z) > self.outlier_z:
+                    flags.setdefault(name, []).append(
+                        f"its {label} {getattr(s, field):.3g} is {abs(z):.0f} robust deviations from the reference "
+                        f"tasks' (median {median:.3g})")
+        return flags, None
+
+    def knowledge_flag(self, value: float | None, baselines: Sequence[float]) -> str | None:
+        """Why a result contradicts its task's baseline (median of the baselines), or ``None``."""
+        if value is None or not baselines:
+            return None
+        baseline = statistics.median(baselines)
+        if value - baseline > self.max_gain:
+            return (f"claims {value:.3f}, {value - baseline:+.3f} over the task's own baseline {baseline:.3f}; no "
+                    f"published transfer outcome gained more than {self.max_gain:.2f}")
+        return None
+
+
+def fingerprint_stats(cloud, tasks: Sequence, spec: FingerprintSpec) -> dict[str, FingerprintStats]:
+    """Guard statistics of the cloud tasks' fingerprints, cached locally per fingerprint set."""
+    import json
+
+    with_fp = [t for t in tasks if t.has_fingerprint]
+    identity = [STATS_VERSION, spec.id, sorted((t.name, t.fingerprint_sha256) for t in with_fp)]
+    key = "guard-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    cached = cloud.cache.read_json(key)
+    if isinstance(cached, dict):
+        try:
+            return {name: FingerprintStats(**value) for name, value in cached.items()}
+        except TypeError:
+            pass
+    stats = {t.name: FingerprintStats.of(cloud.fingerprint(t, spec, variants=(guard_variant(spec),),
+                                                                  moments=False), spec)
+             for t in with_fp}
+    cloud.cache.write_json(key, {name: asdict(s) for name, s in stats.items()})
+    return stats
