@@ -257,6 +257,8 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
     assert status == 200 and body["ranking"][0]["source"] in {"a_1", "a_2"}, body
     # A writer contributes as the account it logged in with, never as anybody else (what --trusted relies on).
     writer = ("writer", secrets.token_urlsafe(16))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
     users.create_user(*writer)
     users.grant_user_permission(writer[0], "experiment", experiment_id, "EDIT")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", writer[0])
