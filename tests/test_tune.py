@@ -16,6 +16,7 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import ReferenceStudy, bundled_reference
 from tfp_mlflow.train import TrainConfig
 from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
+from tfp_mlflow.tune.study import retried_from
 
 pytestmark = pytest.mark.slow
 KEYWORDS = ["fundus_photography", "eye", "retina"]
@@ -121,6 +122,52 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, t
     assert 4 <= len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) <= 5
     runs = {t.user_attrs["run_id"] for t in trials}
     assert len(runs) == len(trials)                                   # one nested run per trial
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_killed_mid_trial_fails_that_trial_and_the_study_goes_on(setup, tmp_path, backend, request):
+    """SIGKILL a worker while a trial trains: the next worker fails the trial (heartbeats), fails its MLflow run,
+    retries its configuration once, and the study finishes with exactly n_trials counted trials."""
+    import signal
+    import time
+
+    storage = (f"sqlite:///{tmp_path / 'crash.db'}" if backend == "sqlite" else
+               request.getfixturevalue("postgres").create_database("optuna_crash"))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"architectures": ["tf_efficientnet_lite0"], "policies": ["none"], "epochs": 3}))
+    command = [sys.executable, "-m", "tfp_mlflow.cli", "tune", setup["base"].target, "--study", "crash",
+               "--storage", storage, "--n-trials", "2", "--space", str(space), "--no-warm-start", "--heartbeat", "1",
+               "--image-size", "32", "--tracking-uri", setup["cloud"].uri, "--no-contribute", "--json", "-"]
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline, killed = time.monotonic() + 300, None
+    while killed is None and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="crash", storage=storage)
+        except KeyError:
+            continue    # not created yet
+        training = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                    if "run_id" in t.user_attrs]
+        if training:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            killed = training[0]
+    assert killed is not None, f"the worker never reached a training trial: {victim.stderr.read().decode()[-2000:]}"
+    time.sleep(3)       # three heartbeats missed
+    survivor = subprocess.run(command + ["--seed", "1"], capture_output=True, timeout=600, cwd=tmp_path)
+    assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
+    trials = optuna.load_study(study_name="crash", storage=storage).trials
+    lost = trials[killed.number]
+    assert lost.state == optuna.trial.TrialState.FAIL
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 2 and all(t.state.is_finished() for t in trials)     # nothing left running or doubled
+    retried = [t for t in trials if retried_from(t) == killed.number]
+    assert len(retried) == 1 and retried[0].params == lost.params and retried[0].state.name == "COMPLETE"
+    assert len({t.user_attrs["run_id"] for t in trials}) == len(trials)         # one MLflow run per trial
+    run = setup["cloud"].client.get_run(lost.user_attrs["run_id"])
+    assert run.info.status == "FAILED" and "heartbeats" in run.data.tags["tfp.failed"]
+    payload = json.loads(survivor.stdout)
+    assert payload["best_run_id"] != lost.user_attrs["run_id"]
 
 
 def test_warm_start_reuses_the_numbers_of_the_run_that_measured_the_architecture(setup):

@@ -30,13 +30,15 @@ from tfp_mlflow.cli import TRACKING_URI, console, main
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers per trial.")
 @click.option("--name", default=None, help="Target task name (default: the folder or manifest name).")
 @click.option("--no-contribute", is_flag=True, help="Do not add the best configuration to the cloud.")
+@click.option("--heartbeat", type=int, default=60, show_default=True,
+              help="Seconds between a worker's heartbeats; a trial silent for three is failed and retried once.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the study result as JSON (to FILE, or stdout with --json alone).")
 @TRACKING_URI
 def tune_command(data: str, study_name: str | None, storage: str | None, n_trials: int, space_path: str | None,
                  fingerprint_path: str | None, selector_name: str, keywords: str, top_k: int, no_warm_start: bool,
                  widen: bool, image_size: int, batch_size: int, seed: int, workers: int, name: str | None,
-                 no_contribute: bool, json_out: str | None, tracking_uri: str | None) -> None:
+                 no_contribute: bool, heartbeat: int, json_out: str | None, tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.cloud.store import DEFAULT_HOME
@@ -65,7 +67,7 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
     with console.status("tuning", spinner="dots") if json_out != "-" else contextlib.nullcontext():
         result = run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}", storage=storage,
                            n_trials=n_trials, recommendation=recommendation, top_k=top_k, widen=widen, seed=seed,
-                           contribute=not no_contribute,
+                           contribute=not no_contribute, heartbeat=heartbeat,
                            on_trial=lambda t: console.print(f"trial {t.number}: {t.state.name.lower()} "
                                                             f"{'' if t.value is None else f'{t.value:.3f}'} "
                                                             f"{t.params}") if json_out != "-" else None)

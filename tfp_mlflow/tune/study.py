@@ -6,6 +6,10 @@
   to hold it (Optuna itself would only warn).
 * Storage: any Optuna RDB URL (a SQLite file by default). Several processes running the same study name share its
   trials; ``n_trials`` is the study's total, and a worker stops once that many trials have finished.
+* Crashes: workers send Optuna heartbeats (every ``heartbeat`` seconds). A worker killed mid-trial leaves its trial
+  RUNNING; the next worker to start a trial marks it FAIL (after three missed heartbeats), marks its MLflow run
+  FAILED, and enqueues its configuration once more, so a killed warm-start suggestion is still measured. Only
+  finished trials count towards ``n_trials``.
 * MLflow: the study is a parent run in ``tfp-tuning``; each trial is a nested training run with its params,
   metrics and user attrs. Plots of the study are logged to the parent; the best configuration is contributed to
   the cloud as knowledge of the target (architecture result, and the policy outcome when a policy won).
@@ -27,9 +31,11 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 
 __all__ = ["StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start", "cloud_policies",
-           "cloud_architectures", "config_from_params", "run_study"]
+           "cloud_architectures", "config_from_params", "run_study", "retried_from"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
+#: Seconds between a worker's heartbeats; a trial silent for three of them belonged to a dead worker.
+DEFAULT_HEARTBEAT = 60
 
 
 @dataclass
@@ -164,21 +170,24 @@ def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], s
 
 def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
               recommendation: dict[str, Any] | None = None, top_k: int = 3, widen: bool = False, seed: int = 0,
-              contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None
-              ) -> StudyResult:
+              contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+              heartbeat: int = DEFAULT_HEARTBEAT) -> StudyResult:
     """Create or join the study and run trials until it holds ``n_trials`` finished ones (see the module doc).
 
     ``base`` is the :class:`~tfp_mlflow.train.TrainConfig` every trial starts from (target, image size, seed).
     """
     if n_trials < 1:
         raise BadInputError(f"--n-trials must be at least 1, got {n_trials}")
+    if heartbeat < 1:
+        raise BadInputError(f"--heartbeat must be at least 1 second, got {heartbeat}")
     policies = cloud_policies(cloud)
     unknown = [p for p in space.policies if p != NO_POLICY and p not in policies]
     if unknown:
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=_storage(storage), direction="maximize",
+    study = optuna.create_study(study_name=study_name, storage=_storage(storage, heartbeat, _lost_trial(cloud)),
+                                direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     suggestions: list[dict[str, Any]] = []
@@ -199,7 +208,32 @@ def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storag
     return result
 
 
-def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+def retried_from(trial) -> int | None:
+    """The number of the dead worker's trial this trial re-runs, or ``None``."""
+    system = (trial.system_attrs if isinstance(trial, optuna.trial.FrozenTrial)
+              else trial.storage.get_trial_system_attrs(trial._trial_id))  # a live Trial hides them since Optuna 5
+    return system.get("failed_trial", trial.user_attrs.get("failed_trial"))
+
+
+def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """Called when a dead worker's trial is marked FAIL: fail its MLflow run too, and run its configuration again."""
+    with warnings.catch_warnings():  # renamed in Optuna 4.9; both are "experimental"
+        warnings.simplefilter("ignore")
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                        getattr(optuna.storages, "RetryFailedTrialCallback", None))(max_retry=1)
+
+    def lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("run_id")
+        if run_id:
+            cloud.client.set_tag(run_id, "tfp.failed", "worker stopped sending heartbeats (killed or lost)")
+            cloud.client.set_terminated(run_id, "FAILED")
+        retry(study, trial)
+
+    return lost
+
+
+def _storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempts: int = 5
+             ) -> optuna.storages.RDBStorage:
     """Open (creating on first use) an RDB storage; workers that start together race to create its schema."""
     import time
 
@@ -209,7 +243,9 @@ def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental"; they fail a killed worker's trial
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+                warnings.simplefilter("ignore", FutureWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                                                  failed_trial_callback=on_lost)
         except (IntegrityError, OperationalError):  # another worker is creating the tables right now
             if attempt == attempts - 1:
                 raise
@@ -239,7 +275,10 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
         params = space.suggest(trial)
         config = config_from_params(base, params, cloud, policies, epochs=space.epochs,
                                     provenance={"study": trial.study.study_name, "trial": trial.number,
-                                                **{k: v for k, v in trial.user_attrs.items() if v not in (None, "")}})
+                                                **{k: v for k, v in trial.user_attrs.items()
+                                                   if v not in (None, "") and k != "run_id"},
+                                                **({"retry_of": retried_from(trial)}
+                                                   if retried_from(trial) is not None else {})})
         pruning = PruningCallback(trial)
         try:
             result = train(config, cloud=cloud, progress=False, log_model=False, experiment=TUNING_EXPERIMENT,
