@@ -194,10 +194,15 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
         page.click("#recommend-button")
         page.wait_for_selector("#recommend-error", timeout=60_000)
         assert "fingerprint" in page.locator("#recommend-error").inner_text()
+        page.set_input_files("#fingerprint-file", str(target))                  # trust nobody: nothing to rank
+        page.fill("#trusted", "nobody")
+        page.click("#recommend-button")
+        page.wait_for_function("document.getElementById('recommend-error')?.innerText.includes('--trusted')",
+                               timeout=60_000)
         page.click("text=a_1")
         page.wait_for_selector("#nearest")
         assert page.locator("#task-name").inner_text() == "a_1"
-        assert page.evaluate("document.getElementById('fingerprint').naturalWidth") > 100
+        page.wait_for_function("document.getElementById('fingerprint').naturalWidth > 100", timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "tfp-task.png"), full_page=True)
         browser.close()
     assert errors == []

@@ -62,8 +62,10 @@ def plot_ranking(names: Sequence[str], distances: Sequence[float], path: str | o
     return path
 
 
-def plot_gain_curves(gain_curve: dict[str, dict[str, list[float]]], path: str | os.PathLike) -> Path:
-    """Share of targets improved by the best of the top k, per scenario and selector (the paper's Fig. 4 top)."""
+def plot_gain_curves(gain_curve: dict[str, dict[str, list[float]]], path: str | os.PathLike,
+                     ylabel: str = "targets improved (BA, best of top k) %") -> Path:
+    """A value per shot k, per scenario and selector: the share of targets improved by the best of the top k (the
+    paper's Fig. 4 top), or the mean AUROC improvement of the best of the top k (Fig. 4 bottom)."""
     plt = _pyplot()
     scenarios = list(next(iter(gain_curve.values())))
     figure, axes = plt.subplots(1, len(scenarios), figsize=(3.2 * len(scenarios), 3.2), sharey=True)
@@ -75,7 +77,7 @@ def plot_gain_curves(gain_curve: dict[str, dict[str, list[float]]], path: str | 
         axis.set_xlabel("shots k")
         axis.set_xticks(range(1, len(values) + 1))
         axis.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("targets improved (BA, best of top k) %")
+    np.atleast_1d(axes)[0].set_ylabel(ylabel)
     np.atleast_1d(axes)[-1].legend(fontsize=8)
     return _save(figure, path)
 

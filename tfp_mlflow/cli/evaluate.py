@@ -117,6 +117,16 @@ def _print_evaluation(payload: dict) -> None:
             if scenario in curves:
                 gains.add_row(selector, scenario, *(f"{v:.2f}" for v in curves[scenario]))
     console.print(gains)
+    relative = payload.get("relative_improvement_over_manual") or {}
+    if relative:
+        table = Table(title="how much larger the mean AUROC improvement over the baseline is than manual's (%, "
+                            "averaged over targets, repetitions and k = 1..5; Fig. 4 bottom)")
+        table.add_column("selector")
+        for scenario in scenarios:
+            table.add_column(scenario, justify="right")
+        for selector, values in relative.items():
+            table.add_row(selector, *("-" if values.get(s) is None else f"{values[s]:+.1f}" for s in scenarios))
+        console.print(table)
     wins = Table(title=f"win rates (%, {payload['win_rate_setups_per_scenario']} setups per scenario, "
                        f"top-{payload['top_k']} averaged; ties count for every tied selector)")
     wins.add_column("selector")

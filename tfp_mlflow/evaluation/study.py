@@ -43,6 +43,9 @@ class Evaluation:
         One row per selector x scenario x base metric x repetition x target x meta metric (``avg`` mode, top-k).
     gains : DataFrame
         Gain (0/1) of the best of the top ``k`` shots, ``k`` = 1..5, balanced accuracy, per case.
+    deltas : DataFrame
+        Improvement over the baseline of the best of the top ``k`` shots, ``k`` = 1..5, both base metrics, per case
+        (Fig. 4 bottom).
     """
 
     selectors: list[str]
@@ -50,6 +53,7 @@ class Evaluation:
     scores: pd.DataFrame
     gains: pd.DataFrame
     bootstrap: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    deltas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def win_rates(self) -> dict[str, dict[str, float]]:
         """Percent of setups (target x repetition x meta metric x base metric) each selector wins, ties shared."""
@@ -75,6 +79,34 @@ class Evaluation:
             out.setdefault(selector, {})[scenario] = [100.0 * float(table[f"k{k}"].mean())
                                                       for k in range(1, MAX_SHOTS + 1)]
         return {s: out.get(s, {}) for s in self.selectors}
+
+    def delta_curve(self, metric: str = "auroc") -> dict[str, dict[str, list[float]]]:
+        """Mean improvement over the baseline of the best of the top k, k = 1..5 (Fig. 4 bottom: AUROC)."""
+        out: dict[str, dict[str, list[float]]] = {s: {} for s in self.selectors}
+        if self.deltas.empty:
+            return out
+        rows = self.deltas[self.deltas["base_metric"] == metric]
+        for (selector, scenario), table in rows.groupby(["selector", "scenario"]):
+            out[selector][scenario] = [_finite(table[f"k{k}"].mean()) for k in range(1, MAX_SHOTS + 1)]
+        return out
+
+    def relative_improvement(self, over: str = "manual", metric: str = "auroc") -> dict[str, dict[str, float]]:
+        """How much larger each selector's mean improvement is than ``over``'s, in percent, averaged over targets,
+        repetitions and k = 1..5 (the paper: bKLD(small,target) over manual, 12 / 57 / 15 / 2 %)."""
+        if over not in self.selectors or self.deltas.empty:
+            return {}
+        rows = self.deltas[self.deltas["base_metric"] == metric]
+        shots = [f"k{k}" for k in range(1, MAX_SHOTS + 1)]
+        means = rows.groupby(["selector", "scenario"])[shots].mean().mean(axis=1)
+        out: dict[str, dict[str, float]] = {}
+        for selector in self.selectors:
+            if selector == over:
+                continue
+            for scenario in SCENARIOS:
+                base, mine = means.get((over, scenario)), means.get((selector, scenario))
+                if base is not None and mine is not None and base != 0:
+                    out.setdefault(selector, {})[scenario] = _finite(100.0 * (mine - base) / abs(base))
+        return out
 
     def meta_metric_means(self) -> dict[str, dict[str, dict[str, float]]]:
         """Mean of each meta metric over targets, repetitions and base metrics (``avg`` mode, top-k)."""
@@ -103,17 +135,24 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         return {"schema": "tfp.evaluation/1", "selectors": self.selectors, "top_k": self.top_k,
                 "scenarios": list(SCENARIOS), "win_rates": self.win_rates(), "gain_curve": self.gain_curve(),
+                "delta_curve_auroc": self.delta_curve("auroc"),
+                "relative_improvement_over_manual": self.relative_improvement("manual", "auroc"),
                 "meta_metrics": self.meta_metric_means(), "setup_stability": self.stability(),
                 "bootstrap_rank_fractions": self.bootstrap,
                 "win_rate_setups_per_scenario": int(len(self.scores) * len(WIN_RATE_METRICS) / max(
                     1, len(self.selectors) * len(SCENARIOS) * len(META_METRICS)))}
 
     def write_plots(self, folder: str | os.PathLike) -> list[Path]:
-        """The gain curves (Fig. 4 top) and, with two or more selectors, the bootstrap ranks (Fig. 5)."""
+        """The gain and AUROC improvement curves (Fig. 4) and, with two or more selectors, the bootstrap ranks
+        (Fig. 5)."""
         from tfp_mlflow.plots import plot_gain_curves, plot_rank_distribution
 
         folder = Path(folder)
         paths = [plot_gain_curves(self.gain_curve(), folder / "gain_curves.png")]
+        deltas = self.delta_curve("auroc")
+        if any(deltas.values()):
+            paths.append(plot_gain_curves(deltas, folder / "auroc_improvement.png",
+                                          ylabel="mean AUROC improvement (best of top k)"))
         if self.bootstrap:
             paths.append(plot_rank_distribution(self.bootstrap, folder / "bootstrap_ranks.png"))
         return paths
@@ -168,7 +207,7 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
             raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the study's "
                                 f"tasks and columns its targets (shrunk names where shrunk)")
         affinities[name] = affinities_from_distances(distances)
-    score_rows, gain_rows = [], []
+    score_rows, gain_rows, delta_rows = [], [], []
     for scenario in SCENARIOS:
         for metric in BASE_METRICS:
             for repetition in study.repetitions:
@@ -192,12 +231,15 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
                             score = (weighted_tau(affinity, measured) if meta == "weightedtau" else
                                      top_k_score(meta, suggested, measured, baseline, "avg"))
                             score_rows.append({**case, "selector": name, "meta_metric": meta, "score": score})
+                        delta_rows.append({**case, "selector": name, **{
+                            f"k{k}": top_k_score("improvement", ranked[:k], measured, baseline, "best")
+                            for k in range(1, MAX_SHOTS + 1)}})
                         if metric == "balanced_accuracy":
                             gain_rows.append({**case, "selector": name, **{
                                 f"k{k}": top_k_score("gain", ranked[:k], measured, baseline, "best")
                                 for k in range(1, MAX_SHOTS + 1)}})
     result = Evaluation(selectors=list(selectors), top_k=top_k_shots, scores=pd.DataFrame(score_rows),
-                        gains=pd.DataFrame(gain_rows))
+                        gains=pd.DataFrame(gain_rows), deltas=pd.DataFrame(delta_rows))
     if len(selectors) >= 2 and bootstraps:
         result.bootstrap = bootstrap_ranking(result.scores, list(selectors), bootstraps, seed)
     return result

@@ -142,7 +142,8 @@ def iter_features(dataset: ImageDataset, backbone: Backbone, plan: DrawPlan, *, 
     loader = torch.utils.data.DataLoader(
         _Draws(dataset.paths, plan, draws, resize, backbone.input_size, CACHE_IMAGES),
         batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False)
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+        worker_init_fn=_yield_to_forward if device.type == "cpu" and workers else None)
     mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1) * 255.0
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
@@ -163,6 +164,15 @@ def iter_features(dataset: ImageDataset, backbone: Backbone, plan: DrawPlan, *, 
             if on_batch:
                 on_batch(len(messages))
             yield features, errors
+
+
+def _yield_to_forward(worker_id: int) -> None:
+    """Decoding workers run at a lower priority on a CPU: the forward pass keeps its cores, and decoding fills the
+    moments its threads wait (between layers, at the ends of parallel regions)."""
+    try:
+        os.nice(10)
+    except OSError:  # not permitted here: run at normal priority
+        pass
 
 
 def _progress(enabled: bool):
