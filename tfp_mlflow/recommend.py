@@ -199,12 +199,9 @@ def _screen_fingerprints(cloud: Cloud, guard: Guard, tasks: Sequence[CloudTask],
                          notes: list[str]) -> dict[str, list[str]]:
     """The guard's reasons per flagged task (the untrusted tasks count in the population, never as reference)."""
     everyone = [*tasks, *untrusted]
-    if not any(t.has_fingerprint for t in everyone):
+    stats = fingerprint_stats(cloud, everyone)
+    if not stats:
         return {}
-    spec = cloud.spec()
-    if spec is None:
-        return {}
-    stats = fingerprint_stats(cloud, everyone, spec)
     flags, note = guard.fingerprint_flags(stats, {t.name: t.contributor for t in everyone})
     if note:
         notes.append(f"poisoning guard: {note}")

@@ -147,12 +147,16 @@ class Guard:
         return None
 
 
-def fingerprint_stats(cloud, tasks: Sequence, spec: FingerprintSpec) -> dict[str, FingerprintStats]:
-    """Guard statistics of the cloud tasks' fingerprints, cached locally per fingerprint set."""
+def fingerprint_stats(cloud, tasks: Sequence) -> dict[str, FingerprintStats]:
+    """Guard statistics of the cloud tasks' fingerprints, cached locally per fingerprint set (the spec itself is
+    read only on a cache miss, so a warm query costs one JSON read)."""
     import json
 
+    spec_id = cloud.spec_id()
     with_fp = [t for t in tasks if t.has_fingerprint]
-    identity = [STATS_VERSION, spec.id, sorted((t.name, t.fingerprint_sha256) for t in with_fp)]
+    if spec_id is None or not with_fp:
+        return {}
+    identity = [STATS_VERSION, spec_id, sorted((t.name, t.fingerprint_sha256) for t in with_fp)]
     key = "guard-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
     cached = cloud.cache.read_json(key)
     if isinstance(cached, dict):
@@ -160,6 +164,7 @@ def fingerprint_stats(cloud, tasks: Sequence, spec: FingerprintSpec) -> dict[str
             return {name: FingerprintStats(**value) for name, value in cached.items()}
         except TypeError:
             pass
+    spec = cloud.spec()
     stats = {t.name: FingerprintStats.of(cloud.fingerprint(t, spec, variants=(guard_variant(spec),),
                                                                   moments=False), spec)
              for t in with_fp}

@@ -18,8 +18,7 @@ from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
-                                      validate_knowledge)
-from tfp_mlflow.cloud.records import contributor as current_contributor
+                                      validate_knowledge, contributor as current_contributor)
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Param, Tag, complete_filter
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
@@ -128,7 +127,7 @@ class Cloud:
             return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
         except Exception as exc:
             if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                said = getattr(exc, "message", "")  # the tfp-basic-auth server's own reason, when it gave one
+                said = getattr(exc, "message", "")  # tfp-basic-auth's own reason, when it gave one
                 raise CloudError(said if "may not contribute as" in said else
                                  f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
                                  f"at {self.uri}; ask an admin for EDIT permission on it") from None
@@ -380,7 +379,6 @@ class Cloud:
             out.append(Task(name=task.name, keywords=task.keywords, num_samples=task.num_images,
                             fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
         return out
-
 
     def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
         """The tasks prepared for a fingerprint selector, from the local cache when these versions were seen before.

@@ -273,12 +273,12 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
-        config = config_from_params(base, params, cloud, policies, epochs=space.epochs,
-                                    provenance={"study": trial.study.study_name, "trial": trial.number,
-                                                **{k: v for k, v in trial.user_attrs.items()
-                                                   if v not in (None, "") and k != "run_id"},
-                                                **({"retry_of": retried_from(trial)}
-                                                   if retried_from(trial) is not None else {})})
+        provenance = {"study": trial.study.study_name, "trial": trial.number,
+                      **{k: v for k, v in trial.user_attrs.items() if v not in (None, "") and k != "run_id"}}
+        retry_of = retried_from(trial)
+        if retry_of is not None:   # a dead worker's trial, run again
+            provenance["retry_of"] = retry_of
+        config = config_from_params(base, params, cloud, policies, epochs=space.epochs, provenance=provenance)
         pruning = PruningCallback(trial)
         try:
             result = train(config, cloud=cloud, progress=False, log_model=False, experiment=TUNING_EXPERIMENT,
