@@ -167,16 +167,14 @@ KILLED = """
 import os, signal, sys
 from tfp_mlflow import Fingerprint
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud import store
+from tfp_mlflow.cloud.recorder import RunRecorder
 stage = sys.argv[3]
-def die(original):
-    def wrapper(self, run_id, *args):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return wrapper
+def die(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
 if stage == "before-complete":      # every artifact written, completion tag not yet
-    store.Cloud._complete = die(store.Cloud._complete)
+    RunRecorder.finish = die
 elif stage == "mid-artifacts":      # killed while uploading the fingerprint
-    store.Cloud._log_file = die(store.Cloud._log_file)
+    RunRecorder.log_file = die
 cloud = Cloud(sys.argv[1], cache_dir=sys.argv[4])
 cloud.contribute(Fingerprint.load(sys.argv[2]), shareable=True, data_uri="/d", spec=None)
 """

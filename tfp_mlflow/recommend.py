@@ -7,14 +7,12 @@ or co-training. Every item names its source, distance, rank and the runs behind 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
-from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind
+from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
@@ -282,24 +280,18 @@ _SCENARIO_ITEM = {"architecture": _architecture, "augmentation": _augmentation, 
 def _log(cloud: Cloud, result: Recommendation) -> str:
     from tfp_mlflow.plots import plot_ranking
 
-    run = cloud._start_run(Kind.RECOMMENDATION, {"tfp.target": result.target["name"], "tfp.selector": result.selector},
-                           experiment=RECOMMENDATION_EXPERIMENT)
-    run_id = run.info.run_id
-    result.run_id = run_id
-    for key, value in (("selector", result.selector), ("top_k", result.top_k), ("metric", result.metric),
-                       ("target", result.target["name"])):
-        cloud.client.log_param(run_id, key, str(value))
-    shown = result.ranking[:10]
-    if shown:
-        cloud.client.log_metric(run_id, "best_distance", shown[0]["distance"])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Artifact.RECOMMENDATION
-        path.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
-        cloud.client.log_artifact(run_id, str(path))
+    tags = {Tag.TARGET: result.target["name"], Tag.SELECTOR: result.selector}
+    with cloud.record(Kind.RECOMMENDATION, tags, experiment=RECOMMENDATION_EXPERIMENT) as run:
+        result.run_id = run.run_id
+        run.log_params({"selector": result.selector, "top_k": result.top_k, "metric": result.metric,
+                        "target": result.target["name"]})
+        shown = result.ranking[:10]
         if shown:
-            plot = plot_ranking([r["source"] for r in shown], [r["distance"] for r in shown],
-                                Path(tmp) / Artifact.RANKING_PLOT,
-                                title=f"closest tasks to {result.target['name']} ({result.selector})")
-            cloud.client.log_artifact(run_id, str(plot))
-    cloud.client.set_terminated(run_id, "FINISHED")
-    return run_id
+            run.log_metrics({Metric.BEST_DISTANCE: shown[0]["distance"]})
+        run.log_file(Artifact.RECOMMENDATION, lambda p: p.write_text(json.dumps(result.to_json(), indent=1,
+                                                                                sort_keys=True)))
+        if shown:
+            run.log_file(Artifact.RANKING_PLOT, lambda p: plot_ranking(
+                [r["source"] for r in shown], [r["distance"] for r in shown], p,
+                title=f"closest tasks to {result.target['name']} ({result.selector})"))
+    return run.run_id

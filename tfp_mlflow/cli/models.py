@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
@@ -91,27 +90,20 @@ def rank_models_command(data: str, candidates: str | None, scores: tuple[str, ..
 
 
 def _log(cloud, payload: dict) -> str:
-    from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind
+    from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind, Tag
     from tfp_mlflow.plots import plot_ranking
 
-    run_id = cloud._start_run(Kind.MODEL_RANKING, {"tfp.ordered_by": payload["ordered_by"]},
-                              experiment=MODEL_RANKING_EXPERIMENT).info.run_id
-    for key in ("data", "ordered_by", "samples", "seed"):
-        cloud.client.log_param(run_id, key, str(payload[key])[:500])
-    for row in payload["ranking"]:
-        for name in payload["scores"]:
-            if row[name] is not None:
-                cloud.client.log_metric(run_id, f"{name}.{row['architecture']}"[:250], float(row[name]))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model_ranking.json"
-        path.write_text(json.dumps({**payload, "run_id": run_id}, indent=1))
-        cloud.client.log_artifact(run_id, str(path))
+    with cloud.record(Kind.MODEL_RANKING, {Tag.ORDERED_BY: payload["ordered_by"]},
+                      experiment=MODEL_RANKING_EXPERIMENT) as run:
+        run.log_params({key: str(payload[key])[:500] for key in ("data", "ordered_by", "samples", "seed")})
+        run.log_metrics({f"{name}.{row['architecture']}"[:250]: row[name]
+                         for row in payload["ranking"] for name in payload["scores"]})
+        run.log_file("model_ranking.json", lambda p: p.write_text(json.dumps({**payload, "run_id": run.run_id},
+                                                                             indent=1)))
         order = payload["ordered_by"]
         shown = [r for r in payload["ranking"] if r[order] is not None]
         if shown:
-            plot = plot_ranking([r["architecture"] for r in shown], [r[order] for r in shown],
-                                Path(tmp) / "model_ranking.png", title=f"{order} on {Path(payload['data']).name}",
-                                xlabel=f"{order} (higher is better)")
-            cloud.client.log_artifact(run_id, str(plot))
-    cloud._complete(run_id)
-    return run_id
+            run.log_file("model_ranking.png", lambda p: plot_ranking(
+                [r["architecture"] for r in shown], [r[order] for r in shown], p,
+                title=f"{order} on {Path(payload['data']).name}", xlabel=f"{order} (higher is better)"))
+    return run.run_id

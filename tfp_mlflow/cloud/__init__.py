@@ -1,7 +1,10 @@
-"""The knowledge cloud on MLflow: schema (names), store (reads and writes), cache (local copies). Torch-free."""
+"""The knowledge cloud on MLflow: the storage interface (base), schema (names), store (reads and writes), recorder
+(writing one run), cache (local copies). The only tfp package that imports MLflow. Torch-free."""
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, RECOMMENDATION_EXPERIMENT, SCENARIOS, KnowledgeKind
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.store import Cloud, CloudTask, default_tracking_uri
+from tfp_mlflow.cloud.base import KnowledgeStore
 
-__all__ = ["Cloud", "CloudTask", "Knowledge", "KnowledgeRow", "KnowledgeKind", "default_tracking_uri",
-           "CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "SCENARIOS"]
+__all__ = ["Cloud", "CloudTask", "Knowledge", "KnowledgeRow", "KnowledgeKind", "KnowledgeStore", "RunRecorder",
+           "StoredRun", "default_tracking_uri", "CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "SCENARIOS"]

@@ -124,7 +124,7 @@ def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:
     in a thread pool of its own, which would not carry them; there the file is fetched in this thread from the
     server's ``/get-artifact`` route instead (MLflow checks the caller's READ permission on it).
     """
-    from tfp_mlflow.plugins.context import current_authorization
+    from tfp_mlflow.cloud.context import current_authorization
 
     authorization = current_authorization()
     if not authorization or not str(client.tracking_uri).startswith(("http://", "https://")):

@@ -82,7 +82,7 @@ def validate_knowledge(knowledge: Knowledge) -> None:
 def contributor() -> str:
     """Who is contributing: the caller whose credentials a tfp server forwards, else ``MLFLOW_TRACKING_USERNAME``,
     else the OS user (behind ``tfp-basic-auth`` the server accepts only the authenticated user)."""
-    from tfp_mlflow.plugins.context import current_authorization
+    from tfp_mlflow.cloud.context import current_authorization
 
     forwarded = current_authorization()
     if forwarded and forwarded.lower().startswith("basic "):

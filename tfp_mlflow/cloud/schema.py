@@ -17,7 +17,8 @@ from __future__ import annotations
 
 __all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
            "TUNING_EXPERIMENT", "Tag",
-           "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS"]
+           "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS",
+           "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
 RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
@@ -54,6 +55,15 @@ class Tag:
     PROVENANCE = "tfp.provenance"        # e.g. "Godau et al. 2024 (MIT), repetition 0"
     REPETITION = "tfp.repetition"
     SCENARIO = "tfp.scenario"            # training runs: baseline | architecture | augmentation | ...
+    KNOWLEDGE_RUNS = "tfp.knowledge_runs"  # training runs: the knowledge runs their outcome became
+    FAILED = "tfp.failed"                # why a run ended FAILED when another process ended it
+    PRUNED = "tfp.pruned"                # "1" on a trial's run that Optuna pruned
+    STUDY = "tfp.study"                  # study runs: the Optuna study's name
+    BEST_PREFIX = "tfp.best."            # study runs: the best trial's parameters, one tag each
+    TARGET = "tfp.target"                # recommendation runs: the target's name
+    SELECTOR = "tfp.selector"            # recommendation runs
+    REFERENCE = "tfp.reference"          # evaluation runs: what was evaluated
+    ORDERED_BY = "tfp.ordered_by"        # model-ranking runs: the score that ordered them
 
 
 class Kind:
@@ -92,8 +102,22 @@ class Param:
 
 
 class Metric:
+    """Metric names (and the base metrics a recommendation or an evaluation can rank by)."""
+
     BALANCED_ACCURACY = "balanced_accuracy"
     AUROC = "auroc"
+    BEST_BALANCED_ACCURACY = "best_balanced_accuracy"   # knowledge and study runs
+    BEST_DISTANCE = "best_distance"                     # recommendation runs
+    BEST_EPOCH = "best_epoch"                           # training runs
+    IMAGES_PER_SECOND = "images_per_second"             # training runs
+    TRIALS = "trials"                                   # study runs
+
+
+#: The base metrics of outcomes (method.md §6).
+BASE_METRICS = (Metric.BALANCED_ACCURACY, Metric.AUROC)
+#: MLflow's caps: a param value, a tag value.
+PARAM_LIMIT = 6000
+TAG_LIMIT = 8000
 
 
 class Artifact:

@@ -1,32 +1,35 @@
-"""The knowledge cloud: tasks, their fingerprints and their knowledge in an MLflow tracking server.
+"""The knowledge cloud on an MLflow tracking store: :class:`Cloud`, the implementation of
+:class:`~tfp_mlflow.cloud.base.KnowledgeStore` (its contract is there).
 
-`Cloud` is the only place that talks to MLflow for the cloud. Every write follows the schema's completion rule
-(artifacts first, ``tfp.complete`` last), so readers never see half a contribution. Torch-free.
+Every write goes through :meth:`Cloud.record` (artifacts first, ``tfp.complete`` last), so readers never see half
+a contribution. Torch-free.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
+from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge, contributor as current_contributor)
-from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Param, Tag, complete_filter
+from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
+from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Metric, Param, Tag, complete_filter
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
 
-__all__ = ["Cloud", "CloudTask", "default_tracking_uri"]
+__all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
 
@@ -41,7 +44,8 @@ def default_tracking_uri() -> str:
 
 
 class Cloud:
-    """A knowledge cloud on an MLflow tracking server (``sqlite:///...`` or ``http://host:port``).
+    """A knowledge cloud on an MLflow tracking server (``sqlite:///...`` or ``http://host:port``); implements
+    :class:`~tfp_mlflow.cloud.base.KnowledgeStore`.
 
     Parameters
     ----------
@@ -115,12 +119,53 @@ class Cloud:
             if not token:
                 return runs
 
+    @contextlib.contextmanager
+    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str = CLOUD_EXPERIMENT,
+               parent_run_id: str | None = None, complete: bool = True) -> Iterator[RunRecorder]:
+        """Start a run of ``kind`` and yield its :class:`RunRecorder`; the run's life is the ``with`` block.
+
+        On a normal exit ``tfp.complete`` is written last (unless ``complete=False``: runs that no query reads)
+        and the run ends FINISHED; on an exception it ends FAILED and the exception propagates. MLflow's
+        run-context providers (tfp's own plugin among them) add their tags to ``tags``.
+        """
+        recorder = self.start_run(kind, tags, experiment=experiment, parent_run_id=parent_run_id)
+        try:
+            yield recorder
+        except BaseException:
+            recorder.finish("FAILED")
+            raise
+        recorder.finish(complete=complete)
+
+    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str = CLOUD_EXPERIMENT,
+                  parent_run_id: str | None = None) -> RunRecorder:
+        """Start a run that outlives one block (a study's run, which several workers write); end it with
+        :meth:`RunRecorder.finish`. Prefer :meth:`record`."""
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self._start_run(kind, tags, experiment)
+        return RunRecorder(self.client, self.uri, run.info.run_id, start_time=run.info.start_time)
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        """A recorder for a run that is already open (started by another worker of the same study)."""
+        return RunRecorder(self.client, self.uri, run_id)
+
+    def find_runs(self, kind: str, *, experiment: str = CLOUD_EXPERIMENT, **tags: str) -> list[StoredRun]:
+        """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first."""
+        return [StoredRun.from_mlflow(run) for run in self._search(complete_filter(kind, **tags), experiment)]
+
+    def get_run(self, run_id: str) -> StoredRun:
+        return StoredRun.from_mlflow(self.client.get_run(run_id))
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
+        """End a run some other process started (a trial Optuna pruned, a worker that died): tags, then status."""
+        for key, value in dict(tags).items():
+            self.client.set_tag(run_id, key, value)
+        self.client.set_terminated(run_id, status)
+
     def _start_run(self, kind: str, tags: dict[str, str], experiment: str = CLOUD_EXPERIMENT):
         from mlflow.tracking.context.registry import resolve_tags
 
-        from tfp_mlflow.plugins.context import active_cloud
-
-        # MLflow's run-context providers (tfp's own plugin among them) add source, version and spec tags.
         active_cloud(self.uri, self.spec_id())
         base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": current_contributor()}
         try:
@@ -132,20 +177,6 @@ class Cloud:
                                  f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
                                  f"at {self.uri}; ask an admin for EDIT permission on it") from None
             raise
-
-    def _complete(self, run_id: str) -> None:
-        self.client.set_tag(run_id, Tag.COMPLETE, "1")
-        self.client.set_terminated(run_id, "FINISHED")
-
-    def _log_file(self, run_id: str, artifact_path: str, write) -> str:
-        """Write a file with ``write(path)`` and log it at ``artifact_path``; returns its SHA-256."""
-        folder, name = os.path.split(artifact_path)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / name
-            write(local)
-            digest = hashlib.sha256(local.read_bytes()).hexdigest()
-            self.client.log_artifact(run_id, str(local), folder or None)
-        return digest
 
     # -- spec ---------------------------------------------------------------------------------------------------
     def spec_id(self) -> str | None:
@@ -172,9 +203,8 @@ class Cloud:
         if current is not None:
             raise SpecMismatchError(f"the cloud at {self.uri} uses spec {current}, not {spec.id}; re-fingerprint "
                                     f"with the cloud's spec (`tfp cloud spec` saves it)")
-        run = self._start_run(Kind.SPEC, {Tag.SPEC_ID: spec.id})
-        self._log_file(run.info.run_id, Artifact.SPEC, spec.save)
-        self._complete(run.info.run_id)
+        with self.record(Kind.SPEC, {Tag.SPEC_ID: spec.id}) as run:
+            run.log_file(Artifact.SPEC, spec.save)
         self.client.set_experiment_tag(self.experiment_id(), Tag.SPEC_ID, spec.id)
 
     # -- tasks --------------------------------------------------------------------------------------------------
@@ -270,32 +300,26 @@ class Cloud:
         if images < 0 or classes < 0 or (images and classes > images) or images > 10**10:
             raise BadInputError(f"task {name!r} claims {images} images in {classes} classes; that is impossible")
         dim = intrinsic_dim if intrinsic_dim is not None else (previous.intrinsic_dim if previous else None)
-        run = self._start_run(Kind.TASK, fields)
-        run_id = run.info.run_id
-        try:
+        with self.record(Kind.TASK, fields) as run:
             params = {Param.NUM_IMAGES: str(images), Param.NUM_CLASSES: str(classes)}
             if dim is not None:
                 params[Param.INTRINSIC_DIM] = repr(float(dim))
             sha = ""
             if fingerprint is not None:
                 params[Param.NUM_DRAWS] = str(fingerprint.num_draws)
-                sha = self._log_file(run_id, Artifact.FINGERPRINT, fingerprint.save)
-                self.client.set_tag(run_id, Tag.SPEC_ID, fingerprint.spec_id)
-                self.client.log_inputs(run_id, datasets=[dataset_input(name, sha, fields[Tag.DATA_URI])])
+                sha = run.log_file(Artifact.FINGERPRINT, fingerprint.save)
+                run.set_tags({Tag.SPEC_ID: fingerprint.spec_id})
+                self.client.log_inputs(run.run_id, datasets=[dataset_input(name, sha, fields[Tag.DATA_URI])])
             elif previous is not None and previous.has_fingerprint:
                 # Keep the earlier fingerprint: copy it into the new version.
                 old = self.cache.fetch(self.client, previous.run_id, Artifact.FINGERPRINT,
                                        key=previous.fingerprint_sha256)
-                sha = self._log_file(run_id, Artifact.FINGERPRINT, lambda p: p.write_bytes(old.read_bytes()))
-            for key, value in params.items():
-                self.client.log_param(run_id, key, value)
-            self.client.set_tag(run_id, Tag.FINGERPRINT_SHA256, sha)
-            self._complete(run_id)
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
+                sha = run.log_file(Artifact.FINGERPRINT, lambda p: p.write_bytes(old.read_bytes()))
+            run.log_params(params)
+            run.set_tags({Tag.FINGERPRINT_SHA256: sha})
+        run_id = run.run_id
         for old in self._search(complete_filter(Kind.TASK, task=name)):
-            if old.info.run_id != run_id and old.info.start_time <= run.info.start_time:
+            if old.info.run_id != run_id and old.info.start_time <= run.start_time:
                 self.client.delete_run(old.info.run_id)
         # Renewed after the retirement, so a cached task list never outlives this change.
         self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
@@ -312,25 +336,18 @@ class Cloud:
         tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
                 Tag.CONTRIBUTOR: contributor or knowledge.contributor or current_contributor(),
                 Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
-        run = self._start_run(Kind.KNOWLEDGE, tags)
-        run_id = run.info.run_id
-        try:
+        with self.record(Kind.KNOWLEDGE, tags) as run:
             table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
                      "rows": [asdict(r) for r in knowledge.rows]}
-            self._log_file(run_id, f"knowledge/{knowledge.kind}.json",
-                           lambda p: p.write_text(json.dumps(table, sort_keys=True)))
+            run.log_file(f"knowledge/{knowledge.kind}.json", lambda p: p.write_text(json.dumps(table, sort_keys=True)))
             for policy_id, policy in sorted(knowledge.policies.items()):
-                self._log_file(run_id, f"policy/{safe_file(policy_id)}.json",
-                               lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
+                run.log_file(f"policy/{safe_file(policy_id)}.json",
+                             lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
             best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
             if best:
-                self.client.log_metric(run_id, "best_balanced_accuracy", max(best))
-            self.client.log_param(run_id, "rows", str(len(knowledge.rows)))
-            self._complete(run_id)
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        return run_id
+                run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})
+            run.log_params({"rows": len(knowledge.rows)})
+        return run.run_id
 
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """Complete knowledge of a task (all kinds, or the given ones), oldest first."""

@@ -159,22 +159,18 @@ class Evaluation:
 
     def log(self, cloud, *, reference: str) -> str:
         """Log as a run of the ``tfp-evaluations`` experiment: JSON, plots, win rates as metrics."""
-        from tfp_mlflow.cloud.schema import EVALUATION_EXPERIMENT, Kind
+        from tfp_mlflow.cloud.schema import EVALUATION_EXPERIMENT, Kind, Tag
 
-        run_id = cloud._start_run(Kind.EVALUATION, {"tfp.reference": reference[:500]},
-                                  experiment=EVALUATION_EXPERIMENT).info.run_id
-        cloud.client.log_param(run_id, "selectors", ",".join(self.selectors)[:500])
-        cloud.client.log_param(run_id, "top_k", str(self.top_k))
-        for selector, rates in self.win_rates().items():
-            for scenario, value in rates.items():
-                cloud.client.log_metric(run_id, f"win_rate.{_metric_key(selector)}.{scenario}", value)
-        with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "evaluation.json"
-            report.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
-            for path in [report, *self.write_plots(tmp)]:
-                cloud.client.log_artifact(run_id, str(path))
-        cloud.client.set_terminated(run_id, "FINISHED")
-        return run_id
+        with cloud.record(Kind.EVALUATION, {Tag.REFERENCE: reference[:500]}, experiment=EVALUATION_EXPERIMENT) as run:
+            run.log_params({"selectors": ",".join(self.selectors)[:500], "top_k": self.top_k})
+            run.log_metrics({f"win_rate.{_metric_key(selector)}.{scenario}": value
+                             for selector, rates in self.win_rates().items() for scenario, value in rates.items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                report = Path(tmp) / "evaluation.json"
+                report.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
+                for path in [report, *self.write_plots(tmp)]:
+                    run.log_artifact(path)
+        return run.run_id
 
 
 def _metric_key(name: str) -> str:

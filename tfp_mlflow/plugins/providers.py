@@ -6,7 +6,7 @@ from mlflow.tracking.request_header.abstract_request_header_provider import Requ
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.schema import Tag
-from tfp_mlflow.plugins.context import current_authorization, current_cloud
+from tfp_mlflow.cloud.context import current_authorization, current_cloud
 
 __all__ = ["TfpRunContext", "ForwardedCredentials"]
 

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from tfp_mlflow._version import __version__
 from tfp_mlflow.errors import BadInputError, CloudError
 from tfp_mlflow.plugins import service
-from tfp_mlflow.plugins.context import forwarding
+from tfp_mlflow.cloud.context import forwarding
 
 __all__ = ["create_app", "create_basic_auth_app", "compose"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tfp_mlflow.cloud import SCENARIOS, Cloud, CloudTask
-from tfp_mlflow.cloud.schema import Kind, Tag, complete_filter
+from tfp_mlflow.cloud.schema import Kind, Tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.recommend import recommend
@@ -36,8 +36,8 @@ def _task_json(task: CloudTask, kinds: list[str]) -> dict[str, Any]:
 def knowledge_kinds(cloud: Cloud) -> dict[str, list[str]]:
     """Kinds of knowledge per task, from one search over the knowledge runs' tags."""
     out: dict[str, set[str]] = {}
-    for run in cloud._search(complete_filter(Kind.KNOWLEDGE)):
-        out.setdefault(run.data.tags.get(Tag.TASK, ""), set()).add(run.data.tags.get(Tag.KNOWLEDGE, ""))
+    for run in cloud.find_runs(Kind.KNOWLEDGE):
+        out.setdefault(run.tags.get(Tag.TASK, ""), set()).add(run.tags.get(Tag.KNOWLEDGE, ""))
     return {task: sorted(kinds) for task, kinds in out.items()}
 
 

@@ -15,14 +15,13 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-import mlflow
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Tag
-from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
+from tfp_mlflow.cloud.store import Cloud, RunRecorder
 from tfp_mlflow.train.config import TrainConfig
 from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
@@ -93,32 +92,25 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
     cloud = cloud or Cloud(tracking_uri)
     tags = {Tag.TASK: target.name, Tag.SCENARIO: config.scenario, Tag.SOURCE: config.source,
             Tag.ARCHITECTURE: config.architecture, Tag.POLICY_ID: config.policy_id}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run_id = cloud._start_run(Kind.TRAINING, tags, experiment=experiment).info.run_id
-    if on_run_start is not None:
-        on_run_start(run_id)
-    try:
-        _log_setup(cloud, run_id, config, target, source, weights_source)
+    with cloud.record(Kind.TRAINING, tags, experiment=experiment, parent_run_id=parent_run_id) as run:
+        if on_run_start is not None:
+            on_run_start(run.run_id)
+        _log_setup(run, config, target, source, weights_source)
         if config.scenario == "pretraining":
-            _fit(config, network, source, None, mean, std, cloud, run_id, epochs=config.pretrain_epochs or
+            _fit(config, network, source, None, mean, std, cloud.uri, run, epochs=config.pretrain_epochs or
                  config.epochs, prefix="pretrain", progress=progress)
             network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
         history, images_per_second = _fit(config, network, target, source if config.scenario == "cotraining" else None,
-                                          mean, std, cloud, run_id, epochs=config.epochs, prefix="", progress=progress,
-                                          callbacks=callbacks)
-        result = _finish(config, network, target, mean, std, cloud, run_id, history, images_per_second, log_model)
+                                          mean, std, cloud.uri, run, epochs=config.epochs, prefix="",
+                                          progress=progress, callbacks=callbacks)
+        result = _finish(config, network, target, mean, std, cloud.uri, run, history, images_per_second, log_model)
         if contribute:
             result.knowledge_runs = contribute_outcome(cloud, config, result, target)
-            cloud.client.set_tag(run_id, "tfp.knowledge_runs", ",".join(result.knowledge_runs))
-        cloud._complete(run_id)
-    except BaseException:
-        cloud.client.set_terminated(run_id, "FAILED")
-        raise
+            run.set_tags({Tag.KNOWLEDGE_RUNS: ",".join(result.knowledge_runs)})
     return result
 
 
-def _log_setup(cloud: Cloud, run_id: str, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
+def _log_setup(run: RunRecorder, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
                weights_source: str) -> None:
     params = {**config.params(), "weights_source": weights_source, "train_images": len(target.train),
               "val_images": len(target.val), "classes": ",".join(target.classes)[:500]}
@@ -126,10 +118,9 @@ def _log_setup(cloud: Cloud, run_id: str, config: TrainConfig, target: TaskSplit
         params.update(source_images=len(source.train), source_classes=len(source.classes))
     for key, value in config.provenance.items():
         params[f"recommendation_{key}"] = value
-    for key, value in params.items():
-        cloud.client.log_param(run_id, key, str(value)[:6000])
+    run.log_params(params)
     if config.policy is not None:
-        cloud._log_file(run_id, Artifact.TRAINING_POLICY, lambda p: p.write_text(json.dumps(config.policy, indent=1)))
+        run.log_file(Artifact.TRAINING_POLICY, lambda p: p.write_text(json.dumps(config.policy, indent=1)))
 
 
 def _loaders(config: TrainConfig, target: TaskSplit, cotrain: TaskSplit | None, mean, std):
@@ -177,8 +168,8 @@ def epoch_images_per_second(seconds: list[float], images: int) -> float:
     return images / float(np.median(steady)) if steady else 0.0
 
 
-def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std, cloud: Cloud,
-         run_id: str, *, epochs: int, prefix: str, progress: bool, callbacks: Sequence[pl.Callback] = ()
+def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std,
+         tracking_uri: str, run: RunRecorder, *, epochs: int, prefix: str, progress: bool, callbacks: Sequence[pl.Callback] = ()
          ) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
@@ -187,7 +178,7 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     train_loader, val_loader = _loaders(config, task, cotrain, mean, std)
     module = TransferModule(network, lr=config.lr, weight_decay=config.weight_decay, epochs=epochs)
     # Asynchronous: per-epoch metrics are written beside the next epoch instead of stalling it.
-    logger = MLFlowLogger(tracking_uri=cloud.uri, run_id=run_id, prefix=prefix, synchronous=False)
+    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run.run_id, prefix=prefix, synchronous=False)
     history = _History()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
@@ -199,9 +190,9 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
                                  accelerator=_accelerator(config.device), devices=1, deterministic="warn",
                                  default_root_dir=tmp)
             if config.find_lr and not prefix:
-                _find_lr(trainer, module, train_loader, val_loader, cloud, run_id)
+                _find_lr(trainer, module, train_loader, val_loader, run)
             trainer.fit(module, train_loader, val_loader)
-        mlflow.flush_async_logging()  # every epoch's metrics are in the store before the run can complete
+        run.flush()  # every epoch's metrics are in the store before the run can complete
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     images_per_second = epoch_images_per_second([row["epoch_seconds"] for row in history.rows],
@@ -209,7 +200,7 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     return history.rows, images_per_second
 
 
-def _find_lr(trainer, module: TransferModule, train_loader, val_loader, cloud: Cloud, run_id: str) -> None:
+def _find_lr(trainer, module: TransferModule, train_loader, val_loader, run: RunRecorder) -> None:
     """Lightning's learning-rate finder (the paper's per-task tuning); the suggestion replaces ``lr``."""
     from pytorch_lightning.tuner import Tuner
 
@@ -218,7 +209,7 @@ def _find_lr(trainer, module: TransferModule, train_loader, val_loader, cloud: C
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion:
         module.lr = float(suggestion)
-        cloud.client.log_param(run_id, "lr_found", f"{suggestion:.3g}")
+        run.log_params({"lr_found": f"{suggestion:.3g}"})
 
 
 def _accelerator(device: str | None) -> str:
@@ -256,7 +247,7 @@ def _predict(network: Network, loader, device: torch.device) -> tuple[np.ndarray
     return torch.cat(labels).numpy(), torch.cat(probabilities).numpy()
 
 
-def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std, cloud: Cloud, run_id: str,
+def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std, tracking_uri: str, run: RunRecorder,
             history: list[dict[str, float]], images_per_second: float, log_model: bool) -> TrainResult:
     """Held-out metrics of the best epoch, figures, the model and the result JSON, all into the run."""
     from sklearn.metrics import confusion_matrix
@@ -268,27 +259,26 @@ def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std,
     labels, probabilities = _predict(network, val_loader, device)
     metrics = class_balanced_metrics(labels, probabilities)
     scores = [row.get("val_balanced_accuracy", -1.0) for row in history]
-    result = TrainResult(run_id=run_id, tracking_uri=cloud.uri, task=target.name, scenario=config.scenario,
+    result = TrainResult(run_id=run.run_id, tracking_uri=tracking_uri, task=target.name, scenario=config.scenario,
                          source=config.source, architecture=config.architecture,
                          balanced_accuracy=metrics["balanced_accuracy"],
                          auroc=metrics["auroc"] if np.isfinite(metrics["auroc"]) else None,
                          best_epoch=int(np.argmax(scores)) + 1 if scores else 0, history=history,
                          images_per_second=float(images_per_second))
-    for key in ("balanced_accuracy", "auroc", "best_epoch", "images_per_second"):
-        if getattr(result, key) is not None:
-            cloud.client.log_metric(run_id, key, float(getattr(result, key)))
+    run.log_metrics({key: getattr(result, key) for key in (Metric.BALANCED_ACCURACY, Metric.AUROC, Metric.BEST_EPOCH,
+                                                           Metric.IMAGES_PER_SECOND)})
     matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=np.arange(len(target.classes)))
     title = f"{target.name}: {config.scenario}" + (f" from {config.source}" if config.source else "")
-    cloud._log_file(run_id, Artifact.CONFUSION_MATRIX,
-                    lambda p: plot_confusion_matrix(matrix, list(target.classes), p, title=title))
-    cloud._log_file(run_id, Artifact.LEARNING_CURVES, lambda p: plot_learning_curves(history, p, title=title))
+    run.log_file(Artifact.CONFUSION_MATRIX,
+                 lambda p: plot_confusion_matrix(matrix, list(target.classes), p, title=title))
+    run.log_file(Artifact.LEARNING_CURVES, lambda p: plot_learning_curves(history, p, title=title))
     if log_model:
-        _log_model(cloud, run_id, TaskModel(network).eval().cpu(), config.image_size)
-    cloud._log_file(run_id, Artifact.TRAINING_RESULT, lambda p: p.write_text(json.dumps(result.to_json(), indent=1)))
+        _log_model(run, TaskModel(network).eval().cpu(), config.image_size)
+    run.log_file(Artifact.TRAINING_RESULT, lambda p: p.write_text(json.dumps(result.to_json(), indent=1)))
     return result
 
 
-def _log_model(cloud: Cloud, run_id: str, model: TaskModel, image_size: int) -> None:
+def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
     """The target's model in MLflow's pytorch flavour, saved with torch.export (pt2: loading runs no pickle)."""
     import timm
 
@@ -296,16 +286,10 @@ def _log_model(cloud: Cloud, run_id: str, model: TaskModel, image_size: int) -> 
 
     # A batch of 2 keeps the exported graph's batch dimension dynamic (a batch of 1 would be specialised).
     example = np.zeros((2, 3, image_size, image_size), dtype=np.float32)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(cloud.uri)
-    try:
-        with mlflow.start_run(run_id=run_id), _quiet(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mlflow.pytorch.log_model(model, name=Artifact.MODEL, input_example=example, serialization_format="pt2",
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                                       f"timm=={timm.__version__}", f"tfp-mlflow=={__version__}"])
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with _quiet():
+        run.log_model(model, name=Artifact.MODEL, input_example=example,
+                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}",
+                                        f"tfp-mlflow=={__version__}"])
 
 
 def contribute_outcome(cloud: Cloud, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import optuna
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Tag, complete_filter
-from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Metric, Tag
+from tfp_mlflow.cloud.store import Cloud, RunRecorder
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 
@@ -63,10 +63,10 @@ class StudyResult:
 def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
     """Every policy in the cloud: policy id → (knowledge run, source task)."""
     out: dict[str, tuple[str, str]] = {}
-    for run in reversed(cloud._search(complete_filter(Kind.KNOWLEDGE, knowledge=KnowledgeKind.POLICY))):
-        task = run.data.tags.get(Tag.TASK, "")
+    for run in reversed(cloud.find_runs(Kind.KNOWLEDGE, knowledge=KnowledgeKind.POLICY)):
+        task = run.tags.get(Tag.TASK, "")
         for knowledge in cloud.knowledge(task, [KnowledgeKind.POLICY]):
-            if knowledge.run_id == run.info.run_id:
+            if knowledge.run_id == run.run_id:
                 out.update({row.policy_id: (knowledge.run_id, task) for row in knowledge.rows})
     return out
 
@@ -132,7 +132,7 @@ def evidence_params(cloud: Cloud, recommendation: dict[str, Any]) -> dict[str, d
         run_id = (item.get("evidence") or {}).get("training_run")
         if run_id and run_id not in out:
             try:
-                out[run_id] = dict(cloud.client.get_run(run_id).data.params)
+                out[run_id] = cloud.get_run(run_id).params
             except Exception:  # a run recorded elsewhere (another server): fall back to the middle of the ranges
                 continue
     return out
@@ -210,9 +210,9 @@ def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storag
 
 def retried_from(trial) -> int | None:
     """The number of the dead worker's trial this trial re-runs, or ``None``."""
-    system = (trial.system_attrs if isinstance(trial, optuna.trial.FrozenTrial)
-              else trial.storage.get_trial_system_attrs(trial._trial_id))  # a live Trial hides them since Optuna 5
-    return system.get("failed_trial", trial.user_attrs.get("failed_trial"))
+    if not isinstance(trial, optuna.trial.FrozenTrial):  # a live Trial hides its system attrs since Optuna 5
+        trial = trial.study.get_trials(deepcopy=False)[trial.number]
+    return trial.system_attrs.get("failed_trial", trial.user_attrs.get("failed_trial"))
 
 
 def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
@@ -225,8 +225,7 @@ def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTria
     def lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("run_id")
         if run_id:
-            cloud.client.set_tag(run_id, "tfp.failed", "worker stopped sending heartbeats (killed or lost)")
-            cloud.client.set_terminated(run_id, "FAILED")
+            cloud.end_run(run_id, "FAILED", {Tag.FAILED: "worker stopped sending heartbeats (killed or lost)"})
         retry(study, trial)
 
     return lost
@@ -258,11 +257,10 @@ def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> 
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
     if existing:
         return existing
-    run = cloud._start_run(Kind.STUDY, {Tag.TASK: base.task_name, "tfp.study": study.study_name},
-                           experiment=TUNING_EXPERIMENT)
-    run_id = run.info.run_id
-    cloud.client.log_param(run_id, "study", study.study_name)
-    cloud.client.log_param(run_id, "space", json.dumps(space.to_json())[:6000])
+    run = cloud.start_run(Kind.STUDY, {Tag.TASK: base.task_name, Tag.STUDY: study.study_name},
+                          experiment=TUNING_EXPERIMENT)
+    run_id = run.run_id
+    run.log_params({"study": study.study_name, "space": json.dumps(space.to_json())})
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return study.user_attrs.get(PARENT_RUN_ATTR, run_id)
 
@@ -285,8 +283,7 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
                            parent_run_id=parent, callbacks=[pruning],
                            on_run_start=lambda run_id: trial.set_user_attr("run_id", run_id))
         except optuna.TrialPruned:
-            cloud.client.set_tag(trial.user_attrs["run_id"], "tfp.pruned", "1")
-            cloud.client.set_terminated(trial.user_attrs["run_id"], "KILLED")
+            cloud.end_run(trial.user_attrs["run_id"], "KILLED", {Tag.PRUNED: "1"})
             raise
         if result.auroc is not None:
             trial.set_user_attr("auroc", result.auroc)
@@ -297,6 +294,7 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
 
 def _finish(study: optuna.Study, cloud: Cloud, base, parent: str, space: SearchSpace,
             policies: dict[str, tuple[str, str]], suggestions: list, storage: str, contribute: bool) -> StudyResult:
+    run = cloud.recorder(parent)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                "user_attrs": t.user_attrs} for t in study.get_trials(deepcopy=False)]
@@ -307,16 +305,13 @@ def _finish(study: optuna.Study, cloud: Cloud, base, parent: str, space: SearchS
         best = study.best_trial
         result.best_params, result.best_value = best.params, best.value
         result.best_run_id = best.user_attrs.get("run_id", "")
-        for key, value in best.params.items():
-            cloud.client.set_tag(parent, f"tfp.best.{key}", str(value))
-        cloud.client.log_metric(parent, "best_balanced_accuracy", best.value)
-        cloud.client.log_metric(parent, "trials", len(trials))
+        run.set_tags({f"{Tag.BEST_PREFIX}{key}": value for key, value in best.params.items()})
+        run.log_metrics({Metric.BEST_BALANCED_ACCURACY: best.value, Metric.TRIALS: len(trials)})
         if contribute:
             result.knowledge_runs = _contribute_best(cloud, base, best, policies)
-    _log_plots(study, cloud, parent)
-    cloud._log_file(parent, "study.json", lambda p: p.write_text(json.dumps(result.to_json(), indent=1,
-                                                                               default=str)))
-    cloud._complete(parent)
+    _log_plots(study, run)
+    run.log_file("study.json", lambda p: p.write_text(json.dumps(result.to_json(), indent=1, default=str)))
+    run.finish()
     return result
 
 
@@ -343,7 +338,7 @@ def _contribute_best(cloud: Cloud, base, best: optuna.trial.FrozenTrial,
     return [cloud.add_knowledge(item) for item in items]
 
 
-def _log_plots(study: optuna.Study, cloud: Cloud, parent: str) -> None:
+def _log_plots(study: optuna.Study, run: RunRecorder) -> None:
     """Optimisation history, parameter importances and parallel coordinates (Optuna's matplotlib plots)."""
     from optuna.visualization import matplotlib as plots
 
@@ -365,4 +360,4 @@ def _log_plots(study: optuna.Study, cloud: Cloud, parent: str) -> None:
             figure.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(figure)
 
-        cloud._log_file(parent, f"plots/{name}.png", save)
+        run.log_file(f"plots/{name}.png", save)

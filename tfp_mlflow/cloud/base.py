@@ -1,0 +1,111 @@
+"""The knowledge cloud's storage interface: what every layer above ``cloud/`` may ask of it, and what it promises.
+
+:class:`tfp_mlflow.cloud.Cloud` implements it on any MLflow tracking store (``sqlite:///``, ``postgresql://`` through
+``mlflow server``, ``http(s)://``). Code above this package (recommend, train, tune, evaluation, workflows, the
+server plugin) uses only these methods; only ``tfp_mlflow.cloud`` and the server plugin import MLflow. The contract
+test suite ``tests/cloud/test_contract.py`` runs over every backend.
+
+Contract
+--------
+* **Visibility.** A run becomes visible to every reader method only once it is complete: the tag
+  ``tfp.complete`` is written last, after every artifact (:meth:`record` does this). A writer killed at any point
+  leaves nothing a reader sees; re-running the same contribution then completes it.
+* **Versions.** A task has one visible version: :meth:`contribute` writes a new task run and retires the older
+  ones. Fields given as ``None`` keep the previous version's value.
+* **Idempotent knowledge.** :meth:`add_knowledge` of content already stored returns the existing run's id.
+* **One spec.** The first fingerprint (or :meth:`ensure_spec`) sets the cloud's spec; any other spec is refused
+  with :class:`~tfp_mlflow.errors.SpecMismatchError`, never compared.
+* **Errors.** Unreachable or refusing servers raise :class:`~tfp_mlflow.errors.CloudError` with one line; bad
+  input raises :class:`~tfp_mlflow.errors.BadInputError` before anything is written.
+* **Concurrency.** Any number of processes may contribute and read at once; an instance is meant for one
+  thread at a time except for its read methods, which may be called from worker threads (the server does).
+* **Caching.** Downloads are cached locally by content (checksum), so a repeated query costs two small calls;
+  a cache never outlives a change to the tasks it describes.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+from tfp_mlflow.cloud.knowledge import Knowledge
+from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
+from tfp_mlflow.cloud.records import CloudTask
+from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.selectors import PreparedSources, Selector
+from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.task import Task
+
+__all__ = ["KnowledgeStore"]
+
+
+@runtime_checkable
+class KnowledgeStore(Protocol):
+    """Tasks, their fingerprints and knowledge, the cloud's spec, and the runs tfp records (see the module's contract).
+    """
+
+    #: Where the store lives (a tracking URI).
+    uri: str
+
+    # -- spec ---------------------------------------------------------------------------------------------------
+    def spec_id(self) -> str | None:
+        """The cloud's spec id, ``None`` while no fingerprint has been contributed."""
+
+    def spec(self) -> FingerprintSpec | None:
+        """The cloud's spec itself (downloaded once)."""
+
+    def ensure_spec(self, spec: FingerprintSpec) -> None:
+        """Set the spec on first use; afterwards raise ``SpecMismatchError`` for any other."""
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def tasks(self) -> list[CloudTask]:
+        """Every visible task, one version each, sorted by name."""
+
+    def task(self, name: str) -> CloudTask | None:
+        """The visible version of one task, or ``None``."""
+
+    def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
+                   knowledge: Iterable[Knowledge] = (), **fields) -> CloudTask:
+        """Add or update a task with its fingerprint, fields and knowledge; atomic for readers."""
+
+    # -- knowledge ----------------------------------------------------------------------------------------------
+    def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
+        """Store one knowledge record; returns its run id (the existing one for identical content)."""
+
+    def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
+        """A task's knowledge records (all kinds, or the given ones), oldest first."""
+
+    def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
+        """The albumentations JSON of a contributed policy."""
+
+    # -- fingerprints -------------------------------------------------------------------------------------------
+    def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None,
+                    variants: Sequence[str] | None = None, moments: bool = True) -> Fingerprint:
+        """A task's fingerprint (checked against its recorded checksum)."""
+
+    def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
+                 variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:
+        """Selector inputs for cloud tasks."""
+
+    def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
+        """The tasks prepared for a fingerprint selector, reused while these task versions stay the same."""
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str = ...,
+               parent_run_id: str | None = None, complete: bool = True) -> AbstractContextManager[RunRecorder]:
+        """A run whose life is a ``with`` block: complete and FINISHED on exit, FAILED on an exception."""
+
+    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str = ...,
+                  parent_run_id: str | None = None) -> RunRecorder:
+        """A run that outlives one block; end it with :meth:`RunRecorder.finish`."""
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        """A recorder for a run another worker started."""
+
+    def find_runs(self, kind: str, *, experiment: str = ..., **tags: str) -> list[StoredRun]:
+        """Complete runs of ``kind`` with the given ``tfp.`` tags, newest first."""
+
+    def get_run(self, run_id: str) -> StoredRun:
+        """One run by id (raises when the store does not hold it)."""
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ...) -> None:
+        """End a run another process started (pruned, lost), after setting ``tags``."""
