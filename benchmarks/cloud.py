@@ -20,8 +20,8 @@ import numpy as np
 
 from tfp_mlflow import Fingerprint, Task, default_spec, get_selector, rank_sources
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud.local_server import LocalServer
-from tfp_mlflow.plugins.client import recommend_on_server
+from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.cloud.remote import recommend_on_server
 from tfp_mlflow.recommend import recommend
 
 

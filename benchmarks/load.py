@@ -12,8 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from tfp_mlflow.cloud.load import run_load
-from tfp_mlflow.cloud.local_server import LocalPostgres, LocalServer, postgres_binaries
+from tfp_mlflow.testing.load import run_load
+from tfp_mlflow.testing.servers import LocalPostgres, LocalServer, postgres_binaries
 from tfp_mlflow.spec import default_spec
 
 

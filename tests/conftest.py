@@ -20,7 +20,7 @@ NUM_FEATURES = 12
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL cluster on 127.0.0.1 for the whole session (the team set-up's database)."""
-    from tfp_mlflow.cloud.local_server import LocalPostgres, postgres_binaries
+    from tfp_mlflow.testing.servers import LocalPostgres, postgres_binaries
 
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed here (apt-get install postgresql; .ci/run installs it)")
@@ -62,7 +62,7 @@ def tasks(make_fingerprint):
 
 # -- the catalogue of bad files: each is refused with one line naming the file and the problem ------------------
 
-def _arrays(fp: Fingerprint) -> dict:
+def _arrays(fp) -> dict:
     arrays = {f"counts_{v}": np.array(c) for v, c in fp.counts.items()}
     arrays["feature_sum"] = np.array(fp.feature_sum)
     arrays["meta"] = np.array(json.dumps(fp.metadata()))

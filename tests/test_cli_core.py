@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfp_mlflow import Task, get_selector
+from tfp_mlflow import get_selector
 from tfp_mlflow.cli import main
 
 # Runs the CLI as if torch were not installed: any import of torch (or torchvision, timm) fails.
@@ -91,7 +91,7 @@ def test_real_process_runs_without_torch_and_prints_no_traceback(fingerprint_fil
 def test_importing_the_core_does_not_import_torch():
     # The recommender core and the server plugin stay torch-free, so a tracking server can host them cheaply.
     code = ("import sys, tfp_mlflow, tfp_mlflow.ranking, tfp_mlflow.cli, tfp_mlflow.recommend, "
-            "tfp_mlflow.plugins.server; assert not {'torch', 'timm'} & set(sys.modules)")
+            "tfp_mlflow_plugins.app; assert not {'torch', 'timm'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tfp_mlflow import BadInputError, SpecMismatchError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud.local_server import LocalServer
+from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.recommend import recommend
 
 pytestmark = pytest.mark.slow
@@ -200,7 +200,7 @@ RESUMABLE = """
 import sys
 from tfp_mlflow import FingerprintSpec
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud.load import load_task
+from tfp_mlflow.testing.load import load_task
 cloud = Cloud(sys.argv[1], cache_dir=sys.argv[2])
 spec = FingerprintSpec.load(sys.argv[3])
 print("ready", flush=True)
@@ -216,7 +216,7 @@ def test_contributor_killed_at_twenty_random_points_never_leaves_a_partial_task(
     import signal
     import time
 
-    from tfp_mlflow.cloud.load import _sha, load_task
+    from tfp_mlflow.testing.load import _sha, load_task
 
     uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
     cloud = Cloud(uri, cache_dir=tmp_path / "cache")
@@ -312,7 +312,7 @@ def test_cli_against_the_server_as_a_user_would(mlflow_server, fingerprints, sma
 # -- load: several contributors at once while a reader queries -----------------------------------------------------
 
 def test_concurrent_contributors_and_a_querier_lose_nothing_on_a_real_server(mlflow_server, small_spec, tmp_path):
-    from tfp_mlflow.cloud.load import run_load
+    from tfp_mlflow.testing.load import run_load
 
     report = run_load(mlflow_server, small_spec, processes=8, tasks_per_process=3, workdir=tmp_path)
     print(report.summary())

@@ -1,4 +1,4 @@
-"""Every selector equals its plain per-pair formula (method.md §3-§4) to 1e-9 relative, in one vectorised call."""
+"""Every selector equals its plain per-pair formula (docs/method.md §3-§4) to 1e-9 relative, in one vectorised call."""
 from __future__ import annotations
 
 import numpy as np

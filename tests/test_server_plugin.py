@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud.local_server import LocalServer
-from tfp_mlflow.plugins.service import MAX_UPLOAD_BYTES, classical_mds
+from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
 from tfp_mlflow.recommend import recommend
 
 pytestmark = pytest.mark.slow

@@ -1,15 +1,39 @@
 """tfp-mlflow: task fingerprinting on an MLflow knowledge cloud.
 
-The core (fingerprints, specs, selectors, ranking) imports no torch, so a tracking server can host it cheaply.
+The core (fingerprints, specs, selectors, ranking, the cloud, recommendations) imports no torch, so a tracking server
+can host it cheaply. The workflows (:func:`recommend_for`, :func:`tune_for`, :func:`rank_models`) are imported on first
+use; those that extract features or train import torch when called.
+
+>>> import tfp_mlflow
+>>> tfp_mlflow.recommend_for.__module__
+'tfp_mlflow.workflows.recommending'
 """
 from tfp_mlflow._version import __version__
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TfpError
 from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder, merge
 from tfp_mlflow.ranking import RankedSource, rank_order, rank_sources
-from tfp_mlflow.selectors import Selector, describe_selector, get_selector, list_selectors, register_selector
+from tfp_mlflow.selectors import (
+           Selector,
+           describe_selector,
+           get_selector,
+           list_selectors,
+           register_selector,
+)
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
 __all__ = ["__version__", "TfpError", "BadInputError", "SpecMismatchError", "CloudError", "Fingerprint",
            "FingerprintBuilder", "merge", "FingerprintSpec", "default_spec", "Task", "Selector", "register_selector",
-           "get_selector", "list_selectors", "describe_selector", "RankedSource", "rank_sources", "rank_order"]
+           "get_selector", "list_selectors", "describe_selector", "RankedSource", "rank_sources", "rank_order",
+           "recommend_for", "tune_for", "rank_models"]
+
+_WORKFLOWS = {"recommend_for", "tune_for", "rank_models"}
+
+
+def __getattr__(name: str):
+    """The workflows, imported lazily (they pull in MLflow; importing ``tfp_mlflow`` stays light)."""
+    if name in _WORKFLOWS:
+        from tfp_mlflow import workflows
+
+        return getattr(workflows, name)
+    raise AttributeError(f"module 'tfp_mlflow' has no attribute {name!r}")

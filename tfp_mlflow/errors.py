@@ -5,19 +5,36 @@ message says what is wrong *and* how to fix it.
 """
 from __future__ import annotations
 
-__all__ = ["TfpError", "BadInputError", "SpecMismatchError", "CloudError"]
+__all__ = ["TfpError", "BadInputError", "SpecMismatchError", "TooLargeError", "NotFoundError", "CloudError"]
 
 
 class TfpError(Exception):
-    """Base class: an expected failure with a one-line, actionable message."""
+    """Base class: an expected failure with a one-line, actionable message.
+
+    ``exit_code`` is what the CLI exits with; ``http_status`` what the server's REST API answers.
+    """
 
     exit_code = 1
+    http_status = 500
 
 
 class BadInputError(TfpError, ValueError):
     """A file, argument or value given by the user is invalid."""
 
     exit_code = 2
+    http_status = 400
+
+
+class TooLargeError(BadInputError):
+    """An input is larger than tfp accepts (an upload, a declared array)."""
+
+    http_status = 413
+
+
+class NotFoundError(BadInputError, LookupError):
+    """A named thing (a task, a run) is not in the cloud."""
+
+    http_status = 404
 
 
 class SpecMismatchError(BadInputError):
@@ -25,4 +42,14 @@ class SpecMismatchError(BadInputError):
 
 
 class CloudError(TfpError):
-    """The knowledge cloud (an MLflow tracking server) cannot be reached or holds something unexpected."""
+    """The knowledge cloud (an MLflow tracking server) cannot be reached or holds something unexpected.
+
+    ``http_status`` is the server's own answer when it gave one (a 403, a 404), else 502.
+    """
+
+    http_status = 502
+
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        if http_status is not None:
+            self.http_status = http_status

@@ -1,4 +1,4 @@
-"""From a ranking of the cloud's tasks to per-scenario recommendations with their evidence (method.md §5).
+"""From a ranking of the cloud's tasks to per-scenario recommendations with their evidence (docs/method.md §5).
 
 For each scenario the ranking is walked best-first until ``top_k`` sources with usable knowledge are found:
 their best architecture (by the chosen metric), their augmentation policy, their shareable data for pretraining
@@ -12,11 +12,26 @@ from typing import Any, Callable, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
-from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT, SCENARIOS, Artifact, Kind, KnowledgeKind, Metric, Tag
+from tfp_mlflow.cloud.schema import (
+    BASE_METRICS,
+    RECOMMENDATION_EXPERIMENT,
+    Artifact,
+    Kind,
+    KnowledgeKind,
+    Metric,
+    Tag,
+)
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import RankedSource, rank_sources
+from tfp_mlflow.scenarios import (
+    ITEM_ARCHITECTURE,
+    ITEM_DATA,
+    ITEM_POLICY,
+    get_scenario,
+    scenario_names,
+)
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
 
@@ -59,7 +74,7 @@ class Recommendation:
 
 def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
-              scenarios: Sequence[str] = SCENARIOS, metric: str = "balanced_accuracy",
+              scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
               log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
               trusted: str | Sequence[str] | None = None, include_flagged: bool = False) -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
@@ -84,10 +99,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     """
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        raise BadInputError(f"unknown scenario {unknown[0]!r}; use all or one of {', '.join(SCENARIOS)}")
-    if metric not in ("balanced_accuracy", "auroc"):
+    scenarios = [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
+    if metric not in BASE_METRICS:
         raise BadInputError(f"--metric must be balanced_accuracy or auroc, got {metric!r}")
     chooser = get_selector(selector)
     guard = Guard(trusted=parse_trusted(trusted))
@@ -154,7 +167,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
             if entry.name in task_flags and not include_flagged:
                 passed_over += 1
                 continue
-            item = _SCENARIO_ITEM[scenario](entry, by_name[entry.name], knowledge(entry.name), metric)
+            item = _ITEMS[scenario.item](entry, by_name[entry.name], knowledge(entry.name), metric)
             if item is None:
                 skipped += 1
                 continue
@@ -169,18 +182,19 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
             scenario_notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
                                   f"(see flagged; --include-flagged uses them)")
         if len(items) < top_k and any(by_name[e.name].contributor.startswith("reference:") for e in walk):
-            scenario_notes.append(_REFERENCE_GAPS[scenario])
+            scenario_notes.append(scenario.reference_note)
         if skipped:
-            scenario_notes.append(f"{skipped} closer sources had no usable {scenario} knowledge and were passed over")
+            scenario_notes.append(f"{skipped} closer sources had no usable {scenario.name} knowledge and were "
+                                  f"passed over")
         if len(items) < top_k:
-            scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario} "
+            scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
                                   f"knowledge")
         ordered_by = "distance"
-        if scenario == "architecture" and rerank is not None and items:
+        if scenario.item == ITEM_ARCHITECTURE and rerank is not None and items:
             ordered_by, items = rerank(items)
             scenario_notes.append(f"re-ordered by {ordered_by} on the target's images (the sources' distances "
                                   f"found the candidates)")
-        result.scenarios[scenario] = {"selector": selector, "items": items, "notes": scenario_notes,
+        result.scenarios[scenario.name] = {"selector": selector, "items": items, "notes": scenario_notes,
                                       "ordered_by": ordered_by}
     if log:
         result.run_id = _log(cloud, result)
@@ -262,19 +276,7 @@ def _shared_data(entry, task, knowledge, metric) -> dict | None:
                                                                       if baselines else None)}}
 
 
-# What the published reference study does not contain, said plainly instead of inventing it.
-_REFERENCE_GAPS = {
-    "architecture": "the reference study publishes transfer outcomes with each source's best architecture, not "
-                    "that architecture's timm name; no name is recommended for reference tasks",
-    "augmentation": "reference policies are listed by repetition; all three are in the cloud",
-    "pretraining": "reference tasks are public datasets, but no data location was recorded; attach one with "
-                   "`tfp contribute --name TASK --data-uri URI --shareable`",
-    "cotraining": "reference tasks are public datasets, but no data location was recorded; attach one with "
-                  "`tfp contribute --name TASK --data-uri URI --shareable`",
-}
-
-_SCENARIO_ITEM = {"architecture": _architecture, "augmentation": _augmentation, "pretraining": _shared_data,
-                  "cotraining": _shared_data}
+_ITEMS = {ITEM_ARCHITECTURE: _architecture, ITEM_POLICY: _augmentation, ITEM_DATA: _shared_data}
 
 
 def _log(cloud: Cloud, result: Recommendation) -> str:

@@ -1,5 +1,5 @@
 """The published knowledge base of the 71-task study (Godau et al.), read from a folder laid out like
-``shared/reference/tfp-paper/``: tasks, protocol, transfer outcomes, baselines, distances and policies.
+the copy shipped in ``tfp_mlflow/data/reference/`` (MIT): tasks, protocol, transfer outcomes, baselines, distances and policies.
 
 Everything is parsed without ``eval`` (keywords with :func:`ast.literal_eval`) and checked on the way in, so a
 damaged copy fails with one line naming the file. Torch-free.
@@ -17,13 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.scenarios import get_scenario, list_scenarios
 
-__all__ = ["ReferenceStudy", "ReferenceTask", "SCENARIO_FILES", "BASE_METRICS", "read_distance_matrix",
+__all__ = ["ReferenceStudy", "ReferenceTask", "BASE_METRICS", "read_distance_matrix",
            "bundled_reference"]
 
 #: Our scenario names and the reference's experiment names.
-SCENARIO_FILES = {"architecture": "arch", "pretraining": "pretrain", "augmentation": "augmentation",
-                  "cotraining": "multi_task"}
 #: Base metrics: our name → the reference's.
 BASE_METRICS = {"balanced_accuracy": "BA", "auroc": "AUROC"}
 STUDY = "Godau et al. 2024, arXiv:2412.08763 (IMSY-DKFZ/task-fingerprinting, MIT licence)"
@@ -78,7 +77,7 @@ class ReferenceStudy:
         root = Path(root)
         if not (root / "protocol.json").is_file() or not (root / "task_infos.csv").is_file():
             raise BadInputError(f"{str(root)!r} is not a reference folder: it needs protocol.json, task_infos.csv "
-                                f"and exp/ (laid out like shared/reference/tfp-paper/)")
+                                f"and exp/ (laid out like the reference copy shipped in tfp_mlflow/data/reference/)")
         try:
             protocol = json.loads((root / "protocol.json").read_text())
             development, validation = list(protocol["development_tasks"]), list(protocol["validation_tasks"])
@@ -103,16 +102,13 @@ class ReferenceStudy:
             raise BadInputError(f"task_infos.csv lacks {len(missing)} protocol tasks (first: {missing[0]!r})")
         study = cls(root=root, tasks={t: by_name[t] for t in order}, validation=validation,
                     development=development, groups=groups, shrink_map=shrink_map)
-        for scenario, exp in SCENARIO_FILES.items():
-            for metric, code in BASE_METRICS.items():
-                # Architecture and co-training files carry a SHRUNK flag; pretraining and augmentation were only
-                # run with shrunk targets (method.md §6).
-                name = f"load_{exp}_experiment%{code}%True%True.csv" if exp in ("arch", "multi_task") else \
-                    f"load_{exp}_experiment%{code}%True.csv"
+        for scenario in list_scenarios():
+            for metric in BASE_METRICS:
+                name = _outcome_file(scenario.name, metric, validation=True)
                 table = _read_csv(root / "exp" / name)
                 if not {"r", "s", "t", "p"} <= set(table.columns):
                     raise BadInputError(f"{str(root / 'exp' / name)!r} lacks the columns r, s, t, p")
-                study.outcomes[(scenario, metric)] = table[["r", "s", "t", "p"]]
+                study.outcomes[(scenario.name, metric)] = table[["r", "s", "t", "p"]]
         for metric, code in BASE_METRICS.items():
             for shrunk in (True, False):
                 path = root / "exp" / f"load_baseline_experiment%{code}%{shrunk}%True.csv"
@@ -148,10 +144,7 @@ class ReferenceStudy:
 
     def development_outcomes(self, scenario: str, metric: str) -> pd.DataFrame | None:
         """Outcomes with the 28 development tasks as targets (not used by the evaluation), if shipped."""
-        exp, code = SCENARIO_FILES[scenario], BASE_METRICS[metric]
-        name = f"load_{exp}_experiment%{code}%True%False.csv" if exp in ("arch", "multi_task") else \
-            f"load_{exp}_experiment%{code}%False.csv"
-        table = self._cached_csv(self.root / "exp" / name)
+        table = self._cached_csv(self.root / "exp" / _outcome_file(scenario, metric, validation=False))
         return None if table is None else table[["r", "s", "t", "p"]]
 
     def _cached_csv(self, path: Path) -> pd.DataFrame | None:
@@ -240,3 +233,14 @@ def _read_csv(path: Path, index_col: int | None = 0) -> pd.DataFrame:
         return pd.read_csv(path, index_col=index_col)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{str(path)!r} is not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _outcome_file(scenario: str, metric: str, *, validation: bool) -> str:
+    """The reference's outcome table of a scenario: ``load_<stem>_experiment%<BA|AUROC>[%True]%<validation>.csv``.
+
+    Architecture and co-training tables carry a SHRUNK flag; pretraining and augmentation were only run with shrunk
+    targets (docs/method.md §6).
+    """
+    entry = get_scenario(scenario)
+    shrunk = "%True" if entry.shrunk_flag else ""
+    return f"load_{entry.reference_file}_experiment%{BASE_METRICS[metric]}{shrunk}%{validation}.csv"

@@ -1,4 +1,4 @@
-"""FingerprintSpec: everything that must be identical for two fingerprints to be comparable (method.md §2.5).
+"""FingerprintSpec: everything that must be identical for two fingerprints to be comparable (docs/method.md §2.5).
 
 A spec fixes the backbone (name and weights checksum), the image pipeline (resize, crop, normalisation,
 augmentation), the default number of draws, the bin variants and the per-feature bin edges ``lo``/``hi``. It
@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -171,7 +171,7 @@ class FingerprintSpec:
         Parameters
         ----------
         features : array of shape (n, m)
-            Stacked features of the reference tasks (method.md §2.5: 5 % and 95 % quantiles).
+            Stacked features of the reference tasks (docs/method.md §2.5: 5 % and 95 % quantiles).
         quantiles : (float, float)
             Lower and upper quantile.
         **definition

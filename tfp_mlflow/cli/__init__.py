@@ -18,15 +18,24 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
+#: Packages of the `torch` extra: a command that needs one says how to install it.
+_TORCH_EXTRA = {"torch", "torchvision", "timm", "albumentations", "pytorch_lightning", "safetensors", "pydicom"}
+
+
 class _Group(click.Group):
     """Turns TfpError into one line on stderr and its exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TfpError as exc:
+        except (TfpError, ModuleNotFoundError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if isinstance(exc, ModuleNotFoundError):
+                if (exc.name or "").partition(".")[0] not in _TORCH_EXTRA:
+                    raise
+                exc = TfpError(f"this command extracts features or trains, which needs {exc.name}: "
+                               f"pip install 'tfp-mlflow[torch]' (the recommender itself needs no torch)")
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
@@ -40,10 +49,28 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+JSON_OUT = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+                        help="Write the result as JSON to FILE, or to stdout with --json alone (then no table).")
+
+
+def emit_json(payload: Any, json_out: str | None, **dumps: Any) -> bool:
+    """``--json``: the payload to stdout (returns True: print nothing else) or to a file (returns False)."""
+    import json
+    from pathlib import Path
+
+    if not json_out:
+        return False
+    text = json.dumps(payload, indent=1, **dumps)
+    if json_out == "-":
+        click.echo(text)
+        return True
+    Path(json_out).write_text(text)
+    return False
+
+
 TRACKING_URI = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
                             help="The cloud: sqlite:///PATH or http://HOST:PORT (default: ./tfp-cloud/mlflow.db).")
 
 
-
 # Commands register themselves on `main` when their module is imported (keep these last).
-from tfp_mlflow.cli import fingerprints, cloud, evaluate, train, tune, demo, models  # noqa: E402,F401
+from tfp_mlflow.cli import cloud, demo, evaluate, fingerprints, models, train, tune  # noqa: E402,F401

@@ -1,11 +1,11 @@
 """Commands on the knowledge cloud: contribute, recommend, import-reference."""
 from __future__ import annotations
 
-
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, err_console, main
+from tfp_mlflow.cli import TRACKING_URI, console, emit_json, err_console, main
+from tfp_mlflow.scenarios import scenario_names
 
 
 @main.command("contribute")
@@ -54,7 +54,7 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.argument("data", required=False, type=click.Path())
 @click.option("--top-k", type=int, default=3, show_default=True)
 @click.option("--selector", "selector_name", default="bkld-small-target", show_default=True)
-@click.option("--scenario", type=click.Choice(["all", "architecture", "augmentation", "pretraining", "cotraining"]),
+@click.option("--scenario", type=click.Choice(["all", *scenario_names()]),
               default="all", show_default=True)
 @click.option("--keywords", default="", help="The new task's keywords (needed by --selector manual).")
 @click.option("--metric", type=click.Choice(["balanced_accuracy", "auroc"]), default="balanced_accuracy",
@@ -80,56 +80,15 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                       server: str | None, trusted: str | None, include_flagged: bool,
                       tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
-    import json as _json
-    import tempfile
-    from pathlib import Path as _Path
+    from tfp_mlflow.workflows import recommend_for
 
-    from tfp_mlflow.cloud import SCENARIOS, Cloud
-    from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
-    from tfp_mlflow.recommend import recommend
-
-    cloud = Cloud(server or tracking_uri)
-    target = None
-    if data:
-        if _Path(data).suffix == ".npz" and _Path(data).is_file():
-            target = Fingerprint.load(data)
-        else:
-            from tfp_mlflow.extract import fingerprint_dataset
-
-            target = fingerprint_dataset(data, spec=cloud.spec(), samples=samples, progress=json_out != "-")
-    reranker = None
-    if rerank:
-        from tfp_mlflow.errors import BadInputError
-        from tfp_mlflow.extract.probe import transferability_reranker
-
-        if not data or _Path(data).suffix == ".npz":
-            raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
-                                "(a folder of class folders or a CSV manifest), not a fingerprint")
-        reranker = transferability_reranker(data, rerank)
-    result = None
-    if server and reranker is None:
-        from tfp_mlflow.plugins.client import recommend_on_server
-        from tfp_mlflow.recommend import Recommendation
-
-        with tempfile.TemporaryDirectory() as tmp:
-            body = target.save(_Path(tmp) / "target.npz").read_bytes() if target is not None else b""
-        payload = recommend_on_server(server, body, top_k=top_k, selector=selector_name, scenario=scenario,
-                                      metric=metric, keywords=keywords, log=not no_log, trusted=trusted,
-                                      include_flagged=include_flagged)
-        if payload is None:
-            err_console.print(f"note: {server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
-        else:
-            result = Recommendation.from_json(payload)
-    if result is None:
-        result = recommend(cloud, target, keywords=validate_keywords(keywords or []), selector=selector_name,
-                           top_k=top_k, scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric,
-                           log=not no_log, rerank=reranker, trusted=trusted, include_flagged=include_flagged)
-    payload = _json.dumps(result.to_json(), indent=1, sort_keys=True)
-    if json_out == "-":
-        click.echo(payload)
+    result = recommend_for(data, tracking_uri, keywords=keywords or "", selector=selector_name, top_k=top_k,
+                           scenarios=None if scenario == "all" else (scenario,), metric=metric, samples=samples,
+                           rerank=rerank, server=server, trusted=trusted, include_flagged=include_flagged,
+                           log=not no_log, progress=json_out != "-",
+                           on_note=lambda line: err_console.print(f"note: {line}"))
+    if emit_json(result.to_json(), json_out, sort_keys=True):
         return
-    if json_out:
-        _Path(json_out).write_text(payload)
     _print_recommendation(result)
 
 

@@ -6,13 +6,13 @@ import contextlib
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import console, main
+from tfp_mlflow.cli import console, emit_json, main
 from tfp_mlflow.errors import BadInputError
 
 
 @main.command("evaluate")
 @click.option("--reference", "reference_dir", type=click.Path(file_okay=False),
-              help="Folder laid out like shared/reference/tfp-paper/ (default: the copy shipped with tfp-mlflow).")
+              help="Folder laid out like the shipped reference (tasks, protocol, exp/, policies/; default: the copy shipped with tfp-mlflow).")
 @click.option("--selector", "selector_files", multiple=True, metavar="NAME=PATH.csv",
               help="A selector's distance matrix (rows sources, columns targets); repeatable.")
 @click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",
@@ -36,7 +36,11 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
-    from tfp_mlflow.reference import ReferenceStudy, bundled_reference, read_distance_matrix
+    from tfp_mlflow.reference import (
+        ReferenceStudy,
+        bundled_reference,
+        read_distance_matrix,
+    )
 
     if on_cloud:
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
@@ -71,15 +75,8 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
 
 def _emit(payload: dict, json_out: str | None, heading: str | None = None) -> None:
     """The JSON to stdout (``--json``) or a file, and the tables unless stdout holds the JSON."""
-    import json as _json
-    from pathlib import Path as _Path
-
-    text = _json.dumps(payload, indent=1, sort_keys=True)
-    if json_out == "-":
-        click.echo(text)
+    if emit_json(payload, json_out, sort_keys=True):
         return
-    if json_out:
-        _Path(json_out).write_text(text)
     if heading:
         console.print(heading)
     _print_evaluation(payload)

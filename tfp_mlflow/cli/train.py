@@ -1,19 +1,18 @@
 """`tfp train`: the baseline or one transfer scenario, logged to MLflow, optionally contributed to the cloud."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from tfp_mlflow.cli import TRACKING_URI, console, main
+from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
+from tfp_mlflow.scenarios import BASELINE, scenario_names
 
 
 @main.command("train")
 @click.argument("data", type=click.Path())
-@click.option("--scenario", type=click.Choice(["baseline", "architecture", "augmentation", "pretraining",
-                                               "cotraining"]), default=None,
+@click.option("--scenario", type=click.Choice([BASELINE, *scenario_names()]), default=None,
               help="What to transfer (default: baseline; with --from-recommendation it must be named).")
 @click.option("--from-recommendation", "recommendation", type=click.Path(dir_okay=False),
               help="A `tfp recommend --json FILE` result to take the scenario's suggestion from.")
@@ -51,7 +50,13 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.policies import read_policy
-    from tfp_mlflow.train import DEFAULT_ARCHITECTURE, TrainConfig, config_from_recommendation, resolve_source, train
+    from tfp_mlflow.train import (
+        DEFAULT_ARCHITECTURE,
+        TrainConfig,
+        config_from_recommendation,
+        resolve_source,
+        train,
+    )
 
     if recommendation and scenario in (None, "baseline"):
         raise BadInputError("--from-recommendation needs --scenario architecture, augmentation, pretraining or "
@@ -76,12 +81,8 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
         config = _replace(config, source=source_name, source_data=path)
     result = train(config, cloud=cloud, contribute=contribute, progress=json_out != "-")
     payload = result.to_json()
-    if json_out:
-        text = json.dumps(payload, indent=1)
-        if json_out == "-":
-            click.echo(text)
-            return
-        Path(json_out).write_text(text)
+    if emit_json(payload, json_out):
+        return
     auroc = f"{result.auroc:.3f}" if result.auroc is not None else "n/a"
     console.print(f"{result.task}: {result.scenario}" + (f" from {result.source}" if result.source else "") +
                   f" with {result.architecture}: balanced accuracy {result.balanced_accuracy:.3f}, AUROC {auroc} "

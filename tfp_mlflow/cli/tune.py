@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, main
+from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
 
 
 @main.command("tune")
 @click.argument("data", type=click.Path())
 @click.option("--study", "study_name", default=None, help="Study name (default: tune-<task>); workers share it.")
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///tfp-cloud/optuna.db).")
+@click.option("--storage", default=None, help="Optuna storage URL (default: optuna.db beside a SQLite cloud, else "
+                                               "./tfp-cloud/optuna.db).")
 @click.option("--n-trials", type=int, default=8, show_default=True, help="Finished trials of the whole study.")
 @click.option("--space", "space_path", type=click.Path(dir_okay=False), help="Search space YAML/JSON.")
 @click.option("--fingerprint", "fingerprint_path", type=click.Path(dir_okay=False),
@@ -40,44 +39,21 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
                  widen: bool, image_size: int, batch_size: int, seed: int, workers: int, name: str | None,
                  no_contribute: bool, heartbeat: int, json_out: str | None, tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
-    from tfp_mlflow.cloud import Cloud
-    from tfp_mlflow.cloud.store import DEFAULT_HOME
-    from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
-    from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
+    from tfp_mlflow.workflows import tune_for
 
-    cloud = Cloud(tracking_uri)
-    base = TrainConfig(target=data, name=name, image_size=image_size, batch_size=batch_size, seed=seed,
-                       workers=workers).validate()
-    known = cloud_architectures(cloud)
-    loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES, *known])
-    space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))
-    if not space_path or "architectures" not in Path(space_path).read_text():
-        from dataclasses import replace
+    def on_trial(trial) -> None:
+        if json_out != "-":
+            value = "" if trial.value is None else f"{trial.value:.3f}"
+            console.print(f"trial {trial.number}: {trial.state.name.lower()} {value} {trial.params}")
 
-        space = replace(space, left_out=tuple(left_out))
-    recommendation = None
-    if not no_warm_start:
-        recommendation = _recommend(cloud, data, fingerprint_path, selector_name, keywords, top_k, base.task_name)
-    storage = storage or f"sqlite:///{Path(DEFAULT_HOME) / 'optuna.db'}"
-    Path(DEFAULT_HOME).mkdir(parents=True, exist_ok=True)
-    if space.left_out:
-        console.print(f"left out {len(space.left_out)} architectures whose weights cannot be loaded here: "
-                      f"{', '.join(space.left_out[:6])}{' ...' if len(space.left_out) > 6 else ''}")
     with console.status("tuning", spinner="dots") if json_out != "-" else contextlib.nullcontext():
-        result = run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}", storage=storage,
-                           n_trials=n_trials, recommendation=recommendation, top_k=top_k, widen=widen, seed=seed,
-                           contribute=not no_contribute, heartbeat=heartbeat,
-                           on_trial=lambda t: console.print(f"trial {t.number}: {t.state.name.lower()} "
-                                                            f"{'' if t.value is None else f'{t.value:.3f}'} "
-                                                            f"{t.params}") if json_out != "-" else None)
-    payload = result.to_json()
-    if json_out:
-        text = json.dumps(payload, indent=1, default=str)
-        if json_out == "-":
-            click.echo(text)
-            return
-        Path(json_out).write_text(text)
+        result = tune_for(data, tracking_uri, study_name=study_name, storage=storage, n_trials=n_trials,
+                      space_path=space_path, fingerprint=fingerprint_path, selector=selector_name, keywords=keywords,
+                      top_k=top_k, warm_start=not no_warm_start, widen=widen, image_size=image_size,
+                      batch_size=batch_size, seed=seed, workers=workers, name=name, contribute=not no_contribute,
+                      heartbeat=heartbeat, on_trial=on_trial, on_note=console.print)
+    if emit_json(result.to_json(), json_out, default=str):
+        return
     table = Table(title=f"study {result.study_name} ({len(result.trials)} trials; BA: held-out balanced accuracy)")
     for column in ("#", "state", "BA", "architecture", "policy", "lr", "warm"):
         # Long names fold; the short columns never shrink to nothing on a narrow terminal.
@@ -91,29 +67,10 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
     console.print(table)
     if result.joined:
         console.print(f"joined study {result.study_name}: the worker that created it enqueued its warm start")
-    elif recommendation is not None:
+    elif not no_warm_start:
         console.print(f"warm start: {len(result.warm_started)} recommended configurations enqueued" +
                       ("" if result.warm_started else " (the closest tasks hold no architecture result or policy; "
                        "contribute some, or they come with `tfp import-reference`)"))
     if result.best_value is not None:
         console.print(f"best: {result.best_params} with balanced accuracy {result.best_value:.3f}")
     console.print(f"study run {result.parent_run_id} in experiment tfp-tuning; optuna-dashboard {result.storage}")
-
-
-def _recommend(cloud, data: str, fingerprint_path: str | None, selector: str, keywords: str, top_k: int,
-               name: str) -> dict | None:
-    from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
-    from tfp_mlflow.recommend import recommend
-
-    words = validate_keywords([k for k in keywords.split(",") if k]) if keywords else []
-    target = None
-    if selector != "manual":
-        if fingerprint_path:
-            target = Fingerprint.load(fingerprint_path)
-        else:
-            from tfp_mlflow.extract import fingerprint_dataset
-
-            target = fingerprint_dataset(data, samples=1000, name=name, keywords=words)
-    result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k,
-                       scenarios=("architecture", "augmentation"))
-    return result.to_json()

@@ -14,7 +14,6 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import Callable, Sequence
 
 from tfp_mlflow._paths import default_cache_dir
@@ -47,10 +46,9 @@ class LocalCache:
             try:
                 local = _download(client, run_id, artifact_path, Path(tmp))
             except Exception as exc:
-                error = CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
-                error.status = getattr(exc, "status", None)
-                raise error from None
+                raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})",
+                                 http_status=exc.http_status if isinstance(exc, CloudError) else None) from None
             if sha256 is not None:
                 digest = hashlib.sha256(local.read_bytes()).hexdigest()
                 if digest != sha256:
@@ -141,7 +139,6 @@ def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:
         with urllib.request.urlopen(request, timeout=120) as response, open(target, "wb") as out:
             shutil.copyfileobj(response, out)
     except urllib.error.HTTPError as exc:
-        error = CloudError(f"the server answered {exc.code} for {artifact_path} of run {run_id}")
-        error.status = exc.code
-        raise error from None
+        raise CloudError(f"the server answered {exc.code} for {artifact_path} of run {run_id}",
+                         http_status=exc.code) from None
     return target

@@ -17,12 +17,11 @@ from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.reference import STUDY, ReferenceStudy
+from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
 __all__ = ["import_reference", "REFERENCE_CONTRIBUTOR"]
 
 REFERENCE_CONTRIBUTOR = "reference:godau2024"
-_KINDS = {"architecture": KnowledgeKind.ARCHITECTURE_TRANSFER, "pretraining": KnowledgeKind.PRETRAINING,
-          "augmentation": KnowledgeKind.AUGMENTATION, "cotraining": KnowledgeKind.COTRAINING}
 
 
 def import_reference(cloud: Cloud, study: ReferenceStudy,
@@ -33,10 +32,11 @@ def import_reference(cloud: Cloud, study: ReferenceStudy,
     counts = {"tasks": 0, "tasks_unchanged": 0, "knowledge": 0}
     for name, task in study.tasks.items():
         knowledge = []
-        for scenario, kind in _KINDS.items():
-            rows = transfers[scenario].get(name)
+        for scenario in list_scenarios():
+            rows = transfers[scenario.name].get(name)
             if rows is not None:
-                knowledge.append(Knowledge(name, kind, rows, provenance=_provenance(name, study, scenario)))
+                knowledge.append(Knowledge(name, scenario.outcome, rows,
+                                   provenance=_provenance(name, study, scenario.name)))
         baseline = _baseline_rows(study, name)
         if baseline:
             knowledge.append(Knowledge(name, KnowledgeKind.BASELINE, baseline,
@@ -74,7 +74,7 @@ def _provenance(task: str, study: ReferenceStudy, scenario: str) -> str:
 def _transfer_tables(study: ReferenceStudy) -> dict[str, dict[str, tuple[KnowledgeRow, ...]]]:
     """Per scenario, per target: rows (source, repetition, BA, AUROC) from the validation and development files."""
     out: dict[str, dict[str, tuple[KnowledgeRow, ...]]] = {}
-    for scenario in _KINDS:
+    for scenario in scenario_names():
         frames = []
         for metric in ("balanced_accuracy", "auroc"):
             table = study.outcomes[(scenario, metric)].copy()

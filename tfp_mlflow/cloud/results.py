@@ -12,8 +12,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, KnowledgeKind
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, KnowledgeKind
 from tfp_mlflow.errors import BadInputError
 
 __all__ = ["read_results"]

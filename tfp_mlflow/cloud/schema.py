@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
            "TUNING_EXPERIMENT", "Tag",
-           "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS", "SCENARIOS",
+           "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS",
            "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
@@ -26,9 +26,6 @@ EVALUATION_EXPERIMENT = "tfp-evaluations"
 TRAINING_EXPERIMENT = "tfp-training"
 TUNING_EXPERIMENT = "tfp-tuning"
 MODEL_RANKING_EXPERIMENT = "tfp-model-rankings"
-
-#: The four transfer scenarios (method.md §1).
-SCENARIOS = ("architecture", "augmentation", "pretraining", "cotraining")
 
 
 class Tag:
@@ -113,7 +110,7 @@ class Metric:
     TRIALS = "trials"                                   # study runs
 
 
-#: The base metrics of outcomes (method.md §6).
+#: The base metrics of outcomes (docs/method.md §6).
 BASE_METRICS = (Metric.BALANCED_ACCURACY, Metric.AUROC)
 #: MLflow's caps: a param value, a tag value.
 PARAM_LIMIT = 6000

@@ -19,10 +19,26 @@ from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
-                                      validate_knowledge, contributor as current_contributor)
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
-from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Metric, Param, Tag, complete_filter
+from tfp_mlflow.cloud.records import (
+    CloudTask,
+    LazyTasks,
+    dataset_input,
+    safe_file,
+    short,
+    task_from_run,
+    validate_knowledge,
+)
+from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.schema import (
+    CLOUD_EXPERIMENT,
+    Artifact,
+    Kind,
+    Metric,
+    Param,
+    Tag,
+    complete_filter,
+)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector

@@ -19,8 +19,15 @@ from typing import Any
 
 from rich.console import Console
 
-from tfp_mlflow.demo.cloud import (DEFAULT_PLAN, DemoPlan, contribute_task, demo_space, held_out_task,
-                                   measure_knowledge, source_tasks)
+from tfp_mlflow.demo.cloud import (
+    DEFAULT_PLAN,
+    DemoPlan,
+    contribute_task,
+    demo_space,
+    held_out_task,
+    measure_knowledge,
+    source_tasks,
+)
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
 
@@ -53,7 +60,10 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``."""
     from rich.progress import Progress
 
-    from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
+    from tfp_mlflow.cloud.reference_import import (
+        REFERENCE_CONTRIBUTOR,
+        import_reference,
+    )
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend

@@ -18,12 +18,12 @@ import pandas as pd
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.reference import BASE_METRICS, SCENARIO_FILES, ReferenceStudy, ReferenceTask
+from tfp_mlflow.reference import BASE_METRICS, ReferenceStudy, ReferenceTask
+from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
 __all__ = ["study_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
 
-_SCENARIO_OF_KIND = {KnowledgeKind.ARCHITECTURE_TRANSFER: "architecture", KnowledgeKind.PRETRAINING: "pretraining",
-                     KnowledgeKind.AUGMENTATION: "augmentation", KnowledgeKind.COTRAINING: "cotraining"}
+_SCENARIO_OF_KIND = {s.outcome: s.name for s in list_scenarios()}
 
 
 def study_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> ReferenceStudy:
@@ -34,7 +34,7 @@ def study_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> 
     """
     tasks = list(cloud.tasks() if tasks is None else tasks)
     names = {t.name for t in tasks}
-    rows: dict[tuple[str, str], list[dict]] = {(s, m): [] for s in SCENARIO_FILES for m in BASE_METRICS}
+    rows: dict[tuple[str, str], list[dict]] = {(s, m): [] for s in scenario_names() for m in BASE_METRICS}
     baselines: dict[str, dict[str, dict[int, float]]] = {m: {} for m in BASE_METRICS}
     for task in tasks:
         for knowledge in cloud.knowledge(task.name):

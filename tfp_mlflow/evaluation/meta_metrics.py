@@ -1,4 +1,4 @@
-"""Meta-metrics of one selector on one case (target, scenario, base metric, repetition), method.md §6.
+"""Meta-metrics of one selector on one case (target, scenario, base metric, repetition), docs/method.md §6.
 
 Each function takes the selector's affinities (higher = closer) and the measured transfer outcomes, both indexed by
 the valid sources, with the study's missing-value semantics: a suggested source without a measured outcome counts

@@ -1,4 +1,4 @@
-"""Scoring task selectors against measured transfer outcomes, as the study did (method.md §6).
+"""Scoring task selectors against measured transfer outcomes, as the study did (docs/method.md §6).
 
 :func:`evaluate` takes selectors as distance matrices (rows sources, columns targets) and a
 :class:`~tfp_mlflow.reference.ReferenceStudy`, scores every case (validation target x repetition x scenario x base
@@ -21,13 +21,19 @@ import pandas as pd
 import scipy.stats
 
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.evaluation.meta_metrics import (META_METRICS, WIN_RATE_METRICS, affinities_from_distances, top_k,
-                                                top_k_score, weighted_tau)
-from tfp_mlflow.reference import BASE_METRICS, SCENARIO_FILES, ReferenceStudy
+from tfp_mlflow.evaluation.meta_metrics import (
+    META_METRICS,
+    WIN_RATE_METRICS,
+    affinities_from_distances,
+    top_k,
+    top_k_score,
+    weighted_tau,
+)
+from tfp_mlflow.reference import BASE_METRICS, ReferenceStudy
+from tfp_mlflow.scenarios import scenario_names
 
-__all__ = ["Evaluation", "evaluate", "SCENARIOS", "STABILITY_COMPONENTS"]
+__all__ = ["Evaluation", "evaluate", "STABILITY_COMPONENTS"]
 
-SCENARIOS = tuple(SCENARIO_FILES)
 MAX_SHOTS = 5
 #: Setup components whose variation the stability score measures.
 STABILITY_COMPONENTS = ("meta_metric", "base_metric", "repetition", "target", "scenario")
@@ -60,7 +66,7 @@ class Evaluation:
         setups = self.scores[self.scores["meta_metric"].isin(WIN_RATE_METRICS)]
         out: dict[str, dict[str, float]] = {s: {} for s in self.selectors}
         keys = ["base_metric", "repetition", "target", "meta_metric"]
-        present = [s for s in SCENARIOS if (setups["scenario"] == s).any()]   # a cloud may lack a scenario
+        present = [s for s in scenario_names() if (setups["scenario"] == s).any()]   # a cloud may lack a scenario
         for scenario in present:
             table = setups[setups["scenario"] == scenario].pivot_table(index=keys, columns="selector",
                                                                        values="score", dropna=False)
@@ -102,7 +108,7 @@ class Evaluation:
         for selector in self.selectors:
             if selector == over:
                 continue
-            for scenario in SCENARIOS:
+            for scenario in scenario_names():
                 base, mine = means.get((over, scenario)), means.get((selector, scenario))
                 if base is not None and mine is not None and base != 0:
                     out.setdefault(selector, {})[scenario] = _finite(100.0 * (mine - base) / abs(base))
@@ -111,7 +117,7 @@ class Evaluation:
     def meta_metric_means(self) -> dict[str, dict[str, dict[str, float]]]:
         """Mean of each meta metric over targets, repetitions and base metrics (``avg`` mode, top-k)."""
         means = self.scores.groupby(["selector", "scenario", "meta_metric"])["score"].mean()
-        return {s: {c: {m: _finite(means.get((s, c, m))) for m in META_METRICS} for c in SCENARIOS}
+        return {s: {c: {m: _finite(means.get((s, c, m))) for m in META_METRICS} for c in scenario_names()}
                 for s in self.selectors}
 
     def stability(self) -> dict[str, float | None]:
@@ -134,13 +140,13 @@ class Evaluation:
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": "tfp.evaluation/1", "selectors": self.selectors, "top_k": self.top_k,
-                "scenarios": list(SCENARIOS), "win_rates": self.win_rates(), "gain_curve": self.gain_curve(),
+                "scenarios": list(scenario_names()), "win_rates": self.win_rates(), "gain_curve": self.gain_curve(),
                 "delta_curve_auroc": self.delta_curve("auroc"),
                 "relative_improvement_over_manual": self.relative_improvement("manual", "auroc"),
                 "meta_metrics": self.meta_metric_means(), "setup_stability": self.stability(),
                 "bootstrap_rank_fractions": self.bootstrap,
                 "win_rate_setups_per_scenario": int(len(self.scores) * len(WIN_RATE_METRICS) / max(
-                    1, len(self.selectors) * len(SCENARIOS) * len(META_METRICS)))}
+                    1, len(self.selectors) * len(scenario_names()) * len(META_METRICS)))}
 
     def write_plots(self, folder: str | os.PathLike) -> list[Path]:
         """The gain and AUROC improvement curves (Fig. 4) and, with two or more selectors, the bootstrap ranks
@@ -204,7 +210,7 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
                                 f"tasks and columns its targets (shrunk names where shrunk)")
         affinities[name] = affinities_from_distances(distances)
     score_rows, gain_rows, delta_rows = [], [], []
-    for scenario in SCENARIOS:
+    for scenario in scenario_names():
         for metric in BASE_METRICS:
             for repetition in study.repetitions:
                 outcomes = study.outcome_table(scenario, metric, repetition)
@@ -252,7 +258,7 @@ def bootstrap_ranking(scores: pd.DataFrame, selectors: list[str], bootstraps: in
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, list[float]]] = {}
     frame = scores[scores["meta_metric"].isin(WIN_RATE_METRICS)]
-    for scenario in SCENARIOS:
+    for scenario in scenario_names():
         table = frame[frame["scenario"] == scenario].pivot_table(
             index=["base_metric", "repetition", "target", "meta_metric"], columns="selector", values="score")
         values = table.reindex(columns=selectors).dropna().to_numpy()

@@ -1,4 +1,4 @@
-"""Images → frozen backbone → binned fingerprint (method.md §2), streaming and deterministic.
+"""Images → frozen backbone → binned fingerprint (docs/method.md §2), streaming and deterministic.
 
 The draw plan (which image, crop offset, flip) is fixed up front from the seed, so the result does not depend on
 the number of workers, and shards (contiguous runs of whole batches) merge into exactly the fingerprint of the
@@ -176,7 +176,13 @@ def _yield_to_forward(worker_id: int) -> None:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), disable=not enabled, transient=False)
@@ -271,7 +277,7 @@ def create_spec(datasets: Sequence[str | os.PathLike], *, backbone_name: str = D
                 weights: str | os.PathLike | None = None, draws_per_dataset: int = 1000, seed: int = 0,
                 quantiles: tuple[float, float] = (0.05, 0.95), batch_size: int = 64, workers: int | None = None,
                 device: str | None = None, progress: bool = True, **definition) -> FingerprintSpec:
-    """Calibrate a spec's bin edges on the features of reference datasets (method.md §2.5).
+    """Calibrate a spec's bin edges on the features of reference datasets (docs/method.md §2.5).
 
     Each dataset contributes ``draws_per_dataset`` draws; the edges are the per-feature ``quantiles`` of all of
     them. Other keyword arguments (``samples``, ``variants``, ``provenance``) are spec fields.

@@ -1,4 +1,4 @@
-"""Binned Kullback-Leibler divergence (bKLD), the paper's distance (method.md §3).
+"""Binned Kullback-Leibler divergence (bKLD), the paper's distance (docs/method.md §3).
 
 ``d(S, T) = sum_i w_i KL(p_i || softmax(q_i)) / sum_i w_i`` with ``p_i`` the target's and ``q_i`` the source's
 normalised histogram of feature ``i``. Because every ``p_i`` sums to 1,
@@ -12,7 +12,12 @@ from typing import Iterator, Literal
 import numpy as np
 
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, nonnegative_l1, xlogx
+from tfp_mlflow.selectors._base import (
+    FingerprintSelector,
+    PreparedSources,
+    nonnegative_l1,
+    xlogx,
+)
 from tfp_mlflow.selectors._registry import register_selector
 from tfp_mlflow.task import Task
 

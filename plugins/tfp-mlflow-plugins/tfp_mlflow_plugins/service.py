@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from tfp_mlflow.cloud import SCENARIOS, Cloud, CloudTask
+from tfp_mlflow.cloud import Cloud, CloudTask
 from tfp_mlflow.cloud.schema import Kind, Tag
-from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
+from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
+from tfp_mlflow.workflows import recommend_for
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "task_detail", "knowledge_map", "recommend_upload",
            "selectors", "classical_mds"]
@@ -50,7 +51,7 @@ def tasks(cloud: Cloud) -> list[dict[str, Any]]:
 def _require_task(cloud: Cloud, name: str) -> CloudTask:
     task = cloud.task(name)
     if task is None:
-        raise LookupError(f"the cloud holds no task named {name!r}; GET /tfp/api/tasks lists them")
+        raise NotFoundError(f"the cloud holds no task named {name!r}; GET /tfp/api/tasks lists them")
     return task
 
 
@@ -77,7 +78,7 @@ def fingerprint_png(cloud: Cloud, name: str) -> bytes:
     """The task's fingerprint heatmap (cached by the fingerprint's checksum)."""
     task = _require_task(cloud, name)
     if not task.has_fingerprint:
-        raise LookupError(f"task {name!r} has no fingerprint in the cloud")
+        raise NotFoundError(f"task {name!r} has no fingerprint in the cloud")
     path = cloud.cache.root / "plots" / f"fingerprint-{task.fingerprint_sha256[:32]}.png"
     if not path.is_file():
         from tfp_mlflow.plots import plot_fingerprint
@@ -146,7 +147,7 @@ def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str
                      include_flagged: bool = False) -> dict[str, Any]:
     """``tfp recommend --json`` for an uploaded fingerprint file (or, with ``manual``, keywords alone)."""
     if len(body) > MAX_UPLOAD_BYTES:
-        raise BadInputError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
+        raise TooLargeError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
                             f"{MAX_UPLOAD_BYTES:,} (send the .npz that `tfp fingerprint` wrote)")
     target = None
     if body:
@@ -157,12 +158,9 @@ def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str
                 target = Fingerprint.load(path)
             except BadInputError as exc:
                 raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
-    if scenario != "all" and scenario not in SCENARIOS:
-        raise BadInputError(f"unknown scenario {scenario!r}; use all or one of {', '.join(SCENARIOS)}")
-    result = recommend(cloud, target, keywords=validate_keywords([k for k in keywords.split(",") if k]),
-                       name=name or None, selector=selector, top_k=top_k,
-                       scenarios=SCENARIOS if scenario == "all" else (scenario,), metric=metric, log=log,
-                       trusted=trusted, include_flagged=include_flagged)
+    result = recommend_for(target, cloud, keywords=keywords, name=name or None, selector=selector, top_k=top_k,
+                           scenarios=None if scenario == "all" else (scenario,), metric=metric, log=log,
+                           trusted=trusted, include_flagged=include_flagged, progress=False)
     return result.to_json()
 
 

@@ -1,0 +1,76 @@
+"""The package's layers point one way: no module imports a layer above its own, and only ``cloud/`` imports MLflow.
+
+images → extract → fingerprint/spec → selectors → cloud → recommend → train/tune → evaluation → workflows → CLI;
+the harnesses in ``tfp_mlflow.testing`` and the plugins (their own distribution) sit on top.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tfp_mlflow
+
+PACKAGE = Path(tfp_mlflow.__file__).parent
+
+#: Lowest first. A module may import its own layer and the layers below it, never one above.
+LAYERS = [
+    {"errors", "_version", "_paths", "_npz", "cloud.schema", "cloud.context"},
+    {"spec", "fingerprint", "task", "policies", "scenarios"},
+    {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
+    {"cloud"},
+    {"recommend"},
+    {"train", "tune"},
+    {"evaluation"},
+    {"demo", "workflows"},
+    {"cli", "testing", "__init__", "__main__"},
+]
+
+
+def _layer(module: str) -> int:
+    """Layer of a dotted module path relative to the package (the longest listed prefix decides)."""
+    parts = module.split(".")
+    for size in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:size])
+        for rank, layer in enumerate(LAYERS):
+            if prefix in layer:
+                return rank
+    raise AssertionError(f"tfp_mlflow.{module} is in no layer of tests/test_layers.py: add it")
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).with_suffix("")
+        name = ".".join(p for p in relative.parts if p != "__init__") or "__init__"
+        yield name, ast.parse(path.read_text(), str(path))
+
+
+def _imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = []
+    for name, tree in _modules():
+        own = _layer(name)
+        for imported, line in _imports(tree):
+            if imported.startswith("tfp_mlflow."):
+                target = _layer(imported.removeprefix("tfp_mlflow."))
+                if target > own:
+                    upward.append(f"tfp_mlflow.{name}:{line} imports {imported}")
+    assert upward == []
+
+
+def test_only_the_cloud_package_imports_mlflow():
+    outside = [f"tfp_mlflow.{name}:{line} imports {imported}" for name, tree in _modules()
+               if not name.startswith("cloud")
+               for imported, line in _imports(tree) if imported == "mlflow" or imported.startswith("mlflow.")]
+    assert outside == []
+
+
+def test_the_plugins_are_not_part_of_the_core_package():
+    assert not (PACKAGE / "plugins").exists()

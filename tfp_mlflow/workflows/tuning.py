@@ -1,0 +1,76 @@
+"""Tune a target: the Optuna study behind ``tfp tune`` and the recipe, warm-started from the recommender.
+
+The warm start fingerprints the target with the cloud's spec (1,000 draws: enough to rank, see the README) unless
+a fingerprint is given. The study's storage lives beside the cloud by default: ``optuna.db`` next to a SQLite
+cloud's ``mlflow.db`` (``./tfp-cloud/optuna.db`` for a server cloud), so a study never resumes trials whose runs
+live in another cloud.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.store import DEFAULT_HOME
+from tfp_mlflow.fingerprint import validate_keywords
+from tfp_mlflow.workflows.recommending import recommend_for
+
+__all__ = ["tune_for", "default_storage", "WARM_START_DRAWS"]
+
+#: Draws of the target's fingerprint for the warm start when none is given.
+WARM_START_DRAWS = 1000
+
+
+def default_storage(cloud: Cloud) -> str:
+    """The Optuna storage beside the cloud: ``sqlite:///<cloud folder>/optuna.db``."""
+    folder = (Path(cloud.uri.removeprefix("sqlite:///")).parent if cloud.uri.startswith("sqlite:///")
+              else Path(DEFAULT_HOME))
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder.resolve() / 'optuna.db'}"
+
+
+def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study_name: str | None = None,
+         storage: str | None = None, n_trials: int = 8, space_path: str | None = None,
+         fingerprint: str | os.PathLike | None = None, selector: str = "bkld-small-target",
+         keywords: Sequence[str] | str = (), top_k: int = 3, warm_start: bool = True, widen: bool = False,
+         image_size: int = 128, batch_size: int = 32, seed: int = 0, workers: int = 0, name: str | None = None,
+         contribute: bool = True, heartbeat: int = 60, on_trial: Callable | None = None,
+         on_note: Callable[[str], None] | None = None):
+    """Search architecture, policy, learning rate, weight decay and truncation for ``data``; returns the
+    :class:`~tfp_mlflow.tune.StudyResult`. Several processes with the same ``study_name`` and ``storage`` share
+    one study (each runs trials until ``n_trials`` have finished)."""
+    from tfp_mlflow.train import TrainConfig
+    from tfp_mlflow.tune import (
+        PAPER_ARCHITECTURES,
+        SearchSpace,
+        loadable_architectures,
+        run_study,
+    )
+    from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
+
+    cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
+    note = on_note or (lambda line: None)
+    base = TrainConfig(target=str(data), name=name, image_size=image_size, batch_size=batch_size, seed=seed,
+                       workers=workers).validate()
+    loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES,
+                                                 *cloud_architectures(cloud)])
+    space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))
+    if not space_path or "architectures" not in Path(space_path).read_text():
+        space = replace(space, left_out=tuple(left_out))
+    if space.left_out:
+        note(f"left out {len(space.left_out)} architectures whose weights cannot be loaded here: "
+             f"{', '.join(space.left_out[:6])}{' ...' if len(space.left_out) > 6 else ''}")
+    recommendation = None
+    if warm_start:
+        words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str)
+                                  else list(keywords))
+        target = None if selector == "manual" else (fingerprint or str(data))
+        recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
+                                       top_k=top_k, scenarios=("architecture", "augmentation"),
+                                       samples=WARM_START_DRAWS, progress=False).to_json()
+    return run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}",
+                     storage=storage or default_storage(cloud), n_trials=n_trials, recommendation=recommendation,
+                     top_k=top_k, widen=widen, seed=seed, contribute=contribute, heartbeat=heartbeat,
+                     on_trial=on_trial)
