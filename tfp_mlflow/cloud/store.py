@@ -69,12 +69,15 @@ class Cloud:
         Defaults to :func:`default_tracking_uri`.
     cache_dir : str, optional
         Local content-addressed cache of downloaded fingerprints and knowledge (default ``~/.cache/tfp-mlflow``).
+    experiment : str
+        The MLflow experiment that holds the cloud (default ``tfp-cloud``); one server can hold several clouds.
     """
 
     #: Runs per search page (MLflow's own maximum is 50,000; 1,000 keeps each response small).
     page_size: int = 1000
 
-    def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None,
+                 experiment: str = CLOUD_EXPERIMENT) -> None:
         # Fail in seconds, not minutes, when a server is down.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -84,6 +87,7 @@ class Cloud:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri or default_tracking_uri()
+        self.experiment = experiment
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -96,8 +100,9 @@ class Cloud:
             return (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
         return None
 
-    def experiment_id(self, name: str = CLOUD_EXPERIMENT) -> str:
-        """Id of the named experiment, created on first use."""
+    def experiment_id(self, name: str | None = None) -> str:
+        """Id of the named experiment (default: the cloud's own), created on first use."""
+        name = name or self.experiment
         if name in self._experiment_ids:
             return self._experiment_ids[name]
         try:
@@ -123,7 +128,7 @@ class Cloud:
         self._experiment_ids[name] = experiment_id
         return experiment_id
 
-    def _search(self, filter_string: str, experiment: str = CLOUD_EXPERIMENT) -> list:
+    def _search(self, filter_string: str, experiment: str | None = None) -> list:
         """All active runs matching the filter, following MLflow's pages (1,000 runs per page)."""
         runs, token = [], None
         experiment_id = self.experiment_id(experiment)
@@ -136,7 +141,7 @@ class Cloud:
                 return runs
 
     @contextlib.contextmanager
-    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str = CLOUD_EXPERIMENT,
+    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
                parent_run_id: str | None = None, complete: bool = True) -> Iterator[RunRecorder]:
         """Start a run of ``kind`` and yield its :class:`RunRecorder`; the run's life is the ``with`` block.
 
@@ -152,7 +157,7 @@ class Cloud:
             raise
         recorder.finish(complete=complete)
 
-    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str = CLOUD_EXPERIMENT,
+    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
                   parent_run_id: str | None = None) -> RunRecorder:
         """Start a run that outlives one block (a study's run, which several workers write); end it with
         :meth:`RunRecorder.finish`. Prefer :meth:`record`."""
@@ -166,7 +171,7 @@ class Cloud:
         """A recorder for a run that is already open (started by another worker of the same study)."""
         return RunRecorder(self.client, self.uri, run_id)
 
-    def find_runs(self, kind: str, *, experiment: str = CLOUD_EXPERIMENT, **tags: str) -> list[StoredRun]:
+    def find_runs(self, kind: str, *, experiment: str | None = None, **tags: str) -> list[StoredRun]:
         """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first."""
         return [StoredRun.from_mlflow(run) for run in self._search(complete_filter(kind, **tags), experiment)]
 
@@ -179,7 +184,7 @@ class Cloud:
             self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, status)
 
-    def _start_run(self, kind: str, tags: dict[str, str], experiment: str = CLOUD_EXPERIMENT):
+    def _start_run(self, kind: str, tags: dict[str, str], experiment: str | None = None):
         from mlflow.tracking.context.registry import resolve_tags
 
         active_cloud(self.uri, self.spec_id())

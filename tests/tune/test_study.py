@@ -18,7 +18,7 @@ from tfp_mlflow.train import TrainConfig
 from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
 from tfp_mlflow.tune.study import retried_from
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 KEYWORDS = ["fundus_photography", "eye", "retina"]
 
 
@@ -101,7 +101,7 @@ def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
     assert best[0].rows[0].balanced_accuracy == pytest.approx(result.best_value)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, tmp_path, backend, request):
     storage = (f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else
                request.getfixturevalue("postgres").create_database("optuna_shared"))
@@ -124,7 +124,7 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, t
     assert len(runs) == len(trials)                                   # one nested run per trial
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_a_worker_killed_mid_trial_fails_that_trial_and_the_study_goes_on(setup, tmp_path, backend, request):
     """SIGKILL a worker while a trial trains: the next worker fails the trial (heartbeats), fails its MLflow run,
     retries its configuration once, and the study finishes with exactly n_trials counted trials."""

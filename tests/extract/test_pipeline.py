@@ -15,7 +15,7 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.demo.tasks import DemoTask, demo_suite
 from tfp_mlflow.extract import fingerprint_dataset, load_backbone, load_image, open_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
 from tfp_mlflow.recommend import recommend
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Screenshots of the page, kept as test artifacts.
 SCREENSHOTS = Path(os.environ.get("TFP_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -165,6 +165,7 @@ def _browser(playwright):
         "--disable-component-update", "--disable-sync"])
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_server, fingerprints, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -14,7 +14,7 @@ from tfp_mlflow.extract import fingerprint_dataset
 from tfp_mlflow.extract.probe import probe_model
 from tfp_mlflow.transferability import logme
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from tfp_mlflow.demo.cloud import QUICK_PLAN
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.extract import fingerprint_dataset
 
-pytestmark = pytest.mark.slow
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tfp_mlflow.train.data import build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
 from tfp_mlflow.train.network import build_network
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 TINY = {"epochs": 2, "image_size": 32, "batch_size": 16}
 
 

@@ -1,4 +1,5 @@
-"""The knowledge cloud on a real SQLite store and a real `mlflow server`: contribute, recommend, atomicity."""
+"""The knowledge cloud beyond its contract (test_contract.py): killed writers, concurrent writers, paging, the task
+list cache, the CLI against real servers and the hostile-input catalogue."""
 from __future__ import annotations
 
 import json
@@ -8,36 +9,14 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tfp_mlflow import BadInputError, SpecMismatchError
+from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
-from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tests.cloud.conftest import fill
+from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.recommend import recommend
 
 pytestmark = pytest.mark.slow
-
-
-def _knowledge(task: str, best: str, score: float) -> list[Knowledge]:
-    return [Knowledge(task, KnowledgeKind.ARCHITECTURE,
-                      (KnowledgeRow(architecture="resnet18", balanced_accuracy=score - 0.1, auroc=0.7),
-                       KnowledgeRow(architecture=best, balanced_accuracy=score, auroc=0.8, evidence_run="r1"))),
-            Knowledge(task, KnowledgeKind.POLICY, (KnowledgeRow(policy_id=f"{task}-policy"),),
-                      policies={f"{task}-policy": {"transform": {"__class_fullname__": "HorizontalFlip", "p": 0.5}}})]
-
-
-@pytest.fixture
-def fingerprints(make_fingerprint):
-    # Two families (gamma shapes) of two tasks each, plus a target from the first family.
-    return {name: make_fingerprint(name, seed=i, shape=shape, n=3000, keywords=kw, num_images=100 + i)
-            for i, (name, shape, kw) in enumerate([("a_1", 1.5, ("x-ray", "chest")), ("a_2", 1.5, ("x-ray",)),
-                                                    ("b_1", 4.0, ("skin",)), ("b_2", 4.0, ("skin", "lesion")),
-                                                    ("a_target", 1.5, ("x-ray", "chest"))])}
-
-
-def _fill(cloud: Cloud, fingerprints, spec) -> None:
-    for name in ("a_1", "a_2", "b_1", "b_2"):
-        cloud.contribute(fingerprints[name], domain=name[0], data_uri=f"/data/{name}", shareable=name != "a_2",
-                         knowledge=_knowledge(name, f"arch_{name}", 0.8), spec=spec)
 
 
 @pytest.fixture
@@ -45,64 +24,12 @@ def sqlite_cloud(tmp_path):
     return Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
 
 
-def _round_trip(cloud: Cloud, fingerprints, spec) -> None:
-    _fill(cloud, fingerprints, spec)
-    assert [t.name for t in cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
-    result = recommend(cloud, fingerprints["a_target"], top_k=2)
-    assert [r["source"] for r in result.ranking[:2]] == ["a_2", "a_1"] or \
-        {r["source"] for r in result.ranking[:2]} == {"a_1", "a_2"}
-    arch = result.scenarios["architecture"]["items"]
-    assert [i["architecture"] for i in arch] == [f"arch_{i['source']}" for i in arch]
-    assert arch[0]["balanced_accuracy"] == pytest.approx(0.8) and arch[0]["evidence"]["training_run"] == "r1"
-    assert result.scenarios["augmentation"]["items"][0]["policy_id"].endswith("-policy")
-    pre = result.scenarios["pretraining"]["items"]
-    assert "a_2" not in [i["source"] for i in pre] and pre[0]["data_uri"].startswith("/data/")
-    payload = result.to_json()
-    assert payload["schema"] == "tfp.recommendation/1" and payload["selector"] == "bkld-small-target"
-    run = cloud.client.get_run(result.run_id)
-    artifacts = {a.path for a in cloud.client.list_artifacts(result.run_id)}
-    assert {"recommendation.json", "ranking.png"} <= artifacts and run.data.params["top_k"] == "2"
-    policy_run = result.scenarios["augmentation"]["items"][0]["policy"]["knowledge_run"]
-    assert cloud.policy(policy_run, result.scenarios["augmentation"]["items"][0]["policy_id"])["transform"]
-
-
-def test_contribute_recommend_round_trip_on_sqlite(sqlite_cloud, fingerprints, small_spec):
-    _round_trip(sqlite_cloud, fingerprints, small_spec)
-    assert sqlite_cloud.spec().id == small_spec.id
-
-
-def test_recontribution_updates_instead_of_duplicating(sqlite_cloud, fingerprints, small_spec):
-    _fill(sqlite_cloud, fingerprints, small_spec)
-    _fill(sqlite_cloud, fingerprints, small_spec)          # same knowledge again: deduplicated
-    assert len(sqlite_cloud.tasks()) == 4
-    assert len(sqlite_cloud.knowledge("a_1")) == 2
-    described = sqlite_cloud.contribute(None, name="reference_only", keywords=["x-ray"], num_images=500,
-                                        num_classes=2, domain="x-ray")
-    assert not described.has_fingerprint
-    fp = fingerprints["a_target"]
-    attached = sqlite_cloud.contribute(fp, name="reference_only")
-    assert attached.has_fingerprint and attached.domain == "x-ray" and attached.num_images == fp.num_images
-    assert [t.name for t in sqlite_cloud.tasks()].count("reference_only") == 1
-
-
-def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(sqlite_cloud, fingerprints, small_spec):
-    _fill(sqlite_cloud, fingerprints, small_spec)
-    first = recommend(sqlite_cloud, fingerprints["a_target"], log=False)
-    folders = list((sqlite_cloud.cache.root / "prepared").iterdir())
-    assert len(folders) == 1 and (folders[0] / "meta.json").is_file()
-    again = recommend(sqlite_cloud, fingerprints["a_target"], log=False)
-    assert again.ranking == first.ranking
-    assert list((sqlite_cloud.cache.root / "prepared").iterdir()) == folders   # served from the cache
-    sqlite_cloud.contribute(fingerprints["a_target"], name="a_3")
-    changed = recommend(sqlite_cloud, fingerprints["a_target"], name="query", log=False)
-    assert changed.ranking[0]["source"] == "a_3"            # the target's own fingerprint, now a source
-    assert len(list((sqlite_cloud.cache.root / "prepared").iterdir())) == 2
 
 
 def test_task_list_is_cached_until_any_client_changes_the_cloud(tmp_path, fingerprints, small_spec):
     uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
     reader, writer = Cloud(uri, cache_dir=tmp_path / "reader"), Cloud(uri, cache_dir=tmp_path / "writer")
-    _fill(writer, fingerprints, small_spec)
+    fill(writer, fingerprints, small_spec)
     searches = []
     search_runs = reader.client.search_runs
 
@@ -126,41 +53,10 @@ def test_task_list_is_cached_until_any_client_changes_the_cloud(tmp_path, finger
 
 
 def test_search_follows_pages(sqlite_cloud, fingerprints, small_spec):
-    _fill(sqlite_cloud, fingerprints, small_spec)
+    fill(sqlite_cloud, fingerprints, small_spec)
     sqlite_cloud.page_size = 3                                # real MLflow page tokens, 4 tasks over 2 pages
     assert [t.name for t in sqlite_cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
     assert len(sqlite_cloud._search("attributes.status = 'FINISHED'")) > 3
-
-
-def test_manual_selector_ranks_tasks_without_fingerprints(sqlite_cloud):
-    for name, keywords in [("chest_a", ["x-ray", "chest", "lung"]), ("skin_a", ["skin"]), ("chest_b", ["x-ray"])]:
-        sqlite_cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
-    with pytest.raises(BadInputError, match="needs the target's fingerprint"):
-        recommend(sqlite_cloud, None, keywords=["x-ray"], log=False)
-    result = recommend(sqlite_cloud, None, keywords=["x-ray", "chest"], selector="manual", log=False)
-    assert [r["source"] for r in result.ranking] == ["chest_a", "chest_b", "skin_a"]
-    assert result.scenarios["architecture"]["items"] == [] and result.scenarios["architecture"]["notes"]
-
-
-def test_spec_mismatch_is_refused(sqlite_cloud, fingerprints, small_spec, make_fingerprint):
-    from tfp_mlflow import FingerprintSpec
-    _fill(sqlite_cloud, fingerprints, small_spec)
-    other = FingerprintSpec(backbone="other", weights_sha256="", lo=small_spec.lo, hi=small_spec.hi * 3)
-    stranger = make_fingerprint("stranger", spec=other)
-    with pytest.raises(SpecMismatchError, match=f"uses {small_spec.id}; re-fingerprint"):
-        sqlite_cloud.contribute(stranger, spec=other)
-    with pytest.raises(SpecMismatchError):
-        recommend(sqlite_cloud, stranger, log=False)
-    assert "stranger" not in [t.name for t in sqlite_cloud.tasks()]
-
-
-def test_bad_knowledge_is_refused(sqlite_cloud):
-    with pytest.raises(BadInputError, match="outside"):
-        sqlite_cloud.contribute(None, name="t", keywords=["x"], knowledge=[
-            Knowledge("t", KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture="resnet18", balanced_accuracy=1.7),))])
-    with pytest.raises(BadInputError, match="impossible"):
-        sqlite_cloud.contribute(None, name="t", keywords=["x"], num_images=3, num_classes=10)
-    assert sqlite_cloud.tasks() == []
 
 
 KILLED = """
@@ -270,7 +166,8 @@ def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fing
 
 # -- the remote path: a real `mlflow server` on 127.0.0.1 ---------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=[pytest.param("sqlite", marks=pytest.mark.server),
+                                        pytest.param("postgresql", marks=[pytest.mark.server, pytest.mark.postgres])])
 def mlflow_server(request, tmp_path_factory):
     """A real `mlflow server`, backed by SQLite or by PostgreSQL (the documented team set-up)."""
     backend = None
@@ -278,10 +175,6 @@ def mlflow_server(request, tmp_path_factory):
         backend = request.getfixturevalue("postgres").create_database("mlflow_cloud")
     with LocalServer(tmp_path_factory.mktemp("server"), backend_store_uri=backend) as server:
         yield server.url
-
-
-def test_contribute_recommend_round_trip_on_a_real_server(mlflow_server, fingerprints, small_spec, tmp_path):
-    _round_trip(Cloud(mlflow_server, cache_dir=tmp_path / "cache"), fingerprints, small_spec)
 
 
 def test_cli_against_the_server_as_a_user_would(mlflow_server, fingerprints, small_spec, tmp_path):

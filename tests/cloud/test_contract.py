@@ -1,0 +1,148 @@
+"""The storage contract of :class:`tfp_mlflow.cloud.base.KnowledgeStore`, one suite run over every backend: a SQLite
+store, a real `mlflow server` on SQLite and a real `mlflow server` on PostgreSQL (the team set-up).
+
+Each test gets a cloud of its own: its own experiment on the module's server, or its own SQLite file.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.cloud.conftest import fill
+from tfp_mlflow import BadInputError, SpecMismatchError
+from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow, KnowledgeStore
+from tfp_mlflow.cloud.schema import Kind, Tag
+from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.servers import LocalServer
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ["sqlite", pytest.param("server", marks=pytest.mark.server),
+            pytest.param("server-postgresql", marks=[pytest.mark.server, pytest.mark.postgres])]
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory):
+    with LocalServer(tmp_path_factory.mktemp("server")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory, postgres):
+    backend = postgres.create_database("mlflow_contract")
+    with LocalServer(tmp_path_factory.mktemp("server-pg"), backend_store_uri=backend) as server:
+        yield server.url
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path) -> Cloud:
+    if request.param == "sqlite":
+        return Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    url = request.getfixturevalue("plain_server" if request.param == "server" else "postgres_server")
+    return Cloud(url, cache_dir=tmp_path / "cache", experiment=f"tfp-cloud-{uuid.uuid4().hex[:8]}")
+
+
+def test_the_cloud_implements_the_storage_interface(store):
+    assert isinstance(store, KnowledgeStore)
+
+
+def test_contribute_then_recommend_round_trip(store, fingerprints, small_spec):
+    fill(store, fingerprints, small_spec)
+    assert [t.name for t in store.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
+    assert store.spec().id == small_spec.id
+    result = recommend(store, fingerprints["a_target"], top_k=2)
+    assert {r["source"] for r in result.ranking[:2]} == {"a_1", "a_2"}       # the target's own family first
+    arch = result.scenarios["architecture"]["items"]
+    assert [i["architecture"] for i in arch] == [f"arch_{i['source']}" for i in arch]
+    assert arch[0]["balanced_accuracy"] == pytest.approx(0.8) and arch[0]["evidence"]["training_run"] == "r1"
+    assert result.scenarios["augmentation"]["items"][0]["policy_id"].endswith("-policy")
+    pre = result.scenarios["pretraining"]["items"]
+    assert "a_2" not in [i["source"] for i in pre] and pre[0]["data_uri"].startswith("/data/")
+    payload = result.to_json()
+    assert payload["schema"] == "tfp.recommendation/1" and payload["selector"] == "bkld-small-target"
+    run = store.get_run(result.run_id)
+    artifacts = {a.path for a in store.client.list_artifacts(result.run_id)}
+    assert {"recommendation.json", "ranking.png"} <= artifacts and run.params["top_k"] == "2"
+    item = result.scenarios["augmentation"]["items"][0]
+    assert store.policy(item["policy"]["knowledge_run"], item["policy_id"])["transform"]
+
+
+def test_recontribution_updates_instead_of_duplicating(store, fingerprints, small_spec):
+    fill(store, fingerprints, small_spec)
+    fill(store, fingerprints, small_spec)          # same knowledge again: deduplicated
+    assert len(store.tasks()) == 4
+    assert len(store.knowledge("a_1")) == 2
+    described = store.contribute(None, name="reference_only", keywords=["x-ray"], num_images=500, num_classes=2,
+                                 domain="x-ray")
+    assert not described.has_fingerprint
+    fp = fingerprints["a_target"]
+    attached = store.contribute(fp, name="reference_only")
+    assert attached.has_fingerprint and attached.domain == "x-ray" and attached.num_images == fp.num_images
+    assert [t.name for t in store.tasks()].count("reference_only") == 1
+
+
+def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(store, fingerprints, small_spec):
+    fill(store, fingerprints, small_spec)
+    first = recommend(store, fingerprints["a_target"], log=False)
+    folders = list((store.cache.root / "prepared").iterdir())
+    assert len(folders) == 1 and (folders[0] / "meta.json").is_file()
+    again = recommend(store, fingerprints["a_target"], log=False)
+    assert again.ranking == first.ranking
+    assert list((store.cache.root / "prepared").iterdir()) == folders   # served from the cache
+    store.contribute(fingerprints["a_target"], name="a_3")
+    changed = recommend(store, fingerprints["a_target"], name="query", log=False)
+    assert changed.ranking[0]["source"] == "a_3"            # the target's own fingerprint, now a source
+    assert len(list((store.cache.root / "prepared").iterdir())) == 2
+
+
+def test_manual_selector_ranks_tasks_without_fingerprints(store):
+    for name, keywords in [("chest_a", ["x-ray", "chest", "lung"]), ("skin_a", ["skin"]), ("chest_b", ["x-ray"])]:
+        store.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
+    with pytest.raises(BadInputError, match="needs the target's fingerprint"):
+        recommend(store, None, keywords=["x-ray"], log=False)
+    result = recommend(store, None, keywords=["x-ray", "chest"], selector="manual", log=False)
+    assert [r["source"] for r in result.ranking] == ["chest_a", "chest_b", "skin_a"]
+    assert result.scenarios["architecture"]["items"] == [] and result.scenarios["architecture"]["notes"]
+
+
+def test_spec_mismatch_is_refused(store, fingerprints, small_spec, make_fingerprint):
+    from tfp_mlflow import FingerprintSpec
+    fill(store, fingerprints, small_spec)
+    other = FingerprintSpec(backbone="other", weights_sha256="", lo=small_spec.lo, hi=small_spec.hi * 3)
+    stranger = make_fingerprint("stranger", spec=other)
+    with pytest.raises(SpecMismatchError, match=f"uses {small_spec.id}; re-fingerprint"):
+        store.contribute(stranger, spec=other)
+    with pytest.raises(SpecMismatchError):
+        recommend(store, stranger, log=False)
+    assert "stranger" not in [t.name for t in store.tasks()]
+
+
+def test_bad_knowledge_is_refused_before_anything_is_written(store):
+    with pytest.raises(BadInputError, match="outside"):
+        store.contribute(None, name="t", keywords=["x"], knowledge=[
+            Knowledge("t", KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture="resnet18", balanced_accuracy=1.7),))])
+    with pytest.raises(BadInputError, match="impossible"):
+        store.contribute(None, name="t", keywords=["x"], num_images=3, num_classes=10)
+    assert store.tasks() == [] and store.find_runs(Kind.KNOWLEDGE) == []
+
+
+def test_a_recorded_run_is_visible_only_when_its_block_completes(store):
+    with pytest.raises(RuntimeError):
+        with store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:
+            run.log_params({"rows": 1})
+            failed = run.run_id
+            raise RuntimeError("killed halfway")
+    assert store.get_run(failed).status == "FAILED" and Tag.COMPLETE not in store.get_run(failed).tags
+    assert store.find_runs(Kind.KNOWLEDGE, task="t") == []
+    with store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:
+        run.log_metrics({"best_balanced_accuracy": 0.5, "skipped": None})
+        digest = run.log_file("notes/a.txt", lambda p: p.write_text("hello"))
+    found = store.find_runs(Kind.KNOWLEDGE, task="t")
+    assert [r.run_id for r in found] == [run.run_id] and found[0].status == "FINISHED"
+    assert found[0].metrics == {"best_balanced_accuracy": 0.5} and len(digest) == 64
+    long = store.start_run(Kind.STUDY, {Tag.TASK: "t"})        # a run several workers write
+    store.recorder(long.run_id).log_params({"space": "x" * 7000})   # cut at MLflow's cap, not refused
+    assert store.find_runs(Kind.STUDY) == []
+    long.finish()
+    assert len(store.get_run(long.run_id).params["space"]) == 6000 and len(store.find_runs(Kind.STUDY)) == 1
