@@ -42,7 +42,7 @@ def main() -> None:
                                        source_tasks)
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend
-    from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+    from tfp_mlflow.reference import Reference, bundled_reference
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import run_study
 
@@ -53,7 +53,7 @@ def main() -> None:
                    sources_per_family=args.sources_per_family, knowledge_trials=args.knowledge_trials)
     cloud = Cloud(f"sqlite:///{home / 'mlflow.db'}")
     storage = f"sqlite:///{home / 'optuna.db'}"
-    import_reference(cloud, ReferenceStudy.load(bundled_reference()))
+    import_reference(cloud, Reference.load(bundled_reference()))
     backbone = load_backbone("tf_efficientnet_lite0", device="cpu")
     space = demo_space(cloud, plan)
     for task in source_tasks(plan):

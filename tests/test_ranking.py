@@ -17,12 +17,12 @@ def test_ties_prefer_larger_sources_then_dimension_then_name():
 
 
 def test_rank_sources_excludes_the_target_and_cuts_at_top_k():
-    target = Task(name="t", keywords=("chest", "x-ray", "lung"), num_samples=5)
+    target = Task(name="t", keywords=("chest", "x-ray", "lung"), num_images=5)
     sources = [target,
-               Task(name="small_same", keywords=("chest", "x-ray", "lung"), num_samples=10),
-               Task(name="big_same", keywords=("chest", "x-ray", "lung"), num_samples=1000),
-               Task(name="half", keywords=("chest", "mri"), num_samples=10**6),
-               Task(name="other", keywords=("skin",), num_samples=10**7)]
+               Task(name="small_same", keywords=("chest", "x-ray", "lung"), num_images=10),
+               Task(name="big_same", keywords=("chest", "x-ray", "lung"), num_images=1000),
+               Task(name="half", keywords=("chest", "mri"), num_images=10**6),
+               Task(name="other", keywords=("skin",), num_images=10**7)]
     ranking = rank_sources("manual", target, sources, top_k=3)
     assert [(r.rank, r.name) for r in ranking] == [(1, "big_same"), (2, "small_same"), (3, "half")]
     # Keyword distances 0 and 0.75, less the study's small size tie-break shifts.

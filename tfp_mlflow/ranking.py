@@ -25,16 +25,16 @@ class RankedSource:
     rank: int
     name: str
     distance: float
-    num_samples: int
+    num_images: int
 
 
-def rank_order(distances: np.ndarray, names: Sequence[str], num_samples: np.ndarray,
+def rank_order(distances: np.ndarray, names: Sequence[str], num_images: np.ndarray,
                intrinsic_dims: np.ndarray | None = None) -> np.ndarray:
     """Indices that sort sources best-first under the tie rule.
 
     Parameters
     ----------
-    distances, num_samples, intrinsic_dims : arrays of shape (n_sources,)
+    distances, num_images, intrinsic_dims : arrays of shape (n_sources,)
     names : sequence of n_sources str
     """
     distances = np.asarray(distances, dtype=np.float64)
@@ -43,7 +43,7 @@ def rank_order(distances: np.ndarray, names: Sequence[str], num_samples: np.ndar
         np.asarray(intrinsic_dims, dtype=np.float64), nan=-np.inf)
     name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object), kind="stable"), kind="stable")
     # np.lexsort sorts by the last key first.
-    return np.lexsort((name_rank, -dims, -np.asarray(num_samples, dtype=np.float64),
+    return np.lexsort((name_rank, -dims, -np.asarray(num_images, dtype=np.float64),
                        np.where(finite, distances, np.inf), ~finite))
 
 
@@ -59,9 +59,9 @@ def rank_sources(selector: Selector | str, target: Task, sources: Sequence[Task]
     prepared = sources if isinstance(sources, PreparedSources) else selector.prepare(sources)
     distances = selector.distances(target, prepared)
     skip = {target.name, *exclude}
-    order = [i for i in rank_order(distances, prepared.names, prepared.num_samples, prepared.intrinsic_dims)
+    order = [i for i in rank_order(distances, prepared.names, prepared.num_images, prepared.intrinsic_dims)
              if prepared.names[i] not in skip]
     if top_k is not None:
         order = order[:top_k]
     return [RankedSource(rank=r, name=prepared.names[i], distance=float(distances[i]),
-                         num_samples=int(prepared.num_samples[i])) for r, i in enumerate(order, start=1)]
+                         num_images=int(prepared.num_images[i])) for r, i in enumerate(order, start=1)]

@@ -111,7 +111,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     if not chooser.needs_fingerprint and not keywords:
         raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords")
     target_name = name or (target.name if target else "query")
-    query = Task(name=target_name, keywords=keywords, num_samples=target.num_images if target else 0,
+    query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
                  fingerprint=target)
     cloud_tasks = [t for t in cloud.tasks() if t.name != target_name]
     notes = []
@@ -202,7 +202,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
 
 
 def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]]) -> dict[str, Any]:
-    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "num_samples": entry.num_samples,
+    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "num_images": entry.num_images,
             "domain": task.domain, "keywords": list(task.keywords), "run_id": task.run_id,
             "shareable": task.shareable, "contributor": task.contributor, "flags": task_flags.get(entry.name, [])}
 

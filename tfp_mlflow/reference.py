@@ -1,4 +1,4 @@
-"""The published knowledge base of the 71-task study (Godau et al.), read from a folder laid out like
+"""The published knowledge base of the 71-task study, the reference (Godau et al.), read from a folder laid out like
 the copy shipped in ``tfp_mlflow/data/reference/`` (MIT): tasks, protocol, transfer outcomes, baselines, distances and policies.
 
 Everything is parsed without ``eval`` (keywords with :func:`ast.literal_eval`) and checked on the way in, so a
@@ -19,7 +19,7 @@ import pandas as pd
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import get_scenario, list_scenarios
 
-__all__ = ["ReferenceStudy", "ReferenceTask", "BASE_METRICS", "read_distance_matrix",
+__all__ = ["Reference", "ReferenceTask", "BASE_METRICS", "read_distance_matrix",
            "bundled_reference"]
 
 #: Our scenario names and the reference's experiment names.
@@ -30,11 +30,11 @@ STUDY = "Godau et al. 2024, arXiv:2412.08763 (IMSY-DKFZ/task-fingerprinting, MIT
 
 @dataclass(frozen=True)
 class ReferenceTask:
-    """One of the study's tasks as ``task_infos.csv`` describes it."""
+    """One of the reference's tasks as ``task_infos.csv`` describes it."""
 
     name: str
     keywords: tuple[str, ...]
-    num_samples: int
+    num_images: int
     num_classes: int
     domain: str
     dimensions: float
@@ -43,8 +43,8 @@ class ReferenceTask:
 
 
 @dataclass
-class ReferenceStudy:
-    """The study's data, indexed for evaluation and import.
+class Reference:
+    """The reference's data, indexed for evaluation and import.
 
     Attributes
     ----------
@@ -73,7 +73,7 @@ class ReferenceStudy:
     _csv: dict[Path, pd.DataFrame | None] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> ReferenceStudy:
+    def load(cls, root: str | os.PathLike) -> Reference:
         root = Path(root)
         if not (root / "protocol.json").is_file() or not (root / "task_infos.csv").is_file():
             raise BadInputError(f"{str(root)!r} is not a reference folder: it needs protocol.json, task_infos.csv "
@@ -93,14 +93,14 @@ class ReferenceStudy:
             except (ValueError, SyntaxError):
                 raise BadInputError(f"task_infos.csv: keywords of {row.name!r} are not a list literal") from None
             by_name[row.name] = ReferenceTask(
-                name=row.name, keywords=tuple(str(k) for k in keywords), num_samples=int(row.num_samples),
+                name=row.name, keywords=tuple(str(k) for k in keywords), num_images=int(row.num_samples),
                 num_classes=int(row.num_classes), domain=str(row.domains), dimensions=float(row.dimensions),
                 dataset=str(row.datasets), imbalance_ratio=float(row.imbalance_ratios))
         order = development + validation
         missing = [t for t in order if t not in by_name]
         if missing:
             raise BadInputError(f"task_infos.csv lacks {len(missing)} protocol tasks (first: {missing[0]!r})")
-        study = cls(root=root, tasks={t: by_name[t] for t in order}, validation=validation,
+        ref = cls(root=root, tasks={t: by_name[t] for t in order}, validation=validation,
                     development=development, groups=groups, shrink_map=shrink_map)
         for scenario in list_scenarios():
             for metric in BASE_METRICS:
@@ -108,13 +108,13 @@ class ReferenceStudy:
                 table = _read_csv(root / "exp" / name)
                 if not {"r", "s", "t", "p"} <= set(table.columns):
                     raise BadInputError(f"{str(root / 'exp' / name)!r} lacks the columns r, s, t, p")
-                study.outcomes[(scenario.name, metric)] = table[["r", "s", "t", "p"]]
+                ref.outcomes[(scenario.name, metric)] = table[["r", "s", "t", "p"]]
         for metric, code in BASE_METRICS.items():
             for shrunk in (True, False):
                 path = root / "exp" / f"load_baseline_experiment%{code}%{shrunk}%True.csv"
-                study.baselines[(metric, shrunk)] = _read_csv(path)
-                study._csv[path] = study.baselines[(metric, shrunk)]
-        return study
+                ref.baselines[(metric, shrunk)] = _read_csv(path)
+                ref._csv[path] = ref.baselines[(metric, shrunk)]
+        return ref
 
     # -- protocol ---------------------------------------------------------------------------------------------
     def valid_sources(self, target: str) -> list[str]:
@@ -163,7 +163,7 @@ class ReferenceStudy:
         return sorted({int(r) for table in self.outcomes.values() for r in table["r"].unique()})
 
     def distance_files(self) -> dict[str, Path]:
-        """The distance matrices shipped with the study, by selector name (file stem)."""
+        """The distance matrices shipped with the ref, by selector name (file stem)."""
         folder = self.root / "distances"
         return {p.stem: p for p in sorted(folder.glob("*.csv"))} if folder.is_dir() else {}
 
@@ -181,7 +181,7 @@ class ReferenceStudy:
         from tfp_mlflow.selectors import get_selector
         from tfp_mlflow.task import Task
 
-        sources = [Task(name=t.name, keywords=t.keywords, num_samples=t.num_samples, intrinsic_dim=t.dimensions)
+        sources = [Task(name=t.name, keywords=t.keywords, num_images=t.num_images, intrinsic_dim=t.dimensions)
                    for t in self.tasks.values()]
         targets = {self.shrink_map.get(t.name, t.name): t for t in self.tasks.values()}
         targets.update({t.name: t for t in self.tasks.values()})
@@ -193,7 +193,7 @@ class ReferenceStudy:
 
 
 def bundled_reference(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The copy of the study shipped with the package (MIT licence, LICENSE.txt inside), unpacked once."""
+    """The copy of the reference shipped with the package (MIT licence, LICENSE.txt inside), unpacked once."""
     import tarfile
 
     from tfp_mlflow._paths import default_cache_dir

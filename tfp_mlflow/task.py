@@ -18,7 +18,7 @@ class Task:
         Unique task name.
     keywords : tuple of str
         Modality, anatomy, entities (the ``manual`` selector's input).
-    num_samples : int
+    num_images : int
         Size of the task (images); larger sources win ties.
     fingerprint : Fingerprint or None
         ``None`` for tasks known only by description (e.g. the imported reference tasks).
@@ -30,7 +30,7 @@ class Task:
 
     name: str
     keywords: tuple[str, ...] = ()
-    num_samples: int = 0
+    num_images: int = 0
     fingerprint: Fingerprint | None = None
     domain: str = ""
     intrinsic_dim: float | None = None
@@ -43,6 +43,6 @@ class Task:
     def from_fingerprint(cls, fingerprint: Fingerprint, *, domain: str = "",
                          intrinsic_dim: float | None = None) -> Task:
         """The task a fingerprint describes (name, keywords and size from its metadata)."""
-        return cls(name=fingerprint.name, keywords=fingerprint.keywords, num_samples=fingerprint.num_images,
+        return cls(name=fingerprint.name, keywords=fingerprint.keywords, num_images=fingerprint.num_images,
                    fingerprint=fingerprint, domain=domain or str(fingerprint.extra.get("domain", "")),
                    intrinsic_dim=intrinsic_dim)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.evaluation.cloud import evaluate_cloud, study_from_cloud
+from tfp_mlflow.evaluation.cloud import evaluate_cloud, outcomes_from_cloud
 
 # Gamma shapes: "near" tasks look like their target; the outcomes reward the near source. Keywords and sizes make
 # the manual selector prefer the far, larger source instead.
@@ -35,7 +35,7 @@ def cloud(tmp_path, make_fingerprint, small_spec):
 
 
 def test_targets_are_the_tasks_with_a_baseline_and_two_measured_sources(cloud):
-    study = study_from_cloud(cloud)
+    study = outcomes_from_cloud(cloud)
     assert study.validation == ["t_1", "t_2"] and study.repetitions == [0]
     table = study.outcome_table("cotraining", "balanced_accuracy", 0)
     assert table.loc["near_1", "t_1"] == 0.85 and table.loc["far_2", "t_2"] == 0.60

@@ -13,7 +13,7 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.evaluation import evaluate
 from tfp_mlflow.evaluation.meta_metrics import top_k_score, weighted_tau
 from tfp_mlflow.policies import load_policy, translate_policy
-from tfp_mlflow.reference import ReferenceStudy, bundled_reference, read_distance_matrix
+from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
 
 # Fig. 4 (top) of the paper, as the reference README states them: k = 1 and k = 5.
 FIG4 = {"architecture": (67.44, 89.92), "pretraining": (41.09, 75.19), "augmentation": (58.14, 82.95),
@@ -27,7 +27,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(reference):
-    return ReferenceStudy.load(reference)
+    return Reference.load(reference)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def bkld_evaluation(study):
     return evaluate(study, {"bkld-small-target": matrix, "manual": study.manual_matrix()}, bootstraps=100)
 
 
+@pytest.mark.torch
 def test_every_published_policy_loads_and_runs_under_albumentations_2(study):
     files = study.policy_files()
     assert len(files) == 213
@@ -106,7 +107,7 @@ def test_win_rates_and_meta_metrics_are_consistent(bkld_evaluation):
 def test_manual_selector_applies_the_studys_tie_breakers(study):
     matrix = study.manual_matrix()
     # Two sources with the same keywords as a target differ only by the size (and dimension, position) shift.
-    sizes = pd.Series({t: task.num_samples for t, task in study.tasks.items()})
+    sizes = pd.Series({t: task.num_images for t, task in study.tasks.items()})
     column = matrix["chexpert_edema"]
     chexpert = [t for t in study.tasks if t.startswith("chexpert_") and t != "chexpert_edema"]
     closest = column[chexpert].sort_values()
@@ -130,7 +131,7 @@ def test_meta_metrics_follow_their_definitions():
 
 def test_bad_reference_and_matrices_are_clear_errors(tmp_path, study):
     with pytest.raises(BadInputError, match="is not a reference folder"):
-        ReferenceStudy.load(tmp_path)
+        Reference.load(tmp_path)
     with pytest.raises(BadInputError, match="lacks target column"):
         evaluate(study, {"broken": pd.DataFrame({"x": [1.0]}, index=list(study.tasks)[:1])})
     (tmp_path / "bad.csv").write_text(",a\nb,not-a-number\n")

@@ -62,7 +62,7 @@ def plain_manual(target, source, sources):
     iou_distance = 1 - len(a & b) / len(a | b) if a | b else 1.0
     # The study's tie-breakers: average rank of size and dimension among the sources, then list position.
     position = [s.name for s in sources].index(source.name)
-    size_rank = scipy.stats.rankdata([s.num_samples for s in sources])[position]
+    size_rank = scipy.stats.rankdata([s.num_images for s in sources])[position]
     dims = [s.intrinsic_dim for s in sources]
     dim_rank = scipy.stats.rankdata([d for d in dims if d is not None])[
         [s.name for s in sources if s.intrinsic_dim is not None].index(source.name)] \
@@ -106,7 +106,7 @@ def test_bkld_is_asymmetric_and_source_softmax_removes_empty_bins(tasks):
 def test_p2l_size_prefers_larger_sources_among_equally_similar(make_fingerprint):
     target = Task.from_fingerprint(make_fingerprint("target", seed=0))
     fp = make_fingerprint("base", seed=1)
-    sources = [Task(name=f"s{i}", num_samples=n, fingerprint=fp) for i, n in enumerate([10, 100, 1000, 10000])]
+    sources = [Task(name=f"s{i}", num_images=n, fingerprint=fp) for i, n in enumerate([10, 100, 1000, 10000])]
     distances = get_selector("p2l-size").distances(target, sources)
     assert list(np.argsort(distances)) == [3, 2, 1, 0]
     plain = get_selector("p2l").distances(target, sources)
@@ -116,7 +116,7 @@ def test_p2l_size_prefers_larger_sources_among_equally_similar(make_fingerprint)
 def test_p2l_size_matches_its_formula(tasks):
     target, sources = tasks[0], tasks[1:]
     d = np.array([plain_p2l(target, s) for s in sources])
-    sizes = np.array([s.num_samples for s in sources], dtype=float)
+    sizes = np.array([s.num_images for s in sources], dtype=float)
     affinity = 1.5 * -scipy.stats.zscore(d) + scipy.stats.zscore(scipy.stats.boxcox(sizes)[0])
     np.testing.assert_allclose(get_selector("p2l-size").distances(target, sources), -affinity, rtol=1e-9)
 
@@ -140,7 +140,7 @@ def test_comparing_fingerprints_of_different_specs_raises(make_fingerprint, smal
 
 
 def test_task_without_fingerprint_needs_the_manual_selector(make_fingerprint):
-    described = Task(name="reference_task", keywords=("x-ray", "chest"), num_samples=500)
+    described = Task(name="reference_task", keywords=("x-ray", "chest"), num_images=500)
     target = Task.from_fingerprint(make_fingerprint("mine", keywords=("x-ray",)))
     with pytest.raises(BadInputError, match="has no fingerprint.*manual"):
         get_selector("bkld-small-target").distances(target, [described])

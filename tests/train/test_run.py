@@ -15,7 +15,7 @@ from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
-from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
 from tfp_mlflow.train.data import build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
@@ -37,7 +37,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference_policy(tmp_path_factory):
-    study = ReferenceStudy.load(bundled_reference(tmp_path_factory.mktemp("reference")))
+    study = Reference.load(bundled_reference(tmp_path_factory.mktemp("reference")))
     (task, repetition), path = sorted(study.policy_files().items())[0]
     return f"{task}-rep{repetition}", json.loads(path.read_text())
 

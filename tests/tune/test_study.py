@@ -13,7 +13,7 @@ from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
-from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.train import TrainConfig
 from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
 from tfp_mlflow.tune.study import retried_from
@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     target = DemoTask("fundus_new", "fundus", num_classes=2, num_images=30, image_size=40, seed=5).write(
         root / "fundus_new")
-    study = ReferenceStudy.load(bundled_reference(root / "reference"))
+    study = Reference.load(bundled_reference(root / "reference"))
     (task, rep), path = sorted(study.policy_files().items())[0]
     policy_id = f"{task}-rep{rep}"
     cloud = Cloud(f"sqlite:///{root / 'cloud' / 'mlflow.db'}")

@@ -97,7 +97,7 @@ def _print_recommendation(result) -> None:
     for column in ("rank", "source", "distance", "images", "domain", "shareable", "guard"):
         ranking.add_column(column)
     for row in result.ranking[:max(5, result.top_k)]:
-        ranking.add_row(str(row["rank"]), row["source"], f"{row['distance']:.4g}", f"{row['num_samples']:,}",
+        ranking.add_row(str(row["rank"]), row["source"], f"{row['distance']:.4g}", f"{row['num_images']:,}",
                         row["domain"] or "-", "yes" if row["shareable"] else "no",
                         "[red]FLAGGED[/red]" if row.get("flags") else "")
     console.print(ranking)
@@ -147,9 +147,9 @@ def import_reference_command(reference_dir: str, tracking_uri: str | None) -> No
 
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.cloud.reference_import import import_reference
-    from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+    from tfp_mlflow.reference import Reference, bundled_reference
 
-    study = ReferenceStudy.load(reference_dir or bundled_reference())
+    study = Reference.load(reference_dir or bundled_reference())
     cloud = Cloud(tracking_uri)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("importing reference tasks", total=len(study.tasks))

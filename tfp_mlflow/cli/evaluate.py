@@ -1,4 +1,4 @@
-"""`tfp evaluate`: score selectors the way the published study did."""
+"""`tfp evaluate`: score selectors the way the reference did."""
 from __future__ import annotations
 
 import contextlib
@@ -31,13 +31,13 @@ from tfp_mlflow.errors import BadInputError
 def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], on_cloud: bool,
                      top_k: int, bootstraps: int, json_out: str | None, plots_dir: str | None,
                      tracking_uri: str | None) -> None:
-    """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference study's,
+    """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference's,
     or, with --cloud, your own cloud's."""
     from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
     from tfp_mlflow.reference import (
-        ReferenceStudy,
+        Reference,
         bundled_reference,
         read_distance_matrix,
     )
@@ -51,7 +51,7 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         raise BadInputError(f"--builtin {unknown[0]} needs fingerprints, which the reference tasks do not have; "
                             f"use manual, or --cloud to evaluate on your own cloud")
     reference_dir = reference_dir or str(bundled_reference())
-    study = ReferenceStudy.load(reference_dir)
+    ref = Reference.load(reference_dir)
     matrices = {}
     for entry in selector_files:
         name, sep, path = entry.partition("=")
@@ -59,10 +59,10 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
             raise BadInputError(f"--selector takes NAME=PATH.csv, got {entry!r}")
         matrices[name] = read_distance_matrix(path)
     for name in builtins:
-        matrices[name] = study.manual_matrix()
+        matrices[name] = ref.manual_matrix()
     with console.status("scoring selectors on the validation targets", spinner="dots") if json_out != "-" \
             else contextlib.nullcontext():
-        result = evaluate(study, matrices, top_k_shots=top_k, bootstraps=bootstraps)
+        result = evaluate(ref, matrices, top_k_shots=top_k, bootstraps=bootstraps)
     payload = result.to_json()
     if plots_dir:
         result.write_plots(plots_dir)

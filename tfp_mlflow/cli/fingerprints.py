@@ -73,7 +73,7 @@ def distances_command(fingerprints: tuple[str, ...], selector_name: str, target:
         for column in ("rank", "source", "distance", "samples"):
             table.add_column(column, justify="left" if column == "source" else "right")
         for entry in ranking:
-            table.add_row(str(entry.rank), entry.name, f"{entry.distance:.6g}", f"{entry.num_samples:,}")
+            table.add_row(str(entry.rank), entry.name, f"{entry.distance:.6g}", f"{entry.num_images:,}")
         console.print(table)
     elif not csv_path:
         table = Table(title=f"{selector_name} distances (rows sources, columns targets)")

@@ -1,4 +1,4 @@
-"""Load the published 71-task study into a cloud: tasks without fingerprints, their transfer outcomes, baselines
+"""Load the reference (the published 71-task study) into a cloud: tasks without fingerprints, their transfer outcomes, baselines
 and augmentation policies, each with its provenance.
 
 Idempotent: knowledge is deduplicated by content and a task whose description is unchanged is not re-contributed,
@@ -16,7 +16,7 @@ import pandas as pd
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
-from tfp_mlflow.reference import STUDY, ReferenceStudy
+from tfp_mlflow.reference import STUDY, Reference
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
 __all__ = ["import_reference", "REFERENCE_CONTRIBUTOR"]
@@ -24,23 +24,23 @@ __all__ = ["import_reference", "REFERENCE_CONTRIBUTOR"]
 REFERENCE_CONTRIBUTOR = "reference:godau2024"
 
 
-def import_reference(cloud: Cloud, study: ReferenceStudy,
+def import_reference(cloud: Cloud, ref: Reference,
                      on_task: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Import every task of the study with its knowledge; returns counts of what was written or already there."""
-    transfers = _transfer_tables(study)
-    policies = study.policy_files()
+    """Import every task of the reference with its knowledge; returns counts of what was written or already there."""
+    transfers = _transfer_tables(ref)
+    policies = ref.policy_files()
     counts = {"tasks": 0, "tasks_unchanged": 0, "knowledge": 0}
-    for name, task in study.tasks.items():
+    for name, task in ref.tasks.items():
         knowledge = []
         for scenario in list_scenarios():
             rows = transfers[scenario.name].get(name)
             if rows is not None:
                 knowledge.append(Knowledge(name, scenario.outcome, rows,
-                                   provenance=_provenance(name, study, scenario.name)))
-        baseline = _baseline_rows(study, name)
+                                   provenance=_provenance(name, ref, scenario.name)))
+        baseline = _baseline_rows(ref, name)
         if baseline:
             knowledge.append(Knowledge(name, KnowledgeKind.BASELINE, baseline,
-                                       provenance=_provenance(name, study, "baseline")))
+                                       provenance=_provenance(name, ref, "baseline")))
         task_policies = {f"{name}-rep{r}": json.loads(path.read_text())
                          for (task_name, r), path in sorted(policies.items()) if task_name == name}
         if task_policies:
@@ -51,7 +51,7 @@ def import_reference(cloud: Cloud, study: ReferenceStudy,
             cloud.add_knowledge(item, contributor=REFERENCE_CONTRIBUTOR)
             counts["knowledge"] += 1
         existing = cloud.task(name)
-        described = dict(keywords=task.keywords, domain=task.domain, num_images=task.num_samples,
+        described = dict(keywords=task.keywords, domain=task.domain, num_images=task.num_images,
                          num_classes=task.num_classes, intrinsic_dim=task.dimensions)
         if existing is not None and (existing.keywords, existing.domain, existing.num_images, existing.num_classes,
                                      existing.intrinsic_dim) == tuple(described.values()):
@@ -64,21 +64,21 @@ def import_reference(cloud: Cloud, study: ReferenceStudy,
     return counts
 
 
-def _provenance(task: str, study: ReferenceStudy, scenario: str) -> str:
-    shrunk = study.shrink_map.get(task, task) != task
-    role = "validation" if task in study.validation else "development"
+def _provenance(task: str, ref: Reference, scenario: str) -> str:
+    shrunk = ref.shrink_map.get(task, task) != task
+    role = "validation" if task in ref.validation else "development"
     return (f"{STUDY}; {scenario} experiment, {role} target" +
             ("; target shrunk to 800 training samples" if shrunk else "") + "; repetitions 0-2")
 
 
-def _transfer_tables(study: ReferenceStudy) -> dict[str, dict[str, tuple[KnowledgeRow, ...]]]:
+def _transfer_tables(ref: Reference) -> dict[str, dict[str, tuple[KnowledgeRow, ...]]]:
     """Per scenario, per target: rows (source, repetition, BA, AUROC) from the validation and development files."""
     out: dict[str, dict[str, tuple[KnowledgeRow, ...]]] = {}
     for scenario in scenario_names():
         frames = []
         for metric in ("balanced_accuracy", "auroc"):
-            table = study.outcomes[(scenario, metric)].copy()
-            development = study.development_outcomes(scenario, metric)
+            table = ref.outcomes[(scenario, metric)].copy()
+            development = ref.development_outcomes(scenario, metric)
             table = pd.concat([table, development]) if development is not None else table
             frames.append(table.groupby(["r", "s", "t"])["p"].mean().rename(metric))
         joined = pd.concat(frames, axis=1).reset_index()
@@ -90,12 +90,12 @@ def _transfer_tables(study: ReferenceStudy) -> dict[str, dict[str, tuple[Knowled
     return out
 
 
-def _baseline_rows(study: ReferenceStudy, task: str) -> tuple[KnowledgeRow, ...]:
+def _baseline_rows(ref: Reference, task: str) -> tuple[KnowledgeRow, ...]:
     rows = []
-    for repetition in study.repetitions:
+    for repetition in ref.repetitions:
         values = {}
         for metric in ("balanced_accuracy", "auroc"):
-            value = study.baseline_or_none(task, metric, repetition)
+            value = ref.baseline_or_none(task, metric, repetition)
             if value is not None:
                 values[metric] = value
         if values:

@@ -414,7 +414,7 @@ class Cloud:
         for task in tasks:
             fingerprint = (self.fingerprint(task, variants=variants, moments=moments)
                            if with_fingerprints and task.has_fingerprint else None)
-            out.append(Task(name=task.name, keywords=task.keywords, num_samples=task.num_images,
+            out.append(Task(name=task.name, keywords=task.keywords, num_images=task.num_images,
                             fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
         return out
 

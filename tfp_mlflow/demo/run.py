@@ -67,7 +67,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend
-    from tfp_mlflow.reference import ReferenceStudy, bundled_reference
+    from tfp_mlflow.reference import Reference, bundled_reference
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     step("fingerprint and contribute sources")
 
     console.print("[bold]2/5[/] importing the published 71-task knowledge (Godau et al.; MIT licence)")
-    study = ReferenceStudy.load(bundled_reference())
+    study = Reference.load(bundled_reference())
     if sum(t.contributor == REFERENCE_CONTRIBUTOR for t in cloud.tasks()) < len(study.tasks):
         with Progress(console=console, transient=True) as bar:
             job = bar.add_task("importing", total=len(study.tasks))

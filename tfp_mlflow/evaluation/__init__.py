@@ -4,7 +4,7 @@ from tfp_mlflow.evaluation.meta_metrics import (
            WIN_RATE_METRICS,
            affinities_from_distances,
 )
-from tfp_mlflow.evaluation.study import Evaluation, bootstrap_ranking, evaluate
+from tfp_mlflow.evaluation.protocol import Evaluation, bootstrap_ranking, evaluate
 
 __all__ = ["META_METRICS", "WIN_RATE_METRICS", "Evaluation", "evaluate", "bootstrap_ranking",
            "affinities_from_distances"]

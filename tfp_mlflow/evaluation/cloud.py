@@ -18,16 +18,16 @@ import pandas as pd
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.reference import BASE_METRICS, ReferenceStudy, ReferenceTask
+from tfp_mlflow.reference import BASE_METRICS, Reference, ReferenceTask
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
-__all__ = ["study_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
+__all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
 
 _SCENARIO_OF_KIND = {s.outcome: s.name for s in list_scenarios()}
 
 
-def study_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> ReferenceStudy:
-    """The cloud's transfer outcomes and baselines in the reference study's form (targets: see the module doc).
+def outcomes_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> Reference:
+    """The cloud's transfer outcomes and baselines in the reference's form (targets: see the module doc).
 
     ``tasks`` restricts both targets and sources (default: every task of the cloud). A repetition without its own
     baseline is compared with the mean of the target's baselines.
@@ -71,11 +71,11 @@ def study_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> 
             mean = float(np.mean(list(measured.values()))) if measured else math.nan
             frame[target] = [measured.get(r, mean) for r in repetitions]
         frames[(metric, True)] = frames[(metric, False)] = frame
-    described = {t.name: ReferenceTask(name=t.name, keywords=t.keywords, num_samples=t.num_images or 0,
+    described = {t.name: ReferenceTask(name=t.name, keywords=t.keywords, num_images=t.num_images or 0,
                                        num_classes=t.num_classes or 0, domain=t.domain or "",
                                        dimensions=math.nan if t.intrinsic_dim is None else t.intrinsic_dim,
                                        dataset=t.name, imbalance_ratio=math.nan) for t in tasks}
-    return ReferenceStudy(root=Path("."), tasks=described, validation=targets,
+    return Reference(root=Path("."), tasks=described, validation=targets,
                           development=[t for t in described if t not in targets], groups={}, shrink_map={},
                           outcomes=outcomes, baselines=frames)
 
@@ -100,13 +100,13 @@ def cloud_distance_matrices(cloud: Cloud, selectors: Sequence[str],
 def evaluate_cloud(cloud: Cloud, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
                    top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0):
     """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank."""
-    from tfp_mlflow.evaluation.study import evaluate
+    from tfp_mlflow.evaluation.protocol import evaluate
     from tfp_mlflow.selectors import get_selector
 
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
     needs_fingerprint = any(get_selector(s).needs_fingerprint for s in selectors)
     tasks = [t for t in cloud.tasks() if t.has_fingerprint or not needs_fingerprint]
-    study = study_from_cloud(cloud, tasks)
+    ref = outcomes_from_cloud(cloud, tasks)
     matrices = cloud_distance_matrices(cloud, selectors, tasks)
-    return evaluate(study, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)
+    return evaluate(ref, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)

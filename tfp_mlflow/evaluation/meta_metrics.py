@@ -1,7 +1,7 @@
 """Meta-metrics of one selector on one case (target, scenario, base metric, repetition), docs/method.md §6.
 
 Each function takes the selector's affinities (higher = closer) and the measured transfer outcomes, both indexed by
-the valid sources, with the study's missing-value semantics: a suggested source without a measured outcome counts
+the valid sources, with the reference's missing-value semantics: a suggested source without a measured outcome counts
 as no gain, makes improvement and regret undefined (NaN) in "avg" mode, and is skipped by percentile and by the
 "best" mode.
 """

@@ -11,9 +11,9 @@ from tfp_mlflow.selectors._registry import (
 )
 from tfp_mlflow.selectors.bkld import BinnedKLD
 from tfp_mlflow.selectors.fid import FID
-from tfp_mlflow.selectors.manual import KeywordIoU
+from tfp_mlflow.selectors.manual import ManualSelector
 from tfp_mlflow.selectors.p2l import P2L, P2LSize
 from tfp_mlflow.selectors.vdna import VDNA
 
 __all__ = ["Selector", "FingerprintSelector", "PreparedSources", "register_selector", "get_selector",
-           "list_selectors", "describe_selector", "BinnedKLD", "KeywordIoU", "P2L", "P2LSize", "VDNA", "FID"]
+           "list_selectors", "describe_selector", "BinnedKLD", "ManualSelector", "P2L", "P2LSize", "VDNA", "FID"]

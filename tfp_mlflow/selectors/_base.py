@@ -19,7 +19,7 @@ from tfp_mlflow.task import Task
 
 __all__ = ["Selector", "PreparedSources", "FingerprintSelector"]
 
-PREPARED_FORMAT = "tfp.prepared/1"
+PREPARED_FORMAT = "tfp.prepared/2"   # 2: sizes are num_images (were num_samples)
 
 
 @dataclass
@@ -32,7 +32,7 @@ class PreparedSources:
         Name of the selector that prepared them (a prepared set is only valid for it).
     names : list of str
         Source names, in input order; all arrays below follow that order.
-    num_samples : ndarray of shape (n_sources,)
+    num_images : ndarray of shape (n_sources,)
     intrinsic_dims : ndarray of shape (n_sources,)
         NaN where unknown.
     spec_id : str or None
@@ -43,7 +43,7 @@ class PreparedSources:
 
     selector: str
     names: list[str]
-    num_samples: np.ndarray
+    num_images: np.ndarray
     intrinsic_dims: np.ndarray
     spec_id: str | None = None
     arrays: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +67,7 @@ class PreparedSources:
         try:
             meta: dict[str, Any] = {"format": PREPARED_FORMAT, "selector": self.selector, "names": self.names,
                                     "spec_id": self.spec_id, "json": {}, "tuples": []}
-            arrays = {"num_samples": self.num_samples, "intrinsic_dims": self.intrinsic_dims}
+            arrays = {"num_images": self.num_images, "intrinsic_dims": self.intrinsic_dims}
             for key, value in self.arrays.items():
                 if isinstance(value, np.ndarray):
                     arrays[f"arrays.{key}"] = value
@@ -101,12 +101,12 @@ class PreparedSources:
             for path in folder.glob("arrays.*.npy"):
                 key = path.name[len("arrays."):-len(".npy")]
                 arrays[key] = array(f"arrays.{key}")
-            prepared = cls(selector=meta["selector"], names=list(meta["names"]), num_samples=array("num_samples"),
+            prepared = cls(selector=meta["selector"], names=list(meta["names"]), num_images=array("num_images"),
                            intrinsic_dims=array("intrinsic_dims"), spec_id=meta["spec_id"], arrays=arrays)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BadInputError(f"prepared sources in {str(folder)!r} cannot be read ({exc}); delete the folder") \
                 from None
-        if len(prepared.num_samples) != len(prepared.names):
+        if len(prepared.num_images) != len(prepared.names):
             raise BadInputError(f"prepared sources in {str(folder)!r} are inconsistent; delete the folder")
         return prepared
 
@@ -139,13 +139,13 @@ class Selector(abc.ABC):
         count = len(sources)
         if count == 0:
             raise BadInputError(f"selector {self.name!r} needs at least one source task")
-        prepared = PreparedSources(selector=self.name, names=[], num_samples=np.zeros(count, dtype=np.int64),
+        prepared = PreparedSources(selector=self.name, names=[], num_images=np.zeros(count, dtype=np.int64),
                                    intrinsic_dims=np.full(count, np.nan))
 
         def walk() -> Iterator[Task]:
             for index, task in enumerate(sources):
                 prepared.names.append(task.name)
-                prepared.num_samples[index] = task.num_samples
+                prepared.num_images[index] = task.num_images
                 if task.intrinsic_dim is not None:
                     prepared.intrinsic_dims[index] = task.intrinsic_dim
                 yield task

@@ -10,10 +10,10 @@ from tfp_mlflow.selectors._base import PreparedSources, Selector
 from tfp_mlflow.selectors._registry import register_selector
 from tfp_mlflow.task import Task
 
-__all__ = ["KeywordIoU"]
+__all__ = ["ManualSelector"]
 
 
-class KeywordIoU(Selector):
+class ManualSelector(Selector):
     """``1 - |K_S ∩ K_T| / |K_S ∪ K_T|`` on keyword sets; two empty sets are at distance 1 (nothing in common).
 
     Needs no fingerprint, so tasks known only by description (the imported reference) can be ranked.
@@ -43,7 +43,7 @@ class KeywordIoU(Selector):
         prepared.arrays.update(membership=membership, sizes=membership.sum(axis=1), vocabulary=column)
         shift = np.zeros(count)
         if self.tiebreak:
-            shift = 1e-3 * rankdata(prepared.num_samples) + 1e-7 * np.arange(count)
+            shift = 1e-3 * rankdata(prepared.num_images) + 1e-7 * np.arange(count)
             known = np.isfinite(prepared.intrinsic_dims)
             shift[known] += 1e-5 * rankdata(prepared.intrinsic_dims[known])
         prepared.arrays["shift"] = shift
@@ -59,5 +59,5 @@ class KeywordIoU(Selector):
 
 @register_selector("manual", "keyword intersection over union with the study's size tie-breakers (no fingerprint "
                              "needed)")
-def manual() -> KeywordIoU:
-    return KeywordIoU()
+def manual() -> ManualSelector:
+    return ManualSelector()

@@ -56,7 +56,7 @@ class P2LSize(P2L):
             affinity[usable] = -distance[usable]
             return -affinity
         affinity[usable] = self.similarity_weight * -_zscore(distance[usable])
-        sizes = prepared.num_samples[usable].astype(np.float64)
+        sizes = prepared.num_images[usable].astype(np.float64)
         if (sizes > 0).all() and np.ptp(sizes) > 0:
             affinity[usable] += self.size_weight * _zscore(scipy.stats.boxcox(sizes)[0])
         return -affinity

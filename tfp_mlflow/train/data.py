@@ -149,8 +149,8 @@ class ImageClassificationData(torch.utils.data.Dataset):
         return self.transform(image=image)["image"], int(self.labels[index]), self.task
 
 
-def mixed_sampler(sizes: Sequence[int], num_samples: int, seed: int) -> torch.utils.data.WeightedRandomSampler:
+def mixed_sampler(sizes: Sequence[int], draws: int, seed: int) -> torch.utils.data.WeightedRandomSampler:
     """Sampler over a ConcatDataset of tasks that draws each task with equal probability (co-training)."""
     weights = torch.cat([torch.full((size,), 1.0 / (len(sizes) * size), dtype=torch.float64) for size in sizes])
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
+    return torch.utils.data.WeightedRandomSampler(weights, draws, replacement=True, generator=generator)

@@ -1,7 +1,7 @@
-"""Scoring task selectors against measured transfer outcomes, as the study did (docs/method.md §6).
+"""Scoring task selectors against measured transfer outcomes, as the reference did (docs/method.md §6).
 
 :func:`evaluate` takes selectors as distance matrices (rows sources, columns targets) and a
-:class:`~tfp_mlflow.reference.ReferenceStudy`, scores every case (validation target x repetition x scenario x base
+:class:`~tfp_mlflow.reference.Reference`, scores every case (validation target x repetition x scenario x base
 metric), and summarises: gain curves (Fig. 4 top), win rates (Supplementary Table 4), meta-metric means, setup
 stability and a bootstrap ranking ("aggregate then rank", Fig. 5).
 """
@@ -29,7 +29,7 @@ from tfp_mlflow.evaluation.meta_metrics import (
     top_k_score,
     weighted_tau,
 )
-from tfp_mlflow.reference import BASE_METRICS, ReferenceStudy
+from tfp_mlflow.reference import BASE_METRICS, Reference
 from tfp_mlflow.scenarios import scenario_names
 
 __all__ = ["Evaluation", "evaluate", "STABILITY_COMPONENTS"]
@@ -187,11 +187,11 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, top_k_shots: int = 3,
+def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame], *, top_k_shots: int = 3,
              bootstraps: int = 1000, seed: int = 0, measured_only: bool = False) -> Evaluation:
-    """Score selectors (name → distance matrix, rows sources, columns targets) on the study's validation targets.
+    """Score selectors (name → distance matrix, rows sources, columns targets) on the reference's validation targets.
 
-    Targets are looked up under their shrunk name where the study shrank them; the valid sources of a target
+    Targets are looked up under their shrunk name where the reference shrank them; the valid sources of a target
     exclude itself and the tasks sharing its images. ``measured_only`` (a user's cloud, where few pairs were
     run) keeps, per case, only the sources whose outcome was measured, and skips cases with fewer than two.
     """
@@ -201,21 +201,21 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
         raise BadInputError(f"--top-k must lie between 1 and {MAX_SHOTS}, got {top_k_shots}")
     affinities = {}
     for name, distances in selectors.items():
-        missing_targets = [t for t in study.validation if study.shrink_map.get(t, t) not in distances.columns]
-        missing_sources = [t for t in study.tasks if t not in distances.index]
+        missing_targets = [t for t in ref.validation if ref.shrink_map.get(t, t) not in distances.columns]
+        missing_sources = [t for t in ref.tasks if t not in distances.index]
         if missing_targets or missing_sources:
             what = (f"target column {missing_targets[0]!r}" if missing_targets else
                     f"source row {missing_sources[0]!r}")
-            raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the study's "
+            raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the reference's "
                                 f"tasks and columns its targets (shrunk names where shrunk)")
         affinities[name] = affinities_from_distances(distances)
     score_rows, gain_rows, delta_rows = [], [], []
     for scenario in scenario_names():
         for metric in BASE_METRICS:
-            for repetition in study.repetitions:
-                outcomes = study.outcome_table(scenario, metric, repetition)
-                for target in study.validation:
-                    valid = study.valid_sources(target)
+            for repetition in ref.repetitions:
+                outcomes = ref.outcome_table(scenario, metric, repetition)
+                for target in ref.validation:
+                    valid = ref.valid_sources(target)
                     measured = (outcomes[target] if target in outcomes.columns
                                 else pd.Series(np.nan, index=outcomes.index)).reindex(valid)
                     if measured_only:
@@ -223,10 +223,10 @@ def evaluate(study: ReferenceStudy, selectors: Mapping[str, pd.DataFrame], *, to
                         valid = measured.index.tolist()
                         if len(valid) < 2:
                             continue
-                    baseline = study.baseline(target, metric, repetition)
+                    baseline = ref.baseline(target, metric, repetition)
                     case = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
                     for name, table in affinities.items():
-                        affinity = table[study.shrink_map.get(target, target)].reindex(valid)
+                        affinity = table[ref.shrink_map.get(target, target)].reindex(valid)
                         ranked = top_k(affinity, MAX_SHOTS)
                         suggested = ranked[:top_k_shots]
                         for meta in META_METRICS:
