@@ -17,5 +17,6 @@ def test_readme_starts_with_two_commands_that_ci_runs():
     install_and_run, tests = _readme_commands()[:2]
     ci = ROOT.joinpath(".ci/run").read_text()
     assert install_and_run.startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e")
-    assert '.venv/bin/pip install -q -c constraints.txt -e ".[test]"' in ci
+    assert '.venv/bin/pip install -q -c constraints.txt -e ".[test]" -e ./plugins/tfp-mlflow-plugins' in ci
+    assert '-e ".[test]" -e ./plugins/tfp-mlflow-plugins' in install_and_run
     assert tests in ci.splitlines()
