@@ -1,5 +1,6 @@
 """The published knowledge base of the 71-task study, the reference (Godau et al.), read from a folder laid out like
-the copy shipped in ``tfp_mlflow/data/reference/`` (MIT): tasks, protocol, transfer outcomes, baselines, distances and policies.
+the copy shipped in ``tfp_mlflow/data/reference/`` (MIT): tasks, protocol, transfer outcomes, baselines, distances
+and policies.
 
 Everything is parsed without ``eval`` (keywords with :func:`ast.literal_eval`) and checked on the way in, so a
 damaged copy fails with one line naming the file. Torch-free.

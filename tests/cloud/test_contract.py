@@ -121,7 +121,8 @@ def test_spec_mismatch_is_refused(store, fingerprints, small_spec, make_fingerpr
 def test_bad_knowledge_is_refused_before_anything_is_written(store):
     with pytest.raises(BadInputError, match="outside"):
         store.contribute(None, name="t", keywords=["x"], knowledge=[
-            Knowledge("t", KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture="resnet18", balanced_accuracy=1.7),))])
+            Knowledge("t", KnowledgeKind.ARCHITECTURE,
+                      (KnowledgeRow(architecture="resnet18", balanced_accuracy=1.7),))])
     with pytest.raises(BadInputError, match="impossible"):
         store.contribute(None, name="t", keywords=["x"], num_images=3, num_classes=10)
     assert store.tasks() == [] and store.find_runs(Kind.KNOWLEDGE) == []

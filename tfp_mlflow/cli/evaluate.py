@@ -12,7 +12,8 @@ from tfp_mlflow.errors import BadInputError
 
 @main.command("evaluate")
 @click.option("--reference", "reference_dir", type=click.Path(file_okay=False),
-              help="Folder laid out like the shipped reference (tasks, protocol, exp/, policies/; default: the copy shipped with tfp-mlflow).")
+              help="Folder laid out like the shipped reference (tasks, protocol, exp/, policies/; default: the "
+                   "copy shipped with tfp-mlflow).")
 @click.option("--selector", "selector_files", multiple=True, metavar="NAME=PATH.csv",
               help="A selector's distance matrix (rows sources, columns targets); repeatable.")
 @click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",

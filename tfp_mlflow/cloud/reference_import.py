@@ -1,5 +1,5 @@
-"""Load the reference (the published 71-task study) into a cloud: tasks without fingerprints, their transfer outcomes, baselines
-and augmentation policies, each with its provenance.
+"""Load the reference (the published 71-task study) into a cloud: tasks without fingerprints, their transfer outcomes,
+baselines and augmentation policies, each with its provenance.
 
 Idempotent: knowledge is deduplicated by content and a task whose description is unchanged is not re-contributed,
 so a second import writes nothing. The architecture experiment gives, per (source, target), the target's outcome

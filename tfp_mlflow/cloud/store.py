@@ -195,7 +195,8 @@ class Cloud:
             if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
                 said = getattr(exc, "message", "")  # tfp-basic-auth's own reason, when it gave one
                 raise CloudError(said if "may not contribute as" in said else
-                                 f"MLflow user {current_contributor()!r} may not write to experiment {experiment} "
+                                 f"MLflow user {current_contributor()!r} may not write to experiment "
+                                 f"{experiment or self.experiment} "
                                  f"at {self.uri}; ask an admin for EDIT permission on it") from None
             raise
 

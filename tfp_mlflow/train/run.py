@@ -100,8 +100,9 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
     source = (split_task(config.source_data, seed=config.seed, val_fraction=config.val_fraction)
               if config.source_data else None)
     hook = training_hook(config.scenario)
-    network, weights_source, (mean, std) = build_network(config.architecture, hook.heads(target, source), weights=config.weights,
-                                                         from_scratch=config.from_scratch, truncate=config.truncate)
+    network, weights_source, (mean, std) = build_network(config.architecture, hook.heads(target, source),
+                                                         weights=config.weights, from_scratch=config.from_scratch,
+                                                         truncate=config.truncate)
     cloud = cloud or Cloud(tracking_uri)
     tags = {Tag.TASK: target.name, Tag.SCENARIO: config.scenario, Tag.SOURCE: config.source,
             Tag.ARCHITECTURE: config.architecture, Tag.POLICY_ID: config.policy_id}

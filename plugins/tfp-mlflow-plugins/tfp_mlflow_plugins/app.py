@@ -7,7 +7,7 @@ calls an ``mlflow.app`` entry point as a factory. Our factories build that same 
 MLflow untouched.
 
 The ``/tfp/`` routes read the cloud as a client of this very server, forwarding the caller's credentials (see
-:class:`tfp_mlflow_plugins.request_header.ForwardedCredentials`): with authentication on, a user sees exactly what MLflow
+:class:`.request_header.ForwardedCredentials`): with authentication on, a user sees exactly what MLflow
 lets that user read, and the server's artifact store, backend and cache are used as they are configured.
 """
 from __future__ import annotations
