@@ -12,26 +12,13 @@ from typing import Any, Callable, Sequence
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
-from tfp_mlflow.cloud.schema import (
-    BASE_METRICS,
-    RECOMMENDATION_EXPERIMENT,
-    Artifact,
-    Kind,
-    KnowledgeKind,
-    Metric,
-    Tag,
-)
+from tfp_mlflow.cloud.schema import (BASE_METRICS, RECOMMENDATION_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric,
+                                     Param, Tag)
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import RankedSource, rank_sources
-from tfp_mlflow.scenarios import (
-    ITEM_ARCHITECTURE,
-    ITEM_DATA,
-    ITEM_POLICY,
-    get_scenario,
-    scenario_names,
-)
+from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
 
@@ -285,8 +272,8 @@ def _log(cloud: Cloud, result: Recommendation) -> str:
     tags = {Tag.TARGET: result.target["name"], Tag.SELECTOR: result.selector}
     with cloud.record(Kind.RECOMMENDATION, tags, experiment=RECOMMENDATION_EXPERIMENT) as run:
         result.run_id = run.run_id
-        run.log_params({"selector": result.selector, "top_k": result.top_k, "metric": result.metric,
-                        "target": result.target["name"]})
+        run.log_params({Param.SELECTOR: result.selector, Param.TOP_K: result.top_k, Param.METRIC: result.metric,
+                        Param.TARGET: result.target["name"]})
         shown = result.ranking[:10]
         if shown:
             run.log_metrics({Metric.BEST_DISTANCE: shown[0]["distance"]})

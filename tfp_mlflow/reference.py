@@ -17,15 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import get_scenario, list_scenarios
 
-__all__ = ["Reference", "ReferenceTask", "BASE_METRICS", "read_distance_matrix",
+__all__ = ["Reference", "ReferenceTask", "METRIC_CODES", "read_distance_matrix",
            "bundled_reference"]
 
 #: Our scenario names and the reference's experiment names.
 #: Base metrics: our name → the reference's.
-BASE_METRICS = {"balanced_accuracy": "BA", "auroc": "AUROC"}
+#: The base metrics' codes in the reference's file names.
+METRIC_CODES = {Metric.BALANCED_ACCURACY: "BA", Metric.AUROC: "AUROC"}
 STUDY = "Godau et al. 2024, arXiv:2412.08763 (IMSY-DKFZ/task-fingerprinting, MIT licence)"
 
 
@@ -110,7 +112,7 @@ class Reference:
                 if not {"r", "s", "t", "p"} <= set(table.columns):
                     raise BadInputError(f"{str(root / 'exp' / name)!r} lacks the columns r, s, t, p")
                 ref.outcomes[(scenario.name, metric)] = table[["r", "s", "t", "p"]]
-        for metric, code in BASE_METRICS.items():
+        for metric, code in METRIC_CODES.items():
             for shrunk in (True, False):
                 path = root / "exp" / f"load_baseline_experiment%{code}%{shrunk}%True.csv"
                 ref.baselines[(metric, shrunk)] = _read_csv(path)
@@ -136,7 +138,7 @@ class Reference:
         """The task's no-transfer performance (validation or development files), ``None`` when not measured."""
         for validation in ("True", "False"):
             for shrunk in ("True", "False"):
-                path = self.root / "exp" / f"load_baseline_experiment%{BASE_METRICS[metric]}%{shrunk}%{validation}.csv"
+                path = self.root / "exp" / f"load_baseline_experiment%{METRIC_CODES[metric]}%{shrunk}%{validation}.csv"
                 table = self._cached_csv(path)
                 if table is not None and task in table.columns and repetition in table.index:
                     value = table.loc[repetition, task]
@@ -244,4 +246,4 @@ def _outcome_file(scenario: str, metric: str, *, validation: bool) -> str:
     """
     entry = get_scenario(scenario)
     shrunk = "%True" if entry.shrunk_flag else ""
-    return f"load_{entry.reference_file}_experiment%{BASE_METRICS[metric]}{shrunk}%{validation}.csv"
+    return f"load_{entry.reference_file}_experiment%{METRIC_CODES[metric]}{shrunk}%{validation}.csv"

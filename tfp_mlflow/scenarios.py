@@ -87,7 +87,7 @@ def get_scenario(name: str) -> Scenario:
 
 
 def list_scenarios() -> list[Scenario]:
-    """Every scenario, in the reference study's order (architecture, pretraining, augmentation, co-training)."""
+    """Every scenario, in the reference's order (architecture, pretraining, augmentation, co-training)."""
     return list(_REGISTRY.values())
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfp_mlflow import get_selector
+from tfp_mlflow import get_selector, list_selectors, rank_sources
 from tfp_mlflow.cli import main
 
 # Runs the CLI as if torch were not installed: any import of torch (or torchvision, timm) fails.
@@ -30,12 +31,14 @@ def fingerprint_files(tasks, tmp_path):
     return [task.fingerprint.save(tmp_path / f"{task.name}.npz") for task in tasks]
 
 
-def test_distances_ranks_sources_for_a_target(fingerprint_files):
+def test_distances_ranks_sources_for_a_target(fingerprint_files, tasks):
     result = CliRunner().invoke(main, ["distances", *map(str, fingerprint_files[1:]), "--target",
                                        str(fingerprint_files[0]), "--top-k", "3"])
     assert result.exit_code == 0, result.output
     assert "sources for task0 by bkld-small-target" in result.output
-    assert result.output.count("task") >= 4 and "task0 " not in result.output.split("\n", 2)[-1]
+    shown = [(int(rank), name) for rank, name in re.findall(r"^│\s*(\d+)\s*│\s*(\S+)\s*│", result.output, re.M)]
+    expected = rank_sources(get_selector("bkld-small-target"), tasks[0], tasks[1:], top_k=3)
+    assert shown == [(entry.rank, entry.name) for entry in expected]      # the same order, position by position
 
 
 def test_distances_csv_is_the_selector_matrix_with_zero_diagonal(fingerprint_files, tasks, tmp_path):
@@ -62,9 +65,9 @@ def test_inspect_summarises_and_draws(fingerprint_files, tmp_path):
 def test_selectors_lists_every_registered_selector():
     result = CliRunner().invoke(main, ["selectors"])
     assert result.exit_code == 0
-    for name in ("bkld-small-target", "bkld-large-source", "bkld-large-unweighted", "manual", "p2l", "p2l-size",
-                 "vdna", "fid"):
-        assert name in result.output
+    names = re.findall(r"^│ (\S+)\s+│", result.output, re.M)     # the name column, by exact name
+    assert sorted(names) == sorted(list_selectors()) == sorted(
+        ["bkld-small-target", "bkld-large-source", "bkld-large-unweighted", "manual", "p2l", "p2l-size", "vdna", "fid"])
 
 
 def test_bad_files_give_one_line_and_exit_2_from_the_cli(bad_catalogue):

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
@@ -176,7 +177,7 @@ def test_baseline_trains_logs_a_complete_run_and_a_loadable_model(cloud, data):
     assert again.balanced_accuracy == result.balanced_accuracy
 
 
-@pytest.mark.parametrize("scenario", ["architecture", "augmentation", "pretraining", "cotraining"])
+@pytest.mark.parametrize("scenario", scenario_names())
 def test_each_scenario_trains_from_a_recommendation_and_lands_in_the_cloud(scenario, cloud, data, recommendation,
                                                                            reference_policy):
     base = TrainConfig(target=str(data["target"]), **TINY)

@@ -5,6 +5,7 @@ import click
 from rich.table import Table
 
 from tfp_mlflow.cli import TRACKING_URI, console, emit_json, err_console, main
+from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.scenarios import scenario_names
 
 
@@ -57,7 +58,7 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--scenario", type=click.Choice(["all", *scenario_names()]),
               default="all", show_default=True)
 @click.option("--keywords", default="", help="The new task's keywords (needed by --selector manual).")
-@click.option("--metric", type=click.Choice(["balanced_accuracy", "auroc"]), default="balanced_accuracy",
+@click.option("--metric", type=click.Choice(BASE_METRICS), default=Metric.BALANCED_ACCURACY,
               show_default=True, help="Base metric that picks a source's best architecture.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Print the stable JSON (or write it to a file: --json=OUT.json).")

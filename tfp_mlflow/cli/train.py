@@ -58,10 +58,9 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
         train,
     )
 
-    if recommendation and scenario in (None, "baseline"):
-        raise BadInputError("--from-recommendation needs --scenario architecture, augmentation, pretraining or "
-                            "cotraining")
-    scenario = scenario or "baseline"
+    if recommendation and scenario in (None, BASELINE):
+        raise BadInputError(f"--from-recommendation needs --scenario {', '.join(scenario_names())}")
+    scenario = scenario or BASELINE
     if scenario == "architecture" and not (architecture or recommendation):
         raise BadInputError("the architecture scenario needs --architecture NAME or --from-recommendation")
     cloud = Cloud(tracking_uri)

@@ -31,7 +31,7 @@ from tfp_mlflow.spec import FingerprintSpec
 
 __all__ = ["Guard", "FingerprintStats", "MAX_PLAUSIBLE_GAIN", "OUTLIER_Z", "MIN_REFERENCE", "parse_trusted"]
 
-#: Largest believable gain of a result over its task's baseline (metric points). The reference study's 117,060
+#: Largest believable gain of a result over its task's baseline (metric points). The reference's 117,060
 #: published transfer outcomes (architecture, augmentation, pretraining, co-training; both metrics, every
 #: repetition, full and shrunk targets) gain at most 0.392 over the target's mean baseline;
 #: ``tests/test_guard.py`` checks that every one stays below.

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_task_name
 
@@ -33,7 +33,7 @@ class KnowledgeRow:
     evidence_run: str = ""
 
     def validate(self, kind: str) -> KnowledgeRow:
-        for name in ("balanced_accuracy", "auroc"):
+        for name in BASE_METRICS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0):
                 raise BadInputError(f"{kind} result {name}={value!r} is outside [0, 1]; give metrics as fractions")

@@ -14,7 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.reference import STUDY, Reference
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
@@ -76,7 +76,7 @@ def _transfer_tables(ref: Reference) -> dict[str, dict[str, tuple[KnowledgeRow, 
     out: dict[str, dict[str, tuple[KnowledgeRow, ...]]] = {}
     for scenario in scenario_names():
         frames = []
-        for metric in ("balanced_accuracy", "auroc"):
+        for metric in BASE_METRICS:
             table = ref.outcomes[(scenario, metric)].copy()
             development = ref.development_outcomes(scenario, metric)
             table = pd.concat([table, development]) if development is not None else table
@@ -94,7 +94,7 @@ def _baseline_rows(ref: Reference, task: str) -> tuple[KnowledgeRow, ...]:
     rows = []
     for repetition in ref.repetitions:
         values = {}
-        for metric in ("balanced_accuracy", "auroc"):
+        for metric in BASE_METRICS:
             value = ref.baseline_or_none(task, metric, repetition)
             if value is not None:
                 values[metric] = value

@@ -92,10 +92,22 @@ KNOWLEDGE_KINDS = (KnowledgeKind.ARCHITECTURE, KnowledgeKind.POLICY, KnowledgeKi
 
 
 class Param:
+    """Run params. Task runs: the first four; the others name what a recommendation, knowledge, study, evaluation
+    or model-ranking run was asked (a training run's params are its :meth:`TrainConfig.params`)."""
+
     NUM_IMAGES = "num_images"
     NUM_CLASSES = "num_classes"
     NUM_DRAWS = "num_draws"
     INTRINSIC_DIM = "intrinsic_dim"
+    ROWS = "rows"                # knowledge runs: rows in the record
+    SELECTOR = "selector"
+    SELECTORS = "selectors"      # evaluation runs
+    TOP_K = "top_k"
+    METRIC = "metric"
+    TARGET = "target"
+    STUDY = "study"              # study runs: the Optuna study's name
+    SPACE = "space"              # study runs: the search space (JSON)
+    LR_FOUND = "lr_found"        # training runs: Lightning's learning-rate finder's suggestion
 
 
 class Metric:

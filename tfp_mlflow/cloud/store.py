@@ -20,25 +20,10 @@ from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
-from tfp_mlflow.cloud.records import (
-    CloudTask,
-    LazyTasks,
-    dataset_input,
-    safe_file,
-    short,
-    task_from_run,
-    validate_knowledge,
-)
+from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
+                                      validate_knowledge)
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import (
-    CLOUD_EXPERIMENT,
-    Artifact,
-    Kind,
-    Metric,
-    Param,
-    Tag,
-    complete_filter,
-)
+from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Metric, Param, Tag, complete_filter
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -368,7 +353,7 @@ class Cloud:
             best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
             if best:
                 run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})
-            run.log_params({"rows": len(knowledge.rows)})
+            run.log_params({Param.ROWS: len(knowledge.rows)})
         return run.run_id
 
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:

@@ -19,15 +19,8 @@ from typing import Any
 
 from rich.console import Console
 
-from tfp_mlflow.demo.cloud import (
-    DEFAULT_PLAN,
-    DemoPlan,
-    contribute_task,
-    demo_space,
-    held_out_task,
-    measure_knowledge,
-    source_tasks,
-)
+from tfp_mlflow.demo.cloud import (DEFAULT_PLAN, DemoPlan, contribute_task, demo_space, held_out_task,
+                                   measure_knowledge, source_tasks)
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
 

@@ -15,10 +15,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Metric
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.reference import BASE_METRICS, Reference, ReferenceTask
+from tfp_mlflow.reference import Reference, ReferenceTask
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
 __all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
@@ -53,11 +53,11 @@ def outcomes_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) 
     outcomes = {key: pd.DataFrame(value, columns=["r", "s", "t", "p"]) for key, value in rows.items()}
     measured_sources: dict[str, set[str]] = {}
     for (_, metric), table in outcomes.items():
-        if metric == "balanced_accuracy":
+        if metric == Metric.BALANCED_ACCURACY:
             for target, group in table.groupby("t"):
                 measured_sources.setdefault(target, set()).update(group["s"])
     targets = sorted(t for t, sources in measured_sources.items()
-                     if len(sources) >= 2 and t in baselines["balanced_accuracy"])
+                     if len(sources) >= 2 and t in baselines[Metric.BALANCED_ACCURACY])
     if not targets:
         raise BadInputError(f"no task of the cloud at {cloud.uri} has a baseline and transfer outcomes from two or "
                             f"more of its other tasks; contribute them with `tfp train --contribute` (the baseline "

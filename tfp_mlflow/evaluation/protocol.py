@@ -20,16 +20,11 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.evaluation.meta_metrics import (
-    META_METRICS,
-    WIN_RATE_METRICS,
-    affinities_from_distances,
-    top_k,
-    top_k_score,
-    weighted_tau,
-)
-from tfp_mlflow.reference import BASE_METRICS, Reference
+from tfp_mlflow.evaluation.meta_metrics import (META_METRICS, WIN_RATE_METRICS, affinities_from_distances, top_k,
+                                                top_k_score, weighted_tau)
+from tfp_mlflow.reference import Reference
 from tfp_mlflow.scenarios import scenario_names
 
 __all__ = ["Evaluation", "evaluate", "STABILITY_COMPONENTS"]
@@ -236,7 +231,7 @@ def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame], *, top_k_sho
                         delta_rows.append({**case, "selector": name, **{
                             f"k{k}": top_k_score("improvement", ranked[:k], measured, baseline, "best")
                             for k in range(1, MAX_SHOTS + 1)}})
-                        if metric == "balanced_accuracy":
+                        if metric == Metric.BALANCED_ACCURACY:
                             gain_rows.append({**case, "selector": name, **{
                                 f"k{k}": top_k_score("gain", ranked[:k], measured, baseline, "best")
                                 for k in range(1, MAX_SHOTS + 1)}})

@@ -3,12 +3,7 @@
 One registry: :func:`get_selector` builds a selector by name, :func:`list_selectors` lists them (``tfp selectors``).
 """
 from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, Selector
-from tfp_mlflow.selectors._registry import (
-           describe_selector,
-           get_selector,
-           list_selectors,
-           register_selector,
-)
+from tfp_mlflow.selectors._registry import describe_selector, get_selector, list_selectors, register_selector
 from tfp_mlflow.selectors.bkld import BinnedKLD
 from tfp_mlflow.selectors.fid import FID
 from tfp_mlflow.selectors.manual import ManualSelector

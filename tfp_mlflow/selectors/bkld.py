@@ -12,12 +12,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.selectors._base import (
-    FingerprintSelector,
-    PreparedSources,
-    nonnegative_l1,
-    xlogx,
-)
+from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, nonnegative_l1, xlogx
 from tfp_mlflow.selectors._registry import register_selector
 from tfp_mlflow.task import Task
 

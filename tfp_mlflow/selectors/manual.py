@@ -21,7 +21,7 @@ class ManualSelector(Selector):
     Parameters
     ----------
     tiebreak : bool
-        Subtract the study's source shifts, as its manual baseline did: ``0.001 * rank(size)``,
+        Subtract the reference's source shifts, as its manual baseline did: ``0.001 * rank(size)``,
         ``1e-5 * rank(intrinsic dimension)`` (average ranks among the sources; unknown dimension: no shift) and
         ``1e-7 * position`` in the source list. The size shift can outweigh small keyword differences (71 sources:
         up to 0.071), which is part of that baseline's behaviour. Without it, many sources tie and the ranking's
@@ -57,7 +57,7 @@ class ManualSelector(Selector):
         return 1.0 - iou - prepared.arrays["shift"]
 
 
-@register_selector("manual", "keyword intersection over union with the study's size tie-breakers (no fingerprint "
+@register_selector("manual", "keyword intersection over union with the reference's size tie-breakers (no fingerprint "
                              "needed)")
 def manual() -> ManualSelector:
     return ManualSelector()

@@ -6,12 +6,7 @@ from typing import Iterator
 import numpy as np
 import scipy.stats
 
-from tfp_mlflow.selectors._base import (
-    FingerprintSelector,
-    PreparedSources,
-    nonnegative_l1,
-    xlogx,
-)
+from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, nonnegative_l1, xlogx
 from tfp_mlflow.selectors._registry import register_selector
 from tfp_mlflow.task import Task
 

