@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.testing.servers import LocalServer, basic_auth
 
 examples = resources.files("tfp_mlflow") / "data" / "examples"
 fingerprints = sorted(Path(str(p)) for p in examples.iterdir() if p.name.endswith(".npz"))
@@ -47,13 +46,7 @@ with LocalServer(home / "plain", app_name="tfp", env={"TFP_CACHE_DIR": str(home 
     assert status == 200 and len(answer["ranking"]) == len(sources), (status, body[:500])
     print(f"mlflow server --app-name tfp: /tfp/ 200; recommend on upload ranked {len(answer['ranking'])} tasks, "
           f"closest {answer['ranking'][0]['source']}")
-admin = ("admin", secrets.token_urlsafe(16))
-config = home / "basic_auth.ini"
-config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{home / 'auth.db'}\n"
-                  f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
-                  "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-       "TFP_CACHE_DIR": str(home / "auth-cache")}
+env, admin = basic_auth(home / "auth")
 with LocalServer(home / "auth", app_name="tfp-basic-auth", env=env) as server:
     status, _ = call(f"{server.url}/tfp/api/tasks")
     assert status == 401, status

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.testing.servers import LocalServer, basic_auth
 from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
 from tfp_mlflow.recommend import recommend
 
@@ -214,13 +214,7 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory, fingerprints, small_spec):
     root = tmp_path_factory.mktemp("auth-server")
-    admin = ("admin", secrets.token_urlsafe(16))
-    config = root / "basic_auth.ini"
-    config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
-                      f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-           "TFP_CACHE_DIR": str(root / "server-cache")}
+    env, admin = basic_auth(root)
     with LocalServer(root, app_name="tfp-basic-auth", env=env) as server:
         os.environ.update(MLFLOW_TRACKING_USERNAME=admin[0], MLFLOW_TRACKING_PASSWORD=admin[1])
         try:

@@ -16,7 +16,26 @@ from typing import Sequence
 
 from tfp_mlflow.errors import CloudError
 
-__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries"]
+__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth"]
+
+
+def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]]:
+    """MLflow basic-auth for a :class:`LocalServer` under ``root``: its environment and the admin's credentials.
+
+    Nobody but the admin has any permission until granted one (``default_permission = NO_PERMISSIONS``).
+    """
+    import secrets
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    admin = ("admin", secrets.token_urlsafe(16))
+    config = root / "basic_auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
+                      f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+           "TFP_CACHE_DIR": str(root / "server-cache")}
+    return env, admin
 
 
 def free_port() -> int:
