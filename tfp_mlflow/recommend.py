@@ -46,6 +46,8 @@ class Recommendation:
     flagged: list[dict[str, Any]] = field(default_factory=list)
     #: The ``--trusted`` contributor patterns (``None``: everyone).
     trusted: list[str] | None = None
+    #: The commands that act on it (``tfp train ... --from-recommendation``, ``tfp tune ...``).
+    next_steps: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}

@@ -87,7 +87,8 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                            scenarios=None if scenario == "all" else (scenario,), metric=metric, samples=samples,
                            rerank=rerank, server=server, trusted=trusted, include_flagged=include_flagged,
                            log=not no_log, progress=json_out != "-",
-                           on_note=lambda line: err_console.print(f"note: {line}"))
+                           on_note=lambda line: err_console.print(f"note: {line}"),
+                           saved_as=json_out if json_out not in (None, "-") else None)
     if emit_json(result.to_json(), json_out, sort_keys=True):
         return
     _print_recommendation(result)
@@ -134,6 +135,10 @@ def _print_recommendation(result) -> None:
                       f"{flag['contributor'] or 'unknown'}: {flag['reason']}", markup=True, highlight=False)
     if result.run_id:
         console.print(f"logged as run {result.run_id} in experiment tfp-recommendations of {result.cloud}")
+    if result.next_steps:
+        console.print("next:")
+        for step in result.next_steps:
+            console.print(f"  {step}", highlight=False, markup=False)
 
 
 @main.command("import-reference")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import uuid
 from dataclasses import asdict
@@ -71,6 +72,9 @@ class Cloud:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
+        # A new SQLite store logs its schema creation at INFO on every first use; tfp's users need not see it.
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = tracking_uri or default_tracking_uri()
         self.experiment = experiment
         if self.uri.startswith("sqlite:///"):

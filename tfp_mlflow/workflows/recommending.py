@@ -1,5 +1,10 @@
 """Recommend for a dataset or a fingerprint: the headline workflow behind ``tfp recommend``, the recipes and the
-server. The target is always fingerprinted with the cloud's spec, so its fingerprint can be compared."""
+server. The target is always fingerprinted with the cloud's spec, so its fingerprint can be compared.
+
+Before a single image is drawn, :func:`plan_query` checks that the cloud can answer: which of its tasks the chosen
+selector can rank, and what would make it answer when none. The embedded default cloud (``./tfp-cloud``, used
+when no cloud is named) holds the reference (the published 71 tasks and their outcomes) from its first query on.
+"""
 from __future__ import annotations
 
 import os
@@ -12,8 +17,10 @@ from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.recommend import Recommendation, recommend
+from tfp_mlflow.selectors import get_selector
 
-__all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file"]
+__all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file", "plan_query", "ensure_reference",
+           "next_steps"]
 
 Target = Fingerprint | str | os.PathLike | None
 
@@ -37,12 +44,72 @@ def target_fingerprint(data: Target, cloud: Cloud, *, samples: int | None = None
                                keywords=list(keywords), progress=progress)
 
 
+def ensure_reference(cloud: Cloud, on_note=None) -> bool:
+    """Import the reference into ``cloud`` when it holds no task at all (idempotent); True when it imported."""
+    if cloud.tasks():
+        return False
+    from tfp_mlflow.cloud.reference_import import import_reference
+    from tfp_mlflow.reference import Reference, bundled_reference
+
+    if on_note is not None:
+        on_note(f"the cloud at {cloud.uri} is new: importing the reference (71 published tasks with their "
+                f"outcomes and policies; about half a minute, once)")
+    import_reference(cloud, Reference.load(bundled_reference()))
+    return True
+
+
+def plan_query(cloud: Cloud, selector: str, keywords: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:
+    """Which selector can answer on this cloud, before any extraction: ``(selector, note)``.
+
+    A fingerprint selector on a cloud whose tasks are all known by keywords only falls back to ``manual`` when
+    the new task's keywords are given (the note says so), and otherwise fails in one line that says what would
+    make the cloud answer. Raises :class:`BadInputError` the same way for an empty cloud.
+    """
+    chooser = get_selector(selector)
+    tasks = cloud.tasks()
+    if not tasks:
+        raise BadInputError(f"the cloud at {cloud.uri} holds no task yet: `tfp import-reference` loads the 71 "
+                            f"published tasks (ranked by --keywords), `tfp contribute` adds yours; for an "
+                            f"architecture without any cloud, `tfp rank-models DATA`")
+    if not chooser.needs_fingerprint:
+        if not keywords:
+            raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords "
+                                "(modality, anatomy, what is labelled: --keywords chest,x-ray)")
+        return selector, None
+    if not has_target:
+        raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, or "
+                            f"use --selector manual with --keywords")
+    if any(t.has_fingerprint for t in tasks):
+        return selector, None
+    if keywords:
+        return "manual", (f"none of the cloud's {len(tasks)} tasks has a fingerprint, so they were ranked by "
+                          f"keywords (manual) and no image was drawn")
+    raise BadInputError(f"none of the {len(tasks)} tasks of the cloud at {cloud.uri} has a fingerprint, so "
+                        f"{selector} cannot rank them; give the new task's --keywords (e.g. --keywords chest,x-ray) "
+                        f"to rank them by keywords, or `tfp contribute` fingerprinted tasks")
+
+
+def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -> list[str]:
+    """The commands that act on a recommendation (``saved_as``: where its JSON is, or will be, written)."""
+    data = data or "DATA"
+    rec = saved_as or "rec.json"
+    steps = [] if saved_as else [f"save this recommendation: add --json {rec} to the same command"]
+    for scenario, block in result.scenarios.items():
+        if block.get("items"):
+            steps.append(f"tfp train {data} --scenario {scenario} --from-recommendation {rec} --rank 1 --contribute")
+    if result.scenarios.get("architecture", {}).get("items") or result.scenarios.get("augmentation", {}).get("items"):
+        steps.append(f"tfp tune {data} --n-trials 8      # a study warm-started from the same suggestions")
+    if not any(block.get("items") for block in result.scenarios.values()):
+        steps.append(f"tfp rank-models {data}      # architecture advice from your own images, without a cloud")
+    return steps
+
+
 def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keywords: Sequence[str] | str = (),
                   name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
                   scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None,
                   trusted: str | Sequence[str] | None = None, include_flagged: bool = False, log: bool = True,
-                  progress: bool = True, on_note=None) -> Recommendation:
+                  progress: bool = True, on_note=None, saved_as: str | None = None) -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -58,7 +125,9 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     server : str, optional
         Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app.
     on_note : callable, optional
-        Receives one-line notes meant for people (a fallback taken).
+        Receives one-line notes meant for people (a fallback taken, the reference imported).
+    saved_as : str, optional
+        Where the caller writes the JSON; the recommendation's ``next_steps`` refer to it.
 
     Example
     -------
@@ -66,18 +135,30 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     >>> recommend_for("data/fundus_1", top_k=3).scenarios["architecture"]["items"][0]["architecture"]
     'tf_efficientnet_lite1'
     """
+    embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if not isinstance(cloud, Cloud):
         cloud = Cloud(server or cloud)
+    if embedded:
+        ensure_reference(cloud, on_note)
     words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str) else list(keywords))
-    target = target_fingerprint(data, cloud, samples=samples, name=name, keywords=words, progress=progress)
+    dataset = None if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data) else str(data)
+    if data is not None and dataset is None:
+        data = target_fingerprint(data, cloud)               # a file: loaded, nothing drawn
+        words = words or list(data.keywords)
+    selector, fallback = plan_query(cloud, selector, words, has_target=data is not None)
+    if fallback and on_note is not None:
+        on_note(fallback)
+    target = data if isinstance(data, Fingerprint) else None
+    if dataset is not None and get_selector(selector).needs_fingerprint:
+        target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress)
     reranker = None
     if rerank:
         from tfp_mlflow.extract.probe import transferability_reranker
 
-        if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data):
+        if dataset is None:
             raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
                                 "(a folder of class folders or a CSV manifest), not a fingerprint")
-        reranker = transferability_reranker(str(data), rerank)
+        reranker = transferability_reranker(dataset, rerank)
     if server and reranker is None:
         from tfp_mlflow.cloud.remote import recommend_on_server
 
@@ -88,8 +169,16 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
                                       metric=metric, keywords=",".join(words), name=name, log=log, trusted=trusted,
                                       include_flagged=include_flagged)
         if payload is not None:
-            return Recommendation.from_json(payload)
+            result = Recommendation.from_json(payload)
+            result.next_steps = next_steps(result, dataset, saved_as)
+            return result
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
-    return recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
-                     metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged)
+    if target is None and name is None and dataset is not None:
+        name = Path(dataset).name
+    result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
+                       metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged)
+    if fallback:
+        result.notes.append(fallback)
+    result.next_steps = next_steps(result, dataset, saved_as)
+    return result

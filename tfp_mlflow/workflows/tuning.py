@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.store import DEFAULT_HOME
 from tfp_mlflow.fingerprint import validate_keywords
-from tfp_mlflow.workflows.recommending import recommend_for
+from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.workflows.recommending import plan_query, recommend_for
 
 __all__ = ["tune_for", "default_storage", "WARM_START_DRAWS"]
 
@@ -66,10 +67,15 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     if warm_start:
         words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str)
                                   else list(keywords))
-        target = None if selector == "manual" else (fingerprint or str(data))
-        recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
-                                       top_k=top_k, scenarios=("architecture", "augmentation"),
-                                       samples=WARM_START_DRAWS, progress=False).to_json()
+        try:   # before any image is drawn: can the cloud answer at all?
+            plan_query(cloud, selector, words, has_target=True)
+        except BadInputError as exc:
+            note(f"no warm start: {exc}")
+        else:
+            target = None if selector == "manual" else (fingerprint or str(data))
+            recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
+                                           top_k=top_k, scenarios=("architecture", "augmentation"),
+                                           samples=WARM_START_DRAWS, progress=False, on_note=note).to_json()
     return run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}",
                      storage=storage or default_storage(cloud), n_trials=n_trials, recommendation=recommendation,
                      top_k=top_k, widen=widen, seed=seed, contribute=contribute, heartbeat=heartbeat,

@@ -1,0 +1,70 @@
+"""Day one: `tfp recommend` checks that the cloud can answer before drawing a single image, falls back to the
+keywords when only keyword tasks could answer, holds the reference in the embedded default cloud from the first
+query, and ends with the commands that act on its answer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tfp_mlflow.cli import main
+from tfp_mlflow.cloud import Cloud
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def unreadable_dataset(tmp_path):
+    """A dataset whose images cannot be decoded: any attempt to fingerprint it fails, naming a file."""
+    for label in ("a", "b"):
+        folder = tmp_path / "new_task" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            (folder / f"{i}.png").write_bytes(b"not a png")
+    return tmp_path / "new_task"
+
+
+def test_an_empty_cloud_fails_in_one_line_before_any_image_is_read(unreadable_dataset, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    result = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--tracking-uri", uri])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "holds no task yet" in result.output
+    assert "tfp import-reference" in result.output and "png" not in result.output   # no image was opened
+
+
+def test_keyword_only_tasks_are_ranked_by_keywords_without_extraction(unreadable_dataset, tmp_path):
+    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    for name, keywords in [("chest_a", ["x-ray", "chest"]), ("skin_a", ["skin", "dermoscopy"])]:
+        cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
+    without = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--tracking-uri", cloud.uri])
+    assert without.exit_code == 2 and "has a fingerprint" in without.output and "--keywords" in without.output
+    with_keywords = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--keywords", "x-ray,chest",
+                                              "--tracking-uri", cloud.uri, "--no-log", "--json", "-"])
+    assert with_keywords.exit_code == 0, with_keywords.output
+    payload = json.loads(with_keywords.stdout)
+    assert payload["selector"] == "manual" and [r["source"] for r in payload["ranking"]] == ["chest_a", "skin_a"]
+    assert any("ranked by keywords (manual) and no image was drawn" in n for n in payload["notes"])
+    assert payload["target"]["name"] == "new_task"
+
+
+def test_the_embedded_cloud_answers_the_first_query_from_the_reference(unreadable_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("TFP_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "rec.json"
+    result = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--keywords", "chest,x-ray",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert (tmp_path / "tfp-cloud" / "mlflow.db").is_file() and payload["selector"] == "manual"
+    assert payload["ranking"][0]["source"].startswith("chexpert_") and payload["ranking"][0]["contributor"] == \
+        "reference:godau2024"
+    policies = payload["scenarios"]["augmentation"]["items"]
+    assert len(policies) == 3 and all(p["evidence"]["provenance"].startswith("Godau") for p in policies)
+    assert f"tfp train {unreadable_dataset} --scenario augmentation --from-recommendation {out} --rank 1 " \
+           f"--contribute" in payload["next_steps"]
+    assert "next:" in result.output and "importing the reference" in result.output
+    again = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "skin", "--no-log"])
+    assert again.exit_code == 0 and "importing the reference" not in again.output         # imported once
+    assert len(Cloud(f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}").tasks()) == 71
