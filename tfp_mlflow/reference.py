@@ -166,7 +166,7 @@ class Reference:
         return sorted({int(r) for table in self.outcomes.values() for r in table["r"].unique()})
 
     def distance_files(self) -> dict[str, Path]:
-        """The distance matrices shipped with the ref, by selector name (file stem)."""
+        """The distance matrices shipped with the reference, by selector name (file stem)."""
         folder = self.root / "distances"
         return {p.stem: p for p in sorted(folder.glob("*.csv"))} if folder.is_dir() else {}
 

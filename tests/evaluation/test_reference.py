@@ -181,3 +181,16 @@ def test_evaluate_cli_writes_json_and_plots(reference, tmp_path):
     assert (tmp_path / "plots" / "bootstrap_ranks.png").is_file()
     bad = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--selector", "oops"])
     assert bad.exit_code == 2 and "NAME=PATH.csv" in bad.output
+
+
+def test_evaluate_compares_the_shipped_distances_with_manual_by_default(reference):
+    shipped = reference / "distances" / "bkld-small-target.csv"
+    explicit = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--bootstraps", "10", "--json",
+                                         "--selector", f"bkld-small-target={shipped}", "--builtin", "manual"])
+    default = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--bootstraps", "10", "--json"])
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["win_rates"] == json.loads(explicit.stdout)["win_rates"]
+    alone = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--bootstraps", "10", "--builtin",
+                                      "manual", "--json"])
+    assert alone.exit_code == 0 and "with manual alone every win rate is 100 %" in alone.stderr
+    assert set(json.loads(alone.stdout)["win_rates"]["manual"].values()) == {100.0}

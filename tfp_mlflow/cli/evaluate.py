@@ -6,7 +6,7 @@ import contextlib
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import console, emit_json, main
+from tfp_mlflow.cli import console, emit_json, err_console, main
 from tfp_mlflow.errors import BadInputError
 
 
@@ -15,7 +15,8 @@ from tfp_mlflow.errors import BadInputError
               help="Folder laid out like the shipped reference (tasks, protocol, exp/, policies/; default: the "
                    "copy shipped with tfp-mlflow).")
 @click.option("--selector", "selector_files", multiple=True, metavar="NAME=PATH.csv",
-              help="A selector's distance matrix (rows sources, columns targets); repeatable.")
+              help="A selector's distance matrix (rows sources, columns targets); repeatable. Without --selector "
+                   "and --builtin: the reference's shipped bKLD(small,target) distances against manual.")
 @click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",
               help="Add one of our selectors: manual (from the task descriptions); with --cloud any registered "
                    "selector (default there: manual and bkld-small-target).")
@@ -37,11 +38,7 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
-    from tfp_mlflow.reference import (
-        Reference,
-        bundled_reference,
-        read_distance_matrix,
-    )
+    from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
 
     if on_cloud:
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
@@ -61,6 +58,12 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         matrices[name] = read_distance_matrix(path)
     for name in builtins:
         matrices[name] = ref.manual_matrix()
+    if not matrices:   # the default: the reference's shipped distances against manual (Fig. 4 and Table 4)
+        matrices = {name: read_distance_matrix(path) for name, path in ref.distance_files().items()}
+        matrices["manual"] = ref.manual_matrix()
+    if len(matrices) == 1:
+        err_console.print(f"note: win rates compare selectors; with {next(iter(matrices))} alone every win rate is "
+                          f"100 % (add --selector NAME=PATH.csv or --builtin manual)")
     with console.status("scoring selectors on the validation targets", spinner="dots") if json_out != "-" \
             else contextlib.nullcontext():
         result = evaluate(ref, matrices, top_k_shots=top_k, bootstraps=bootstraps)

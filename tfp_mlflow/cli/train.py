@@ -50,13 +50,7 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.policies import read_policy
-    from tfp_mlflow.train import (
-        DEFAULT_ARCHITECTURE,
-        TrainConfig,
-        config_from_recommendation,
-        resolve_source,
-        train,
-    )
+    from tfp_mlflow.train import DEFAULT_ARCHITECTURE, TrainConfig, config_from_recommendation, resolve_source, train
 
     if recommendation and scenario in (None, BASELINE):
         raise BadInputError(f"--from-recommendation needs --scenario {', '.join(scenario_names())}")

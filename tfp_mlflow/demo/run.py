@@ -53,10 +53,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``."""
     from rich.progress import Progress
 
-    from tfp_mlflow.cloud.reference_import import (
-        REFERENCE_CONTRIBUTOR,
-        import_reference,
-    )
+    from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend

@@ -43,12 +43,7 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     :class:`~tfp_mlflow.tune.StudyResult`. Several processes with the same ``study_name`` and ``storage`` share
     one study (each runs trials until ``n_trials`` have finished)."""
     from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import (
-        PAPER_ARCHITECTURES,
-        SearchSpace,
-        loadable_architectures,
-        run_study,
-    )
+    from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
     from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
 
     cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
