@@ -102,7 +102,7 @@ _HOOKS = "tfp_mlflow.train.scenarios"
 register_scenario(Scenario(
     "architecture", "architecture", ITEM_ARCHITECTURE, KnowledgeKind.ARCHITECTURE_TRANSFER, "arch", True,
     f"{_HOOKS}:TARGET_ONLY",
-    "the reference study publishes transfer outcomes with each source's best architecture, not that "
+    "the reference publishes transfer outcomes with each source's best architecture, not that "
     "architecture's timm name; no name is recommended for reference tasks"))
 register_scenario(Scenario(
     "pretraining", "pretraining", ITEM_DATA, KnowledgeKind.PRETRAINING, "pretrain", False,

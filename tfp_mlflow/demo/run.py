@@ -51,7 +51,7 @@ class DemoResult:
 def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, seed: int = 0,
              console: Console | None = None) -> DemoResult:
     """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``."""
-    from rich.progress import Progress
+    from tfp_mlflow.progress import Progress
 
     from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
     from tfp_mlflow.cloud.store import Cloud

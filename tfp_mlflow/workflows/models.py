@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind, Tag
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.progress import Progress
 
 __all__ = ["rank_models", "MODEL_RANKING_SCHEMA"]
 
@@ -24,8 +25,6 @@ def rank_models(data: str | os.PathLike, cloud: Cloud | str | None = None, *,
                 progress: bool = True, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score ``candidates`` (default: the cloud's known architectures and the offline ones whose weights load
     here) on ``data``; returns the ranking payload (best first by ``scores[0]``) with the run it was logged as."""
-    from rich.progress import Progress
-
     from tfp_mlflow.extract.probe import probe_model
     from tfp_mlflow.transferability import SCORES, score
     from tfp_mlflow.tune import loadable_architectures

@@ -146,8 +146,6 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
         data = target_fingerprint(data, cloud)               # a file: loaded, nothing drawn
         words = words or list(data.keywords)
     selector, fallback = plan_query(cloud, selector, words, has_target=data is not None)
-    if fallback and on_note is not None:
-        on_note(fallback)
     target = data if isinstance(data, Fingerprint) else None
     if dataset is not None and get_selector(selector).needs_fingerprint:
         target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress)
