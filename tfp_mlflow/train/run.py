@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
 import torch
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
@@ -162,6 +163,15 @@ class _History(pl.Callback):
                           "epoch_seconds": time.perf_counter() - self._started})
 
 
+class _EpochBar(RichProgressBar):
+    """Lightning's rich bar counting epochs from 1, as the run's summary and metrics do ("Epoch 3/3", best epoch 3)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        last = self.trainer.max_epochs
+        return super()._get_train_description(current_epoch).replace(
+            f"Epoch {current_epoch}/{last - 1}", f"Epoch {current_epoch + 1}/{last}")
+
+
 def epoch_images_per_second(seconds: list[float], images: int) -> float:
     """Steady-state throughput: training images of one epoch over the median epoch time, the first (warm-up)
     epoch left out when there are more."""
@@ -170,10 +180,10 @@ def epoch_images_per_second(seconds: list[float], images: int) -> float:
 
 
 def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std,
-         tracking_uri: str, run: RunRecorder, *, epochs: int, prefix: str, progress: bool, callbacks: Sequence[pl.Callback] = ()
-         ) -> tuple[list[dict[str, float]], float]:
+         tracking_uri: str, run: RunRecorder, *, epochs: int, prefix: str, progress: bool,
+         callbacks: Sequence[pl.Callback] = ()) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
     train_loader, val_loader = _loaders(config, task, cotrain, mean, std)
@@ -184,7 +194,7 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
                                      save_weights_only=True)
-        callbacks = [checkpoint, history, *callbacks] + ([RichProgressBar()] if progress else [])
+        callbacks = [checkpoint, history, *callbacks] + ([_EpochBar()] if progress else [])
         with _quiet():
             trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=progress,
                                  enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
