@@ -1,6 +1,7 @@
 """`tfp tune`: warm start from the recommender, RDB storage shared by workers, nested MLflow runs, best to the cloud."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -205,3 +206,16 @@ def test_a_winning_policy_becomes_the_targets_own_recommendable_policy(setup):
     rec = recommend(cloud, keywords=KEYWORDS, name="fundus_other", selector="manual", top_k=3, log=False)
     sources = [i["source"] for i in rec.scenarios["augmentation"]["items"]]
     assert "fundus_tuned" in sources
+
+
+def test_a_study_of_another_cloud_is_a_one_line_error_before_any_trial(setup, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    other = Cloud(f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}")
+    space = dataclasses.replace(setup["space"], policies=(NO_POLICY,), truncate=(None,))
+    run_study(setup["base"], other, space, study_name="shared-name", storage=storage, n_trials=1, contribute=False)
+    with pytest.raises(BadInputError, match="belongs to another cloud") as refused:
+        run_study(setup["base"], setup["cloud"], space, study_name="shared-name", storage=storage, n_trials=2,
+                  contribute=False)
+    assert "\n" not in str(refused.value)
+    trials = optuna.load_study(study_name="shared-name", storage=storage).get_trials()
+    assert len(trials) == 1                                         # nothing ran against the wrong cloud

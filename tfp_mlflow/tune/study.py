@@ -256,6 +256,12 @@ def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> 
     """The study's MLflow run, created by the first worker and found by the others through a study attr."""
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
     if existing:
+        try:
+            cloud.get_run(existing)
+        except Exception:
+            raise BadInputError(f"study {study.study_name!r} belongs to another cloud: its MLflow run {existing} is "
+                                f"not in {cloud.uri}; choose another --study name, or the storage beside this cloud "
+                                f"(leave --storage out)") from None
         return existing
     run = cloud.start_run(Kind.STUDY, {Tag.TASK: base.task_name, Tag.STUDY: study.study_name},
                           experiment=TUNING_EXPERIMENT)
