@@ -205,6 +205,15 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
         assert page.locator("#task-name").inner_text() == "a_1"
         page.wait_for_function("document.getElementById('fingerprint').naturalWidth > 100", timeout=60_000)
         page.screenshot(path=str(SCREENSHOTS / "tfp-task.png"), full_page=True)
+        cloud = Cloud(tfp_server.url, cache_dir=tmp_path / "cache")             # tasks known without a fingerprint
+        cloud.contribute(None, name="described", keywords=["x-ray", "chest"], num_images=500, num_classes=3)
+        cloud.contribute(None, name="name_only")
+        page.goto(f"{tfp_server.url}/tfp/")
+        assert page.locator("#tasks tr.task").count() == 4                      # the fingerprinted ones, apart
+        rows = page.locator("#keyword-tasks tr.task")
+        assert rows.count() == 2 and rows.nth(0).inner_text().split()[:2] == ["described", "-"]
+        assert "name only" in rows.nth(1).inner_text() and "?" in rows.nth(1).inner_text()
+        assert "registered by name only" in page.locator("#name-only-note").inner_text()
         browser.close()
     assert errors == []
 
