@@ -17,7 +17,7 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.train import TrainConfig
 from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
-from tfp_mlflow.tune.study import retried_from
+from tfp_mlflow.tune.study import cloud_policies, retried_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 KEYWORDS = ["fundus_photography", "eye", "retina"]
@@ -219,3 +219,14 @@ def test_a_study_of_another_cloud_is_a_one_line_error_before_any_trial(setup, tm
     assert "\n" not in str(refused.value)
     trials = optuna.load_study(study_name="shared-name", storage=storage).get_trials()
     assert len(trials) == 1                                         # nothing ran against the wrong cloud
+
+
+def test_a_reused_policy_keeps_the_task_it_was_learned_on(tmp_path):
+    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}")
+    policy = {"transform": {"__class_fullname__": "HorizontalFlip", "p": 0.5}}
+    for task in ("radiograph_1", "natural_1"):       # natural_1 won a study with radiograph_1's policy later
+        cloud.contribute(None, name=task, keywords=["x"], knowledge=[Knowledge(
+            task, KnowledgeKind.POLICY, (KnowledgeRow(policy_id="flip", balanced_accuracy=0.7),),
+            policies={"flip": policy})])
+    run_id, source = cloud_policies(cloud)["flip"]
+    assert source == "radiograph_1" and cloud.policy(run_id, "flip") == policy

@@ -61,13 +61,18 @@ class StudyResult:
 
 
 def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
-    """Every policy in the cloud: policy id → (knowledge run, source task)."""
+    """Every policy in the cloud: policy id → (knowledge run, task it was learned on).
+
+    A policy that won a study becomes its target's policy too; the task it was learned on is its first holder
+    (runs come oldest first), so the provenance never moves to a later task that merely reused it.
+    """
     out: dict[str, tuple[str, str]] = {}
     for run in reversed(cloud.find_runs(Kind.KNOWLEDGE, knowledge=KnowledgeKind.POLICY)):
         task = run.tags.get(Tag.TASK, "")
         for knowledge in cloud.knowledge(task, [KnowledgeKind.POLICY]):
             if knowledge.run_id == run.run_id:
-                out.update({row.policy_id: (knowledge.run_id, task) for row in knowledge.rows})
+                for row in knowledge.rows:
+                    out.setdefault(row.policy_id, (knowledge.run_id, task))
     return out
 
 
@@ -332,6 +337,8 @@ def _contribute_best(cloud: Cloud, base, best: optuna.trial.FrozenTrial,
                        provenance=provenance)]
     if params["policy"] != NO_POLICY:
         policy_run, source = policies[params["policy"]]
+        # A warm-start suggestion names the source it was recommended from; that is the hop this study took.
+        source = best.user_attrs.get("policy_source") or source
         items.append(Knowledge(task, KnowledgeKind.AUGMENTATION,
                                (KnowledgeRow(source=source, policy_id=params["policy"], **row),),
                                provenance=provenance))
