@@ -34,11 +34,14 @@ class DemoPlan:
     tune_trials: int = 5
     final_epochs: int = 6
     policies: int = 4
+    #: Measured on a 2-core CPU (the README's run: 516 s; --quick: about 2 minutes).
+    expected_minutes: float = 9
 
 
 DEFAULT_PLAN = DemoPlan()
 QUICK_PLAN = DemoPlan(families=("radiograph", "fundus", "histology"), sources_per_family=1, num_images=60,
-                      samples=100, knowledge_trials=2, epochs=3, tune_trials=2, final_epochs=3, policies=2)
+                      samples=100, knowledge_trials=2, epochs=3, tune_trials=2, final_epochs=3, policies=2,
+                      expected_minutes=2)
 
 
 def demo_space(cloud: Cloud, plan: DemoPlan, seed: int = 0):

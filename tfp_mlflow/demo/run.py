@@ -75,6 +75,8 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     sources = source_tasks(plan, seed)
     target = held_out_task(plan.families[seed % len(plan.families)], plan, seed)
     console.rule(f"tfp demo in {home}")
+    console.print(f"expected: about {plan.expected_minutes:.0f} minutes on a 2-core CPU (less on a GPU, or where "
+                  f"{home.name} already holds a run)")
     console.print(f"[bold]1/5[/] {len(sources)} source tasks in {len(plan.families)} domain families, and "
                   f"{target.name} held out as the new user's dataset")
     backbone = load_backbone("tf_efficientnet_lite0", device="cpu")

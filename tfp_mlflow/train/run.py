@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import tempfile
 import time
 import warnings
@@ -172,6 +173,21 @@ class _EpochBar(RichProgressBar):
             f"Epoch {current_epoch}/{last - 1}", f"Epoch {current_epoch + 1}/{last}")
 
 
+class _PlainEpochs(pl.Callback):
+    """Where output is not a terminal (a log file, CI, a cluster job): one line per epoch instead of a bar."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self._started = label, time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        done, total = trainer.current_epoch + 1, trainer.max_epochs
+        seconds = (time.perf_counter() - self._started) / done
+        score = trainer.callback_metrics.get("val_balanced_accuracy")
+        print(f"{self.label}: epoch {done}/{total}"
+              + (f", held-out balanced accuracy {float(score):.3f}" if score is not None else "")
+              + f", {seconds:.0f} s per epoch, about {seconds * (total - done):.0f} s left", flush=True)
+
+
 def epoch_images_per_second(seconds: list[float], images: int) -> float:
     """Steady-state throughput: training images of one epoch over the median epoch time, the first (warm-up)
     epoch left out when there are more."""
@@ -194,10 +210,12 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",
                                      save_weights_only=True)
-        callbacks = [checkpoint, history, *callbacks] + ([_EpochBar()] if progress else [])
+        bar = (_EpochBar() if sys.stdout.isatty() else _PlainEpochs(f"{task.name} {prefix or 'train'}")) \
+            if progress else None
+        callbacks = [checkpoint, history, *callbacks] + ([bar] if bar else [])
         with _quiet():
-            trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=progress,
-                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+            trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks,
+                                 enable_progress_bar=isinstance(bar, _EpochBar), enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
                                  accelerator=_accelerator(config.device), devices=1, deterministic="warn",
                                  default_root_dir=tmp)
             if config.find_lr and not prefix:
