@@ -216,8 +216,8 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
         with _quiet():
             trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks,
                                  enable_progress_bar=isinstance(bar, _EpochBar), enable_model_summary=False,
-                                 num_sanity_val_steps=0, log_every_n_steps=1, accelerator=_accelerator(config.device), devices=1, deterministic="warn",
-                                 default_root_dir=tmp)
+                                 num_sanity_val_steps=0, log_every_n_steps=1, devices=1, deterministic="warn",
+                                 accelerator=_accelerator(config.device), default_root_dir=tmp)
             if config.find_lr and not prefix:
                 _find_lr(trainer, module, train_loader, val_loader, run)
             trainer.fit(module, train_loader, val_loader)
