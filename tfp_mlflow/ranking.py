@@ -1,6 +1,6 @@
 """From distances to a ranking of sources, with one deterministic tie rule for every selector.
 
-Tie rule (documented in the README): ascending distance; among equal distances the larger source (more samples)
+Tie rule (docs/usage.md): ascending distance; among equal distances the larger source (more samples)
 first, then the larger intrinsic dimension (unknown counts as smallest), then the name in alphabetical order.
 Non-finite distances come last.
 """
@@ -15,7 +15,14 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors import PreparedSources, Selector, get_selector
 from tfp_mlflow.task import Task
 
-__all__ = ["RankedSource", "rank_order", "rank_sources"]
+__all__ = ["RankedSource", "rank_order", "rank_sources", "merge_rankings", "MERGE_RULES", "DEFAULT_MERGE_RULE"]
+
+#: How a ranking by fingerprints and a ranking by keywords become one (docs/evaluation.md has the simulation that
+#: chose the default): ``interleave`` alternates them, fingerprinted first; ``fingerprint-first`` puts every
+#: fingerprinted source before any keyword-only one; ``keywords-first`` the other way round; ``z-score`` z-scores
+#: each signal's distances among its own sources and merges by that.
+MERGE_RULES = ("interleave", "fingerprint-first", "keywords-first", "z-score")
+DEFAULT_MERGE_RULE = "interleave"
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,27 @@ def rank_sources(selector: Selector | str, target: Task, sources: Sequence[Task]
         order = order[:top_k]
     return [RankedSource(rank=r, name=prepared.names[i], distance=float(distances[i]),
                          num_images=int(prepared.num_images[i])) for r, i in enumerate(order, start=1)]
+
+
+def merge_rankings(by_fingerprint: Sequence[tuple[str, float]], by_keywords: Sequence[tuple[str, float]],
+                   rule: str = DEFAULT_MERGE_RULE) -> list[tuple[str, str]]:
+    """One ranking from two best-first lists of ``(source, distance)``: ``[(source, signal), ...]``, best first,
+    where ``signal`` is ``"fingerprint"`` or ``"keywords"`` (see :data:`MERGE_RULES`)."""
+    if rule not in MERGE_RULES:
+        raise BadInputError(f"unknown merge rule {rule!r}; choose one of {', '.join(MERGE_RULES)}")
+    first = [(name, "fingerprint") for name, _ in by_fingerprint]
+    second = [(name, "keywords") for name, _ in by_keywords]
+    if rule == "fingerprint-first":
+        return first + second
+    if rule == "keywords-first":
+        return second + first
+    if rule == "interleave":
+        merged = [item for pair in zip(first, second) for item in pair]
+        return merged + first[len(second):] + second[len(first):]
+    scored = []
+    for ranking, labelled in ((by_fingerprint, first), (by_keywords, second)):
+        values = np.array([d for _, d in ranking], dtype=np.float64)
+        spread = values.std() if len(values) > 1 else 0.0
+        z = (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+        scored += [(score, position, item) for position, (score, item) in enumerate(zip(z, labelled))]
+    return [item for _, _, item in sorted(scored, key=lambda entry: (entry[0], entry[1], entry[2][1]))]

@@ -17,7 +17,7 @@ from tfp_mlflow.cloud.schema import (BASE_METRICS, RECOMMENDATION_EXPERIMENT, Ar
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
-from tfp_mlflow.ranking import RankedSource, rank_sources
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
@@ -65,7 +65,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
               scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
               log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
-              trusted: str | Sequence[str] | None = None, include_flagged: bool = False) -> Recommendation:
+              trusted: str | Sequence[str] | None = None, include_flagged: bool = False,
+              merge: str | None = DEFAULT_MERGE_RULE) -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
 
     Parameters
@@ -85,6 +86,10 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     include_flagged : bool
         Use sources and results the poisoning guard flagged (they stay marked); by default they are passed over.
         See :mod:`tfp_mlflow.cloud.guard`.
+    merge : str or None
+        On a mixed cloud, with a fingerprint selector, the target's fingerprint and its keywords: tasks known only by
+        keywords are ranked by ``manual`` and merged into the fingerprint ranking by this rule
+        (:data:`tfp_mlflow.ranking.MERGE_RULES`; ``None`` leaves them out). Each entry names its ``signal``.
     """
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
@@ -103,7 +108,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
                  fingerprint=target)
     cloud_tasks = [t for t in cloud.tasks() if t.name != target_name]
-    notes = []
+    notes, described = [], []
     untrusted = [t for t in cloud_tasks if not guard.trusts(t.contributor)]
     if untrusted:
         cloud_tasks = [t for t in cloud_tasks if guard.trusts(t.contributor)]
@@ -114,27 +119,39 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
             from tfp_mlflow.errors import SpecMismatchError
             raise SpecMismatchError(f"the target has spec {target.spec_id} but the cloud at {cloud.uri} uses "
                                     f"{spec_id}; fingerprint it with the cloud's spec")
-        without = [t.name for t in cloud_tasks if not t.has_fingerprint]
+        without = [t for t in cloud_tasks if not t.has_fingerprint]
         cloud_tasks = [t for t in cloud_tasks if t.has_fingerprint]
-        if without:
+        if without and merge and keywords and target is not None and cloud_tasks:
+            described = without
+            notes.append(f"{len(described)} tasks known only by keywords were ranked by manual and merged with the "
+                         f"{selector} ranking ({merge}; each entry's signal says which placed it)")
+        elif without:
             notes.append(f"{len(without)} tasks without a fingerprint cannot be ranked by {selector} "
-                         f"(use --selector manual with --keywords to include them)")
+                         f"(give the new task's --keywords to rank them by keywords beside it)")
     if not cloud_tasks:
         raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank"
                             + (" from a trusted contributor; widen --trusted" if untrusted else
                                "; contribute tasks first (`tfp contribute`)"))
-    by_name = {t.name: t for t in cloud_tasks}
+    by_name = {t.name: t for t in [*cloud_tasks, *described]}
     # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
     sources = (cloud.prepared(chooser, cloud_tasks) if chooser.needs_fingerprint
                else cloud.as_tasks(cloud_tasks, with_fingerprints=False))
     ranking = rank_sources(chooser, query, sources)
+    signals = dict.fromkeys((r.name for r in ranking), selector)
+    if described:
+        by_keywords = rank_sources("manual", query, cloud.as_tasks(described, with_fingerprints=False))
+        signals.update(dict.fromkeys((r.name for r in by_keywords), "manual"))
+        entries = {r.name: r for r in [*ranking, *by_keywords]}
+        merged = merge_rankings([(r.name, r.distance) for r in ranking], [(r.name, r.distance) for r in by_keywords],
+                                merge)
+        ranking = [replace(entries[name], rank=rank) for rank, (name, _) in enumerate(merged, start=1)]
     task_flags = _screen_fingerprints(cloud, guard, cloud_tasks, untrusted, notes)
     result = Recommendation(
         target={"name": target_name, "keywords": list(keywords),
                 "spec_id": target.spec_id if target else None,
                 "num_images": target.num_images if target else None},
         selector=selector, top_k=top_k, metric=metric, cloud=cloud.uri,
-        ranking=[_ranked(r, by_name[r.name], task_flags) for r in ranking[:max(10, top_k)]],
+        ranking=[_ranked(r, by_name[r.name], task_flags, signals[r.name]) for r in ranking[:max(10, top_k)]],
         scenarios={}, notes=notes, trusted=list(guard.trusted) if guard.trusted else None)
     result.flagged = [{"what": "task", "source": name, "contributor": by_name[name].contributor, "reason": reason}
                       for name in sorted(task_flags) if name in by_name for reason in task_flags[name]]
@@ -164,7 +181,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
             if include_flagged:  # flagged results were kept: mark the items built on them
                 run = item["evidence"].get("knowledge_run")
                 flags += [f["reason"] for f in result.flagged if f.get("knowledge_run") == run and run]
-            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance, "flags": flags,
+            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance,
+                          "signal": signals[entry.name], "flags": flags,
                           **item})
         scenario_notes = []
         if passed_over:
@@ -190,8 +208,10 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     return result
 
 
-def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]]) -> dict[str, Any]:
-    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "num_images": entry.num_images,
+def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]],
+            signal: str) -> dict[str, Any]:
+    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "signal": signal,
+            "num_images": entry.num_images,
             "domain": task.domain, "keywords": list(task.keywords), "run_id": task.run_id,
             "shareable": task.shareable, "contributor": task.contributor, "flags": task_flags.get(entry.name, [])}
 

@@ -194,3 +194,16 @@ def test_evaluate_compares_the_shipped_distances_with_manual_by_default(referenc
                                       "manual", "--json"])
     assert alone.exit_code == 0 and "with manual alone every win rate is 100 %" in alone.stderr
     assert set(json.loads(alone.stdout)["win_rates"]["manual"].values()) == {100.0}
+
+
+@pytest.mark.slow
+def test_hybrid_with_every_source_fingerprinted_is_bkld_and_with_few_moves_towards_manual(reference):
+    shipped = reference / "distances" / "bkld-small-target.csv"
+    run = lambda share: json.loads(CliRunner().invoke(main, [  # noqa: E731
+        "evaluate", "--reference", str(reference), "--bootstraps", "0", "--json", "--selector",
+        f"bkld-small-target={shipped}", "--builtin", "manual", "--builtin", "hybrid", "--fingerprinted", share]).stdout)
+    everything = run("1")
+    assert everything["gain_curve"]["hybrid"] == everything["gain_curve"]["bkld-small-target"]
+    few = run("0.1")
+    assert few["gain_curve"]["hybrid"] != few["gain_curve"]["bkld-small-target"]
+    assert set(few["win_rates"]) == {"bkld-small-target", "manual", "hybrid"}

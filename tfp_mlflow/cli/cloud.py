@@ -6,6 +6,7 @@ from rich.table import Table
 
 from tfp_mlflow.cli import TRACKING_URI, console, emit_json, err_console, main
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.scenarios import scenario_names
 
 
@@ -73,12 +74,15 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--trusted", default=None, metavar="PATTERNS",
               help="Use only tasks and knowledge of these contributors (comma-separated fnmatch patterns, e.g. "
                    "'alice,bob,reference:*').")
+@click.option("--merge", default=DEFAULT_MERGE_RULE, show_default=True, type=click.Choice([*MERGE_RULES, "none"]),
+              help="On a cloud of fingerprinted and keyword-only tasks, how the keyword ranking (manual, needs "
+                   "--keywords) joins the fingerprint ranking; none leaves keyword-only tasks out.")
 @click.option("--include-flagged", is_flag=True,
               help="Also use sources and results the poisoning guard flagged (they stay marked).")
 @TRACKING_URI
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
-                      server: str | None, trusted: str | None, include_flagged: bool,
+                      server: str | None, trusted: str | None, include_flagged: bool, merge: str,
                       tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     from tfp_mlflow.workflows import recommend_for
@@ -88,7 +92,8 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                            rerank=rerank, server=server, trusted=trusted, include_flagged=include_flagged,
                            log=not no_log, progress=json_out != "-",
                            on_note=lambda line: err_console.print(f"note: {line}"),
-                           saved_as=json_out if json_out not in (None, "-") else None)
+                           saved_as=json_out if json_out not in (None, "-") else None,
+                           merge=None if merge == "none" else merge)
     if emit_json(result.to_json(), json_out, sort_keys=True):
         return
     _print_recommendation(result)

@@ -7,6 +7,7 @@ import click
 from rich.table import Table
 
 from tfp_mlflow.cli import console, emit_json, err_console, main
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.errors import BadInputError
 
 
@@ -18,8 +19,14 @@ from tfp_mlflow.errors import BadInputError
               help="A selector's distance matrix (rows sources, columns targets); repeatable. Without --selector "
                    "and --builtin: the reference's shipped bKLD(small,target) distances against manual.")
 @click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",
-              help="Add one of our selectors: manual (from the task descriptions); with --cloud any registered "
-                   "selector (default there: manual and bkld-small-target).")
+              help="Add one of our selectors: manual (from the task descriptions), hybrid (a mixed cloud: "
+                   "--fingerprinted share of sources ranked by the shipped bKLD distances, the rest by manual, "
+                   "merged); with --cloud any registered selector (default there: manual and bkld-small-target).")
+@click.option("--fingerprinted", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="For --builtin hybrid: the share of sources that have fingerprints (a random subset, --seed).")
+@click.option("--merge", default=DEFAULT_MERGE_RULE, show_default=True, type=click.Choice(MERGE_RULES),
+              help="For --builtin hybrid: how the two rankings become one.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For --builtin hybrid: which subset.")
 @click.option("--cloud", "on_cloud", is_flag=True,
               help="Leave-one-out on the cloud at --tracking-uri: each task with a baseline and measured transfers "
                    "as target, the others as sources.")
@@ -31,8 +38,8 @@ from tfp_mlflow.errors import BadInputError
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="Also log the evaluation as an MLflow run (tfp-evaluations) on this server.")
 def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], on_cloud: bool,
-                     top_k: int, bootstraps: int, json_out: str | None, plots_dir: str | None,
-                     tracking_uri: str | None) -> None:
+                     fingerprinted: float, merge: str, seed: int, top_k: int, bootstraps: int, json_out: str | None,
+                     plots_dir: str | None, tracking_uri: str | None) -> None:
     """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference's,
     or, with --cloud, your own cloud's."""
     from pathlib import Path as _Path
@@ -44,10 +51,10 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
                         bootstraps, json_out, plots_dir, tracking_uri)
         return
-    unknown = [b for b in builtins if b != "manual"]
+    unknown = [b for b in builtins if b not in ("manual", "hybrid")]
     if unknown:
         raise BadInputError(f"--builtin {unknown[0]} needs fingerprints, which the reference tasks do not have; "
-                            f"use manual, or --cloud to evaluate on your own cloud")
+                            f"use manual or hybrid, or --cloud to evaluate on your own cloud")
     reference_dir = reference_dir or str(bundled_reference())
     ref = Reference.load(reference_dir)
     matrices = {}
@@ -57,7 +64,17 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
             raise BadInputError(f"--selector takes NAME=PATH.csv, got {entry!r}")
         matrices[name] = read_distance_matrix(path)
     for name in builtins:
-        matrices[name] = ref.manual_matrix()
+        if name == "manual":
+            matrices[name] = ref.manual_matrix()
+        else:
+            import numpy as np
+
+            from tfp_mlflow.evaluation.hybrid import fingerprinted_subset, hybrid_distances
+
+            manual = ref.manual_matrix()
+            subset = fingerprinted_subset(list(manual.index), fingerprinted, np.random.default_rng(seed))
+            shipped = read_distance_matrix(ref.distance_files()["bkld-small-target"])
+            matrices[name] = hybrid_distances(shipped, manual, subset, merge)
     if not matrices:   # the default: the reference's shipped distances against manual (Fig. 4 and Table 4)
         matrices = {name: read_distance_matrix(path) for name, path in ref.distance_files().items()}
         matrices["manual"] = ref.manual_matrix()

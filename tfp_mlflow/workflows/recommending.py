@@ -16,6 +16,7 @@ from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
 from tfp_mlflow.recommend import Recommendation, recommend
 from tfp_mlflow.selectors import get_selector
 
@@ -109,7 +110,8 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
                   scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None,
                   trusted: str | Sequence[str] | None = None, include_flagged: bool = False, log: bool = True,
-                  progress: bool = True, on_note=None, saved_as: str | None = None) -> Recommendation:
+                  progress: bool = True, on_note=None, saved_as: str | None = None,
+                  merge: str | None = DEFAULT_MERGE_RULE) -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -175,7 +177,8 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     if target is None and name is None and dataset is not None:
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
-                       metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged)
+                       metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged,
+                       merge=merge)
     if fallback:
         result.notes.append(fallback)
     result.next_steps = next_steps(result, dataset, saved_as)
