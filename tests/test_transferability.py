@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tfp_mlflow import BadInputError
-from tfp_mlflow.transferability import FEATURE_SCORES, SCORES, gbc, hscore, leep, logme, nce, score, shrinkage_hscore
+from tfp_mlflow.transferability import (FEATURE_SCORES, SCORES, cc_fv, gbc, hscore, leep, logme, nce, score,
+                                         shrinkage_hscore)
 
 
 def _data(seed=0, n=60, d=8, classes=3, separation=2.0):
@@ -92,6 +93,28 @@ def test_gbc_matches_the_bhattacharyya_formula_with_full_matrices():
     assert gbc(f, y) == pytest.approx(-total)
 
 
+def test_cc_fv_matches_its_formulas_with_full_covariances_and_pairwise_energies():
+    import scipy.linalg
+
+    f, y = _data(8, n=60, d=4)
+    rng = np.random.default_rng(0)                  # the grouping cc_fv draws with seed 0: per class, in order
+    distances = []
+    for k in range(3):
+        members = f[rng.permutation(np.flatnonzero(y == k))]
+        groups = np.array_split(members, 2)
+        for i in range(2):
+            for j in range(2):
+                if i != j:
+                    si, sj = np.diag(groups[i].std(axis=0) ** 2), np.diag(groups[j].std(axis=0) ** 2)
+                    w2 = (np.sum((groups[i].mean(axis=0) - groups[j].mean(axis=0)) ** 2) + np.trace(si)
+                          + np.trace(sj) - 2 * np.trace(scipy.linalg.sqrtm(si @ sj)).real)   # paper's eq. (1)
+                    distances.append(np.sqrt(w2))
+    consistency = np.mean(distances)                                                     # eq. (2)
+    v = f / np.linalg.norm(f, axis=1, keepdims=True)
+    energy = np.mean([1 / np.linalg.norm(v[i] - v[j]) for i in range(len(v)) for j in range(len(v)) if i != j])
+    assert cc_fv(f, y) == pytest.approx(np.log((1 / energy) / consistency), rel=1e-9)   # eqs. (3)-(5), s = 1
+
+
 @pytest.mark.parametrize("name", FEATURE_SCORES)
 def test_separable_labels_score_higher_than_shuffled_ones(name):
     f, y = _data(5, n=90, d=10, separation=3.0)
@@ -122,4 +145,6 @@ def test_bad_inputs_are_clear_errors():
         hscore(np.full_like(f, np.nan), y)
     with pytest.raises(BadInputError, match="reads the model's probabilities"):
         score("nce", y, features=f)
-    assert set(SCORES) == {"logme", "leep", "nce", "nleep", "hscore", "shrinkage-hscore", "gbc"}
+    assert set(SCORES) == {"logme", "leep", "nce", "nleep", "hscore", "shrinkage-hscore", "gbc", "cc-fv"}
+    with pytest.raises(BadInputError, match="at least 4 images in some class"):
+        cc_fv(f[:6], np.array([0, 0, 0, 1, 1, 1]))

@@ -1,7 +1,7 @@
 """Transferability scores: how well a pretrained model suits a labelled target, before any fine-tuning.
 
 Each score takes the target's labels (integers 0..C-1) and either the model's penultimate features
-(``features``, shape (n, d): LogME, N-LEEP, H-score, shrinkage H-score, GBC) or its source-head class
+(``features``, shape (n, d): LogME, N-LEEP, H-score, shrinkage H-score, GBC, CC-FV) or its source-head class
 probabilities (``probabilities``, shape (n, Z), rows summing to 1: LEEP, NCE). Higher is better for every score.
 Numpy and scikit-learn only, torch-free. Chaves et al. (MICCAI 2023) found none of them reliable across medical
 tasks; ``tfp rank-models`` shows them next to the cloud's evidence, not instead of it.
@@ -15,7 +15,7 @@ import numpy as np
 from tfp_mlflow.errors import BadInputError
 
 __all__ = ["SCORES", "FEATURE_SCORES", "PROBABILITY_SCORES", "logme", "leep", "nce", "nleep", "hscore",
-           "shrinkage_hscore", "gbc", "score"]
+           "shrinkage_hscore", "gbc", "cc_fv", "score"]
 
 
 def _labels(labels, n: int) -> tuple[np.ndarray, int]:
@@ -173,6 +173,44 @@ def gbc(features, labels, *, dimensions: int = 64, seed: int = 0) -> float:
     return float(-total)
 
 
+def cc_fv(features, labels, *, groups: int = 2, seed: int = 0) -> float:
+    """CC-FV (Yang et al., MICCAI 2023), adapted from segmentation to image-level features:
+    ``log(F_v / C_cons)``, higher is better.
+
+    The paper fits a Gaussian to each class's voxel features *within* one image and compares images pairwise. An
+    image here has one feature vector, so each class's images are split at random (``seed``) into ``groups``
+    disjoint groups that play the images' part: **class consistency** ``C_cons = 1 / (G (G - 1)) sum_k
+    sum_{i != j} W_2(F_i^k, F_j^k)``, with ``W_2`` the 2-Wasserstein distance between the groups' Gaussians, taken
+    with diagonal covariances (``W_2^2 = ||mu_i - mu_j||^2 + sum (sigma_i - sigma_j)^2``: the paper's full
+    covariances need a matrix square root in d = 1280 dimensions from a few dozen images). **Feature variety**
+    ``F_v = 1 / E_1``, ``E_1`` the mean hyperspherical energy ``||v_i - v_j||^-1`` of the L2-normalised features
+    over all pairs of images (the mean, not the sum, so that it does not grow with the number of images).
+    """
+    f = _features(features)
+    y, classes = _labels(labels, len(f))
+    rng = np.random.default_rng(seed)
+    total, pairs = 0.0, 0
+    for k in range(classes):
+        members = f[rng.permutation(np.flatnonzero(y == k))]
+        parts = [part for part in np.array_split(members, min(groups, len(members) // 2)) if len(part) >= 2] \
+            if len(members) >= 4 else []
+        stats = [(part.mean(axis=0), part.std(axis=0)) for part in parts]
+        for i, (mean_i, std_i) in enumerate(stats):
+            for j, (mean_j, std_j) in enumerate(stats):
+                if i != j:
+                    total += np.sqrt(np.sum((mean_i - mean_j) ** 2) + np.sum((std_i - std_j) ** 2))
+                    pairs += 1
+    if pairs == 0:
+        raise BadInputError("CC-FV needs at least 4 images in some class (two groups of two)")
+    consistency = total / pairs
+    unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    squared = np.maximum(np.sum(unit ** 2, axis=1)[:, None] + np.sum(unit ** 2, axis=1)[None, :]
+                         - 2.0 * unit @ unit.T, 0.0)
+    off = ~np.eye(len(f), dtype=bool)
+    energy = float(np.mean(1.0 / np.maximum(np.sqrt(squared[off]), 1e-12)))
+    return float(np.log((1.0 / energy) / max(consistency, 1e-12)))
+
+
 def _class_means(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each sample replaced by its class's mean feature."""
     means = np.zeros((int(y.max()) + 1, f.shape[1]))
@@ -184,7 +222,7 @@ def _class_means(f: np.ndarray, y: np.ndarray) -> np.ndarray:
 #: name → (function, what it reads: "features" or "probabilities")
 SCORES: dict[str, tuple[Callable[..., float], str]] = {
     "logme": (logme, "features"), "nleep": (nleep, "features"), "hscore": (hscore, "features"),
-    "shrinkage-hscore": (shrinkage_hscore, "features"), "gbc": (gbc, "features"),
+    "shrinkage-hscore": (shrinkage_hscore, "features"), "gbc": (gbc, "features"), "cc-fv": (cc_fv, "features"),
     "leep": (leep, "probabilities"), "nce": (nce, "probabilities")}
 FEATURE_SCORES = tuple(k for k, (_, reads) in SCORES.items() if reads == "features")
 PROBABILITY_SCORES = tuple(k for k, (_, reads) in SCORES.items() if reads == "probabilities")

@@ -15,7 +15,8 @@ from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
               help="Comma-separated timm names (default: the cloud's known architectures and the offline ones, "
                    "kept to those whose weights load here).")
 @click.option("--score", "scores", multiple=True, default=("logme",), show_default=True,
-              help="logme, leep, nce, nleep, hscore, shrinkage-hscore, gbc; repeatable; the first orders the table.")
+              help="logme, leep, nce, nleep, hscore, shrinkage-hscore, gbc, cc-fv; repeatable; the first orders the "
+                   "table.")
 @click.option("--samples", type=int, default=500, show_default=True, help="Labelled images used (stratified).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weights (only with one candidate).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
