@@ -21,7 +21,7 @@ from tfp_mlflow.recommend import Recommendation, recommend
 from tfp_mlflow.selectors import get_selector
 
 __all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file", "plan_query", "ensure_reference",
-           "next_steps"]
+           "next_steps", "query_draws", "QUERY_DRAWS_CPU"]
 
 Target = Fingerprint | str | os.PathLike | None
 
@@ -31,18 +31,43 @@ def is_fingerprint_file(data: str | os.PathLike) -> bool:
     return Path(data).suffix == ".npz" and Path(data).is_file()
 
 
+#: Draws of a query's fingerprint on a CPU (``benchmarks/draws.py``: the ranking from 1,000 draws agrees with the
+#: 10,000-draw one almost everywhere, in a tenth of the time); on a GPU the spec's own number (10,000).
+QUERY_DRAWS_CPU = 1000
+#: Draws per second of the shipped backbone on a 2-core CPU (benchmarks/draws.py), for the time said beforehand.
+CPU_DRAWS_PER_SECOND = 30.0
+
+
+def query_draws(samples: int | None, spec_samples: int) -> tuple[int, str]:
+    """How many draws a query's fingerprint takes here, and the device: ``samples`` when given, else the spec's
+    on a GPU and :data:`QUERY_DRAWS_CPU` on a CPU."""
+    from tfp_mlflow.extract.pipeline import default_device
+
+    device = default_device().type
+    if samples:
+        return samples, device
+    return (spec_samples if device == "cuda" else min(spec_samples, QUERY_DRAWS_CPU)), device
+
+
 def target_fingerprint(data: Target, cloud: Cloud, *, samples: int | None = None, name: str | None = None,
-                       keywords: Sequence[str] = (), progress: bool = True) -> Fingerprint | None:
+                       keywords: Sequence[str] = (), progress: bool = True, on_note=None) -> Fingerprint | None:
     """``data`` as a fingerprint: returned as it is, loaded from a ``.npz``, or extracted from a dataset with the
-    cloud's spec (the shipped default while the cloud has none). ``None`` stays ``None``."""
+    cloud's spec (the shipped default while the cloud has none) and :func:`query_draws` draws. ``None`` stays
+    ``None``."""
     if data is None or isinstance(data, Fingerprint):
         return data
     if is_fingerprint_file(data):
         return Fingerprint.load(data)
     from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.spec import default_spec
 
-    return fingerprint_dataset(str(data), spec=cloud.spec(), samples=samples, name=name,
-                               keywords=list(keywords), progress=progress)
+    spec = cloud.spec() or default_spec()
+    draws, device = query_draws(samples, spec.samples)
+    if on_note is not None and device == "cpu":
+        on_note(f"drawing {draws:,} crops of {Path(data).name} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
+                f"on 2 cores (--samples sets the number; {spec.samples:,} is the spec's, for a GPU)")
+    return fingerprint_dataset(str(data), spec=spec, samples=draws, name=name, keywords=list(keywords),
+                               progress=progress)
 
 
 def ensure_reference(cloud: Cloud, on_note=None) -> bool:
@@ -150,7 +175,8 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     selector, fallback = plan_query(cloud, selector, words, has_target=data is not None)
     target = data if isinstance(data, Fingerprint) else None
     if dataset is not None and get_selector(selector).needs_fingerprint:
-        target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress)
+        target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress,
+                                    on_note=on_note)
     reranker = None
     if rerank:
         from tfp_mlflow.extract.probe import transferability_reranker

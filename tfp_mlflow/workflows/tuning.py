@@ -1,9 +1,9 @@
 """Tune a target: the Optuna study behind ``tfp tune`` and the recipe, warm-started from the recommender.
 
-The warm start fingerprints the target with the cloud's spec (1,000 draws: enough to rank, see the README) unless
-a fingerprint is given. The study's storage lives beside the cloud by default: ``optuna.db`` next to a SQLite
-cloud's ``mlflow.db`` (``./tfp-cloud/optuna.db`` for a server cloud), so a study never resumes trials whose runs
-live in another cloud.
+The warm start fingerprints the target with the cloud's spec (as many draws as a query takes:
+:func:`~tfp_mlflow.workflows.recommending.query_draws`) unless a fingerprint is given. The study's storage lives
+beside the cloud by default: ``optuna.db`` next to a SQLite cloud's ``mlflow.db`` (``./tfp-cloud/optuna.db`` for a
+server cloud), so a study never resumes trials whose runs live in another cloud.
 """
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ from tfp_mlflow.fingerprint import validate_keywords
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.workflows.recommending import plan_query, recommend_for
 
-__all__ = ["tune_for", "default_storage", "WARM_START_DRAWS"]
-
-#: Draws of the target's fingerprint for the warm start when none is given.
-WARM_START_DRAWS = 1000
+__all__ = ["tune_for", "default_storage"]
 
 
 def default_storage(cloud: Cloud) -> str:
@@ -70,7 +67,7 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
             target = None if selector == "manual" else (fingerprint or str(data))
             recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
                                            top_k=top_k, scenarios=("architecture", "augmentation"),
-                                           samples=WARM_START_DRAWS, progress=False, on_note=note).to_json()
+                                           progress=False, on_note=note).to_json()
     return run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}",
                      storage=storage or default_storage(cloud), n_trials=n_trials, recommendation=recommendation,
                      top_k=top_k, widen=widen, seed=seed, contribute=contribute, heartbeat=heartbeat,
