@@ -68,3 +68,12 @@ def test_the_embedded_cloud_answers_the_first_query_from_the_reference(unreadabl
     again = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "skin", "--no-log"])
     assert again.exit_code == 0 and "importing the reference" not in again.output         # imported once
     assert len(Cloud(f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}").tasks()) == 71
+
+
+def test_on_a_fresh_install_without_keywords_the_answer_is_an_error_at_once(unreadable_dataset, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(main, ["recommend", str(unreadable_dataset)])
+    assert result.exit_code == 2 and "holds no task yet" in result.output and "--keywords" in result.output
+    assert "importing the reference" not in result.output                 # nothing imported, nothing drawn

@@ -94,8 +94,9 @@ def plan_query(cloud: Cloud, selector: str, keywords: Sequence[str], *, has_targ
     chooser = get_selector(selector)
     tasks = cloud.tasks()
     if not tasks:
-        raise BadInputError(f"the cloud at {cloud.uri} holds no task yet: `tfp import-reference` loads the 71 "
-                            f"published tasks (ranked by --keywords), `tfp contribute` adds yours; for an "
+        raise BadInputError(f"the cloud at {cloud.uri} holds no task yet: with the new task's --keywords (e.g. "
+                            f"--keywords chest,x-ray) the 71 published tasks answer (`tfp import-reference`; the "
+                            f"default ./tfp-cloud imports them itself), `tfp contribute` adds yours; for an "
                             f"architecture without any cloud, `tfp rank-models DATA`")
     if not chooser.needs_fingerprint:
         if not keywords:
@@ -165,13 +166,13 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if not isinstance(cloud, Cloud):
         cloud = Cloud(server or cloud)
-    if embedded:
-        ensure_reference(cloud, on_note)
     words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str) else list(keywords))
     dataset = None if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data) else str(data)
     if data is not None and dataset is None:
         data = target_fingerprint(data, cloud)               # a file: loaded, nothing drawn
         words = words or list(data.keywords)
+    if embedded and (words or not get_selector(selector).needs_fingerprint):
+        ensure_reference(cloud, on_note)        # the reference answers by keywords: worth importing only with them
     selector, fallback = plan_query(cloud, selector, words, has_target=data is not None)
     target = data if isinstance(data, Fingerprint) else None
     if dataset is not None and get_selector(selector).needs_fingerprint:
