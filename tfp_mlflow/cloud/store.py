@@ -6,7 +6,6 @@ a contribution. Torch-free.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -14,13 +13,11 @@ import os
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Sequence
 
-from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.cache import LocalCache
-from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
+from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge)
 from tfp_mlflow.cloud.records import contributor as current_contributor
@@ -45,7 +42,7 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-class Cloud:
+class Cloud(RunStore):
     """A knowledge cloud on an MLflow tracking server (``sqlite:///...`` or ``http://host:port``); implements
     :class:`~tfp_mlflow.cloud.base.KnowledgeStore`.
 
@@ -58,9 +55,6 @@ class Cloud:
     experiment : str
         The MLflow experiment that holds the cloud (default ``tfp-cloud``); one server can hold several clouds.
     """
-
-    #: Runs per search page (MLflow's own maximum is 50,000; 1,000 keeps each response small).
-    page_size: int = 1000
 
     def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None,
                  experiment: str = CLOUD_EXPERIMENT) -> None:
@@ -116,78 +110,6 @@ class Cloud:
                              f"--tracking-uri / MLFLOW_TRACKING_URI") from None
         self._experiment_ids[name] = experiment_id
         return experiment_id
-
-    def _search(self, filter_string: str, experiment: str | None = None) -> list:
-        """All active runs matching the filter, following MLflow's pages (1,000 runs per page)."""
-        runs, token = [], None
-        experiment_id = self.experiment_id(experiment)
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=self.page_size,
-                                           page_token=token, order_by=["attributes.start_time DESC"])
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
-
-    @contextlib.contextmanager
-    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
-               parent_run_id: str | None = None, complete: bool = True) -> Iterator[RunRecorder]:
-        """Start a run of ``kind`` and yield its :class:`RunRecorder`; the run's life is the ``with`` block.
-
-        On a normal exit ``tfp.complete`` is written last (unless ``complete=False``: runs that no query reads)
-        and the run ends FINISHED; on an exception it ends FAILED and the exception propagates. MLflow's
-        run-context providers (tfp's own plugin among them) add their tags to ``tags``.
-        """
-        recorder = self.start_run(kind, tags, experiment=experiment, parent_run_id=parent_run_id)
-        try:
-            yield recorder
-        except BaseException:
-            recorder.finish("FAILED")
-            raise
-        recorder.finish(complete=complete)
-
-    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
-                  parent_run_id: str | None = None) -> RunRecorder:
-        """Start a run that outlives one block (a study's run, which several workers write); end it with
-        :meth:`RunRecorder.finish`. Prefer :meth:`record`."""
-        tags = dict(tags)
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        run = self._start_run(kind, tags, experiment)
-        return RunRecorder(self.client, self.uri, run.info.run_id, start_time=run.info.start_time)
-
-    def recorder(self, run_id: str) -> RunRecorder:
-        """A recorder for a run that is already open (started by another worker of the same study)."""
-        return RunRecorder(self.client, self.uri, run_id)
-
-    def find_runs(self, kind: str, *, experiment: str | None = None, **tags: str) -> list[StoredRun]:
-        """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first."""
-        return [StoredRun.from_mlflow(run) for run in self._search(complete_filter(kind, **tags), experiment)]
-
-    def get_run(self, run_id: str) -> StoredRun:
-        return StoredRun.from_mlflow(self.client.get_run(run_id))
-
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
-        """End a run some other process started (a trial Optuna pruned, a worker that died): tags, then status."""
-        for key, value in dict(tags).items():
-            self.client.set_tag(run_id, key, value)
-        self.client.set_terminated(run_id, status)
-
-    def _start_run(self, kind: str, tags: dict[str, str], experiment: str | None = None):
-        from mlflow.tracking.context.registry import resolve_tags
-
-        active_cloud(self.uri, self.spec_id())
-        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": current_contributor()}
-        try:
-            return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
-        except Exception as exc:
-            if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                said = getattr(exc, "message", "")  # tfp-basic-auth's own reason, when it gave one
-                raise CloudError(said if "may not contribute as" in said else
-                                 f"MLflow user {current_contributor()!r} may not write to experiment "
-                                 f"{experiment or self.experiment} "
-                                 f"at {self.uri}; ask an admin for EDIT permission on it") from None
-            raise
 
     # -- spec ---------------------------------------------------------------------------------------------------
     def spec_id(self) -> str | None:
