@@ -241,7 +241,7 @@ def _storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempt
     """Open (creating on first use) an RDB storage; workers that start together race to create its schema."""
     import time
 
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(attempts):
         try:
@@ -250,7 +250,8 @@ def _storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempt
                 warnings.simplefilter("ignore", FutureWarning)
                 return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                                   failed_trial_callback=on_lost)
-        except (IntegrityError, OperationalError):  # another worker is creating the tables right now
+        # Another worker is creating the tables right now (PostgreSQL says DuplicateTable, SQLite "locked").
+        except (IntegrityError, OperationalError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))

@@ -173,7 +173,9 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
         words = words or list(data.keywords)
     if embedded and (words or not get_selector(selector).needs_fingerprint):
         ensure_reference(cloud, on_note)        # the reference answers by keywords: worth importing only with them
-    selector, fallback = plan_query(cloud, selector, words, has_target=data is not None)
+    # With --server the server checks (and ranks) itself: nothing of the cloud is read or cached here.
+    selector, fallback = (selector, None) if server else plan_query(cloud, selector, words,
+                                                                     has_target=data is not None)
     target = data if isinstance(data, Fingerprint) else None
     if dataset is not None and get_selector(selector).needs_fingerprint:
         target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress,
@@ -201,6 +203,7 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
             return result
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
+        selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
     if target is None and name is None and dataset is not None:
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
