@@ -22,7 +22,7 @@ from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
 
-__all__ = ["Recommendation", "recommend", "RECOMMENDATION_SCHEMA"]
+__all__ = ["Recommendation", "recommend", "check_query", "RECOMMENDATION_SCHEMA"]
 
 RECOMMENDATION_SCHEMA = "tfp.recommendation/1"
 #: How far down the ranking a scenario looks for sources with usable knowledge.
@@ -59,6 +59,17 @@ class Recommendation:
             raise BadInputError(f"not a recommendation in {RECOMMENDATION_SCHEMA} format "
                                 f"(schema {payload.get('schema')!r}); upgrade tfp-mlflow on both sides")
         return cls(**{name: payload[name] for name in cls.__dataclass_fields__ if name in payload})
+
+
+def check_query(selector: str, keywords: Sequence[str], *, has_target: bool) -> None:
+    """What a selector needs of the query: a fingerprint selector the target's fingerprint, ``manual`` keywords."""
+    if get_selector(selector).needs_fingerprint:
+        if not has_target:
+            raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, "
+                                f"or use --selector manual with --keywords")
+    elif not keywords:
+        raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords "
+                            "(modality, anatomy, what is labelled: --keywords chest,x-ray)")
 
 
 def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
@@ -99,11 +110,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     chooser = get_selector(selector)
     guard = Guard(trusted=parse_trusted(trusted))
     keywords = validate_keywords(list(keywords) or list(target.keywords if target else ()))
-    if target is None and chooser.needs_fingerprint:
-        raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, or "
-                            f"use --selector manual with --keywords")
-    if not chooser.needs_fingerprint and not keywords:
-        raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords")
+    check_query(selector, keywords, has_target=target is not None)
     target_name = name or (target.name if target else "query")
     query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
                  fingerprint=target)

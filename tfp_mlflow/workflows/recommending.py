@@ -17,7 +17,7 @@ from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
-from tfp_mlflow.recommend import Recommendation, recommend
+from tfp_mlflow.recommend import Recommendation, check_query, recommend
 from tfp_mlflow.selectors import get_selector
 
 __all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file", "plan_query", "ensure_reference",
@@ -98,15 +98,8 @@ def plan_query(cloud: Cloud, selector: str, keywords: Sequence[str], *, has_targ
                             f"--keywords chest,x-ray) the 71 published tasks answer (`tfp import-reference`; the "
                             f"default ./tfp-cloud imports them itself), `tfp contribute` adds yours; for an "
                             f"architecture without any cloud, `tfp rank-models DATA`")
-    if not chooser.needs_fingerprint:
-        if not keywords:
-            raise BadInputError("the manual selector ranks by keywords; give the new task's --keywords "
-                                "(modality, anatomy, what is labelled: --keywords chest,x-ray)")
-        return selector, None
-    if not has_target:
-        raise BadInputError(f"selector {selector!r} needs the target's fingerprint; give a fingerprint or data, or "
-                            f"use --selector manual with --keywords")
-    if any(t.has_fingerprint for t in tasks):
+    check_query(selector, keywords, has_target=has_target)
+    if not chooser.needs_fingerprint or any(t.has_fingerprint for t in tasks):
         return selector, None
     if keywords:
         return "manual", (f"none of the cloud's {len(tasks)} tasks has a fingerprint, so they were ranked by "
