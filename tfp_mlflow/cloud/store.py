@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -255,7 +256,14 @@ class Cloud(RunStore):
             if old.info.run_id != run_id and old.info.start_time <= run.start_time:
                 self.client.delete_run(old.info.run_id)
         # Renewed after the retirement, so a cached task list never outlives this change.
-        self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
+        for attempt in range(5):   # SQLite: two contributors inserting the tag at once collide; the next try updates
+            try:
+                self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
+                break
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         return self.task(name) or task_from_run(self.client.get_run(run_id))
 
     # -- knowledge ----------------------------------------------------------------------------------------------
