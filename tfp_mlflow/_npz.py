@@ -11,25 +11,37 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from tfp_mlflow import _json
 from tfp_mlflow.errors import BadInputError
 
 #: Upper bound on the declared, uncompressed size of one archive (a large fingerprint with second moments of a
 #: 4096-feature backbone stays far below it).
 MAX_ARCHIVE_BYTES = 1 << 30
+#: Largest JSON member (metadata) accepted.
+MAX_JSON_MEMBER_BYTES = 4 * 1024 * 1024
+
+#: A member's declared layout, read from its ``.npy`` header before anything is decompressed.
+Header = tuple[tuple[int, ...], np.dtype]
 
 
 def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional: set[str] = frozenset(),
              optional_prefix: str | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
-             skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+             skip: frozenset[str] = frozenset(),
+             check_headers: Callable[[dict[str, Header]], None] | None = None) -> dict[str, np.ndarray]:
     """Read every member of an ``.npz`` archive after validating its layout.
 
     Raises :class:`BadInputError` naming the file and the problem for anything that is not a well-formed archive
     holding exactly ``required`` (plus any of ``optional``, or names ``optional_prefix`` + identifier) plain
     (non-object) arrays. Members named in ``skip`` are validated by name but not decompressed.
+
+    Before any member is decompressed, every member's ``.npy`` header is read (a few hundred bytes each): its
+    declared shape and dtype must account for exactly the member's declared size, object dtypes are refused, and
+    ``check_headers`` (given ``{name: (shape, dtype)}``) may refuse the layout, e.g. against a spec; so a file
+    never costs more memory than the layout its reader accepts.
     """
     path = Path(path)
     where = f"{kind} file {str(path)!r}"
@@ -55,6 +67,9 @@ def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional
                        and name[len(optional_prefix):].isidentifier())}
     if unknown:
         raise BadInputError(f"{where} holds unexpected members {', '.join(sorted(unknown))}; re-create it with tfp")
+    headers = _headers(path, infos, where)
+    if check_headers is not None:
+        check_headers(headers)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -73,16 +88,46 @@ def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional
     return arrays
 
 
+def _headers(path: Path, infos: list[zipfile.ZipInfo], where: str) -> dict[str, Header]:
+    """Each member's declared (shape, dtype), checked against its declared size; nothing is decompressed."""
+    headers: dict[str, Header] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in infos:
+                name = info.filename.removesuffix(".npy")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    offset = member.tell()
+                if dtype.hasobject:
+                    raise BadInputError(f"{where} contains pickled objects (member {name!r}), which tfp never "
+                                        f"loads; re-create it with tfp")
+                if any(d < 0 for d in shape) or len(shape) > 8:
+                    raise ValueError(f"member {name!r} declares shape {shape}")
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes != info.file_size - offset:
+                    raise BadInputError(f"{where}: member {name!r} declares shape {shape} ({nbytes:,} bytes) but "
+                                        f"holds {info.file_size - offset:,}; the file is corrupt or forged")
+                headers[name] = (tuple(int(d) for d in shape), dtype)
+    except BadInputError:
+        raise
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as exc:
+        raise BadInputError(f"{where} holds a malformed array header ({str(exc)[:160]}); re-create it") from None
+    return headers
+
+
 def read_json_member(arrays: Mapping[str, np.ndarray], name: str, where: str) -> dict[str, Any]:
-    """Decode a JSON object stored as a 0-d unicode array."""
+    """Decode a JSON object stored as a 0-d unicode array (bounded: see :func:`tfp_mlflow._json.loads`)."""
     array = arrays[name]
     if array.shape != () or array.dtype.kind != "U":
         raise BadInputError(f"{where}: {name!r} must be a JSON string, got an array of dtype {array.dtype} and "
                             f"shape {array.shape}")
-    try:
-        value = json.loads(str(array))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{where}: {name!r} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    value = _json.loads(str(array), f"{where}: {name!r}", max_bytes=MAX_JSON_MEMBER_BYTES)
     if not isinstance(value, dict):
         raise BadInputError(f"{where}: {name!r} must be a JSON object")
     return value

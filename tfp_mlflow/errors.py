@@ -5,7 +5,8 @@ message says what is wrong *and* how to fix it.
 """
 from __future__ import annotations
 
-__all__ = ["TfpError", "BadInputError", "SpecMismatchError", "TooLargeError", "NotFoundError", "CloudError"]
+__all__ = ["TfpError", "BadInputError", "SpecMismatchError", "TooLargeError", "NotFoundError", "CloudError",
+           "TamperedError"]
 
 
 class TfpError(Exception):
@@ -53,3 +54,10 @@ class CloudError(TfpError):
         super().__init__(message)
         if http_status is not None:
             self.http_status = http_status
+
+
+class TamperedError(CloudError):
+    """Content a cloud serves is not what its run recorded when it was written (its SHA-256 differs, or it does not
+    parse as what tfp wrote). Readers quarantine the run instead of failing the whole query."""
+
+    http_status = 409

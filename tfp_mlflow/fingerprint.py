@@ -25,6 +25,12 @@ __all__ = ["Fingerprint", "FingerprintBuilder", "FINGERPRINT_FORMAT_VERSION", "m
 FINGERPRINT_FORMAT_VERSION = 1
 MAX_KEYWORDS = 64
 MAX_KEYWORD_LENGTH = 64
+#: Bounds on a fingerprint read without its spec (``tfp inspect``): no backbone tfp supports has more features,
+#: no spec more bins, so a file declaring more is refused before anything is decompressed.
+MAX_FEATURES = 4096
+MAX_BINS = 4096
+#: Most draws a fingerprint may claim (10,000 is the default; counts beyond this cannot be real).
+MAX_DRAWS = 10**9
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+:-]{0,127}$")
 
 
@@ -168,6 +174,15 @@ class Fingerprint:
                 raise SpecMismatchError(f"{where}: variant {variant!r} has {counts.shape[1]} bins but spec "
                                         f"{spec.id} defines {spec.variants.get(variant)}")
 
+    def check_conforms(self, spec: FingerprintSpec, where: str | None = None) -> None:
+        """:meth:`check_spec`, and every variant the spec defines is present (what a cloud accepts)."""
+        where = where or f"fingerprint {self.name!r}"
+        self.check_spec(spec, where)
+        missing = set(spec.variants) - set(self.counts)
+        if missing:
+            raise SpecMismatchError(f"{where} lacks variant {', '.join(sorted(missing))} of spec {spec.id}; "
+                                    f"re-fingerprint it with that spec")
+
     # -- files ------------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """The JSON metadata stored in the file (format version, spec id, task description, provenance)."""
@@ -200,7 +215,8 @@ class Fingerprint:
             skip |= {name for name in _member_names(path)
                      if name.startswith("counts_") and name.removeprefix("counts_") not in variants}
         arrays = read_npz(path, kind="fingerprint", required={"meta", "feature_sum"}, optional={"second_moments"},
-                          optional_prefix="counts_", skip=frozenset(skip))
+                          optional_prefix="counts_", skip=frozenset(skip),
+                          check_headers=lambda headers: check_layout(headers, spec, where))
         meta = read_json_member(arrays, "meta", where)
         counts = {key.removeprefix("counts_"): value for key, value in arrays.items() if key.startswith("counts_")}
         try:
@@ -210,6 +226,45 @@ class Fingerprint:
         if spec is not None:
             fingerprint.check_spec(spec, where)
         return fingerprint
+
+
+def check_layout(headers: Mapping[str, tuple[tuple[int, ...], np.dtype]], spec: FingerprintSpec | None,
+                 where: str) -> None:
+    """Refuse a fingerprint file whose declared array layout does not conform, before anything is decompressed.
+
+    With ``spec``: exactly its feature count, every variant it defines with its number of bins, nothing else.
+    Without: at most :data:`MAX_FEATURES` features and :data:`MAX_BINS` bins. Counts must be integers of at most
+    8 bytes, sums and moments floats of at most 8 bytes, the metadata a short string.
+    """
+    feature_sum = headers.get("feature_sum")
+    if feature_sum is None or len(feature_sum[0]) != 1 or feature_sum[1].kind != "f" or feature_sum[1].itemsize > 8:
+        raise BadInputError(f"{where}: feature_sum must be a 1-d float array of at most 8 bytes per value, the file "
+                            f"declares {feature_sum[0] if feature_sum else None} of {feature_sum and feature_sum[1]}")
+    m = feature_sum[0][0]
+    limit = spec.num_features if spec is not None else MAX_FEATURES
+    if m != limit if spec is not None else not 1 <= m <= limit:
+        raise SpecMismatchError(f"{where} declares {m} features; " + (
+            f"spec {spec.id} has {spec.num_features}" if spec is not None else f"at most {MAX_FEATURES} are read"))
+    meta = headers.get("meta")
+    if meta is not None and (meta[1].kind != "U" or meta[1].itemsize > 4 * 4 * 1024 * 1024 or meta[0] != ()):
+        raise BadInputError(f"{where}: meta must be a JSON string of at most 4 MB")
+    variants = {name.removeprefix("counts_"): layout for name, layout in headers.items() if name.startswith("counts_")}
+    for variant, (shape, dtype) in variants.items():
+        bins = spec.variants.get(variant) if spec is not None else None
+        if spec is not None and bins is None:
+            raise SpecMismatchError(f"{where} holds variant {variant!r}, which spec {spec.id} does not define")
+        if dtype.kind not in "iu" or dtype.itemsize > 8:
+            raise BadInputError(f"{where}: counts of {variant!r} must be an integer array, got {dtype}")
+        if len(shape) != 2 or shape[0] != m or (shape[1] != bins if bins else not 2 <= shape[1] <= MAX_BINS):
+            raise SpecMismatchError(f"{where}: counts of {variant!r} are declared {shape}, expected "
+                                    f"({m}, {bins if bins else f'2 to {MAX_BINS}'})")
+    if spec is not None and set(spec.variants) - set(variants):
+        missing = ", ".join(sorted(set(spec.variants) - set(variants)))
+        raise SpecMismatchError(f"{where} lacks variant {missing} of spec {spec.id}; re-fingerprint it with that spec")
+    moments = headers.get("second_moments")
+    if moments is not None and (moments[0] != (m, m) or moments[1].kind != "f" or moments[1].itemsize > 8):
+        raise BadInputError(f"{where}: second_moments must be a float array of shape ({m}, {m}), the file declares "
+                            f"{moments[0]}")
 
 
 def _member_names(path: str | os.PathLike) -> set[str]:
@@ -258,8 +313,9 @@ def _from_parts(counts: dict[str, np.ndarray], feature_sum: np.ndarray, second_m
 def _check_arrays(counts: Mapping[str, np.ndarray], feature_sum: np.ndarray, num_draws: int,
                   second_moments: np.ndarray | None, where: str) -> None:
     """Validate shapes, dtypes and invariants in place (converting to canonical dtypes)."""
-    if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 1:
-        raise BadInputError(f"{where}: num_draws must be a positive integer, got {num_draws!r}")
+    if (isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer))
+            or not 1 <= num_draws <= MAX_DRAWS):
+        raise BadInputError(f"{where}: num_draws must be an integer from 1 to {MAX_DRAWS:,}, got {num_draws!r}")
     if not counts:
         raise BadInputError(f"{where} holds no histogram counts")
     if not isinstance(feature_sum, np.ndarray) or feature_sum.ndim != 1 or feature_sum.dtype.kind != "f":
@@ -267,14 +323,22 @@ def _check_arrays(counts: Mapping[str, np.ndarray], feature_sum: np.ndarray, num
     m = feature_sum.shape[0]
     if not np.isfinite(feature_sum).all():
         raise BadInputError(f"{where}: feature_sum contains NaN or infinity")
+    if feature_sum.dtype.itemsize > 8:
+        raise BadInputError(f"{where}: feature_sum must be float64 or narrower")
     for variant, array in counts.items():
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu":
             raise BadInputError(f"{where}: counts of {variant!r} must be an integer array, got "
                                 f"{getattr(array, 'dtype', type(array).__name__)}")
         if array.ndim != 2 or array.shape[0] != m or array.shape[1] < 2:
             raise BadInputError(f"{where}: counts of {variant!r} have shape {array.shape}, expected ({m}, b>=2)")
+        if array.dtype.itemsize > 8:
+            raise BadInputError(f"{where}: counts of {variant!r} must be integers of at most 8 bytes")
         if array.dtype.kind == "i" and (array < 0).any():
             raise BadInputError(f"{where}: counts of {variant!r} contain negative values")
+        if array.size and array.max() > num_draws:
+            # Checked before summing: a uint64 2**64-1 would wrap around to -1 in an int64 sum.
+            raise BadInputError(f"{where}: counts of {variant!r} hold {int(array.max())} in one bin, more than "
+                                f"num_draws={num_draws}")
         sums = array.sum(axis=1, dtype=np.int64)
         if (sums != num_draws).any():
             bad = int(np.flatnonzero(sums != num_draws)[0])

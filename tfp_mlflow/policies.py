@@ -29,12 +29,14 @@ def read_policy(path: str | os.PathLike) -> dict[str, Any]:
         raise BadInputError(f"policy file {str(path)!r} does not exist")
     if path.stat().st_size > MAX_POLICY_BYTES:
         raise BadInputError(f"policy file {str(path)!r} is larger than {MAX_POLICY_BYTES // 1024} KiB")
+    from tfp_mlflow import _json
+
+    policy = _json.loads(path.read_bytes(), f"policy file {str(path)!r}", max_bytes=MAX_POLICY_BYTES,
+                         max_depth=4 * MAX_DEPTH)
     try:
-        policy = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"policy file {str(path)!r} is not valid JSON ({exc})") from None
-    try:
-        return validate_policy(policy)
+        validate_policy(policy)
+        load_policy(policy)   # built once here, so a policy albumentations cannot build is refused, not stored
+        return policy
     except BadInputError as exc:
         raise BadInputError(f"policy file {str(path)!r}: {exc}") from None
 

@@ -48,6 +48,9 @@ class Recommendation:
     trusted: list[str] | None = None
     #: The commands that act on it (``tfp train ... --from-recommendation``, ``tfp tune ...``).
     next_steps: list[str] = field(default_factory=list)
+    #: Runs every reader passes over, with the reason (:meth:`Cloud.quarantined`): a task whose fields do not
+    #: parse, a fingerprint that does not conform, content whose checksum differs, a non-finite distance.
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}
@@ -114,11 +117,15 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     target_name = name or (target.name if target else "query")
     query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
                  fingerprint=target)
-    cloud_tasks = [t for t in cloud.tasks() if t.name != target_name]
+    # Tasks whose runs or fingerprints fail a check are quarantined: left out of every query, never its error.
+    # Trust is per run: the newest version by a trusted contributor, whoever wrote a newer one.
+    every = cloud.conforming([t for t in cloud.tasks() if t.name != target_name])
+    cloud_tasks = (cloud.conforming([t for t in cloud.tasks(trusts=guard.trusts) if t.name != target_name])
+                   if guard.trusted else every)
     notes, described = [], []
-    untrusted = [t for t in cloud_tasks if not guard.trusts(t.contributor)]
+    trusted_names = {t.name for t in cloud_tasks}
+    untrusted = [t for t in every if t.name not in trusted_names]
     if untrusted:
-        cloud_tasks = [t for t in cloud_tasks if guard.trusts(t.contributor)]
         notes.append(f"{len(untrusted)} tasks by contributors outside --trusted were left out")
     if chooser.needs_fingerprint:
         spec_id = cloud.spec_id()
@@ -143,7 +150,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
     sources = (cloud.prepared(chooser, cloud_tasks) if chooser.needs_fingerprint
                else cloud.as_tasks(cloud_tasks, with_fingerprints=False))
-    ranking = rank_sources(chooser, query, sources)
+    ranking = _finite(cloud, rank_sources(chooser, query, sources), by_name, selector)
     signals = dict.fromkeys((r.name for r in ranking), selector)
     if described:
         by_keywords = rank_sources("manual", query, cloud.as_tasks(described, with_fingerprints=False))
@@ -210,9 +217,27 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
                                   f"found the candidates)")
         result.scenarios[scenario.name] = {"selector": selector, "items": items, "notes": scenario_notes,
                                       "ordered_by": ordered_by}
+    result.quarantined = cloud.quarantined()
+    if result.quarantined:
+        notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")
     if log:
         result.run_id = _log(cloud, result)
     return result
+
+
+def _finite(cloud: Cloud, ranking: list[RankedSource], by_name: dict[str, CloudTask],
+            selector: str) -> list[RankedSource]:
+    """The ranking less sources at a non-finite distance (quarantined: a fingerprint that passed every check
+    can still be degenerate for one selector), renumbered."""
+    import math
+
+    bad = [r for r in ranking if not math.isfinite(r.distance)]
+    for entry in bad:
+        cloud.quarantine("fingerprint", by_name[entry.name],
+                          f"its {selector} distance to the target is {entry.distance}", task=entry.name)
+    if not bad:
+        return ranking
+    return [replace(r, rank=rank) for rank, r in enumerate((r for r in ranking if math.isfinite(r.distance)), 1)]
 
 
 def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]],

@@ -3,6 +3,7 @@ list cache, the CLI against real servers and the hostile-input catalogue."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -162,6 +163,24 @@ def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fing
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
     assert sorted(t.name for t in cloud.tasks()) == sorted(f"p{p}_t{t}" for p in range(3) for t in range(3))
+
+
+def test_eight_first_writers_on_a_new_sqlite_cloud_all_succeed(tmp_path, make_fingerprint, small_spec):
+    """Eight `tfp contribute` start at once on a cloud that does not exist yet: MLflow's schema creation is
+    serialised, so none fails (unserialised, most died in the migration: `_alembic_tmp_latest_metrics exists`)."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    spec_path = small_spec.save(tmp_path / "spec.npz")
+    files = [make_fingerprint(f"first{i}", seed=i).save(tmp_path / f"first{i}.npz") for i in range(8)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-m", "tfp_mlflow.cli", "contribute", str(path), "--spec",
+                               str(spec_path)], env={**env, "TFP_CACHE_DIR": str(tmp_path / f"cache{i}")},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i, path in enumerate(files)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 8, "\n".join(o[-600:] for o in outputs)
+    assert not any("Traceback" in o for o in outputs)
+    cloud = Cloud(uri, cache_dir=tmp_path / "cache")
+    assert sorted(t.name for t in cloud.tasks()) == sorted(f"first{i}" for i in range(8))
 
 
 # -- the remote path: a real `mlflow server` on 127.0.0.1 ---------------------------------------------------------

@@ -12,7 +12,14 @@ Contract
   leaves nothing a reader sees; re-running the same contribution then completes it.
 * **Versions.** A task has one visible version: :meth:`contribute` writes a new task run and retires the older
   ones. Fields given as ``None`` keep the previous version's value.
-* **Idempotent knowledge.** :meth:`add_knowledge` of content already stored returns the existing run's id.
+* **Idempotent knowledge.** :meth:`add_knowledge` of content the same contributor already stored returns the
+  existing run's id; another contributor's run with the same content key is a separate item.
+* **Verified content.** Every file tfp writes into a run has its SHA-256 recorded in that run when it is written;
+  every download is checked against it, and the local cache is keyed by it (never by a tag a writer chooses), so
+  no run can shadow another's content.
+* **Isolation.** A run that fails a check (a task field that does not parse, a fingerprint that does not conform
+  to the spec, content whose checksum differs, a knowledge table that does not validate, a non-finite distance)
+  is left out by every reader and listed by :meth:`quarantined`; it is never the error of a query.
 * **One spec.** The first fingerprint (or :meth:`ensure_spec`) sets the cloud's spec; any other spec is refused
   with :class:`~tfp_mlflow.errors.SpecMismatchError`, never compared.
 * **Errors.** Unreachable or refusing servers raise :class:`~tfp_mlflow.errors.CloudError` with one line; bad
@@ -62,6 +69,15 @@ class KnowledgeStore(Protocol):
 
     def task(self, name: str) -> CloudTask | None:
         """The visible version of one task, or ``None``."""
+
+    def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
+        """The tasks whose fingerprint (if any) verifies and conforms to the spec; the others are quarantined."""
+
+    def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
+        """Leave a run out of every query from now on, with the reason."""
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """The runs left out, with their reasons: ``[{"what", "run_id", "task", "contributor", "reason"}]``."""
 
     def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
                    knowledge: Iterable[Knowledge] = (), **fields) -> CloudTask:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tfp_mlflow._paths import default_cache_dir
-from tfp_mlflow.errors import BadInputError, CloudError
+from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.selectors import PreparedSources
 
 __all__ = ["LocalCache", "default_cache_dir", "PREPARED_KEEP"]
@@ -52,8 +52,8 @@ class LocalCache:
             if sha256 is not None:
                 digest = hashlib.sha256(local.read_bytes()).hexdigest()
                 if digest != sha256:
-                    raise CloudError(f"{artifact_path} of run {run_id} has checksum {digest[:16]}..., the cloud "
-                                     f"records {sha256[:16]}...; the artifact was altered")
+                    raise TamperedError(f"{artifact_path} of run {run_id} has checksum {digest[:16]}..., the run "
+                                        f"recorded {sha256[:16]}... when it was written; the artifact was altered")
             staged = Path(tmp) / "staged"
             shutil.move(str(local), staged)
             os.replace(staged, target)

@@ -22,7 +22,7 @@ from typing import Iterator
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import PARAM_LIMIT, Tag, complete_filter
+from tfp_mlflow.cloud.schema import PARAM_LIMIT, Tag, complete_filter, sha256_tag
 from tfp_mlflow.errors import CloudError
 
 __all__ = ["RunRecorder", "RunStore", "StoredRun"]
@@ -69,13 +69,15 @@ class RunRecorder:
             self._client.set_tag(self.run_id, key, str(value))
 
     def log_file(self, artifact_path: str, write: Callable[[Path], Any]) -> str:
-        """Write a file with ``write(path)`` and log it at ``artifact_path``; returns its SHA-256."""
+        """Write a file with ``write(path)`` and log it at ``artifact_path``; returns its SHA-256, which is also
+        recorded in the run (tag :func:`~tfp_mlflow.cloud.schema.sha256_tag`) for every reader to check."""
         folder, name = os.path.split(artifact_path)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / name
             write(local)
             digest = hashlib.sha256(local.read_bytes()).hexdigest()
             self._client.log_artifact(self.run_id, str(local), folder or None)
+        self._client.set_tag(self.run_id, sha256_tag(artifact_path), digest)
         return digest
 
     def log_artifact(self, local_path: str | os.PathLike, folder: str | None = None) -> None:
@@ -105,13 +107,14 @@ class RunRecorder:
         mlflow.flush_async_logging()
 
     def finish(self, status: str = "FINISHED", *, complete: bool = True) -> None:
-        """End the run: ``tfp.complete`` first (when ``complete`` and FINISHED), then the status.
+        """End the run: the status, then ``tfp.complete`` (when ``complete`` and FINISHED), the last write: behind
+        ``tfp-basic-auth`` a complete run is immutable.
 
         Only for runs that outlive one ``with`` block (:meth:`Cloud.start_run`); :meth:`Cloud.record` calls it.
         """
+        self._client.set_terminated(self.run_id, status)
         if complete and status == "FINISHED":
             self._client.set_tag(self.run_id, Tag.COMPLETE, "1")
-        self._client.set_terminated(self.run_id, status)
 
 
 class RunStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import math
 import os
 import re
 from collections.abc import Sequence as SequenceABC
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge
 from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Param, Tag
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.fingerprint import validate_task_name
+from tfp_mlflow.fingerprint import validate_keywords, validate_task_name
 
 __all__ = ["CloudTask", "LazyTasks", "task_from_run", "dataset_input", "validate_knowledge", "contributor", "short",
            "safe_file"]
@@ -57,16 +58,33 @@ class LazyTasks(SequenceABC):
 
 
 def task_from_run(run) -> CloudTask:
+    """The task a run describes; :class:`BadInputError` saying which field is unusable when one is (a run written
+    through MLflow's API by hand can hold anything: its readers quarantine it)."""
     tags, params = run.data.tags, run.data.params
+
+    def count(key: str) -> int:
+        value = params.get(key, "0")
+        if not re.fullmatch(r"[0-9]{1,11}", value):
+            raise BadInputError(f"param {key}={value[:40]!r} is not a count")
+        return int(value)
+
     dim = params.get(Param.INTRINSIC_DIM)
-    return CloudTask(name=tags.get(Tag.TASK, ""), run_id=run.info.run_id,
-                     keywords=tuple(k for k in tags.get(Tag.KEYWORDS, "").split(",") if k),
-                     domain=tags.get(Tag.DOMAIN, ""), num_images=int(params.get(Param.NUM_IMAGES, 0)),
-                     num_classes=int(params.get(Param.NUM_CLASSES, 0)),
+    if dim is not None:
+        try:
+            dim = float(dim)
+        except ValueError:
+            raise BadInputError(f"param {Param.INTRINSIC_DIM}={dim[:40]!r} is not a number") from None
+        if not math.isfinite(dim) or dim < 0:
+            raise BadInputError(f"param {Param.INTRINSIC_DIM}={dim!r} is not a finite dimension")
+    sha = tags.get(Tag.FINGERPRINT_SHA256, "")
+    if sha and not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise BadInputError(f"tag {Tag.FINGERPRINT_SHA256} is not a SHA-256")
+    keywords = validate_keywords([k for k in tags.get(Tag.KEYWORDS, "").split(",") if k])
+    return CloudTask(name=validate_task_name(tags.get(Tag.TASK, "")), run_id=run.info.run_id,
+                     keywords=keywords, domain=tags.get(Tag.DOMAIN, ""), num_images=count(Param.NUM_IMAGES),
+                     num_classes=count(Param.NUM_CLASSES),
                      shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),
-                     contributor=tags.get(Tag.CONTRIBUTOR, ""),
-                     fingerprint_sha256=tags.get(Tag.FINGERPRINT_SHA256, ""),
-                     intrinsic_dim=float(dim) if dim is not None else None)
+                     contributor=tags.get(Tag.CONTRIBUTOR, ""), fingerprint_sha256=sha, intrinsic_dim=dim)
 
 
 def validate_knowledge(knowledge: Knowledge) -> None:

@@ -7,17 +7,19 @@ pretraining, cotraining, architecture_transfer; default architecture), ``archite
 from __future__ import annotations
 
 import csv
-import json
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
 
-from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow import _json
+from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, KnowledgeKind
 from tfp_mlflow.errors import BadInputError
 
 __all__ = ["read_results"]
 
+MAX_RESULTS_BYTES = 64 * 2**20
 _COLUMNS = {"kind", "architecture", "source", "policy_id", "repetition", "balanced_accuracy", "auroc", "run_id"}
 
 
@@ -26,18 +28,27 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"results file {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_RESULTS_BYTES:
+        raise BadInputError(f"results file {str(path)!r} is larger than {MAX_RESULTS_BYTES // 2**20} MiB")
     try:
         if path.suffix.lower() == ".json":
-            records = json.loads(path.read_text())
+            records = _json.loads(path.read_bytes(), f"results file {str(path)!r}")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise BadInputError("a JSON results file is a list of objects")
         else:
-            with path.open(newline="") as handle:
+            with path.open(newline="", encoding="utf-8") as handle:
                 records = list(csv.DictReader(handle))
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"results file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as "
+                            f"UTF-8") from None
+    except csv.Error as exc:
         raise BadInputError(f"results file {str(path)!r} cannot be parsed ({exc})") from None
     except BadInputError as exc:
-        raise BadInputError(f"results file {str(path)!r}: {exc}") from None
+        message = str(exc)
+        raise BadInputError(message if message.startswith("results file") else
+                            f"results file {str(path)!r}: {message}") from None
+    if len(records) > MAX_ROWS:
+        raise BadInputError(f"results file {str(path)!r} holds {len(records):,} rows; at most {MAX_ROWS:,}")
     grouped: dict[str, list[KnowledgeRow]] = defaultdict(list)
     for number, record in enumerate(records, start=1):
         record = {str(k).strip().lower(): v for k, v in record.items() if k is not None}
@@ -45,7 +56,11 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
         if unknown:
             raise BadInputError(f"results file {str(path)!r} has unknown columns {', '.join(sorted(unknown))}; "
                                 f"use {', '.join(sorted(_COLUMNS))}")
-        kind = (record.get("kind") or KnowledgeKind.ARCHITECTURE).strip()
+        kind = record.get("kind") or KnowledgeKind.ARCHITECTURE
+        if not isinstance(kind, str):
+            raise BadInputError(f"results file {str(path)!r} row {number}: kind must be a name such as "
+                                f"architecture, got {type(kind).__name__}")
+        kind = kind.strip()
         if kind not in KNOWLEDGE_KINDS or kind == KnowledgeKind.POLICY:
             raise BadInputError(f"results file {str(path)!r} row {number}: unknown kind {kind!r}")
         try:
@@ -56,7 +71,7 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
                                balanced_accuracy=_number(record.get("balanced_accuracy"), float),
                                auroc=_number(record.get("auroc"), float),
                                evidence_run=str(record.get("run_id") or "").strip()).validate(kind)
-        except (BadInputError, ValueError) as exc:
+        except (BadInputError, ValueError, TypeError, OverflowError) as exc:
             raise BadInputError(f"results file {str(path)!r} row {number}: {exc}") from None
         grouped[kind].append(row)
     if not grouped:
@@ -66,9 +81,16 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
 
 
 def _number(value, cast):
+    """A number from a CSV cell or a JSON value; a one-line reason for anything else."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    number = cast(value)
-    if cast is float and number != number:
-        raise ValueError("metric is NaN")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{value!r:.40} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r:.40} is not a finite number")
+    if cast is int:
+        if number != int(number) or abs(number) > 10**9:
+            raise ValueError(f"repetition {value!r:.40} is not a small whole number")
+        return int(number)
     return number

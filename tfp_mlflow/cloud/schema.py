@@ -18,7 +18,7 @@ from __future__ import annotations
 __all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
            "TUNING_EXPERIMENT", "Tag",
            "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS",
-           "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT"]
+           "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT", "sha256_tag"]
 
 CLOUD_EXPERIMENT = "tfp-cloud"
 RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
@@ -61,6 +61,7 @@ class Tag:
     SELECTOR = "tfp.selector"            # recommendation runs
     REFERENCE = "tfp.reference"          # evaluation runs: what was evaluated
     ORDERED_BY = "tfp.ordered_by"        # model-ranking runs: the score that ordered them
+    SHA256_PREFIX = "tfp.sha256/"        # + artifact path: the SHA-256 of every file tfp logged (see sha256_tag)
 
 
 class Kind:
@@ -140,6 +141,14 @@ class Artifact:
     LEARNING_CURVES = "learning_curves.png"
     TRAINING_RESULT = "result.json"
     MODEL = "model"                              # MLflow pytorch flavour (pt2: torch.export, no pickle)
+
+
+def sha256_tag(artifact_path: str) -> str:
+    """The tag that records an artifact's SHA-256, written when the file is logged and checked on every download
+    (``tfp.sha256/knowledge/architecture.json``). MLflow tag keys allow letters, digits and ``_-. /``; ``_``, ``:``
+    and ``+`` of policy ids are escaped reversibly."""
+    escaped = artifact_path.replace("_", "__").replace(":", "_c").replace("+", "_p")
+    return Tag.SHA256_PREFIX + escaped
 
 
 def complete_filter(kind: str, **tags: str) -> str:

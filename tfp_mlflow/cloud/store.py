@@ -14,16 +14,18 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from tfp_mlflow import _json
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge)
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, Artifact, Kind, Metric, Param, Tag, complete_filter
-from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError
+from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Metric, Param, Tag,
+                                     complete_filter, sha256_tag)
+from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec
@@ -41,6 +43,26 @@ def default_tracking_uri() -> str:
         return uri
     home = Path(DEFAULT_HOME).resolve()
     return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _open_sqlite_store(client, database: Path) -> None:
+    """Open (and on first use create) a SQLite store with its schema creation serialised across processes.
+
+    MLflow creates and migrates a new SQLite database's tables on first use; several processes doing so at once
+    collide (``table _alembic_tmp_latest_metrics already exists``). An exclusive lock on ``<database>.lock`` makes
+    the first one create the schema while the others wait, then find it.
+    """
+    try:
+        import fcntl
+    except ImportError:          # Windows: no advisory locks; first writers there should not start at once
+        client._tracking_client.store
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client._tracking_client.store
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Cloud(RunStore):
@@ -75,8 +97,11 @@ class Cloud(RunStore):
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith("sqlite:///"):
+            _open_sqlite_store(self.client, Path(self.uri.removeprefix("sqlite:///")))
         self.cache = LocalCache(cache_dir)
         self._experiment_ids: dict[str, str] = {}
+        self._quarantined: dict[str, dict[str, str]] = {}
 
     # -- experiments --------------------------------------------------------------------------------------------
     def _artifact_location(self, name: str) -> str | None:
@@ -124,10 +149,45 @@ class Cloud(RunStore):
         if spec_id is None:
             return None
         runs = self._search(complete_filter(Kind.SPEC, spec_id=spec_id))
-        if not runs:
-            raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run for it")
-        path = self.cache.fetch(self.client, runs[0].info.run_id, Artifact.SPEC, key=f"spec-{spec_id}")
-        return FingerprintSpec.load(path)
+        for run in reversed(runs):   # the first spec run wins; one whose file is not that spec is passed over
+            try:
+                spec = FingerprintSpec.load(self._artifact(run, Artifact.SPEC))
+            except (BadInputError, TamperedError) as exc:
+                self.quarantine("spec", run, str(exc))
+                continue
+            if spec.id == spec_id:
+                return spec
+            self.quarantine("spec", run, f"its spec file has id {spec.id}, not {spec_id}")
+        raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run with that spec")
+
+    # -- verified content and quarantine ------------------------------------------------------------------------
+    def _artifact(self, run, artifact_path: str) -> Path:
+        """A run's artifact through the local cache, keyed and verified by the SHA-256 the run recorded when the
+        file was written (:func:`~tfp_mlflow.cloud.schema.sha256_tag`), never by a name a writer chooses.
+
+        A run written before checksums were recorded is cached under its own run id: no other run can shadow it.
+        """
+        sha = run.data.tags.get(sha256_tag(artifact_path))
+        if sha is None and artifact_path == Artifact.FINGERPRINT:
+            sha = run.data.tags.get(Tag.FINGERPRINT_SHA256) or None
+        if sha is not None:
+            return self.cache.fetch(self.client, run.info.run_id, artifact_path, key=sha, sha256=sha)
+        return self.cache.fetch(self.client, run.info.run_id, artifact_path,
+                                key=f"run-{run.info.run_id}-{artifact_path}")
+
+    def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
+        tags = run.data.tags if hasattr(run, "data") else {}
+        run_id = run.info.run_id if hasattr(run, "info") else run.run_id
+        self._quarantined[run_id] = {
+            "what": what, "run_id": run_id, "task": task or tags.get(Tag.TASK, getattr(run, "name", "")),
+            "contributor": tags.get(Tag.CONTRIBUTOR, getattr(run, "contributor", "")),
+            "reason": reason.replace(str(self.cache.root), "<cache>")}
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """Runs this cloud's readers passed over since it was opened, with the reason (a task whose fields do not
+        parse, a fingerprint that does not conform to the spec, content whose checksum differs, a knowledge table
+        that is not one): ``[{"what", "run_id", "task", "contributor", "reason"}]``."""
+        return sorted(self._quarantined.values(), key=lambda q: (q["task"], q["what"], q["run_id"]))
 
     def ensure_spec(self, spec: FingerprintSpec) -> None:
         """Set the cloud's spec on first use; afterwards refuse any other spec."""
@@ -142,8 +202,11 @@ class Cloud(RunStore):
         self.client.set_experiment_tag(self.experiment_id(), Tag.SPEC_ID, spec.id)
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def tasks(self) -> list[CloudTask]:
+    def tasks(self, trusts: Callable[[str], bool] | None = None) -> list[CloudTask]:
         """Every complete task, newest version per name, sorted by name.
+
+        With ``trusts`` (a predicate on contributors), the newest version by a trusted contributor: trust is
+        decided per run, so another account's newer version of a task never shadows a trusted one.
 
         The list is kept in the local cache under the cloud's task state (the experiment tag
         ``tfp.tasks_version``, renewed after every contribution, and the most recently completed task run), so a
@@ -156,26 +219,74 @@ class Cloud(RunStore):
                  [(r.info.run_id, r.info.end_time) for r in newest]]
         key = "tasks-" + hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
         cached = self.cache.read_json(key)
-        if isinstance(cached, list):
+        versions = None
+        if isinstance(cached, dict):
             try:
-                return [CloudTask(**{**t, "keywords": tuple(t["keywords"])}) for t in cached]
+                versions = [CloudTask(**{**t, "keywords": tuple(t["keywords"])}) for t in cached["versions"]]
+                self._quarantined.update({q["run_id"]: q for q in cached["quarantined"]})
             except (TypeError, KeyError):
-                pass  # written by another version: search again
-        tasks = self._search_tasks()
-        self.cache.write_json(key, [asdict(t) for t in tasks])
-        return tasks
+                versions = None  # written by another version: search again
+        if versions is None:
+            versions, quarantined = self._search_tasks()
+            self.cache.write_json(key, {"versions": [asdict(t) for t in versions], "quarantined": quarantined})
+        chosen: dict[str, CloudTask] = {}
+        for task in versions:   # newest first
+            if trusts is None or trusts(task.contributor):
+                chosen.setdefault(task.name, task)
+        return [chosen[name] for name in sorted(chosen)]
 
-    def _search_tasks(self) -> list[CloudTask]:
-        latest: dict[str, CloudTask] = {}
+    def _search_tasks(self) -> tuple[list[CloudTask], list[dict[str, str]]]:
+        """The newest version of each task by each contributor, newest first; and the runs that do not parse."""
+        versions: dict[tuple[str, str], CloudTask] = {}
+        quarantined = []
         for run in self._search(complete_filter(Kind.TASK)):
-            task = task_from_run(run)
-            latest.setdefault(task.name, task)  # runs come newest first
-        return [latest[name] for name in sorted(latest)]
+            try:
+                task = task_from_run(run)
+            except BadInputError as exc:
+                self.quarantine("task", run, f"the task run is unusable: {exc}")
+                quarantined.append(self._quarantined[run.info.run_id])
+                continue
+            versions.setdefault((task.name, task.contributor), task)  # runs come newest first
+        return list(versions.values()), quarantined
+
+    def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
+        """The tasks whose fingerprint (when they have one) downloads with the checksum its run recorded and
+        conforms to the cloud's spec; the others are quarantined. Each verdict is cached by checksum and spec, so a
+        fingerprint is checked once per machine."""
+        with_fp = [t for t in tasks if t.has_fingerprint]
+        if not with_fp:
+            return list(tasks)
+        spec_id = self.spec_id()
+        verdicts = self.cache.read_json(f"verdicts-{spec_id}")
+        verdicts = verdicts if isinstance(verdicts, dict) else {}
+        missing = [t for t in with_fp if t.fingerprint_sha256 not in verdicts]
+        if missing:
+            spec = spec or self.spec()
+            for task in missing:
+                try:
+                    self.fingerprint(task, spec)
+                    verdicts[task.fingerprint_sha256] = ""
+                except (BadInputError, TamperedError) as exc:
+                    verdicts[task.fingerprint_sha256] = str(exc).replace(str(self.cache.root), "<cache>")
+            fresh = self.cache.read_json(f"verdicts-{spec_id}")   # another process may have added some meanwhile
+            self.cache.write_json(f"verdicts-{spec_id}", {**(fresh if isinstance(fresh, dict) else {}), **verdicts})
+        out = []
+        for task in tasks:
+            reason = verdicts.get(task.fingerprint_sha256, "") if task.has_fingerprint else ""
+            if reason:
+                self.quarantine("fingerprint", task, f"its fingerprint is unusable: {reason}", task=task.name)
+            else:
+                out.append(task)
+        return out
 
     def task(self, name: str) -> CloudTask | None:
         """The newest complete version of a task, or ``None``."""
-        runs = self._search(complete_filter(Kind.TASK, task=validate_task_name(name)))
-        return task_from_run(runs[0]) if runs else None
+        for run in self._search(complete_filter(Kind.TASK, task=validate_task_name(name))):
+            try:
+                return task_from_run(run)
+            except BadInputError as exc:
+                self.quarantine("task", run, f"the task run is unusable: {exc}")
+        return None
 
     def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
                    keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
@@ -197,6 +308,8 @@ class Cloud(RunStore):
             if cloud_spec is not None and fingerprint.spec_id != cloud_spec:
                 raise SpecMismatchError(f"fingerprint of {name!r} has spec {fingerprint.spec_id} but the cloud at "
                                         f"{self.uri} uses {cloud_spec}; re-fingerprint it with the cloud's spec")
+            if cloud_spec is not None:
+                fingerprint.check_conforms(self.spec(), f"fingerprint of {name!r}")
             if cloud_spec is None:
                 if spec is None or spec.id != fingerprint.spec_id:
                     from tfp_mlflow.spec import default_spec
@@ -204,6 +317,7 @@ class Cloud(RunStore):
                 if spec.id != fingerprint.spec_id:
                     raise SpecMismatchError(f"the cloud has no spec yet and fingerprint {name!r} was not made with "
                                             f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
+                fingerprint.check_conforms(spec, f"fingerprint of {name!r}")
                 self.ensure_spec(spec)
         contributor = contributor or current_contributor()
         knowledge = list(knowledge)
@@ -247,14 +361,20 @@ class Cloud(RunStore):
             elif previous is not None and previous.has_fingerprint:
                 # Keep the earlier fingerprint: copy it into the new version.
                 old = self.cache.fetch(self.client, previous.run_id, Artifact.FINGERPRINT,
-                                       key=previous.fingerprint_sha256)
+                                       key=previous.fingerprint_sha256, sha256=previous.fingerprint_sha256)
                 sha = run.log_file(Artifact.FINGERPRINT, lambda p: p.write_bytes(old.read_bytes()))
             run.log_params(params)
             run.set_tags({Tag.FINGERPRINT_SHA256: sha})
         run_id = run.run_id
-        for old in self._search(complete_filter(Kind.TASK, task=name)):
+        # Retire this contributor's older versions where the server allows it (behind tfp-basic-auth a complete run
+        # is immutable: they stay, and readers take the newest).
+        for old in self._search(complete_filter(Kind.TASK, task=name, contributor=contributor)):
             if old.info.run_id != run_id and old.info.start_time <= run.start_time:
-                self.client.delete_run(old.info.run_id)
+                try:
+                    self.client.delete_run(old.info.run_id)
+                except Exception as exc:
+                    if getattr(exc, "error_code", "") != "PERMISSION_DENIED":
+                        raise
         # Renewed after the retirement, so a cached task list never outlives this change.
         for attempt in range(5):   # SQLite: two contributors inserting the tag at once collide; the next try updates
             try:
@@ -268,14 +388,15 @@ class Cloud(RunStore):
 
     # -- knowledge ----------------------------------------------------------------------------------------------
     def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
-        """Store one knowledge run (idempotent: returns the existing run id when the same content is there)."""
+        """Store one knowledge run (idempotent: returns the existing run id when the same contributor already
+        stored the same content; another contributor's run with that content key is a different item)."""
         validate_knowledge(knowledge)
         key = knowledge.key()
-        existing = self._search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key))
-        if existing:
-            return existing[0].info.run_id
+        contributor = contributor or knowledge.contributor or current_contributor()
+        for run in self._search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key, contributor=contributor)):
+            return run.info.run_id
         tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
-                Tag.CONTRIBUTOR: contributor or knowledge.contributor or current_contributor(),
+                Tag.CONTRIBUTOR: contributor,
                 Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
         with self.record(Kind.KNOWLEDGE, tags) as run:
             table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
@@ -298,21 +419,39 @@ class Cloud(RunStore):
             kind = run.data.tags.get(Tag.KNOWLEDGE, "")
             if kinds is not None and kind not in kinds:
                 continue
-            path = self.cache.fetch(self.client, run.info.run_id, f"knowledge/{kind}.json",
-                                    key=f"knowledge-{run.data.tags.get(Tag.KNOWLEDGE_KEY, run.info.run_id)}")
-            table = json.loads(path.read_text())
-            rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in KnowledgeRow.__dataclass_fields__})
-                         for r in table["rows"])
-            out.append(Knowledge(task=task, kind=kind, rows=rows, run_id=run.info.run_id,
-                                 provenance=table.get("provenance", ""),
-                                 contributor=run.data.tags.get(Tag.CONTRIBUTOR, "")))
+            try:
+                out.append(self._read_knowledge(run, task, kind))
+            except (BadInputError, TamperedError) as exc:
+                self.quarantine("knowledge", run, str(exc), task=task)
         return out
 
+    def _read_knowledge(self, run, task: str, kind: str) -> Knowledge:
+        """One knowledge run's table, verified and validated (what a contributor's ``validate_knowledge`` checks)."""
+        if kind not in KNOWLEDGE_KINDS:
+            raise BadInputError(f"knowledge kind {kind[:40]!r} is unknown")
+        artifact = f"knowledge/{kind}.json"
+        table = _json.loads(self._artifact(run, artifact).read_bytes(), f"{artifact} of run {run.info.run_id}")
+        if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+            raise BadInputError(f"{artifact} of run {run.info.run_id} is not a knowledge table")
+        fields = KnowledgeRow.__dataclass_fields__
+        try:
+            rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in fields}) for r in table["rows"])
+        except (TypeError, AttributeError):
+            raise BadInputError(f"{artifact} of run {run.info.run_id} holds rows that are not results") from None
+        knowledge = Knowledge(task=task, kind=kind, rows=rows, run_id=run.info.run_id,
+                              provenance=str(table.get("provenance", "")),
+                              contributor=run.data.tags.get(Tag.CONTRIBUTOR, ""))
+        validate_knowledge(knowledge)
+        return knowledge
+
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
-        """The albumentations JSON of a policy, as contributed."""
-        path = self.cache.fetch(self.client, knowledge_run_id, f"policy/{safe_file(policy_id)}.json",
-                                key=f"policy-{knowledge_run_id}-{safe_file(policy_id)}")
-        return json.loads(path.read_text())
+        """The albumentations JSON of a policy, as contributed (verified by the checksum its run recorded)."""
+        artifact = f"policy/{safe_file(policy_id)}.json"
+        policy = _json.loads(self._artifact(self.client.get_run(knowledge_run_id), artifact).read_bytes(),
+                             f"{artifact} of run {knowledge_run_id}")
+        if not isinstance(policy, dict):
+            raise BadInputError(f"{artifact} of run {knowledge_run_id} is not an albumentations policy")
+        return policy
 
     # -- fingerprints -------------------------------------------------------------------------------------------
     def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None,
@@ -325,7 +464,11 @@ class Cloud(RunStore):
             raise BadInputError(f"task {task.name!r} has no fingerprint in the cloud")
         path = self.cache.fetch(self.client, task.run_id, Artifact.FINGERPRINT, key=task.fingerprint_sha256,
                                 sha256=task.fingerprint_sha256)
-        return Fingerprint.load(path, spec, variants=variants, moments=moments)
+        try:
+            return Fingerprint.load(path, spec, variants=variants, moments=moments)
+        except BadInputError as exc:
+            raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}",
+                                                 f"the fingerprint of task {task.name!r}")) from None
 
     def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
                  variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:

@@ -109,14 +109,21 @@ def _from_folder(root: Path) -> ImageDataset:
 
 
 def _from_manifest(manifest: Path, split: str | None) -> ImageDataset:
-    with manifest.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        for required in ("path", "label"):
-            if required not in columns:
-                raise BadInputError(f"manifest {str(manifest)!r} has no {required!r} column (columns: "
-                                    f"{', '.join(columns) or 'none'}); it needs path,label[,split]")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            for required in ("path", "label"):
+                if required not in columns:
+                    raise BadInputError(f"manifest {str(manifest)!r} has no {required!r} column (columns: "
+                                        f"{', '.join(columns) or 'none'}); it needs path,label[,split]")
+            rows = [{k.strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in row.items()
+                     if isinstance(k, str)} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"manifest {str(manifest)!r} is not UTF-8 text (byte {exc.start}); save it as "
+                            f"UTF-8") from None
+    except csv.Error as exc:
+        raise BadInputError(f"manifest {str(manifest)!r} is not a readable CSV ({exc})") from None
     if split is not None and "split" in columns:
         rows = [row for row in rows if row.get("split") == split]
     paths, labels = [], []

@@ -71,8 +71,11 @@ def split_task(source: str | os.PathLike, *, seed: int = 0, val_fraction: float 
 def _has_split(source: str | os.PathLike, split: str) -> bool:
     import csv
 
-    with open(source, newline="") as handle:
-        return any((row.get("split") or "").strip() == split for row in csv.DictReader(handle))
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as handle:
+            return any((row.get("split") or "").strip() == split for row in csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error):
+        return False   # reading the manifest itself then says what is wrong
 
 
 def _stratified_split(dataset: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:

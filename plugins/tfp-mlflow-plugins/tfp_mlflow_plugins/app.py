@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from functools import lru_cache
 from typing import Any, Callable
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from tfp_mlflow._version import __version__
@@ -49,11 +52,14 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
         router = getattr(mlflow_app, "router", None)
         return router.lifespan_context(mlflow_app) if router is not None else _NoLifespan()
 
+    # The OpenAPI description and its docs page are routes of ours, behind the same credentials as the rest.
     app = FastAPI(title="tfp knowledge cloud", version=__version__, lifespan=lifespan,
                   description="Task fingerprinting on this MLflow server: tasks, knowledge and recommendations.",
-                  openapi_url="/tfp/api/openapi.json", docs_url="/tfp/api/docs", redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.basic_auth = basic_auth
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(_api_router())
+    app.include_router(_openapi_router(app))
     app.include_router(_page_router())
     app.mount("/", mlflow_app)
     return app
@@ -149,9 +155,26 @@ async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwarg
     return await run_in_threadpool(call)
 
 
+#: An absolute path of two or more segments that is not part of a URL: a server-side path, never shown to callers.
+_SERVER_PATH = re.compile(r"(?<![\w:/.\-])/(?:[^\s'\"/]+/)+[^\s'\",)]*")
+
+
+def _scrub(message: str) -> str:
+    """The message without server-side paths (cache, temporary and artifact folders)."""
+    return _SERVER_PATH.sub("<server path>", message)
+
+
 def _json_error(exc: BaseException) -> JSONResponse:
     status, message = _status_of(exc)
-    return JSONResponse({"error": message}, status_code=status, headers=getattr(exc, "headers", None))
+    return JSONResponse({"error": _scrub(message)}, status_code=status, headers=getattr(exc, "headers", None))
+
+
+async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 ``{"detail": [...]}`` as the documented one-line ``{"error": ...}``."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = " ".join(str(part) for part in first.get("loc", ()))
+    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")[:300]},
+                        status_code=422)
 
 
 # -- REST API ------------------------------------------------------------------------------------------------------
@@ -159,10 +182,11 @@ def _json_error(exc: BaseException) -> JSONResponse:
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/tfp/api", tags=["tfp"])
 
-    @router.get("/tasks", summary="Every task with its fields and which knowledge it has")
+    @router.get("/tasks", summary="Every task with its fields and which knowledge it has; the quarantined runs")
     async def list_tasks(request: Request):
         try:
-            return {"tasks": await _serve(request, service.tasks)}
+            tasks = await _serve(request, service.tasks)
+            return {"tasks": tasks, "quarantined": await _serve(request, service.quarantined)}
         except Exception as exc:
             return _json_error(exc)
 
@@ -219,6 +243,28 @@ def _api_router() -> APIRouter:
     return router
 
 
+def _openapi_router(app: FastAPI) -> APIRouter:
+    router = APIRouter(prefix="/tfp/api", include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi(request: Request):
+        try:
+            _authorization(request)
+            return app.openapi()
+        except Exception as exc:
+            return _json_error(exc)
+
+    @router.get("/docs")
+    async def docs(request: Request):
+        try:
+            _authorization(request)
+            return get_swagger_ui_html(openapi_url="/tfp/api/openapi.json", title="tfp knowledge cloud API")
+        except Exception as exc:
+            return _json_error(exc)
+
+    return router
+
+
 # -- web page ------------------------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
@@ -234,7 +280,7 @@ def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
 
 def _page_error(exc: BaseException) -> HTMLResponse:
     status, message = _status_of(exc)
-    response = _page("error.html", status=status, status_code=status, message=message)
+    response = _page("error.html", status=status, status_code=status, message=_scrub(message))
     response.headers.update(getattr(exc, "headers", {}) or {})
     return response
 
@@ -248,7 +294,8 @@ def _page_router() -> APIRouter:
         try:
             tasks = await _serve(request, service.tasks)
             return _page("index.html", tasks=tasks, selectors=service.selectors(),
-                         scenarios=("all",) + scenario_names())
+                         scenarios=("all",) + scenario_names(),
+                         quarantined=await _serve(request, service.quarantined))
         except Exception as exc:
             return _page_error(exc)
 

@@ -19,7 +19,7 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
-__all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "task_detail", "knowledge_map", "recommend_upload",
+__all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map", "recommend_upload",
            "selectors", "classical_mds"]
 
 #: Largest fingerprint upload accepted (a 1280-feature fingerprint is about 0.5 MB).
@@ -43,9 +43,14 @@ def knowledge_kinds(cloud: Cloud) -> dict[str, list[str]]:
 
 
 def tasks(cloud: Cloud) -> list[dict[str, Any]]:
-    """Every task with its fields and which knowledge it has."""
+    """Every task with its fields and which knowledge it has (quarantined ones left out: see :func:`quarantined`)."""
     kinds = knowledge_kinds(cloud)
-    return [_task_json(t, kinds.get(t.name, [])) for t in cloud.tasks()]
+    return [_task_json(t, kinds.get(t.name, [])) for t in cloud.conforming(cloud.tasks())]
+
+
+def quarantined(cloud: Cloud) -> list[dict[str, str]]:
+    """The runs every reader leaves out, with the reason."""
+    return cloud.quarantined()
 
 
 def _require_task(cloud: Cloud, name: str) -> CloudTask:
@@ -113,7 +118,7 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
     chooser = get_selector(selector)
     if not chooser.needs_fingerprint:
         raise BadInputError(f"the map needs a fingerprint selector; {selector!r} ranks by keywords")
-    every_task = cloud.tasks()
+    every_task = cloud.conforming(cloud.tasks())
     cloud_tasks = [t for t in every_task if t.has_fingerprint]
     left_out = max(0, len(cloud_tasks) - MAP_MAX_TASKS)
     cloud_tasks = cloud_tasks[:MAP_MAX_TASKS]
@@ -128,13 +133,21 @@ def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, A
         targets = cloud.as_tasks(cloud_tasks, with_fingerprints=True, variants=chooser.variants or ("small",),
                                  moments=chooser.needs_moments)
         matrix = np.stack([chooser.distances(t, prepared) for t in targets], axis=1)   # rows sources
+        # A task at a non-finite distance from any other is degenerate for this selector: quarantined, not drawn.
+        bad = ~np.isfinite(matrix).all(axis=0) | ~np.isfinite(matrix).all(axis=1)
+        for index in np.flatnonzero(bad):
+            cloud.quarantine("fingerprint", cloud_tasks[index], f"a {selector} distance to it is not finite",
+                             task=cloud_tasks[index].name)
+        keep = np.flatnonzero(~bad)
+        cloud_tasks = [cloud_tasks[i] for i in keep]
+        matrix = matrix[np.ix_(keep, keep)]
         # A selector compares sources for one target: only differences within a column carry meaning.
-        matrix = matrix - matrix.min(axis=0, keepdims=True)
+        matrix = matrix - matrix.min(axis=0, keepdims=True) if len(keep) else matrix
         np.fill_diagonal(matrix, 0.0)
         coords = classical_mds(matrix)
         points = [{"name": t.name, "domain": t.domain or "unknown", "num_images": t.num_images,
                    "x": float(x), "y": float(y)} for t, (x, y) in zip(cloud_tasks, coords)]
-    result = {"selector": selector, "points": points,
+    result = {"selector": selector, "points": points, "quarantined": cloud.quarantined(),
               "method": "classical MDS of the symmetrised distances, each target's offset by its closest source",
               "left_out": left_out, "without_fingerprint": len(every_task) - len(cloud_tasks) - left_out}
     cloud.cache.write_json(key, result)
@@ -151,13 +164,16 @@ def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str
                             f"{MAX_UPLOAD_BYTES:,} (send the .npz that `tfp fingerprint` wrote)")
     target = None
     if body:
+        # Reading the cloud's spec needs READ permission: a caller without it is answered 403 before the upload is
+        # parsed; the upload's declared layout is then checked against the spec before anything is decompressed.
+        spec = cloud.spec()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "upload.npz"
             path.write_bytes(body)
             try:
-                target = Fingerprint.load(path)
+                target = Fingerprint.load(path, spec)
             except BadInputError as exc:
-                raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
+                raise type(exc)(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
     result = recommend_for(target, cloud, keywords=keywords, name=name or None, selector=selector, top_k=top_k,
                            scenarios=None if scenario == "all" else (scenario,), metric=metric, log=log,
                            trusted=trusted, include_flagged=include_flagged, progress=False)
