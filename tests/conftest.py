@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -99,7 +100,59 @@ def _bad_files(fp):
                               "at most 64"),
         "unexpected member": (dict(good, payload=np.zeros(3)), "unexpected members payload"),
         "class counts disagree": (dict(good, meta=_meta(fp, class_counts={"a": 1})), "class_counts sum"),
+        # Counts that wrap around: 2**64-1 in one bin of a uint64 row still "sums" to num_draws in int64.
+        "uint64 wrap-around": (dict(good, counts_small=_wrapped(good["counts_small"])), "more than num_draws"),
+        "4 x 2**62 in a row": (dict(good, counts_small=_with_bins(good["counts_small"])), "more than num_draws"),
+        "float128 sums": (dict(good, feature_sum=good["feature_sum"].astype(np.longdouble)), "at most 8 bytes"),
+        "complex sums": (dict(good, feature_sum=good["feature_sum"].astype(complex)), "float array"),
+        "integer sums": (dict(good, feature_sum=good["feature_sum"].astype(np.int64)), "float array"),
+        "2-d sums": (dict(good, feature_sum=good["feature_sum"][None, :]), "1-d float array"),
+        "infinite sums": (dict(good, feature_sum=np.where(np.arange(m) == 1, np.inf, good["feature_sum"])),
+                          "NaN or infinity"),
+        "3-d counts": (dict(good, counts_small=good["counts_small"][None]), "declared"),
+        "1-d counts": (dict(good, counts_small=good["counts_small"][0]), "declared"),
+        "100,000 bins": (dict(good, counts_small=np.zeros((m, 100_000), dtype=np.int8)), "declared"),
+        "bool counts": (dict(good, counts_small=good["counts_small"] > 0), "integer array"),
+        "moments wrong shape": (dict(good, second_moments=np.eye(m + 1)), "second_moments"),
+        "moments NaN": (dict(good, second_moments=np.full((m, m), np.nan)), "second_moments"),
+        "moments integer": (dict(good, second_moments=np.eye(m, dtype=np.int64)), "second_moments"),
+        "meta nested 200,000 deep": (dict(good, meta=np.array("[" * 200_000 + "]" * 200_000)), "nests deeper"),
+        "meta NaN": (dict(good, meta=np.array(json.dumps(fp.metadata()).replace('"seed": 5', '"seed": NaN'))),
+                     "not valid JSON"),
+        "meta 1e400": (dict(good, meta=np.array(json.dumps(fp.metadata()).replace('"seed": 5', '"seed": 1e400'))),
+                       "too large"),
+        "meta a list": (dict(good, meta=np.array("[1, 2]")), "JSON object"),
+        "meta a number array": (dict(good, meta=np.arange(3)), "JSON string"),
+        "meta 5 MB": (dict(good, meta=np.array(" " * (5 * 2**20) + "{}")), "JSON string of at most 4 MB"),
+        "negative draws": (dict(good, meta=_meta(fp, num_draws=-4)), "num_draws must be"),
+        "10**12 draws": (dict(good, meta=_meta(fp, num_draws=10**12)), "num_draws must be"),
+        "draws a bool": (dict(good, meta=_meta(fp, num_draws=True)), "num_draws' must be int"),
+        "keywords a string": (dict(good, meta=_meta(fp, keywords="x-ray")), "keywords' must be list"),
+        "keyword a number": (dict(good, meta=_meta(fp, keywords=[3])), "keyword 3 is invalid"),
+        "negative class count": (dict(good, meta=_meta(fp, class_counts={"a": -1, "b": 101})), "non-negative"),
+        "seed a string": (dict(good, meta=_meta(fp, seed="five")), "seed' must be int"),
+        "spec id a number": (dict(good, meta=_meta(fp, spec_id=7)), "spec_id' must be str"),
+        "empty name": (dict(good, meta=_meta(fp, name="")), "task name"),
+        "200-character name": (dict(good, meta=_meta(fp, name="n" * 200)), "task name"),
+        "negative images": (dict(good, meta=_meta(fp, num_images=-1, class_counts={})), "non-negative"),
+        "format version a string": (dict(good, meta=_meta(fp, format_version="1")), "format version '1'"),
     }
+
+
+def _wrapped(counts: np.ndarray) -> np.ndarray:
+    """Row 0 with 2**64-1 in bin 0 and bin 0's count plus one moved to bin 1: the uint64 row sum wraps back to
+    num_draws."""
+    out = counts.astype(np.uint64)
+    out[0, 1] += out[0, 0] + np.uint64(1)
+    out[0, 0] = np.uint64(2**64 - 1)
+    return out
+
+
+def _with_bins(counts: np.ndarray) -> np.ndarray:
+    """Row 0 with 2**62 added to four bins: 2**64 more, which an int64 row sum wraps back to num_draws."""
+    out = counts.astype(np.int64)
+    out[0, :4] += 2**62
+    return out
 
 
 def _write(path, arrays):
@@ -121,8 +174,43 @@ def bad_catalogue(make_fingerprint, tmp_path):
     bomb = tmp_path / "bomb.npz"
     bomb.write_bytes(_declare_huge(raw))
     files["zip bomb"] = (bomb, "declares")
+    files["npy header declaring (2**40, 100)"] = (_lying_header(tmp_path / "lie.npz", fp, (2**40, 100)),
+                                                  "declares shape")
+    files["npy header declaring object dtype"] = (_lying_header(tmp_path / "obj.npz", fp, None, "|O"),
+                                                  "pickled objects")
+    files["npy version 9"] = (_lying_header(tmp_path / "v9.npz", fp, None, version=b"\x09\x00"), "header")
+    nested = tmp_path / "nested.npz"
+    with zipfile.ZipFile(nested, "w") as archive:
+        for name, array in _arrays(fp).items():
+            archive.writestr(f"sub/{name}.npy", _npy_bytes(array))
+    files["member in a folder"] = (nested, "not plain arrays")
     files["missing file"] = (tmp_path / "nope.npz", "does not exist")
     return files
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _lying_header(path, fp, shape=None, descr=None, version=None):
+    """A fingerprint whose ``counts_small`` member's .npy header declares another shape, dtype or version."""
+    arrays = _arrays(fp)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            data = _npy_bytes(array)
+            if name == "counts_small":
+                header = {"descr": descr or array.dtype.str, "fortran_order": False,
+                          "shape": shape or array.shape}
+                text = repr(header).encode("latin1")
+                text += b" " * (64 - (10 + len(text) + 1) % 64) + b"\n"
+                data = b"\x93NUMPY" + (version or b"\x01\x00") + struct.pack("<H", len(text)) + text + \
+                    array.tobytes()
+            archive.writestr(f"{name}.npy", data)
+    return path
 
 
 def _declare_huge(raw: bytes) -> bytes:

@@ -170,6 +170,8 @@ class Fingerprint:
             raise SpecMismatchError(f"{where} has {self.num_features} features but spec {spec.id} has "
                                     f"{spec.num_features}")
         for variant, counts in self.counts.items():
+            if variant not in spec.variants:
+                raise SpecMismatchError(f"{where} holds variant {variant!r}, which spec {spec.id} does not define")
             if spec.variants.get(variant) != counts.shape[1]:
                 raise SpecMismatchError(f"{where}: variant {variant!r} has {counts.shape[1]} bins but spec "
                                         f"{spec.id} defines {spec.variants.get(variant)}")
@@ -264,7 +266,7 @@ def check_layout(headers: Mapping[str, tuple[tuple[int, ...], np.dtype]], spec: 
     moments = headers.get("second_moments")
     if moments is not None and (moments[0] != (m, m) or moments[1].kind != "f" or moments[1].itemsize > 8):
         raise BadInputError(f"{where}: second_moments must be a float array of shape ({m}, {m}), the file declares "
-                            f"{moments[0]}")
+                            f"{moments[0]} of {moments[1]}")
 
 
 def _member_names(path: str | os.PathLike) -> set[str]:

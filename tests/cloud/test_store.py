@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -253,6 +254,40 @@ def _hostile_contributions(tmp_path, bad_catalogue, make_fingerprint, small_spec
         path.write_text(text)
         return str(path)
 
+    def json_file(name: str, body) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(body))
+        return str(path)
+
+    def raw_file(name: str, data: bytes) -> str:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return str(path)
+
+    victim = make_fingerprint("hostile_shape", seed=3)
+    base = {f"counts_{v}": np.asarray(victim.counts_of(v)) for v in victim.variants}
+    base["feature_sum"] = np.asarray(victim.feature_sum)
+
+    def forged(name: str, arrays: dict) -> str:
+        meta = {**victim.metadata(), "name": "hostile_" + "".join(c for c in name if c.isalnum())}
+        path = tmp_path / f"forged-{len(list(tmp_path.glob('forged-*')))}.npz"
+        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+        return str(path)
+
+    def narrower(m: int) -> dict:
+        return {k: v[:m] for k, v in base.items()}
+
+    def rebinned(variant: str, bins: int) -> dict:
+        counts = base[f"counts_{variant}"]
+        merged = counts.reshape(counts.shape[0], bins, -1).sum(axis=2)
+        return {**base, f"counts_{variant}": merged}
+
+    def without(variant: str) -> dict:
+        return {k: v for k, v in base.items() if k != f"counts_{variant}"}
+
+    def extra_variant() -> dict:
+        return {**base, "counts_medium": rebinned("small", 50)["counts_small"]}
+
     other = FingerprintSpec(backbone="other", weights_sha256="", lo=small_spec.lo, hi=small_spec.hi * 3)
     cases.update({
         "spec mismatch": ([str(make_fingerprint("hostile_spec", spec=other).save(tmp_path / "o.npz"))], "spec"),
@@ -270,6 +305,79 @@ def _hostile_contributions(tmp_path, bad_catalogue, make_fingerprint, small_spec
             "negative", "architecture,balanced_accuracy,auroc\nresnet18,-0.1,0.9\n")], "outside"),
         "impossible size": (["--name", "hostile_size", "--keywords", "x"], None),
         "--shareable without a data URI": ([str(good), "--shareable"], "--data-uri"),
+        # results: wrong JSON types, non-finite numbers, undecodable text, nesting
+        "results: a list for a metric": ([str(good), "--results", json_file(
+            "list-metric", [{"architecture": "resnet18", "balanced_accuracy": [0.5]}])], "not a number"),
+        "results: a number for kind": ([str(good), "--results", json_file(
+            "number-kind", [{"kind": 3, "architecture": "resnet18", "balanced_accuracy": 0.5}])], "kind must be"),
+        "results: 1e400 repetition": ([str(good), "--results", results(
+            "huge-rep", "architecture,balanced_accuracy,repetition\nresnet18,0.5,1e400\n")], "not a finite number"),
+        "results: 1e400 in JSON": ([str(good), "--results", raw_file(
+            "huge.json", b'[{"architecture": "resnet18", "balanced_accuracy": 1e400}]')], "too large"),
+        "results: NaN metric": ([str(good), "--results", results(
+            "nan", "architecture,balanced_accuracy\nresnet18,nan\n")], "not a finite number"),
+        "results: infinite metric": ([str(good), "--results", results(
+            "inf", "architecture,balanced_accuracy\nresnet18,inf\n")], "not a finite number"),
+        "results: boolean metric": ([str(good), "--results", json_file(
+            "bool", [{"architecture": "resnet18", "balanced_accuracy": True}])], "not a number"),
+        "results: fractional repetition": ([str(good), "--results", results(
+            "frac", "architecture,balanced_accuracy,repetition\nresnet18,0.5,1.5\n")], "whole number"),
+        "results: nested 200,000 deep": ([str(good), "--results", raw_file(
+            "deep.json", b"[" * 200_000 + b"]" * 200_000)], "nests deeper"),
+        "results: an object, not a list": ([str(good), "--results", json_file("object", {"a": 1})],
+                                           "list of objects"),
+        "results: not JSON": ([str(good), "--results", raw_file("broken.json", b"[{")], "not valid JSON"),
+        "results: non-UTF-8 CSV": ([str(good), "--results", raw_file(
+            "latin.csv", "architecture,balanced_accuracy\nr\xe9snet,0.5\n".encode("latin-1"))], "not UTF-8"),
+        "results: non-UTF-8 JSON": ([str(good), "--results", raw_file("latin.json", b'[{"a": "\xe9"}]')],
+                                    "not UTF-8"),
+        "results: unknown column": ([str(good), "--results", results(
+            "column", "architecture,accuracy\nresnet18,0.5\n")], "unknown columns"),
+        "results: unknown kind": ([str(good), "--results", results(
+            "kind", "kind,architecture,balanced_accuracy\nmagic,resnet18,0.5\n")], "unknown kind"),
+        "results: policy kind": ([str(good), "--results", results(
+            "policykind", "kind,policy_id\npolicy,p1\n")], "unknown kind"),
+        "results: architecture with a space": ([str(good), "--results", results(
+            "space", "architecture,balanced_accuracy\nres net,0.5\n")], "timm model name"),
+        "results: source path traversal": ([str(good), "--results", results(
+            "source", "kind,source,balanced_accuracy\npretraining,../x,0.5\n")], "task name"),
+        "results: no metric": ([str(good), "--results", results(
+            "nometric", "architecture,auroc\nresnet18,\n")], "no metric"),
+        "results: empty": ([str(good), "--results", results("empty", "architecture,balanced_accuracy\n")],
+                           "no results"),
+        "results: 10,001 rows": ([str(good), "--results", results(
+            "many", "architecture,balanced_accuracy\n" + "resnet18,0.5\n" * 10_001)], "at most 10,000"),
+        "results: missing file": ([str(good), "--results", str(tmp_path / "none.csv")], "does not exist"),
+        # policies: what albumentations cannot build is refused here, not stored and failing later
+        "policy albumentations cannot build": ([str(good), "--policy", policy("unbuildable", {"transform": {
+            "__class_fullname__": "HorizontalFlip", "p": "often"}})], "cannot be built"),
+        "policy unknown transform": ([str(good), "--policy", policy("unknown", {"transform": {
+            "__class_fullname__": "MakeItBetter", "p": 1.0}})], "not an albumentations transform"),
+        "policy nested 200,000 deep": ([str(good), "--policy", raw_file(
+            "deep-policy.json", b'{"transform": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")], "nests deeper"),
+        "policy not an object": ([str(good), "--policy", policy("list", [1, 2])], "JSON object"),
+        "policy not JSON": ([str(good), "--policy", raw_file("broken-policy.json", b"{")], "not valid JSON"),
+        "policy not UTF-8": ([str(good), "--policy", raw_file("latin-policy.json", b'{"\xe9": 1}')],
+                             "not UTF-8"),
+        "policy NaN probability": ([str(good), "--policy", raw_file(
+            "nan-policy.json", b'{"transform": {"__class_fullname__": "HorizontalFlip", "p": NaN}}')],
+            "not valid JSON"),
+        "policy over 1 MiB": ([str(good), "--policy", policy("large", {"transform": {
+            "__class_fullname__": "HorizontalFlip", "p": 0.5}, "pad": "x" * 1_100_000})], "larger than"),
+        "policy file missing": ([str(good), "--policy", str(tmp_path / "no" / "such.json")], "does not exist"),
+        # fields
+        "3,000-character domain": ([str(good), "--domain", "d" * 3000], "at most 2000"),
+        "3,000-character data URI": ([str(good), "--data-uri", "u" * 3000, "--shareable"], "at most 2000"),
+        "empty keyword": ([str(good), "--keywords", "x-ray,,chest"], "keyword"),
+        "65-character keyword": ([str(good), "--keywords", "k" * 65], "at most 64 characters"),
+        "200-character --name": ([str(good), "--name", "n" * 200], "task name"),
+        # fingerprints of the cloud's spec id that do not conform to the spec
+        **{f"nonconforming: {name}": ([forged(name, arrays)], why) for name, (arrays, why) in {
+            "10 features": (narrower(10), "features"),
+            "50 small bins": (rebinned("small", 50), "bins"),
+            "no small variant": (without("small"), "lacks variant small"),
+            "an extra variant": (extra_variant(), "does not define"),
+        }.items()},
     })
     return cases
 
@@ -297,7 +405,7 @@ def test_hostile_catalogue_is_refused_with_one_line_writes_nothing_and_the_serve
         assert why.lower() in message.lower(), f"{name}: {message}"
     after = len(cloud.client.search_runs([experiment], run_view_type=ViewType.ALL, max_results=50000))
     assert after == before, "a refused contribution wrote a run"
-    assert len(cases) >= 30
+    assert len(cases) >= 80
     good = make_fingerprint("hostile_ok", seed=9).save(tmp_path / "ok2.npz")
     result = runner.invoke(main, ["contribute", str(good)], env=env)  # the server still serves
     assert result.exit_code == 0, result.output

@@ -35,7 +35,9 @@ def create_basic_auth_app() -> FastAPI:
     # Registered after MLflow's own check, so the caller is authenticated when this runs.
     flask_app.before_request(_contributor_is_caller)
     flask_app.before_request(_owned_and_immutable)
-    return compose(auth_app, basic_auth=True)
+    app = compose(auth_app, basic_auth=True)
+    _guard_artifact_proxy(app)
+    return app
 
 
 #: Tags that name who contributed a run; behind basic auth they must name the caller.
@@ -119,12 +121,7 @@ def _written_run_id() -> str | None:
         body = body if isinstance(body, dict) else {}
         return str(body.get("run_id") or body.get("run_uuid") or request.args.get("run_id")
                    or request.args.get("run_uuid") or "") or None
-    match = _ARTIFACT_ROUTE.match(request.path)
-    if match:
-        segments = [s for s in posixpath.normpath("/" + match.group(1)).split("/") if s]
-        if len(segments) >= 2 and _RUN_ID.match(segments[1]):
-            return segments[1]
-    return None
+    return _artifact_run_id(request.path)
 
 
 def _owned_and_immutable():
@@ -139,6 +136,12 @@ def _owned_and_immutable():
     user, admin = _caller()
     if user is None or admin:
         return None
+    reason = _ownership_refusal(user, run_id)
+    return _refuse(reason) if reason else None
+
+
+def _ownership_refusal(user: str, run_id: str) -> str | None:
+    """Why ``user`` (not an admin) may not write to run ``run_id``, or ``None`` when it may."""
     from mlflow.server.handlers import _get_tracking_store
 
     try:
@@ -150,12 +153,59 @@ def _owned_and_immutable():
         return None   # not a tfp run: MLflow's permissions alone apply
     owner = tags.get("mlflow.user") or run.info.user_id
     if owner != user:
-        return _refuse(f"run {run_id} belongs to {owner!r}: on this server only the account that created a tfp "
-                       f"run (or an admin) may change it")
+        return (f"run {run_id} belongs to {owner!r}: on this server only the account that created a tfp run (or "
+                f"an admin) may change it")
     if tags.get(Tag.COMPLETE) == "1":
-        return _refuse(f"run {run_id} is complete: on this server a complete tfp run is immutable (an admin can "
-                       f"change it); contribute a new version instead")
+        return (f"run {run_id} is complete: on this server a complete tfp run is immutable (an admin can change "
+                f"it); contribute a new version instead")
     return None
+
+
+def _artifact_run_id(path: str) -> str | None:
+    """The run an artifact-proxy path (``<experiment>/<run>/artifacts/...``) writes into, if any."""
+    match = _ARTIFACT_ROUTE.match(path)
+    if not match:
+        return None
+    segments = [s for s in posixpath.normpath("/" + match.group(1)).split("/") if s]
+    return segments[1] if len(segments) >= 2 and _RUN_ID.match(segments[1]) else None
+
+
+def _guard_artifact_proxy(app: FastAPI) -> None:
+    """The artifact proxy is served by FastAPI routes in MLflow 3, past Flask's hooks: the same ownership rule as
+    ASGI middleware on our app, which sees every request first."""
+    from fastapi import Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def owned_artifacts(request: Request, call_next):
+        if request.method in ("PUT", "POST", "DELETE", "PATCH"):
+            run_id = _artifact_run_id(request.url.path)
+            if run_id is not None:
+                user, admin = await run_in_threadpool(_basic_caller, request.headers.get("authorization"))
+                if user is not None and not admin:
+                    reason = await run_in_threadpool(_ownership_refusal, user, run_id)
+                    if reason:
+                        return JSONResponse({"error_code": "PERMISSION_DENIED", "message": reason}, status_code=403)
+        return await call_next(request)
+
+
+def _basic_caller(header: str | None) -> tuple[str | None, bool]:
+    """The user a valid basic-auth header names and whether it is an admin; ``(None, False)`` otherwise (MLflow
+    then answers 401 itself)."""
+    import base64
+
+    from mlflow.server.auth import store
+
+    if not header or not header.lower().startswith("basic "):
+        return None, False
+    try:
+        username, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+        if not store.authenticate_user(username, password):
+            return None, False
+        return username, bool(store.get_user(username).is_admin)
+    except Exception:
+        return None, False
 
 
 def _spec_is_set_once():

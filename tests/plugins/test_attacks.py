@@ -1,0 +1,378 @@
+"""A hostile account against `mlflow server --app-name tfp-basic-auth`: every attack of the security issue, replayed.
+
+Three accounts with permissions on the cloud's experiment: alice and mallory (EDIT), reader (READ). Alice
+contributes honest tasks; mallory forges, overwrites and poisons through MLflow's own API, bypassing tfp. Readers
+that trust alice must never receive mallory's data, and nothing mallory writes may break anybody's query.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import draw_features
+from tfp_mlflow import FingerprintBuilder
+from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, sha256_tag
+from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.servers import LocalServer, basic_auth
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+
+@dataclass
+class Site:
+    url: str
+    root: Path
+    experiment_id: str
+    admin: tuple[str, str]
+    alice: tuple[str, str]
+    mallory: tuple[str, str]
+    reader: tuple[str, str]
+    stranger: tuple[str, str]
+
+
+@contextlib.contextmanager
+def as_user(credentials: tuple[str, str]):
+    """MLflow's client reads the credentials from the environment on every request."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def strict_json(body: bytes):
+    """JSON as a strict client parses it: NaN and Infinity are errors."""
+    def refuse(name):
+        raise AssertionError(f"the server emitted {name}")
+    return json.loads(body, parse_constant=refuse)
+
+
+def call(url: str, auth: tuple[str, str] | None = None, data: bytes | None = None, method: str | None = None,
+         content_type: str = "application/octet-stream"):
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": content_type})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, body, kind = response.status, response.read(), response.headers.get("content-type", "")
+    except urllib.error.HTTPError as exc:
+        status, body, kind = exc.code, exc.read(), exc.headers.get("content-type", "")
+    return status, (strict_json(body) if "json" in kind else body)
+
+
+def fingerprint(spec, name: str, seed: int, shape: float):
+    builder = FingerprintBuilder(spec)
+    builder.update(draw_features(seed, 2000, shape))
+    return builder.build(name=name, keywords=("x-ray", "chest"), num_images=120, num_classes=2, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, small_spec):
+    from mlflow.server import get_app_client
+
+    root = tmp_path_factory.mktemp("attacked")
+    env, admin = basic_auth(root)
+    with LocalServer(root, app_name="tfp-basic-auth", env=env) as server:
+        with as_user(admin):
+            experiment_id = Cloud(server.url, cache_dir=root / "admin-cache").experiment_id()
+            users = get_app_client("basic-auth", tracking_uri=server.url)
+            accounts = {}
+            for name, permission in (("alice", "EDIT"), ("mallory", "EDIT"), ("reader", "READ"), ("stranger", None)):
+                accounts[name] = (name, secrets.token_urlsafe(12))
+                users.create_user(*accounts[name])
+                if permission:
+                    users.grant_user_permission(name, "experiment", experiment_id, permission)
+        with as_user(accounts["alice"]):
+            cloud = Cloud(server.url, cache_dir=root / "alice-cache")
+            for i, (name, shape) in enumerate([("a_1", 1.5), ("a_2", 1.6), ("b_1", 4.0), ("b_2", 4.2)]):
+                knowledge = [Knowledge(name, KnowledgeKind.ARCHITECTURE,
+                                       (KnowledgeRow(architecture=f"honest_{name}", balanced_accuracy=0.8),)),
+                             Knowledge(name, KnowledgeKind.BASELINE, (KnowledgeRow(balanced_accuracy=0.7),))]
+                cloud.contribute(fingerprint(small_spec, name, i, shape), domain=name[0], knowledge=knowledge,
+                                 spec=small_spec)
+        yield Site(server.url, root, experiment_id, admin, **accounts)
+
+
+def mallory_client(site: Site):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=site.url)
+
+
+def raw_run(site: Site, tags: dict, params: dict = (), files: dict = (), start_time: int | None = None,
+            extra_tags: dict = ()) -> str:
+    """A complete tfp-looking run written with MLflow's API alone (no tfp check runs), as mallory."""
+    with as_user(site.mallory):
+        client = mallory_client(site)
+        run = client.create_run(site.experiment_id, start_time=start_time,
+                                tags={Tag.CONTRIBUTOR: "mallory", "mlflow.user": "mallory", **tags})
+        run_id = run.info.run_id
+        for key, value in dict(params).items():
+            client.log_param(run_id, key, value)
+        with tempfile.TemporaryDirectory() as tmp:
+            for artifact_path, data in dict(files).items():
+                local = Path(tmp) / Path(artifact_path).name
+                local.write_bytes(data)
+                client.log_artifact(run_id, str(local), str(Path(artifact_path).parent))
+                import hashlib
+                client.set_tag(run_id, sha256_tag(artifact_path), hashlib.sha256(data).hexdigest())
+        for key, value in dict(extra_tags).items():
+            client.set_tag(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
+        client.set_tag(run_id, Tag.COMPLETE, "1")
+    return run_id
+
+
+def alice_runs(site: Site, kind: str, **tags) -> list:
+    with as_user(site.admin):
+        return Cloud(site.url, cache_dir=tempfile.mkdtemp()).find_runs(kind, **tags)
+
+
+# -- --trusted cannot be bypassed ---------------------------------------------------------------------------------
+
+def test_a_forged_knowledge_run_never_shadows_the_trusted_one(site, small_spec, tmp_path):
+    honest = [r for r in alice_runs(site, Kind.KNOWLEDGE, task="a_1", knowledge="architecture")
+              if r.tags[Tag.CONTRIBUTOR] == "alice"][0]
+    forged_table = {"task": "a_1", "kind": "architecture", "provenance": "",
+                    "rows": [{"architecture": "forged_net", "balanced_accuracy": 0.99}]}
+    # Alice's content key, an older start time, mallory's own file: what used to poison every cold cache.
+    raw_run(site, {Tag.KIND: Kind.KNOWLEDGE, Tag.TASK: "a_1", Tag.KNOWLEDGE: "architecture",
+                   Tag.KNOWLEDGE_KEY: honest.tags[Tag.KNOWLEDGE_KEY]},
+            files={"knowledge/architecture.json": json.dumps(forged_table).encode()}, start_time=1)
+    target = fingerprint(small_spec, "new_a", 11, 1.5)
+    with as_user(site.reader):
+        cache = tmp_path / "reader-cache"                                 # empty: the forged run is fetched first
+        everyone = recommend(Cloud(site.url, cache_dir=cache), target, top_k=2, log=False, include_flagged=True)
+        trusting = recommend(Cloud(site.url, cache_dir=cache), target, top_k=2, log=False, trusted="alice")
+    untrusted_items = everyone.scenarios["architecture"]["items"]
+    assert "forged_net" in [i["architecture"] for i in untrusted_items]   # mallory's run is there, as hers
+    items = trusting.scenarios["architecture"]["items"]
+    assert [i["architecture"] for i in items] == [f"honest_{i['source']}" for i in items] and items
+    a_1 = [i for i in items if i["source"] == "a_1"]
+    assert not a_1 or a_1[0]["evidence"]["knowledge_run"] == honest.run_id
+    # Alice contributing the same content again is a no-op for her, not mallory's run returned as hers.
+    with as_user(site.alice):
+        again = Cloud(site.url, cache_dir=tmp_path / "alice").add_knowledge(
+            Knowledge("a_1", KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture="honest_a_1",
+                                                                       balanced_accuracy=0.8),)))
+    assert again == honest.run_id
+
+
+def test_a_newer_task_version_by_another_account_does_not_shadow_the_trusted_one(site, small_spec, tmp_path):
+    with as_user(site.mallory):
+        Cloud(site.url, cache_dir=tmp_path / "m").contribute(
+            fingerprint(small_spec, "b_2", 99, 1.5), domain="b", data_uri="https://mallory.example/b_2",
+            shareable=True)
+    with as_user(site.reader):
+        cloud = Cloud(site.url, cache_dir=tmp_path / "r")
+        by_name = {t.name: t for t in cloud.tasks(trusts=lambda who: who == "alice")}
+        newest = {t.name: t for t in cloud.tasks()}
+    assert by_name["b_2"].contributor == "alice" and by_name["b_2"].data_uri == ""
+    assert newest["b_2"].contributor == "mallory"                        # untrusted view: the newest version
+    with as_user(site.admin):                                            # alice's version is still there
+        assert Cloud(site.url, cache_dir=tmp_path / "a").task("b_2") is not None
+
+
+# -- owned, immutable runs -----------------------------------------------------------------------------------------
+
+def _refused(action, name: str = "") -> str:
+    """The refusal's message (MLflow's client raises MlflowException; its artifact client, requests' HTTPError)."""
+    with pytest.raises(Exception) as info:
+        action()
+        pytest.fail(f"{name} was allowed")
+    text = str(getattr(info.value, "message", "") or info.value)
+    assert "PERMISSION_DENIED" in str(getattr(info.value, "error_code", "")) or "403" in str(info.value), text
+    return text
+
+
+def test_no_account_changes_another_accounts_run_and_nobody_but_an_admin_a_complete_one(site, tmp_path):
+    from mlflow.entities import Metric, Param, RunTag
+
+    task_run = [r for r in alice_runs(site, Kind.TASK, task="a_2") if r.tags[Tag.CONTRIBUTOR] == "alice"][0]
+    knowledge_run = alice_runs(site, Kind.KNOWLEDGE, task="a_2", knowledge="architecture")[0]
+    run_id = task_run.run_id
+    forged = tmp_path / "architecture.json"
+    forged.write_text(json.dumps({"task": "a_2", "kind": "architecture", "rows": [{"architecture": "x"}]}))
+    with as_user(site.mallory):
+        client = mallory_client(site)
+        attempts = {
+            "set shareable": lambda: client.set_tag(run_id, Tag.SHAREABLE, "true"),
+            "set data URI": lambda: client.set_tag(run_id, Tag.DATA_URI, "https://mallory.example/a_2"),
+            "delete a tag": lambda: client.delete_tag(run_id, Tag.KEYWORDS),
+            "log a param": lambda: client.log_param(run_id, "num_images_2", "1"),
+            "log a metric": lambda: client.log_metric(run_id, "balanced_accuracy", 0.1),
+            "log a batch": lambda: client.log_batch(run_id, metrics=[Metric("m", 1.0, 0, 0)],
+                                                    params=[Param("p", "1")], tags=[RunTag(Tag.SHAREABLE, "true")]),
+            "overwrite the knowledge artifact": lambda: client.log_artifact(knowledge_run.run_id, str(forged),
+                                                                            "knowledge"),
+            "end it FAILED": lambda: client.set_terminated(run_id, "FAILED"),
+            "delete it": lambda: client.delete_run(run_id),
+            "change the cloud's spec": lambda: client.set_experiment_tag(site.experiment_id, Tag.SPEC_ID, "0" * 16),
+        }
+        messages = {name: _refused(action, name) for name, action in attempts.items()}
+    assert "belongs to 'alice'" in messages["set shareable"], messages
+    assert "only an admin" in messages["change the cloud's spec"]
+    # The same writes over raw HTTP: the ajax API and the artifact proxy.
+    ajax = call(f"{site.url}/ajax-api/2.0/mlflow/runs/set-tag", site.mallory, method="POST",
+                data=json.dumps({"run_id": run_id, "key": Tag.SHAREABLE, "value": "true"}).encode(),
+                content_type="application/json")
+    proxy = call(f"{site.url}/api/2.0/mlflow-artifacts/artifacts/{site.experiment_id}/{knowledge_run.run_id}/"
+                 f"artifacts/knowledge/architecture.json", site.mallory, data=forged.read_bytes(), method="PUT")
+    assert ajax[0] == 403 and proxy[0] == 403, (ajax, proxy)
+    # Alice cannot change her own complete run either; an admin can.
+    with as_user(site.alice):
+        message = _refused(lambda: mallory_client(site).set_tag(run_id, Tag.SHAREABLE, "true"))
+        assert "is complete" in message
+    with as_user(site.admin):
+        mallory_client(site).set_tag(run_id, "note", "checked by an admin")
+        after = Cloud(site.url, cache_dir=tmp_path / "after")
+        run = after.get_run(run_id)
+        assert run.tags[Tag.SHAREABLE] == "false" and run.tags.get(Tag.DATA_URI, "") == ""
+        assert [k.rows[0].architecture for k in after.knowledge("a_2", ["architecture"])] == ["honest_a_2"]
+
+
+# -- one poisoned task breaks nobody's query ----------------------------------------------------------------------
+
+def _npz(arrays: dict, compressed: bool = False) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _poisons(spec) -> dict[str, tuple[dict, dict, dict]]:
+    """name -> (tags, params, files) of task runs no tfp client would write."""
+    import hashlib
+
+    honest = fingerprint(spec, "p", 21, 2.0)
+    arrays = {f"counts_{v}": np.asarray(honest.counts_of(v)) for v in honest.variants}
+    arrays["feature_sum"] = np.asarray(honest.feature_sum)
+
+    def files(name: str, **changes) -> dict:
+        meta = {**honest.metadata(), "name": name}
+        return {Artifact.FINGERPRINT: _npz({**arrays, **changes, "meta": np.array(json.dumps(meta))})}
+
+    # One bin 2**64-1 and its former count plus one moved next door: the uint64 row sum wraps to num_draws.
+    wrapped = arrays["counts_small"].astype(np.uint64)
+    wrapped[0, 1] += wrapped[0, 0] + np.uint64(1)
+    wrapped[0, 0] = np.uint64(2**64 - 1)
+    huge = arrays["counts_small"].copy()
+    huge[0, :4] += 2**62
+    cases = {
+        "poison_wrap": files("poison_wrap", counts_small=wrapped),
+        "poison_huge": files("poison_huge", counts_small=huge),
+        "poison_narrow": files("poison_narrow", **{k: v[:10] for k, v in arrays.items()}),
+        "poison_bins": files("poison_bins", counts_small=arrays["counts_small"].reshape(-1, 50, 2).sum(axis=2)),
+        "poison_nosmall": {Artifact.FINGERPRINT: _npz({k: v for k, v in arrays.items() if k != "counts_small"}
+                                                      | {"meta": np.array(json.dumps(honest.metadata()))})},
+        "poison_garbage": {Artifact.FINGERPRINT: b"PK not a zip at all"},
+    }
+    out = {}
+    for name, artifact in cases.items():
+        sha = hashlib.sha256(artifact[Artifact.FINGERPRINT]).hexdigest()
+        out[name] = ({Tag.KIND: Kind.TASK, Tag.TASK: name, Tag.FINGERPRINT_SHA256: sha, Tag.SPEC_ID: spec.id,
+                      Tag.KEYWORDS: "x-ray,chest"}, {"num_images": "50", "num_classes": "2"}, artifact)
+    good = _npz({**arrays, "meta": np.array(json.dumps({**honest.metadata(), "name": "poison_tampered"}))})
+    other = _npz({**arrays, "meta": np.array(json.dumps({**honest.metadata(), "name": "poison_other"}))})
+    out["poison_tampered"] = ({Tag.KIND: Kind.TASK, Tag.TASK: "poison_tampered", Tag.SPEC_ID: spec.id,
+                               Tag.FINGERPRINT_SHA256: hashlib.sha256(other).hexdigest(), Tag.KEYWORDS: "x-ray"},
+                              {"num_images": "50", "num_classes": "2"}, {Artifact.FINGERPRINT: good})
+    out["poison_params"] = ({Tag.KIND: Kind.TASK, Tag.TASK: "poison_params", Tag.KEYWORDS: "x-ray,chest"},
+                            {"num_images": "abc", "num_classes": "2"}, {})
+    return out
+
+
+def test_poisoned_tasks_are_quarantined_and_every_query_still_answers(site, small_spec, tmp_path):
+    poisons = _poisons(small_spec)
+    for name, (tags, params, files) in poisons.items():
+        extra = {}
+        if name == "poison_tampered":   # the artifact's own tag says the truth; the task's checksum does not
+            extra = {sha256_tag(Artifact.FINGERPRINT): tags[Tag.FINGERPRINT_SHA256]}
+        raw_run(site, tags, params, files, extra_tags=extra)
+    deep = b'{"task": "a_1", "kind": "baseline", "rows": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    raw_run(site, {Tag.KIND: Kind.KNOWLEDGE, Tag.TASK: "a_1", Tag.KNOWLEDGE: "baseline", Tag.KNOWLEDGE_KEY: "x"},
+            files={"knowledge/baseline.json": deep})
+    target = fingerprint(small_spec, "new_b", 12, 4.0)
+    upload = target.save(tmp_path / "t.npz").read_bytes()
+    with as_user(site.reader):
+        for selector in ("bkld-small-target", "vdna"):
+            result = recommend(Cloud(site.url, cache_dir=tmp_path / selector), target, selector=selector,
+                               top_k=2, log=False)
+            assert result.ranking and not any(r["source"].startswith("poison") for r in result.ranking), selector
+        manual = recommend(Cloud(site.url, cache_dir=tmp_path / "manual"), None, keywords=("x-ray", "chest"),
+                           selector="manual", log=False)
+        trusting = recommend(Cloud(site.url, cache_dir=tmp_path / "trusted"), target, trusted="alice", log=False)
+    assert trusting.ranking[0]["source"] in {"b_1", "b_2"}
+    quarantined = {q["task"]: q for q in result.quarantined}
+    assert set(poisons) - {"poison_params"} <= set(quarantined), sorted(quarantined)
+    assert "more than num_draws" in quarantined["poison_wrap"]["reason"]
+    assert "features" in quarantined["poison_narrow"]["reason"]
+    assert "bins" in quarantined["poison_bins"]["reason"]
+    assert "lacks variant small" in quarantined["poison_nosmall"]["reason"]
+    assert "altered" in quarantined["poison_tampered"]["reason"]
+    assert all(q["contributor"] == "mallory" for q in result.quarantined)
+    manual_quarantined = {q["task"]: q["reason"] for q in manual.quarantined}
+    assert "not a count" in manual_quarantined["poison_params"]
+    assert "nests deeper" in " ".join(q["reason"] for q in manual.quarantined if q["what"] == "knowledge")
+    # The server: every route answers, nothing non-finite, the quarantine listed with its reasons.
+    status, body = call(f"{site.url}/tfp/api/tasks", site.reader)
+    assert status == 200 and not any(t["name"].startswith("poison") for t in body["tasks"])
+    assert {"poison_wrap", "poison_params"} <= {q["task"] for q in body["quarantined"]}
+    for selector in ("bkld-small-target", "manual"):
+        status, body = call(f"{site.url}/tfp/api/recommend?selector={selector}&keywords=x-ray", site.reader,
+                            data=upload if selector != "manual" else b"")
+        assert status == 200 and body["quarantined"], (selector, body)
+    status, body = call(f"{site.url}/tfp/api/map", site.reader)
+    assert status == 200 and not any(p["name"].startswith("poison") for p in body["points"]) and body["points"]
+    status, page = call(f"{site.url}/tfp/", site.reader)
+    assert status == 200 and b"poison_wrap" in page and b"Quarantined" in page
+
+
+# -- the API itself ------------------------------------------------------------------------------------------------
+
+def test_api_description_needs_credentials_and_errors_are_one_line_without_server_paths(site, small_spec, tmp_path):
+    for path in ("/tfp/api/openapi.json", "/tfp/api/docs"):
+        assert call(site.url + path)[0] == 401, path
+        assert call(site.url + path, site.reader)[0] == 200, path
+    status, body = call(f"{site.url}/tfp/api/recommend?top_k=abc", site.reader, data=b"")
+    assert status == 422 and set(body) == {"error"} and "top_k" in body["error"] and "\n" not in body["error"]
+    errors = [body["error"]]
+    # A file declaring a billion-cell histogram (a few hundred kB) is refused from its header, before it costs
+    # memory, for a reader; an account without permission is refused before the upload is even parsed.
+    declared = _npz({"counts_small": np.zeros((small_spec.num_features, 2_000_000), dtype=np.int64),
+                     "feature_sum": np.zeros(small_spec.num_features), "meta": np.array("{}")}, compressed=True)
+    assert len(declared) < 1_000_000
+    status, body = call(f"{site.url}/tfp/api/recommend", site.reader, data=declared)
+    assert status == 400 and "declared" in body["error"], body
+    errors.append(body["error"])
+    status, body = call(f"{site.url}/tfp/api/recommend", site.stranger, data=declared)
+    assert status == 403, body
+    errors.append(body["error"])
+    for bad in (b"not a zip", _npz({"x": np.zeros(3)})):
+        status, body = call(f"{site.url}/tfp/api/recommend", site.reader, data=bad)
+        assert status == 400, body
+        errors.append(body["error"])
+    status, body = call(f"{site.url}/tfp/api/tasks/no_such_task", site.reader)
+    assert status == 404
+    errors.append(body["error"])
+    for message in errors:
+        assert str(site.root) not in message and "/tmp/" not in message and "\n" not in message, message
