@@ -123,3 +123,34 @@ def test_loading_only_some_variants_skips_the_rest(make_fingerprint, tmp_path):
     np.testing.assert_array_equal(small.counts["small"], fp.counts["small"])
     with pytest.raises(BadInputError, match="no 'large' variant"):
         small.histogram("large")
+
+
+def test_a_file_declaring_a_gigabyte_is_refused_from_its_header_in_bounded_memory(small_spec, tmp_path):
+    """A few hundred kB of deflated zeros declaring (12, 10**7) int64 (960 MB): refused with and without the spec
+    before any member is decompressed; the whole load allocates less than a megabyte."""
+    import tracemalloc
+
+    import io
+    import zipfile
+
+    m = small_spec.num_features
+    big = tmp_path / "big.npz"
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("counts_small.npy", "w", force_zip64=True) as member:   # streamed: the test stays small
+            np.lib.format.write_array_header_1_0(member, {"descr": "<i8", "fortran_order": False,
+                                                          "shape": (m, 10_000_000)})
+            chunk = bytes(8 * 1_000_000)
+            for _ in range(m * 10):
+                member.write(chunk)
+        for name, array in (("feature_sum", np.zeros(m)), ("meta", np.array("{}"))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    assert big.stat().st_size < 2_000_000
+    for spec in (None, small_spec):
+        tracemalloc.start()
+        with pytest.raises(BadInputError, match="declared"):
+            Fingerprint.load(big, spec)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 1_000_000, peak

@@ -170,7 +170,10 @@ def bad_datasets(tmp_path):
     _huge_png(huge / "b" / "3.png")
     manifest = tmp_path / "nolabel.csv"
     manifest.write_text("path,class\na/1.png,a\n")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,label\na/1.png,caf\xe9\n".encode("latin-1"))
     return {
+        "manifest with a non-UTF-8 byte": (latin, "not UTF-8"),
         "corrupt file": (folder("corrupt", {**good, "b/bad.png": b"\x89PNG\r\n\x1a\n garbage"}), "bad.png"),
         "empty folder": (folder("empty", {}), "holds no images"),
         "one class": (folder("oneclass", {"a/1.png": ok, "a/2.png": ok}), "needs at least 2"),

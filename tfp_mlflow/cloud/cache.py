@@ -1,9 +1,10 @@
 """A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies) and of
 the selector stacks prepared from it.
 
-Cloud runs are write-once, so an entry keyed by a checksum (or a run's content key) never goes stale: a repeated
-query downloads only what changed. Entries are written to a temporary name and renamed, and a checksum given by
-the cloud is verified before an entry is kept.
+Entries are keyed by the SHA-256 a run recorded when it wrote the file (or, for runs older than those records, by
+the run's own id), never by a name a writer chooses, so one run can never stand in for another's content; such an
+entry never goes stale, and a repeated query downloads only what changed. Entries are written to a temporary name
+and renamed, and the checksum is verified before an entry is kept.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def outcomes_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) 
     ``tasks`` restricts both targets and sources (default: every task of the cloud). A repetition without its own
     baseline is compared with the mean of the target's baselines.
     """
-    tasks = list(cloud.tasks() if tasks is None else tasks)
+    tasks = list(cloud.conforming(cloud.tasks()) if tasks is None else tasks)
     names = {t.name for t in tasks}
     rows: dict[tuple[str, str], list[dict]] = {(s, m): [] for s in scenario_names() for m in BASE_METRICS}
     baselines: dict[str, dict[str, dict[int, float]]] = {m: {} for m in BASE_METRICS}
@@ -106,7 +106,8 @@ def evaluate_cloud(cloud: Cloud, selectors: Sequence[str] = ("manual", "bkld-sma
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
     needs_fingerprint = any(get_selector(s).needs_fingerprint for s in selectors)
-    tasks = [t for t in cloud.tasks() if t.has_fingerprint or not needs_fingerprint]
+    # Quarantined tasks (cloud.quarantined()) are left out, like every reader does.
+    tasks = [t for t in cloud.conforming(cloud.tasks()) if t.has_fingerprint or not needs_fingerprint]
     ref = outcomes_from_cloud(cloud, tasks)
     matrices = cloud_distance_matrices(cloud, selectors, tasks)
     return evaluate(ref, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)
