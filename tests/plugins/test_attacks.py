@@ -314,13 +314,13 @@ def test_poisoned_tasks_are_quarantined_and_every_query_still_answers(site, smal
     target = fingerprint(small_spec, "new_b", 12, 4.0)
     upload = target.save(tmp_path / "t.npz").read_bytes()
     with as_user(site.reader):
+        # One cache for every query: a cache keyed by content can be shared by every reader of every cloud.
+        reader = Cloud(site.url, cache_dir=tmp_path / "reader")
         for selector in ("bkld-small-target", "vdna"):
-            result = recommend(Cloud(site.url, cache_dir=tmp_path / selector), target, selector=selector,
-                               top_k=2, log=False)
+            result = recommend(reader, target, selector=selector, top_k=2, log=False)
             assert result.ranking and not any(r["source"].startswith("poison") for r in result.ranking), selector
-        manual = recommend(Cloud(site.url, cache_dir=tmp_path / "manual"), None, keywords=("x-ray", "chest"),
-                           selector="manual", log=False)
-        trusting = recommend(Cloud(site.url, cache_dir=tmp_path / "trusted"), target, trusted="alice", log=False)
+        manual = recommend(reader, None, keywords=("x-ray", "chest"), selector="manual", log=False)
+        trusting = recommend(reader, target, trusted="alice", log=False)
     assert trusting.ranking[0]["source"] in {"b_1", "b_2"}
     quarantined = {q["task"]: q for q in result.quarantined}
     assert set(poisons) - {"poison_params"} <= set(quarantined), sorted(quarantined)

@@ -45,22 +45,26 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-def _open_sqlite_store(client, database: Path) -> None:
-    """Open (and on first use create) a SQLite store with its schema creation serialised across processes.
+def _open_sqlite_store(uri: str, database: Path):
+    """A client of a SQLite store, whose creation (on first use: MLflow's schema creation and migrations, run when
+    the client is constructed) is serialised across processes.
 
-    MLflow creates and migrates a new SQLite database's tables on first use; several processes doing so at once
-    collide (``table _alembic_tmp_latest_metrics already exists``). An exclusive lock on ``<database>.lock`` makes
-    the first one create the schema while the others wait, then find it.
+    Several processes creating one new database's tables at once collide (``table _alembic_tmp_latest_metrics
+    already exists``, ``duplicate column name: step``); an exclusive lock on ``<database>.lock`` makes the first
+    create the schema while the others wait, then find it.
     """
+    from mlflow.tracking import MlflowClient
+
     try:
         import fcntl
     except ImportError:          # Windows: no advisory locks; first writers there should not start at once
-        client._tracking_client.store
-        return
+        return MlflowClient(tracking_uri=uri)
     with open(database.with_name(database.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client._tracking_client.store
+            client = MlflowClient(tracking_uri=uri)
+            client._tracking_client.store     # created here, under the lock, whatever MLflow's version does
+            return client
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -96,9 +100,10 @@ class Cloud(RunStore):
         self.experiment = experiment
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.uri)
         if self.uri.startswith("sqlite:///"):
-            _open_sqlite_store(self.client, Path(self.uri.removeprefix("sqlite:///")))
+            self.client = _open_sqlite_store(self.uri, Path(self.uri.removeprefix("sqlite:///")))
+        else:
+            self.client = MlflowClient(tracking_uri=self.uri)
         self.cache = LocalCache(cache_dir)
         self._experiment_ids: dict[str, str] = {}
         self._quarantined: dict[str, dict[str, str]] = {}

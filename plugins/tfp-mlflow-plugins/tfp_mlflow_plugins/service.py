@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from tfp_mlflow.cloud import Cloud, CloudTask
-from tfp_mlflow.cloud.schema import Kind, Tag
+from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
+from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.recommend import recommend
@@ -162,6 +163,12 @@ def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str
     if len(body) > MAX_UPLOAD_BYTES:
         raise TooLargeError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
                             f"{MAX_UPLOAD_BYTES:,} (send the .npz that `tfp fingerprint` wrote)")
+    # The query's own parameters first: a wrong selector or metric is said as such, whatever the upload holds.
+    get_selector(selector)
+    if scenario != "all":
+        get_scenario(scenario)
+    if metric not in BASE_METRICS:
+        raise BadInputError(f"metric must be {' or '.join(BASE_METRICS)}, got {metric!r}")
     target = None
     if body:
         # Reading the cloud's spec needs READ permission: a caller without it is answered 403 before the upload is
