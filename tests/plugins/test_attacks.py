@@ -6,14 +6,11 @@ that trust alice must never receive mallory's data, and nothing mallory writes m
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import secrets
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from tfp_mlflow import FingerprintBuilder
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, sha256_tag
 from tfp_mlflow.recommend import recommend
-from tfp_mlflow.testing.servers import LocalServer, basic_auth
+from tfp_mlflow.testing.servers import LocalServer, basic_auth, http_call
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -57,25 +54,9 @@ def as_user(credentials: tuple[str, str]):
                 os.environ[key] = value
 
 
-def strict_json(body: bytes):
-    """JSON as a strict client parses it: NaN and Infinity are errors."""
-    def refuse(name):
-        raise AssertionError(f"the server emitted {name}")
-    return json.loads(body, parse_constant=refuse)
-
-
 def call(url: str, auth: tuple[str, str] | None = None, data: bytes | None = None, method: str | None = None,
          content_type: str = "application/octet-stream"):
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": content_type})
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, body, kind = response.status, response.read(), response.headers.get("content-type", "")
-    except urllib.error.HTTPError as exc:
-        status, body, kind = exc.code, exc.read(), exc.headers.get("content-type", "")
-    return status, (strict_json(body) if "json" in kind else body)
+    return http_call(url, auth=auth, data=data, method=method, content_type=content_type)
 
 
 def fingerprint(spec, name: str, seed: int, shape: float):

@@ -2,13 +2,10 @@
 and composition with MLflow's basic-auth app. Every server is a real subprocess on 127.0.0.1."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.testing.servers import LocalServer, basic_auth
+from tfp_mlflow.testing.servers import LocalServer, basic_auth, http_call
 from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
 from tfp_mlflow.recommend import recommend
 
@@ -31,16 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def _call(url: str, data: bytes | None = None, auth: tuple[str, str] | None = None, method: str | None = None):
     """(status, parsed JSON or raw bytes) of a real HTTP request."""
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": "application/octet-stream"})
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, body, kind = response.status, response.read(), response.headers.get("content-type", "")
-    except urllib.error.HTTPError as exc:
-        status, body, kind = exc.code, exc.read(), exc.headers.get("content-type", "")
-    return status, (json.loads(body) if "json" in kind else body)
+    return http_call(url, auth=auth, data=data, method=method)
 
 
 def _fill(cloud: Cloud, fingerprints: dict, spec) -> None:

@@ -50,31 +50,44 @@ def random_tasks(count: int, m: int, draws: int, concentration: float, seed: int
     return tasks
 
 
-@pytest.mark.parametrize("draws, concentration, layout, dtype", [
-    (300, 0.05, "sparse", np.uint16),        # few occupied bins: CSR
-    (5_000, 5.0, "dense", np.uint16),        # every bin occupied: dense uint16
-    (70_000, 5.0, "dense", np.uint32),       # counts past 65,535: uint32
-])
-@pytest.mark.parametrize("name", BKLD)
-def test_compact_stack_equals_the_dense_float64_path(name, draws, concentration, layout, dtype, monkeypatch):
-    # Small chunks, so the chunked loops run over several chunks even with a handful of sources.
+#: (draws, Dirichlet concentration) -> the layout and count type expected per variant (100 and 1,000 bins).
+CASES = {
+    (300, 0.05): {"small": ("sparse", np.uint16), "large": ("sparse", np.uint16)},       # few bins occupied
+    (5_000, 5.0): {"small": ("dense", np.uint16), "large": ("dense", np.uint16)},        # every bin occupied
+    (2_000_000, 0.02): {"small": ("sparse", np.uint32), "large": ("sparse", np.uint32)},  # counts past 65,535
+    (2_000_000, 1.0): {"small": ("dense", np.uint32), "large": ("dense", np.uint16)},
+}
+
+
+@pytest.fixture(params=["compact", "expanded"])
+def query_path(request, monkeypatch):
+    """Queries read the compact stack chunk by chunk (over several chunks and threads), or its float64 expansion."""
     monkeypatch.setattr("tfp_mlflow.selectors._stack.CHUNK_BYTES", 50_000)
+    monkeypatch.setattr("tfp_mlflow.selectors._stack.THREADS", 2)
+    if request.param == "compact":
+        monkeypatch.setattr("tfp_mlflow.selectors._stack.EXPAND_BYTES", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("draws, concentration", list(CASES))
+@pytest.mark.parametrize("name", BKLD)
+def test_compact_stack_equals_the_dense_float64_path(name, draws, concentration, query_path):
     tasks = random_tasks(9, 6, draws, concentration, seed=draws)
     selector = get_selector(name)
     prepared = selector.prepare(tasks[1:])
+    layout, dtype = CASES[draws, concentration][selector.variant]
     stored = {k: v for k, v in prepared.arrays.items() if k.startswith("stack_")}
-    if layout == "sparse" and selector.variant == "small":
-        pytest.skip("the small variant of these tasks is dense enough for the dense layout")
     assert ("stack_counts" in stored) == (layout == "dense"), sorted(stored)
-    assert (stored.get("stack_counts", stored.get("stack_values"))).dtype == dtype
+    assert stored.get("stack_counts", stored.get("stack_values")).dtype == dtype
     compact = selector.distances(tasks[0], prepared)
+    assert ("float64" in prepared.memo) == (query_path == "expanded")
     dense = dense_float64(selector, tasks[0], tasks[1:])
     np.testing.assert_allclose(compact, dense, rtol=1e-12, atol=0)
     assert np.array_equal(np.argsort(compact, kind="stable"), np.argsort(dense, kind="stable"))
 
 
 @pytest.mark.parametrize("name", BKLD)
-def test_compact_stack_equals_the_dense_path_on_extracted_fingerprints(name, tmp_path):
+def test_compact_stack_equals_the_dense_path_on_extracted_fingerprints(name, tmp_path, query_path):
     """The shipped example fingerprints (real backbone features): every one against the others, saved and
     memory-mapped back as a query reads them from the cache."""
     from tfp_mlflow.selectors import PreparedSources

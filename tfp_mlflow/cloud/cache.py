@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -97,14 +99,21 @@ class LocalCache:
     def prepared(self, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
         """Prepared sources stored under ``key`` (memory-mapped), built and saved on a miss.
 
-        The :data:`PREPARED_KEEP` most recently used sets are kept; an unreadable one is rebuilt.
+        The :data:`PREPARED_KEEP` most recently used sets are kept on disk, and the same number stay open in this
+        process: every query of a server worker shares one memory map (and what a selector derived from it at
+        its first query) instead of opening its own. An unreadable set is rebuilt.
         """
         folder = self.root / "prepared" / key
+        with _OPEN_LOCK:
+            opened = _OPEN.get(str(folder))
+            if opened is not None:
+                _OPEN.move_to_end(str(folder))
+                return opened
         if (folder / "meta.json").is_file():
             try:
                 prepared = PreparedSources.load(folder)
                 os.utime(folder)  # recently used: kept by the pruning below
-                return prepared
+                return _remember(folder, prepared)
             except BadInputError:
                 shutil.rmtree(folder, ignore_errors=True)
         prepared = build()
@@ -113,7 +122,21 @@ class LocalCache:
                        key=lambda p: p.stat().st_mtime, reverse=True)[PREPARED_KEEP:]
         for old in stale:
             shutil.rmtree(old, ignore_errors=True)
-        return prepared
+        return _remember(folder, PreparedSources.load(folder))
+
+
+#: Prepared sets open in this process, most recently used last.
+_OPEN: OrderedDict[str, PreparedSources] = OrderedDict()
+_OPEN_LOCK = threading.Lock()
+
+
+def _remember(folder: Path, prepared: PreparedSources) -> PreparedSources:
+    with _OPEN_LOCK:
+        _OPEN[str(folder)] = prepared
+        _OPEN.move_to_end(str(folder))
+        while len(_OPEN) > PREPARED_KEEP:
+            _OPEN.popitem(last=False)
+    return prepared
 
 
 def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:

@@ -19,7 +19,7 @@ from tfp_mlflow.task import Task
 
 __all__ = ["Selector", "PreparedSources", "FingerprintSelector"]
 
-PREPARED_FORMAT = "tfp.prepared/2"   # 2: sizes are num_images (were num_samples)
+PREPARED_FORMAT = "tfp.prepared/3"   # 3: bKLD stacks hold integer counts (were float64 histograms)
 
 
 @dataclass
@@ -47,6 +47,8 @@ class PreparedSources:
     intrinsic_dims: np.ndarray
     spec_id: str | None = None
     arrays: dict[str, Any] = field(default_factory=dict)
+    #: What a selector derives from ``arrays`` at query time and keeps for the next query (never saved).
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.names)

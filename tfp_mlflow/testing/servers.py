@@ -16,7 +16,7 @@ from typing import Sequence
 
 from tfp_mlflow.errors import CloudError
 
-__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth"]
+__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth", "http_call"]
 
 
 def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]]:
@@ -36,6 +36,29 @@ def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
            "TFP_CACHE_DIR": str(root / "server-cache")}
     return env, admin
+
+
+def http_call(url: str, *, auth: tuple[str, str] | None = None, data: bytes | None = None,
+              method: str | None = None, content_type: str = "application/octet-stream"):
+    """``(status, body)`` of a real HTTP request, the body parsed as JSON when the server says it is JSON, strictly:
+    ``NaN`` or ``Infinity`` in it raise ``ValueError`` (a server must never emit them)."""
+    import base64
+    import json
+    import urllib.error
+
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": content_type})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, body, kind = response.status, response.read(), response.headers.get("content-type", "")
+    except urllib.error.HTTPError as exc:
+        status, body, kind = exc.code, exc.read(), exc.headers.get("content-type", "")
+
+    def refuse(name: str):
+        raise ValueError(f"the server emitted {name} in JSON")
+    return status, (json.loads(body, parse_constant=refuse) if "json" in kind else body)
 
 
 def free_port() -> int:

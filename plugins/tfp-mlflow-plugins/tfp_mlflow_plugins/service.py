@@ -20,8 +20,8 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
-__all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map", "recommend_upload",
-           "selectors", "classical_mds"]
+__all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map",
+           "recommend_upload", "selectors", "classical_mds"]
 
 #: Largest fingerprint upload accepted (a 1280-feature fingerprint is about 0.5 MB).
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
