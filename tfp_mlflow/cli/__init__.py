@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.console import Console
 
 from tfp_mlflow._version import __version__
@@ -36,7 +37,8 @@ class _Group(click.Group):
                     raise
                 exc = TfpError(f"this command extracts features or trains, which needs {exc.name}: "
                                f"pip install 'tfp-mlflow[torch]' (the recommender itself needs no torch)")
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # Escaped: a message quotes what it was given (a path, a name), which may hold rich's [markup].
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
 

@@ -66,13 +66,17 @@ class ImageDataset:
 
 
 def open_dataset(source: str | os.PathLike, *, split: str | None = "train", min_classes: int = 2) -> ImageDataset:
-    """Read a dataset from a class-folder tree or a CSV manifest (``path,label[,split]``).
+    """Read a dataset from a class-folder tree, a CSV manifest (``path,label[,split]``), or a library's dataset
+    (``medmnist:NAME[@SIZE]``, ``hf:ORG/NAME[:CONFIG][@SPLIT]``, a folder ``datasets`` saved: see
+    :mod:`tfp_mlflow.extract.sources`).
 
     With a manifest that has a ``split`` column, only rows of ``split`` are used (all rows when ``split`` is
     ``None``). Raises :class:`~tfp_mlflow.errors.BadInputError` before any work for an empty dataset, a missing
     label column or fewer than ``min_classes`` classes.
     """
-    root = Path(source)
+    from tfp_mlflow.extract.sources import resolve_source
+
+    root = Path(resolve_source(source))   # medmnist:..., hf:... and saved datasets: a manifest in the cache
     if root.is_dir():
         dataset = _from_folder(root)
     elif root.is_file() and root.suffix.lower() == ".csv":

@@ -48,6 +48,9 @@ def split_task(source: str | os.PathLike, *, seed: int = 0, val_fraction: float 
         raise BadInputError(f"the held-out fraction must lie in (0, 1), got {val_fraction}")
     if shrink is not None and shrink < 2:
         raise BadInputError(f"--shrink must be at least 2 samples, got {shrink}")
+    from tfp_mlflow.extract.sources import resolve_source
+
+    source = resolve_source(source)     # a library's dataset: its manifest, whose split column holds out val/test
     every = open_dataset(source, split=None)
     train = open_dataset(source, split="train")
     held_out = None
