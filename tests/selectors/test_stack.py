@@ -52,9 +52,9 @@ def random_tasks(count: int, m: int, draws: int, concentration: float, seed: int
 
 #: (draws, Dirichlet concentration) -> the layout and count type expected per variant (100 and 1,000 bins).
 CASES = {
-    (300, 0.05): {"small": ("sparse", np.uint16), "large": ("sparse", np.uint16)},       # few bins occupied
+    (300, 0.02): {"small": ("sparse", np.uint16), "large": ("sparse", np.uint16)},       # few bins occupied
     (5_000, 5.0): {"small": ("dense", np.uint16), "large": ("dense", np.uint16)},        # every bin occupied
-    (2_000_000, 0.02): {"small": ("sparse", np.uint32), "large": ("sparse", np.uint32)},  # counts past 65,535
+    (2_000_000, 0.005): {"small": ("sparse", np.uint32), "large": ("sparse", np.uint32)},  # counts past 65,535
     (2_000_000, 1.0): {"small": ("dense", np.uint32), "large": ("dense", np.uint16)},
 }
 
@@ -104,7 +104,7 @@ def test_compact_stack_equals_the_dense_path_on_extracted_fingerprints(name, tmp
 
 
 def test_the_stack_takes_at_most_a_quarter_of_the_float64_bytes():
-    tasks = random_tasks(8, 6, 1000, 0.05, seed=3)
+    tasks = random_tasks(8, 6, 1000, 0.02, seed=3)
     for name in BKLD:
         prepared = get_selector(name).prepare(tasks)
         bins = 100 if "small" in name else 1000
@@ -125,3 +125,20 @@ def test_count_types_and_a_widening_source():
     vector = np.array([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_array_equal(CountStack.contract(arrays, 4, vector), [90.0, 350_000.0, 30.0])
     assert CHUNK_BYTES >= 2**20
+
+
+def test_a_sparse_stack_grows_and_widens_when_later_sources_differ_from_the_sample(monkeypatch):
+    """The layout is chosen on the first sources; later ones with many more occupied bins, or a count past
+    65,535, grow and widen the buffers in place and the contraction stays exact."""
+    monkeypatch.setattr("tfp_mlflow.selectors._stack.SAMPLE", 2)
+    rng = np.random.default_rng(4)
+    rows = [np.eye(1, 500, k, dtype=np.int64)[0] * 3 for k in (0, 7)]                  # 1 of 500 bins occupied
+    rows += [rng.integers(0, 5, size=500) for _ in range(3)] + [np.full(500, 70_000)]
+    stack = CountStack(len(rows), 500)
+    for row in rows:
+        stack.add(row)
+    arrays = stack.finish()
+    assert set(arrays) == {"indptr", "indices", "values"} and arrays["values"].dtype == np.uint32
+    vector = rng.random(500)
+    expected = np.array([float(np.dot(row.astype(np.float64), vector)) for row in rows])
+    np.testing.assert_allclose(CountStack.contract(arrays, 500, vector), expected, rtol=1e-12)

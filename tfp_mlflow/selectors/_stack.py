@@ -5,8 +5,8 @@ features and b bins take ``8 N m b`` bytes: 10 GB for 1,000 sources of the 1,000
 keeps the counts as they are instead, in whichever of two layouts is smaller for the stack at hand:
 
 * **dense**: ``(N, m b)`` of uint16 while every count fits (fewer than 65,536 draws), else uint32;
-* **sparse** (CSR): per source, the flat indices (uint32) and values of its non-zero bins, when fewer than about a
-  third of the bins are occupied (real fingerprints of the 1,000-bin variant occupy 7-9 % at 300 draws).
+* **sparse** (CSR): per source, the flat indices (uint32) and values of its non-zero bins, when fewer than 15 % of
+  the bins are occupied (real fingerprints of the 1,000-bin variant occupy 7-9 % at 300 draws).
 
 The per-source scale (``1 / num_draws``) is applied after the contraction, and every contraction accumulates in
 float64, a chunk of sources at a time, so the distances equal the float64 path's to rounding (the tests hold them
@@ -27,6 +27,8 @@ __all__ = ["CountStack", "count_dtype", "CHUNK_BYTES", "EXPAND_BYTES"]
 CHUNK_BYTES = 32 * 2**20
 #: Sources looked at before the layout is chosen.
 SAMPLE = 16
+#: Below this share of occupied bins the sparse layout is used.
+SPARSE_DENSITY = 0.15
 #: A stack whose float64 expansion takes at most this many bytes is expanded once and kept (queries then read it
 #: at BLAS speed); larger ones are read compactly, chunk by chunk. ``TFP_EXPAND_BYTES`` overrides it.
 EXPAND_BYTES = int(os.environ.get("TFP_EXPAND_BYTES", 2 * 2**30))
@@ -53,45 +55,62 @@ class CountStack:
 
     def __init__(self, count: int, width: int) -> None:
         self.count, self.width = count, width
-        self.rows: list[tuple[np.ndarray, np.ndarray]] = []   # sparse pieces, or the sample before the choice
+        self.sample: list[np.ndarray] = []     # the first sources, kept until the layout is chosen
         self.dense: np.ndarray | None = None
         self.layout: str | None = None
         self.added = 0
         self.largest = 0
+        # sparse: flat indices and values, grown in place (amortised), and each source's end
+        self.indices = self.values = None
+        self.ends = np.zeros(count, dtype=np.int64)
+        self.used = 0
 
     def add(self, counts: np.ndarray) -> None:
         flat = np.ascontiguousarray(counts).reshape(-1)
         if flat.shape[0] != self.width:
             raise BadInputError(f"a source has {flat.shape[0]} bins in all, the others {self.width}")
         self.largest = max(self.largest, int(flat.max(initial=0)))
-        if self.layout == "dense":
-            self._dense_row(self.added, flat)
-        else:
-            index = np.flatnonzero(flat)
-            self.rows.append((index.astype(np.uint32), flat[index].astype(np.uint32)))
-            if self.layout is None and len(self.rows) == min(SAMPLE, self.count):
+        if self.layout is None:
+            self.sample.append(flat.copy())
+            if len(self.sample) == min(SAMPLE, self.count):
                 self._choose()
+        else:
+            self._put(self.added, flat)
         self.added += 1
 
     def _choose(self) -> None:
-        itemsize = count_dtype(self.largest).itemsize
-        density = sum(len(index) for index, _ in self.rows) / (len(self.rows) * self.width)
-        # Sparse costs 4 + itemsize bytes per occupied bin, dense itemsize per bin.
-        self.layout = "sparse" if density * (4 + itemsize) < itemsize else "dense"
-        if self.layout == "dense":
-            rows, self.rows = self.rows, []
-            for number, (index, values) in enumerate(rows):
-                row = np.zeros(self.width, dtype=np.uint32)
-                row[index] = values
-                self._dense_row(number, row)
+        sample, self.sample = self.sample, []
+        density = sum(int(np.count_nonzero(flat)) for flat in sample) / (len(sample) * self.width)
+        # Sparse costs 4 + 2 or 4 bytes per occupied bin and reads slower per bin than dense reads per cell: it wins
+        # on memory below about 1/3 occupied and on time below about 1/6 (benchmarks/README.md).
+        self.layout = "sparse" if density < SPARSE_DENSITY else "dense"
+        if self.layout == "sparse":
+            capacity = int(1.25 * density * self.count * self.width) + self.width
+            self.indices = np.empty(capacity, dtype=np.uint32)
+            self.values = np.empty(capacity, dtype=count_dtype(self.largest))
+        for number, flat in enumerate(sample):
+            self._put(number, flat)
 
-    def _dense_row(self, number: int, flat: np.ndarray) -> None:
+    def _put(self, number: int, flat: np.ndarray) -> None:
         dtype = count_dtype(self.largest)
-        if self.dense is None:
-            self.dense = np.zeros((self.count, self.width), dtype=dtype)
-        elif self.dense.dtype.itemsize < dtype.itemsize:
-            self.dense = self.dense.astype(dtype)          # a source with 65,536 draws or more: widen once
-        self.dense[number] = flat
+        if self.layout == "dense":
+            if self.dense is None:
+                self.dense = np.zeros((self.count, self.width), dtype=dtype)
+            elif self.dense.dtype.itemsize < dtype.itemsize:
+                self.dense = self.dense.astype(dtype)          # a count of 65,536 or more: widen once
+            self.dense[number] = flat
+            return
+        index = np.flatnonzero(flat)
+        end = self.used + len(index)
+        if end > len(self.indices):                            # the sample underestimated: grow by half
+            capacity = max(end, int(1.5 * len(self.indices)))
+            self.indices = np.resize(self.indices, capacity)
+            self.values = np.resize(self.values, capacity)
+        if self.values.dtype.itemsize < dtype.itemsize:
+            self.values = self.values.astype(dtype)
+        self.indices[self.used:end] = index
+        self.values[self.used:end] = flat[index]
+        self.used = self.ends[number] = end
 
     def finish(self) -> dict[str, np.ndarray]:
         if self.added != self.count:
@@ -100,17 +119,10 @@ class CountStack:
             self._choose()
         if self.layout == "dense":
             return {"counts": self.dense}
-        dtype = count_dtype(self.largest)
-        lengths = np.array([len(index) for index, _ in self.rows], dtype=np.int64)
         indptr = np.zeros(self.count + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        indices = np.empty(int(indptr[-1]), dtype=np.uint32)
-        values = np.empty(int(indptr[-1]), dtype=dtype)
-        for number, (index, value) in enumerate(self.rows):
-            indices[indptr[number]:indptr[number + 1]] = index
-            values[indptr[number]:indptr[number + 1]] = value
-        self.rows = []
-        return {"indptr": indptr, "indices": indices, "values": values}
+        indptr[1:] = self.ends
+        # Views of the grown buffers (saved as .npy, then memory-mapped): no second copy is made here.
+        return {"indptr": indptr, "indices": self.indices[:self.used], "values": self.values[:self.used]}
 
     # -- queries ------------------------------------------------------------------------------------------------
     @staticmethod
