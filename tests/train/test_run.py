@@ -212,6 +212,20 @@ def test_pretraining_replaces_the_head_with_a_fresh_one():
     assert all(torch.equal(v, network.backbone.state_dict()[k]) for k, v in backbone.items())
 
 
+def test_lightning_precision_devices_and_strategy_are_passed_through(cloud, data):
+    """bf16-mixed runs on a CPU (autocast); the settings reach the Trainer and the run's params; a combination this
+    machine cannot run (two CUDA devices here) is refused in one line."""
+    result = train(TrainConfig(target=str(data["target"]), precision="bf16-mixed", devices="1", strategy="auto",
+                               **TINY), cloud=cloud, progress=False, log_model=False)
+    params = cloud.client.get_run(result.run_id).data.params
+    assert (params["precision"], params["devices"], params["num_nodes"], params["strategy"]) == \
+        ("bf16-mixed", "1", "1", "auto")
+    assert 0.0 <= result.balanced_accuracy <= 1.0
+    with pytest.raises(BadInputError, match="Lightning cannot train with .*devices=2"):
+        train(TrainConfig(target=str(data["target"]), device="cuda", devices="2", strategy="ddp", **TINY),
+              cloud=cloud, progress=False, log_model=False)
+
+
 def test_truncated_training_runs_and_is_recorded(cloud, data):
     result = train(TrainConfig(target=str(data["target"]), truncate=1, **TINY), cloud=cloud, progress=False,
                    log_model=False)
@@ -223,6 +237,9 @@ def test_truncated_training_runs_and_is_recorded(cloud, data):
     ({"scenario": "augmentation", "policy": {"transform": {"__class_fullname__": "Nope"}}}, "policy"),
     ({"scenario": "cotraining"}, "needs source data"),
     ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"precision": "8-bit"}, "not one Lightning takes"),
+    ({"devices": "two"}, "give a count"),
+    ({"num_nodes": 0}, "--num-nodes must be at least 1"),
 ])
 def test_bad_config_is_one_line_error_before_any_run(changes, message, cloud, data):
     before = len(_training_runs(cloud))

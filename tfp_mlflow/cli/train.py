@@ -35,6 +35,11 @@ from tfp_mlflow.scenarios import BASELINE, scenario_names
 @click.option("--shrink", type=int, default=None, help="Subsample the training split to n (the paper: 800).")
 @click.option("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1, at most 4).")
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")
+@click.option("--precision", default="32-true", show_default=True,
+              help="Lightning's precision: 16-mixed or bf16-mixed on a GPU (bf16-mixed on CPU too).")
+@click.option("--devices", default="1", show_default=True, help="Lightning's devices: a count, auto, or 0,1.")
+@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning's num_nodes).")
+@click.option("--strategy", default="auto", show_default=True, help="Lightning's strategy: auto, ddp, fsdp, ...")
 @click.option("--name", default=None, help="Target task name (default: the folder or manifest name).")
 @click.option("--contribute", is_flag=True, help="Add the outcome to the cloud as knowledge of the target.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -44,7 +49,8 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
                   weights: str | None, from_scratch: bool, policy_path: str | None, source: str | None,
                   source_data: str | None, truncate: int | None, epochs: int, pretrain_epochs: int | None,
                   batch_size: int, image_size: int, lr: float, weight_decay: float, find_lr: bool, seed: int,
-                  shrink: int | None, workers: int | None, device: str | None, name: str | None, contribute: bool,
+                  shrink: int | None, workers: int | None, device: str | None, precision: str, devices: str,
+                  num_nodes: int, strategy: str, name: str | None, contribute: bool,
                   json_out: str | None, tracking_uri: str | None) -> None:
     """Train on DATA (a folder of class folders or a CSV manifest) and log the run to MLflow."""
     from tfp_mlflow.cloud import Cloud
@@ -62,7 +68,8 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
         target=data, scenario=scenario, name=name, architecture=architecture or DEFAULT_ARCHITECTURE,
         weights=weights, from_scratch=from_scratch, truncate=truncate, epochs=epochs, pretrain_epochs=pretrain_epochs,
         batch_size=batch_size, image_size=image_size, lr=lr, weight_decay=weight_decay, find_lr=find_lr, seed=seed,
-        shrink=shrink, device=device, workers=workers if workers is not None else min(4, (os.cpu_count() or 2) - 1))
+        shrink=shrink, device=device, workers=workers if workers is not None else min(4, (os.cpu_count() or 2) - 1),
+        precision=precision, devices=devices, num_nodes=num_nodes, strategy=strategy)
     if recommendation:
         config = config_from_recommendation(recommendation, scenario, rank, config, cloud=cloud)
     if policy_path:

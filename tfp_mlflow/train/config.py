@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
 #: What the reference used, for users who train on a GPU (pass them explicitly).
 PAPER_SETTINGS = {"image_size": 224, "shrink": 800, "find_lr": True, "repetitions": 3,
                   "architectures": "the 20 timm models of reference/tfp-paper/model_infos.csv"}
+
+
+#: Lightning's precision settings (``Trainer(precision=...)``).
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,13 @@ class TrainConfig:
     val_fraction: float = 0.2
     workers: int = 0
     device: str | None = None
+    #: Passed to Lightning's Trainer as they are: "32-true", "16-mixed", "bf16-mixed", ...
+    precision: str = "32-true"
+    #: Lightning's devices: a count ("1", "2"), "auto", or a list of indices ("0,1").
+    devices: str = "1"
+    num_nodes: int = 1
+    #: Lightning's strategy: "auto", "ddp", "ddp_spawn", "fsdp", ...
+    strategy: str = "auto"
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -86,7 +98,22 @@ class TrainConfig:
                                 f"of the cloud), --source-data PATH or --from-recommendation")
         if self.weights is not None and self.from_scratch:
             raise BadInputError("--weights and --from-scratch contradict each other; give one")
+        if self.precision not in PRECISIONS:
+            raise BadInputError(f"--precision {self.precision!r} is not one Lightning takes; use one of "
+                                f"{', '.join(PRECISIONS)}")
+        if not (self.devices == "auto" or re.fullmatch(r"[1-9][0-9]*|[0-9]+(,[0-9]+)*,?", self.devices)):
+            raise BadInputError(f"--devices {self.devices!r}: give a count (2), 'auto' or device indices (0,1)")
+        if self.num_nodes < 1:
+            raise BadInputError(f"--num-nodes must be at least 1, got {self.num_nodes}")
         return self
+
+    def lightning_devices(self) -> int | str | list[int]:
+        """``devices`` as Lightning's Trainer takes it."""
+        if self.devices == "auto":
+            return "auto"
+        if "," in self.devices:
+            return [int(d) for d in self.devices.split(",") if d]
+        return int(self.devices)
 
     def params(self) -> dict[str, str]:
         """The run's MLflow params (short strings; the policy itself is an artifact)."""
@@ -103,6 +130,10 @@ class TrainConfig:
         """The target's task name: ``name``, else the folder's or manifest's name."""
         if self.name:
             return self.name
+        from tfp_mlflow.extract.sources import is_library_source, resolve_source
+
+        if is_library_source(self.target):     # medmnist:..., hf:...: the name of the cached task
+            return Path(resolve_source(self.target)).stem
         path = Path(self.target)
         return path.stem if path.suffix.lower() == ".csv" else path.name
 

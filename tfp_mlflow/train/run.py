@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
 import torch
 
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
@@ -214,10 +215,10 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
             if progress else None
         callbacks = [checkpoint, history, *callbacks] + ([bar] if bar else [])
         with _quiet():
-            trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=callbacks,
-                                 enable_progress_bar=isinstance(bar, _EpochBar), enable_model_summary=False,
-                                 num_sanity_val_steps=0, log_every_n_steps=1, devices=1, deterministic="warn",
-                                 accelerator=_accelerator(config.device), default_root_dir=tmp)
+            trainer = _trainer(config, max_epochs=epochs, logger=logger, callbacks=callbacks,
+                               enable_progress_bar=isinstance(bar, _EpochBar), enable_model_summary=False,
+                               num_sanity_val_steps=0, log_every_n_steps=1, deterministic="warn",
+                               accelerator=_accelerator(config.device), default_root_dir=tmp)
             if config.find_lr and not prefix:
                 _find_lr(trainer, module, train_loader, val_loader, run)
             trainer.fit(module, train_loader, val_loader)
@@ -239,6 +240,18 @@ def _find_lr(trainer, module: TransferModule, train_loader, val_loader, run: Run
     if suggestion:
         module.lr = float(suggestion)
         run.log_params({"lr_found": f"{suggestion:.3g}"})
+
+
+def _trainer(config, **kwargs):
+    """Lightning's Trainer with the config's precision, devices, nodes and strategy passed through as they are (its
+    MLflow logger writes from rank zero only); what Lightning refuses is said in one line."""
+    try:
+        return pl.Trainer(precision=config.precision, devices=config.lightning_devices(), num_nodes=config.num_nodes,
+                          strategy=config.strategy, **kwargs)
+    except Exception as exc:   # MisconfigurationException, ValueError: a combination this machine cannot run
+        raise BadInputError(f"Lightning cannot train with precision={config.precision}, devices={config.devices}, "
+                            f"num_nodes={config.num_nodes}, strategy={config.strategy} here: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
 
 
 def _accelerator(device: str | None) -> str:
