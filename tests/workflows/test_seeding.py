@@ -34,7 +34,8 @@ def plan(tmp_path, monkeypatch):
     DemoTask("svhn_standin", "natural", num_classes=2, num_images=24, image_size=48, seed=5).write(tmp_path / "svhn")
     path = tmp_path / "plan.yaml"
     path.write_text("datasets:\n"
-                    "  - {source: 'medmnist:dermamnist', domain: dermatology, keywords: [skin], licence: CC BY-NC 4.0}\n"
+                    "  - {source: 'medmnist:dermamnist', domain: dermatology, keywords: [skin],"
+                    " licence: CC BY-NC 4.0}\n"
                     "  - {source: svhn, task: svhn, domain: natural, keywords: [digits], licence: see the source}\n")
     env = {"TFP_DATA_ROOT": str(root), "TFP_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"}
