@@ -211,3 +211,21 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
         return
     done = sum(s.status == "done" for s in steps)
     console.print(f"seeded {cloud.uri}: {done} steps run, {len(steps) - done} already done")
+
+
+@main.group("cloud")
+def cloud_group() -> None:
+    """Maintenance of a knowledge cloud."""
+
+
+@cloud_group.command("pack")
+@TRACKING_URI
+def pack_command(tracking_uri: str | None) -> None:
+    """Write a snapshot of every fingerprint (one file, members named by their SHA-256), so a new client's first
+    query downloads one file plus what was contributed since; run it on a schedule."""
+    from tfp_mlflow.cloud import Cloud
+
+    cloud = Cloud(tracking_uri)
+    packed = cloud.pack()
+    console.print(f"packed {packed['tasks']} fingerprints of {cloud.uri} into run {packed['run_id']} "
+                  f"(sha256 {str(packed['sha256'])[:16]}...)")

@@ -62,6 +62,7 @@ class Tag:
     REFERENCE = "tfp.reference"          # evaluation runs: what was evaluated
     ORDERED_BY = "tfp.ordered_by"        # model-ranking runs: the score that ordered them
     SHA256_PREFIX = "tfp.sha256/"        # + artifact path: the SHA-256 of every file tfp logged (see sha256_tag)
+    SNAPSHOT_TASKS = "tfp.snapshot_tasks"  # snapshot runs: how many fingerprints they hold
 
 
 class Kind:
@@ -73,6 +74,7 @@ class Kind:
     TRAINING = "training"
     STUDY = "study"
     MODEL_RANKING = "model_ranking"
+    SNAPSHOT = "snapshot"                # every fingerprint in one file, for a new client's first query
 
 
 class KnowledgeKind:
@@ -141,6 +143,7 @@ class Artifact:
     LEARNING_CURVES = "learning_curves.png"
     TRAINING_RESULT = "result.json"
     MODEL = "model"                              # MLflow pytorch flavour (pt2: torch.export, no pickle)
+    SNAPSHOT = "snapshot/fingerprints.zip"       # snapshot runs: members named <sha256>.npz
 
 
 def sha256_tag(artifact_path: str) -> str:

@@ -34,6 +34,8 @@ from tfp_mlflow.task import Task
 __all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
+#: Below this many missing fingerprints a reader downloads them one by one rather than the snapshot.
+SNAPSHOT_MIN_MISSING = 20
 
 
 def default_tracking_uri() -> str:
@@ -266,6 +268,7 @@ class Cloud(RunStore):
         verdicts = verdicts if isinstance(verdicts, dict) else {}
         missing = [t for t in with_fp if t.fingerprint_sha256 not in verdicts]
         if missing:
+            self.prefetch(missing)
             spec = spec or self.spec()
             for task in missing:
                 try:
@@ -475,6 +478,35 @@ class Cloud(RunStore):
             raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}",
                                                  f"the fingerprint of task {task.name!r}")) from None
 
+    def prefetch(self, tasks: Sequence[CloudTask]) -> None:
+        """Bring the tasks' fingerprints into the local cache: from the newest snapshot (:meth:`pack`) when many are
+        missing, the rest eight downloads at a time; every file is verified against its checksum either way."""
+        missing = {t.fingerprint_sha256: t for t in tasks if t.has_fingerprint
+                   and not self.cache.path(t.fingerprint_sha256, Artifact.FINGERPRINT).is_file()}
+        if len(missing) >= SNAPSHOT_MIN_MISSING:
+            for run in self._search(complete_filter(Kind.SNAPSHOT))[:1]:
+                try:
+                    self.cache.unpack(self._artifact(run, Artifact.SNAPSHOT), set(missing))
+                except (CloudError, BadInputError):
+                    pass   # no usable snapshot: download one by one
+        self.cache.fetch_many(self.client, [(t.run_id, Artifact.FINGERPRINT, sha) for sha, t in missing.items()])
+
+    def pack(self) -> dict[str, int | str]:
+        """Write a snapshot: every conforming task's fingerprint in one stored (uncompressed) zip, each member named
+        by its SHA-256, as the artifact of a complete ``snapshot`` run. A new client then downloads one file and
+        the tasks contributed since, instead of every fingerprint (``tfp cloud pack``; run it on a schedule)."""
+        import zipfile
+
+        tasks = [t for t in self.conforming(self.tasks()) if t.has_fingerprint]
+
+        def write(path: Path) -> None:
+            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as snapshot:
+                for sha in sorted({t.fingerprint_sha256 for t in tasks}):
+                    snapshot.write(self.cache.path(sha, Artifact.FINGERPRINT), arcname=f"{sha}.npz")
+        with self.record(Kind.SNAPSHOT, {Tag.SNAPSHOT_TASKS: str(len(tasks))}) as run:
+            sha = run.log_file(Artifact.SNAPSHOT, write)
+        return {"run_id": run.run_id, "tasks": len(tasks), "sha256": sha}
+
     def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
                  variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:
         """Selector inputs for cloud tasks (fingerprints loaded through the cache when asked for)."""
@@ -497,9 +529,8 @@ class Cloud(RunStore):
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
 
         def build() -> PreparedSources:
-            # A cold query waits on the network: download the missing fingerprints several at once first.
-            self.cache.fetch_many(self.client, [(t.run_id, Artifact.FINGERPRINT, t.fingerprint_sha256)
-                                                for t in tasks if t.has_fingerprint])
+            # A cold query waits on the network: the snapshot, then the missing fingerprints several at once.
+            self.prefetch(tasks)
             return selector.prepare(LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments))
         return self.cache.prepared(key, build)
 
