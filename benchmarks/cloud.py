@@ -4,7 +4,8 @@ For each N: contribute N tasks (fingerprints with the shipped spec's shape, rand
 (empty local cache: download every fingerprint and prepare the stack), a warm query (the prepared stack is
 memory-mapped from the cache) and the ranking alone, and the share of the warm query spent in MLflow calls. Then
 the full recommendation computed by the server (``POST /tfp/api/recommend``, one upload) against the same computed
-here (``tfp recommend`` without ``--server``), each cold (empty cache) and warm.
+here (``tfp recommend`` without ``--server``), each cold (empty cache) and warm; then ``tfp cloud pack`` and a new
+client's cold recommendation again, which reads the snapshot instead of every fingerprint.
 
     python benchmarks/cloud.py [--tasks 100 1000] [--draws 300]
 """
@@ -101,13 +102,20 @@ def main() -> None:
                 # The full recommendation, server-side (POST /tfp/api/recommend) against client-side.
                 shutil.rmtree(root / "server-cache", ignore_errors=True)
                 shutil.rmtree(root / "client", ignore_errors=True)
-                rows.append((size, server_recommend(url, body), server_recommend(url, body),
-                             client_recommend(url, root / "client", target),
-                             client_recommend(url, root / "client", target)))
+                row = (size, server_recommend(url, body), server_recommend(url, body),
+                       client_recommend(url, root / "client", target), client_recommend(url, root / "client", target))
+                # A new client once the cloud is packed (`tfp cloud pack`): one snapshot download.
+                started = time.perf_counter()
+                cloud.pack()
+                pack_s = time.perf_counter() - started
+                shutil.rmtree(root / "client-packed", ignore_errors=True)
+                rows.append((*row, pack_s, client_recommend(url, root / "client-packed", target)))
     print("\nfull recommendation (top 3, all scenarios), server-side POST /tfp/api/recommend vs client-side:")
-    print(f"{'N':>5} {'server cold s':>13} {'server warm s':>13} {'client cold s':>13} {'client warm s':>13}")
-    for size, server_cold, server_warm, client_cold, client_warm in rows:
-        print(f"{size:>5} {server_cold:>13.2f} {server_warm:>13.2f} {client_cold:>13.2f} {client_warm:>13.2f}")
+    print(f"{'N':>5} {'server cold s':>13} {'server warm s':>13} {'client cold s':>13} {'client warm s':>13} "
+          f"{'pack s':>7} {'client cold, packed s':>21}")
+    for size, server_cold, server_warm, client_cold, client_warm, pack_s, packed_cold in rows:
+        print(f"{size:>5} {server_cold:>13.2f} {server_warm:>13.2f} {client_cold:>13.2f} {client_warm:>13.2f} "
+              f"{pack_s:>7.1f} {packed_cold:>21.2f}")
 
 
 if __name__ == "__main__":
