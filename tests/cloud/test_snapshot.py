@@ -31,7 +31,7 @@ def downloads(monkeypatch):
 
 def test_a_new_client_reads_the_snapshot_and_only_newer_fingerprints(tmp_path, make_fingerprint, small_spec,
                                                                        downloads, monkeypatch):
-    monkeypatch.setattr("tfp_mlflow.cloud.store.SNAPSHOT_MIN_MISSING", 2)
+    monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
     uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
     writer = Cloud(uri, cache_dir=tmp_path / "writer")
     for i in range(6):
@@ -50,7 +50,7 @@ def test_a_new_client_reads_the_snapshot_and_only_newer_fingerprints(tmp_path, m
 def test_a_forged_snapshot_member_is_skipped_and_the_real_fingerprint_downloaded(tmp_path, make_fingerprint,
                                                                                  small_spec, downloads,
                                                                                  monkeypatch):
-    monkeypatch.setattr("tfp_mlflow.cloud.store.SNAPSHOT_MIN_MISSING", 2)
+    monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
     uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
     writer = Cloud(uri, cache_dir=tmp_path / "writer")
     tasks = [writer.contribute(make_fingerprint(f"t{i}", seed=i), spec=small_spec) for i in range(3)]

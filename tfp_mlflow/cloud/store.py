@@ -18,13 +18,14 @@ from typing import Callable, Iterable, Sequence
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.cache import LocalCache
+from tfp_mlflow.cloud.integrity import VerifiedReads
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge)
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Metric, Param, Tag,
-                                     complete_filter, sha256_tag)
+                                     complete_filter)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -34,8 +35,6 @@ from tfp_mlflow.task import Task
 __all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
-#: Below this many missing fingerprints a reader downloads them one by one rather than the snapshot.
-SNAPSHOT_MIN_MISSING = 20
 
 
 def default_tracking_uri() -> str:
@@ -71,7 +70,7 @@ def _open_sqlite_store(uri: str, database: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-class Cloud(RunStore):
+class Cloud(VerifiedReads, RunStore):
     """A knowledge cloud on an MLflow tracking server (``sqlite:///...`` or ``http://host:port``); implements
     :class:`~tfp_mlflow.cloud.base.KnowledgeStore`.
 
@@ -167,35 +166,6 @@ class Cloud(RunStore):
             self.quarantine("spec", run, f"its spec file has id {spec.id}, not {spec_id}")
         raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run with that spec")
 
-    # -- verified content and quarantine ------------------------------------------------------------------------
-    def _artifact(self, run, artifact_path: str) -> Path:
-        """A run's artifact through the local cache, keyed and verified by the SHA-256 the run recorded when the
-        file was written (:func:`~tfp_mlflow.cloud.schema.sha256_tag`), never by a name a writer chooses.
-
-        A run written before checksums were recorded is cached under its own run id: no other run can shadow it.
-        """
-        sha = run.data.tags.get(sha256_tag(artifact_path))
-        if sha is None and artifact_path == Artifact.FINGERPRINT:
-            sha = run.data.tags.get(Tag.FINGERPRINT_SHA256) or None
-        if sha is not None:
-            return self.cache.fetch(self.client, run.info.run_id, artifact_path, key=sha, sha256=sha)
-        return self.cache.fetch(self.client, run.info.run_id, artifact_path,
-                                key=f"run-{run.info.run_id}-{artifact_path}")
-
-    def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
-        tags = run.data.tags if hasattr(run, "data") else {}
-        run_id = run.info.run_id if hasattr(run, "info") else run.run_id
-        self._quarantined[run_id] = {
-            "what": what, "run_id": run_id, "task": task or tags.get(Tag.TASK, getattr(run, "name", "")),
-            "contributor": tags.get(Tag.CONTRIBUTOR, getattr(run, "contributor", "")),
-            "reason": reason.replace(str(self.cache.root), "<cache>")}
-
-    def quarantined(self) -> list[dict[str, str]]:
-        """Runs this cloud's readers passed over since it was opened, with the reason (a task whose fields do not
-        parse, a fingerprint that does not conform to the spec, content whose checksum differs, a knowledge table
-        that is not one): ``[{"what", "run_id", "task", "contributor", "reason"}]``."""
-        return sorted(self._quarantined.values(), key=lambda q: (q["task"], q["what"], q["run_id"]))
-
     def ensure_spec(self, spec: FingerprintSpec) -> None:
         """Set the cloud's spec on first use; afterwards refuse any other spec."""
         current = self.spec_id()
@@ -255,37 +225,6 @@ class Cloud(RunStore):
                 continue
             versions.setdefault((task.name, task.contributor), task)  # runs come newest first
         return list(versions.values()), quarantined
-
-    def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
-        """The tasks whose fingerprint (when they have one) downloads with the checksum its run recorded and
-        conforms to the cloud's spec; the others are quarantined. Each verdict is cached by checksum and spec, so a
-        fingerprint is checked once per machine."""
-        with_fp = [t for t in tasks if t.has_fingerprint]
-        if not with_fp:
-            return list(tasks)
-        spec_id = self.spec_id()
-        verdicts = self.cache.read_json(f"verdicts-{spec_id}")
-        verdicts = verdicts if isinstance(verdicts, dict) else {}
-        missing = [t for t in with_fp if t.fingerprint_sha256 not in verdicts]
-        if missing:
-            self.prefetch(missing)
-            spec = spec or self.spec()
-            for task in missing:
-                try:
-                    self.fingerprint(task, spec)
-                    verdicts[task.fingerprint_sha256] = ""
-                except (BadInputError, TamperedError) as exc:
-                    verdicts[task.fingerprint_sha256] = str(exc).replace(str(self.cache.root), "<cache>")
-            fresh = self.cache.read_json(f"verdicts-{spec_id}")   # another process may have added some meanwhile
-            self.cache.write_json(f"verdicts-{spec_id}", {**(fresh if isinstance(fresh, dict) else {}), **verdicts})
-        out = []
-        for task in tasks:
-            reason = verdicts.get(task.fingerprint_sha256, "") if task.has_fingerprint else ""
-            if reason:
-                self.quarantine("fingerprint", task, f"its fingerprint is unusable: {reason}", task=task.name)
-            else:
-                out.append(task)
-        return out
 
     def task(self, name: str) -> CloudTask | None:
         """The newest complete version of a task, or ``None``."""
@@ -477,35 +416,6 @@ class Cloud(RunStore):
         except BadInputError as exc:
             raise BadInputError(str(exc).replace(f"fingerprint file {str(path)!r}",
                                                  f"the fingerprint of task {task.name!r}")) from None
-
-    def prefetch(self, tasks: Sequence[CloudTask]) -> None:
-        """Bring the tasks' fingerprints into the local cache: from the newest snapshot (:meth:`pack`) when many are
-        missing, the rest eight downloads at a time; every file is verified against its checksum either way."""
-        missing = {t.fingerprint_sha256: t for t in tasks if t.has_fingerprint
-                   and not self.cache.path(t.fingerprint_sha256, Artifact.FINGERPRINT).is_file()}
-        if len(missing) >= SNAPSHOT_MIN_MISSING:
-            for run in self._search(complete_filter(Kind.SNAPSHOT))[:1]:
-                try:
-                    self.cache.unpack(self._artifact(run, Artifact.SNAPSHOT), set(missing))
-                except (CloudError, BadInputError):
-                    pass   # no usable snapshot: download one by one
-        self.cache.fetch_many(self.client, [(t.run_id, Artifact.FINGERPRINT, sha) for sha, t in missing.items()])
-
-    def pack(self) -> dict[str, int | str]:
-        """Write a snapshot: every conforming task's fingerprint in one stored (uncompressed) zip, each member named
-        by its SHA-256, as the artifact of a complete ``snapshot`` run. A new client then downloads one file and
-        the tasks contributed since, instead of every fingerprint (``tfp cloud pack``; run it on a schedule)."""
-        import zipfile
-
-        tasks = [t for t in self.conforming(self.tasks()) if t.has_fingerprint]
-
-        def write(path: Path) -> None:
-            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as snapshot:
-                for sha in sorted({t.fingerprint_sha256 for t in tasks}):
-                    snapshot.write(self.cache.path(sha, Artifact.FINGERPRINT), arcname=f"{sha}.npz")
-        with self.record(Kind.SNAPSHOT, {Tag.SNAPSHOT_TASKS: str(len(tasks))}) as run:
-            sha = run.log_file(Artifact.SNAPSHOT, write)
-        return {"run_id": run.run_id, "tasks": len(tasks), "sha256": sha}
 
     def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
                  variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:

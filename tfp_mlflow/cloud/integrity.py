@@ -1,0 +1,120 @@
+"""What every reader of the cloud checks, and the snapshot that feeds a new reader (the contract's "verified
+content" and "isolation" clauses, :mod:`tfp_mlflow.cloud.base`): :class:`VerifiedReads`, a part of
+:class:`~tfp_mlflow.cloud.store.Cloud`.
+
+* every artifact is fetched through the local cache keyed and verified by the SHA-256 its run recorded;
+* a run that fails a check is quarantined (left out, listed with its reason), never the error of a query;
+* fingerprints conform to the cloud's spec before anything reads them (verdicts cached by checksum and spec);
+* a snapshot (``tfp cloud pack``) hands a new reader every fingerprint in one file, each member verified.
+
+Torch-free.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from tfp_mlflow.cloud.records import CloudTask
+from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, complete_filter, sha256_tag
+from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
+from tfp_mlflow.spec import FingerprintSpec
+
+__all__ = ["VerifiedReads", "SNAPSHOT_MIN_MISSING"]
+
+#: Below this many missing fingerprints a reader downloads them one by one rather than the snapshot.
+SNAPSHOT_MIN_MISSING = 20
+
+
+class VerifiedReads:
+    """Verified artifacts, quarantine, conformance and snapshots. Needs ``client``, ``cache``, ``_quarantined``
+    and the :class:`~tfp_mlflow.cloud.store.Cloud` methods ``spec_id``, ``spec``, ``tasks``, ``fingerprint``,
+    ``record`` and ``_search``."""
+
+    def _artifact(self, run, artifact_path: str) -> Path:
+        """A run's artifact through the local cache, keyed and verified by the SHA-256 the run recorded when the
+        file was written (:func:`~tfp_mlflow.cloud.schema.sha256_tag`), never by a name a writer chooses.
+
+        A run written before checksums were recorded is cached under its own run id: no other run can shadow it.
+        """
+        sha = run.data.tags.get(sha256_tag(artifact_path))
+        if sha is None and artifact_path == Artifact.FINGERPRINT:
+            sha = run.data.tags.get(Tag.FINGERPRINT_SHA256) or None
+        if sha is not None:
+            return self.cache.fetch(self.client, run.info.run_id, artifact_path, key=sha, sha256=sha)
+        return self.cache.fetch(self.client, run.info.run_id, artifact_path,
+                                key=f"run-{run.info.run_id}-{artifact_path}")
+
+    def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
+        tags = run.data.tags if hasattr(run, "data") else {}
+        run_id = run.info.run_id if hasattr(run, "info") else run.run_id
+        self._quarantined[run_id] = {
+            "what": what, "run_id": run_id, "task": task or tags.get(Tag.TASK, getattr(run, "name", "")),
+            "contributor": tags.get(Tag.CONTRIBUTOR, getattr(run, "contributor", "")),
+            "reason": reason.replace(str(self.cache.root), "<cache>")}
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """Runs this cloud's readers passed over since it was opened, with the reason (a task whose fields do not
+        parse, a fingerprint that does not conform to the spec, content whose checksum differs, a knowledge table
+        that is not one): ``[{"what", "run_id", "task", "contributor", "reason"}]``."""
+        return sorted(self._quarantined.values(), key=lambda q: (q["task"], q["what"], q["run_id"]))
+
+    def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
+        """The tasks whose fingerprint (when they have one) downloads with the checksum its run recorded and
+        conforms to the cloud's spec; the others are quarantined. Each verdict is cached by checksum and spec, so a
+        fingerprint is checked once per machine."""
+        with_fp = [t for t in tasks if t.has_fingerprint]
+        if not with_fp:
+            return list(tasks)
+        spec_id = self.spec_id()
+        verdicts = self.cache.read_json(f"verdicts-{spec_id}")
+        verdicts = verdicts if isinstance(verdicts, dict) else {}
+        missing = [t for t in with_fp if t.fingerprint_sha256 not in verdicts]
+        if missing:
+            self.prefetch(missing)
+            spec = spec or self.spec()
+            for task in missing:
+                try:
+                    self.fingerprint(task, spec)
+                    verdicts[task.fingerprint_sha256] = ""
+                except (BadInputError, TamperedError) as exc:
+                    verdicts[task.fingerprint_sha256] = str(exc)   # quarantine() hides the cache's path
+            fresh = self.cache.read_json(f"verdicts-{spec_id}")   # another process may have added some meanwhile
+            self.cache.write_json(f"verdicts-{spec_id}", {**(fresh if isinstance(fresh, dict) else {}), **verdicts})
+        out = []
+        for task in tasks:
+            reason = verdicts.get(task.fingerprint_sha256, "") if task.has_fingerprint else ""
+            if reason:
+                self.quarantine("fingerprint", task, f"its fingerprint is unusable: {reason}", task=task.name)
+            else:
+                out.append(task)
+        return out
+
+    def prefetch(self, tasks: Sequence[CloudTask]) -> None:
+        """Bring the tasks' fingerprints into the local cache: from the newest snapshot (:meth:`pack`) when many are
+        missing, the rest eight downloads at a time; every file is verified against its checksum either way."""
+        missing = {t.fingerprint_sha256: t for t in tasks if t.has_fingerprint
+                   and not self.cache.path(t.fingerprint_sha256, Artifact.FINGERPRINT).is_file()}
+        if len(missing) >= SNAPSHOT_MIN_MISSING:
+            for run in self._search(complete_filter(Kind.SNAPSHOT))[:1]:
+                try:
+                    self.cache.unpack(self._artifact(run, Artifact.SNAPSHOT), set(missing))
+                except (CloudError, BadInputError):
+                    pass   # no usable snapshot: download one by one
+        self.cache.fetch_many(self.client, [(t.run_id, Artifact.FINGERPRINT, sha) for sha, t in missing.items()])
+
+    def pack(self) -> dict[str, int | str]:
+        """Write a snapshot: every conforming task's fingerprint in one stored (uncompressed) zip, each member named
+        by its SHA-256, as the artifact of a complete ``snapshot`` run. A new client then downloads one file and
+        the tasks contributed since, instead of every fingerprint (``tfp cloud pack``; run it on a schedule)."""
+        import zipfile
+
+        tasks = [t for t in self.conforming(self.tasks()) if t.has_fingerprint]
+
+        def write(path: Path) -> None:
+            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as snapshot:
+                for sha in sorted({t.fingerprint_sha256 for t in tasks}):
+                    snapshot.write(self.cache.path(sha, Artifact.FINGERPRINT), arcname=f"{sha}.npz")
+        with self.record(Kind.SNAPSHOT, {Tag.SNAPSHOT_TASKS: str(len(tasks))}) as run:
+            sha = run.log_file(Artifact.SNAPSHOT, write)
+        return {"run_id": run.run_id, "tasks": len(tasks), "sha256": sha}
+
