@@ -7,11 +7,17 @@ the full recommendation computed by the server (``POST /tfp/api/recommend``, one
 here (``tfp recommend`` without ``--server``), each cold (empty cache) and warm; then ``tfp cloud pack`` and a new
 client's cold recommendation again, which reads the snapshot instead of every fingerprint.
 
-    python benchmarks/cloud.py [--tasks 100 1000] [--draws 300]
+With ``--concurrent``, at the largest N: that many clients at once (threads, each its own connection) send
+``--requests`` recommendations each to the server (``--workers`` uvicorn workers); p50/p95/max latency per level,
+and the server's memory (PSS of the process tree: shared pages counted once) before and after, which stays flat when every worker keeps one
+memory-mapped stack instead of one copy per request. Results are logged to MLflow (``--log``).
+
+    python benchmarks/cloud.py [--tasks 100 1000] [--draws 300] [--workers 2 --concurrent 1 4 16]
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import shutil
 import tempfile
 import time
@@ -21,7 +27,7 @@ import numpy as np
 
 from tfp_mlflow import Fingerprint, Task, default_spec, get_selector, rank_sources
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.testing.servers import LocalServer, tree_memory_mb
 from tfp_mlflow.cloud.remote import recommend_on_server
 from tfp_mlflow.recommend import recommend
 
@@ -72,7 +78,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[], help="concurrent clients, e.g. 1 4 16")
+    parser.add_argument("--requests", type=int, default=4, help="recommendations per client per level")
+    parser.add_argument("--log", default=None, help="MLflow tracking URI to log the figures to")
     args = parser.parse_args()
+    levels: list[tuple[int, float, float, float, float, float, float]] = []
     rng = np.random.default_rng(0)
     target = fake_fingerprint(99_999, args.draws, rng)
     rows = []
@@ -80,7 +91,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         body = target.save(root / "target.npz").read_bytes()
-        with LocalServer(root / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(root / "server-cache")}) as srv:
+        with LocalServer(root / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(root / "server-cache")},
+                         workers=args.workers) as srv:
             url = srv.url
             contributed = 0
             cloud = Cloud(url, cache_dir=root / "cache")
@@ -110,12 +122,52 @@ def main() -> None:
                 pack_s = time.perf_counter() - started
                 shutil.rmtree(root / "client-packed", ignore_errors=True)
                 rows.append((*row, pack_s, client_recommend(url, root / "client-packed", target)))
+            for clients in args.concurrent:
+                levels.append(concurrent_level(url, body, srv.proc.pid, clients, args.requests))
     print("\nfull recommendation (top 3, all scenarios), server-side POST /tfp/api/recommend vs client-side:")
     print(f"{'N':>5} {'server cold s':>13} {'server warm s':>13} {'client cold s':>13} {'client warm s':>13} "
           f"{'pack s':>7} {'client cold, packed s':>21}")
     for size, server_cold, server_warm, client_cold, client_warm, pack_s, packed_cold in rows:
         print(f"{size:>5} {server_cold:>13.2f} {server_warm:>13.2f} {client_cold:>13.2f} {client_warm:>13.2f} "
               f"{pack_s:>7.1f} {packed_cold:>21.2f}")
+    if levels:
+        print(f"\nconcurrent recommendations at N = {max(args.tasks)} ({args.workers} server workers, "
+              f"{args.requests} per client):")
+        print(f"{'clients':>7} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'req/s':>7} {'server PSS MB before':>20} "
+              f"{'after':>7}")
+        for clients, p50, p95, worst, rate, before, after in levels:
+            print(f"{clients:>7} {p50:>7.2f} {p95:>7.2f} {worst:>7.2f} {rate:>7.2f} {before:>20.0f} {after:>7.0f}")
+    if args.log:
+        log_figures(args, rows, levels)
+
+
+def concurrent_level(url: str, body: bytes, pid: int, clients: int, requests: int) -> tuple:
+    """``clients`` threads at once, ``requests`` recommendations each: latency p50/p95/max, throughput, and the
+    server's memory before and after."""
+    before = tree_memory_mb(pid, "Pss")
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(lambda _: server_recommend(url, body), range(clients * requests)))
+    wall = time.perf_counter() - started
+    return (clients, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)), max(latencies),
+            len(latencies) / wall, before, tree_memory_mb(pid, "Pss"))
+
+
+def log_figures(args, rows: list, levels: list) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(args.log)
+    mlflow.set_experiment("tfp-benchmarks")
+    with mlflow.start_run(run_name="cloud"):
+        mlflow.log_params({"tasks": " ".join(map(str, args.tasks)), "draws": args.draws, "workers": args.workers,
+                           "requests": args.requests})
+        for size, server_cold, server_warm, client_cold, client_warm, pack_s, packed_cold in rows:
+            mlflow.log_metrics({"server_cold_s": server_cold, "server_warm_s": server_warm,
+                                "client_cold_s": client_cold, "client_warm_s": client_warm, "pack_s": pack_s,
+                                "client_cold_packed_s": packed_cold}, step=size)
+        for clients, p50, p95, worst, rate, before, after in levels:
+            mlflow.log_metrics({"concurrent_p50_s": p50, "concurrent_p95_s": p95, "concurrent_max_s": worst,
+                                "concurrent_requests_per_s": rate, "server_pss_mb_after": after}, step=clients)
 
 
 if __name__ == "__main__":

@@ -43,17 +43,9 @@ def inspect_peak_mb(path: Path) -> tuple[int, str]:
 
 def tree_peak_mb(pid: int) -> int:
     """Largest VmHWM (peak resident set) over a process and its descendants, in MB."""
-    peak, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))))
-            for task in Path(f"/proc/{current}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration):
-            continue
-    return peak // 1024
+    from tfp_mlflow.testing.servers import tree_memory_mb
+
+    return tree_memory_mb(pid, "VmHWM", max)
 
 
 def upload(url: str, body: bytes) -> int:

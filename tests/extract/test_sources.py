@@ -123,12 +123,44 @@ def test_hugging_face_columns_are_found_or_named_and_wrong_ones_refused(roots):
         open_dataset(f"hf:{parquet}?colour=red")
 
 
-def test_tfp_fingerprint_reads_medmnist_end_to_end(roots):
+def test_tfp_fingerprint_reads_medmnist_end_to_end(roots, monkeypatch):
     out = roots / "derma.npz"
+    monkeypatch.delenv("TFP_DATA_ROOT")                                # given on the command line instead
     result = CliRunner().invoke(main, ["fingerprint", "medmnist:dermamnist@64", "--out", str(out), "--samples", "16",
-                                       "--batch-size", "8", "--workers", "0"])
+                                       "--batch-size", "8", "--workers", "0", "--data-root", str(roots / "medmnist")])
     assert result.exit_code == 0, result.output
     from tfp_mlflow import Fingerprint
 
     fingerprint = Fingerprint.load(out)
     assert fingerprint.name == "dermamnist_64" and fingerprint.num_images == 14 and fingerprint.num_classes == 3
+
+
+def test_columns_are_named_on_the_command_line(roots):
+    """A saved dataset whose columns tfp cannot guess: --image-column/--label-column name them; without them, and
+    for data that has no columns, one line says what to do."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    pictures = [Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)) for _ in range(8)]
+    saved = roots / "lesions"
+    datasets.Dataset.from_dict({"picture": pictures, "thumbnail": pictures, "diagnosis": ["nevus", "melanoma"] * 4},
+                               features=datasets.Features({"picture": datasets.Image(), "thumbnail": datasets.Image(),
+                                                           "diagnosis": datasets.Value("string")})
+                               ).save_to_disk(str(saved))
+    args = ["fingerprint", str(saved), "--out", str(roots / "lesions.npz"), "--samples", "8", "--batch-size", "8",
+            "--workers", "0"]
+    guessed = CliRunner().invoke(main, args)
+    assert guessed.exit_code == 2 and "no label column found" in guessed.output and "\n" not in \
+        guessed.output.strip()
+    named = CliRunner().invoke(main, [*args, "--image-column", "thumbnail", "--label-column", "diagnosis"])
+    assert named.exit_code == 0, named.output
+    from tfp_mlflow import Fingerprint
+
+    fingerprint = Fingerprint.load(roots / "lesions.npz")
+    assert fingerprint.num_images == 8 and fingerprint.num_classes == 2
+    folder = roots / "folder"
+    (folder / "a").mkdir(parents=True)
+    refused = CliRunner().invoke(main, ["fingerprint", str(folder), "--out", str(roots / "x.npz"),
+                                        "--image-column", "x"])
+    assert refused.exit_code == 2 and "name columns of a Hugging Face dataset" in refused.output

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -224,6 +226,22 @@ def test_lightning_precision_devices_and_strategy_are_passed_through(cloud, data
     with pytest.raises(BadInputError, match="Lightning cannot train with .*devices=2"):
         train(TrainConfig(target=str(data["target"]), device="cuda", devices="2", strategy="ddp", **TINY),
               cloud=cloud, progress=False, log_model=False)
+
+
+def test_ddp_on_two_cpu_processes_records_one_run_and_one_outcome(tmp_path, data):
+    """`tfp train --devices 2 --strategy ddp`: Lightning's launcher runs the command again as rank 1; only rank zero
+    records a run and contributes, and both ranks choose the best epoch on the whole held-out split."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-m", "tfp_mlflow.cli", "train", str(data["target"]), "--device", "cpu",
+                           "--devices", "2", "--strategy", "ddp", "--epochs", "2", "--image-size", "32",
+                           "--batch-size", "8", "--contribute", "--tracking-uri", uri],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.count("logged as run") == 1, done.stdout
+    cloud = Cloud(uri)
+    assert len(_training_runs(cloud)) == 1
+    assert sorted((k.kind, len(k.rows)) for k in cloud.knowledge("fundus_target")) == \
+        [("architecture", 1), ("baseline", 1)]
 
 
 def test_truncated_training_runs_and_is_recorded(cloud, data):

@@ -5,8 +5,9 @@ Expected failures (:class:`~tfp_mlflow.errors.TfpError`) print one line and exit
 """
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 from rich.markup import escape
@@ -75,4 +76,35 @@ TRACKING_URI = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACK
 
 
 # Commands register themselves on `main` when their module is imported (keep these last).
+def data_source(command: Callable) -> Callable:
+    """``--data-root``, ``--image-column`` and ``--label-column`` for a command whose DATA may be a library dataset
+    (``medmnist:...``, ``hf:...``); put it right above the function."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, data_root: str | None = None, image_column: str | None = None,
+                label_column: str | None = None, **kwargs: Any) -> Any:
+        if data_root:
+            os.environ["TFP_DATA_ROOT"] = data_root
+        if (image_column or label_column) and kwargs.get("data") is not None:
+            from tfp_mlflow.extract.sources import with_columns
+
+            kwargs["data"] = with_columns(kwargs["data"], image=image_column, label=label_column)
+        return command(*args, **kwargs)
+
+    for option in reversed(DATA_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+DATA_ROOT = click.option("--data-root", default=None, help="Where MedMNIST files are read from and downloaded to "
+                         "(default: $TFP_DATA_ROOT, else ~/.medmnist).")
+DATA_OPTIONS = (DATA_ROOT,
+                click.option("--image-column", default=None, help="Image column of a Hugging Face dataset "
+                             "(default: its Image feature)."),
+                click.option("--label-column", default=None, help="Label column of a Hugging Face dataset "
+                             "(default: its ClassLabel, else label/labels)."))
+
+
 from tfp_mlflow.cli import cloud, demo, evaluate, fingerprints, models, train, tune  # noqa: E402,F401
+

@@ -1,10 +1,12 @@
 """Commands on the knowledge cloud: contribute, recommend, import-reference, seed."""
 from __future__ import annotations
 
+import os
+
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, emit_json, err_console, main
+from tfp_mlflow.cli import DATA_ROOT, TRACKING_URI, console, data_source, emit_json, err_console, main
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.scenarios import scenario_names
@@ -80,6 +82,7 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--include-flagged", is_flag=True,
               help="Also use sources and results the poisoning guard flagged (they stay marked).")
 @TRACKING_URI
+@data_source
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
                       server: str | None, trusted: str | None, include_flagged: bool, merge: str,
@@ -172,30 +175,47 @@ def import_reference_command(reference_dir: str, tracking_uri: str | None) -> No
 @main.command("seed")
 @click.argument("plan")
 @click.option("--samples", type=int, default=1000, show_default=True, help="Draws per fingerprint.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs of each baseline training.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs of each training (and study trial).")
 @click.option("--image-size", type=int, default=128, show_default=True)
-@click.option("--shrink", type=int, default=None, help="Train each baseline on at most n images (the paper: 800).")
+@click.option("--shrink", type=int, default=None, help="Train on at most n images per dataset (the paper: 800).")
 @click.option("--no-baseline", is_flag=True, help="Fingerprint and contribute only; measure no baseline.")
+@click.option("--tune-trials", type=int, default=4, show_default=True,
+              help="Trials of each dataset's short architecture and policy study (0: none).")
+@click.option("--transfer", is_flag=True, help="Also measure transfer from every other dataset of the plan "
+              "(pretrain, then fine-tune): n x (n - 1) trainings.")
+@click.option("--storage", default=None, help="Optuna RDB URL shared by several workers (machines): each dataset "
+              "is claimed by one, a dead worker's is taken over. Default: this process alone.")
+@click.option("--heartbeat", type=int, default=60, show_default=True,
+              help="Seconds between a worker's heartbeats (with --storage); three missed: taken over.")
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and its expected cost; read no data, write nothing.")
+@DATA_ROOT
 @TRACKING_URI
 def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: int | None, no_baseline: bool,
-                 device: str | None, dry_run: bool, tracking_uri: str | None) -> None:
+                 tune_trials: int, transfer: bool, storage: str | None, heartbeat: int, device: str | None,
+                 dry_run: bool, data_root: str | None, tracking_uri: str | None) -> None:
     """Build a starter cloud from public datasets: PLAN is a YAML file, or `starter` (the MedMNIST+ 2-D sets and the
-    published tasks that are public). Each dataset is fingerprinted, contributed and its no-transfer baseline
-    measured; a published task gets its fingerprint attached. Rerunning resumes where it stopped."""
+    published tasks that are public). Each dataset is fingerprinted and contributed, its no-transfer baseline
+    measured and a short study run; a published task gets its fingerprint attached. Rerunning resumes where it
+    stopped; with --storage, several workers share the plan."""
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.workflows.seeding import seed_cloud
 
+    if data_root:
+        os.environ["TFP_DATA_ROOT"] = data_root
     cloud = Cloud(tracking_uri)
 
     def show(step) -> None:
-        if not dry_run:
+        if step.step == "note":
+            console.print(step.note, highlight=False, markup=False)
+        elif not dry_run:
             timing = f" ({step.seconds:.0f} s)" if step.status == "done" else ""
             console.print(f"{step.task}: {step.step} {step.status}{timing}" + (f": {step.note}" if step.note else ""),
-                          highlight=False)
+                          highlight=False, markup=False)
     steps = seed_cloud(plan, cloud, samples=samples, epochs=epochs, image_size=image_size, shrink=shrink,
-                       baseline=not no_baseline, dry_run=dry_run, device=device, on_step=show)
+                       baseline=not no_baseline, tune_trials=tune_trials, transfer=transfer, dry_run=dry_run,
+                       device=device, storage=storage, heartbeat=heartbeat, on_step=show)
+    steps = [s for s in steps if s.step != "note"]
     if dry_run:
         table = Table(title=f"tfp seed {plan}: the plan (estimates for a 2-core CPU)")
         for column in ("dataset", "step", "status", "expected", "note"):
@@ -210,7 +230,7 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
                       f"at 25 img/s at 128 px; a GPU is one to two orders of magnitude faster)")
         return
     done = sum(s.status == "done" for s in steps)
-    console.print(f"seeded {cloud.uri}: {done} steps run, {len(steps) - done} already done")
+    console.print(f"seeded {cloud.uri}: {done} steps run here, {len(steps) - done} already done")
 
 
 @main.group("cloud")

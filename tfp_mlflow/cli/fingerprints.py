@@ -8,7 +8,7 @@ import click
 import numpy as np
 from rich.table import Table
 
-from tfp_mlflow.cli import console, main
+from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
 
 
@@ -152,11 +152,13 @@ def inspect_command(fingerprint: str, plot_path: str | None, variant: str | None
 @click.option("--moments", is_flag=True, help="Also keep second moments (for the fid selector).")
 @click.option("--skip-unreadable", is_flag=True, help="Skip images that cannot be decoded and report them.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw the fingerprint.")
+@data_source
 def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples: int | None, seed: int,
                         backbone: str | None, weights: str | None, batch_size: int, workers: int | None,
                         device: str | None, name: str | None, keywords: str, split: str, shard: str | None,
                         moments: bool, skip_unreadable: bool, plot_path: str | None) -> None:
-    """Fingerprint a dataset: a folder of class folders or a CSV manifest (path,label[,split])."""
+    """Fingerprint a dataset: a folder of class folders, a CSV manifest (path,label[,split]), DICOM, or a library
+    dataset (medmnist:NAME[@SIZE], hf:ORG/NAME[:CONFIG][@SPLIT], a folder saved with save_to_disk)."""
     from tfp_mlflow.extract import fingerprint_dataset
     from tfp_mlflow.fingerprint import validate_keywords
     from tfp_mlflow.spec import FingerprintSpec, default_spec

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
+from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 
 
 @main.command("rank-models")
@@ -25,6 +25,7 @@ from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the ranking as JSON (to FILE, or stdout with --json alone).")
 @TRACKING_URI
+@data_source
 def rank_models_command(data: str, candidates: str | None, scores: tuple[str, ...], samples: int,
                         weights: str | None, batch_size: int, device: str | None, seed: int, json_out: str | None,
                         tracking_uri: str | None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
+from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 from tfp_mlflow.scenarios import BASELINE, scenario_names
 
 
@@ -45,6 +45,7 @@ from tfp_mlflow.scenarios import BASELINE, scenario_names
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the result as JSON (to FILE, or stdout with --json alone).")
 @TRACKING_URI
+@data_source
 def train_command(data: str, scenario: str | None, recommendation: str | None, rank: int, architecture: str | None,
                   weights: str | None, from_scratch: bool, policy_path: str | None, source: str | None,
                   source_data: str | None, truncate: int | None, epochs: int, pretrain_epochs: int | None,
@@ -52,7 +53,7 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
                   shrink: int | None, workers: int | None, device: str | None, precision: str, devices: str,
                   num_nodes: int, strategy: str, name: str | None, contribute: bool,
                   json_out: str | None, tracking_uri: str | None) -> None:
-    """Train on DATA (a folder of class folders or a CSV manifest) and log the run to MLflow."""
+    """Train on DATA (a folder of class folders, a CSV manifest, medmnist:... or hf:...) and log the run to MLflow."""
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.policies import read_policy
@@ -80,6 +81,8 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
         source_name, path = resolve_source(cloud, source)
         config = _replace(config, source=source_name, source_data=path)
     result = train(config, cloud=cloud, contribute=contribute, progress=json_out != "-")
+    if not result.run_id:   # a DDP process other than rank zero: rank zero reports
+        return
     payload = result.to_json()
     if emit_json(payload, json_out):
         return

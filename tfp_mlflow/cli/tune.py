@@ -6,7 +6,7 @@ import contextlib
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
+from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 
 
 @main.command("tune")
@@ -34,6 +34,7 @@ from tfp_mlflow.cli import TRACKING_URI, console, emit_json, main
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the study result as JSON (to FILE, or stdout with --json alone).")
 @TRACKING_URI
+@data_source
 def tune_command(data: str, study_name: str | None, storage: str | None, n_trials: int, space_path: str | None,
                  fingerprint_path: str | None, selector_name: str, keywords: str, top_k: int, no_warm_start: bool,
                  widen: bool, image_size: int, batch_size: int, seed: int, workers: int, name: str | None,

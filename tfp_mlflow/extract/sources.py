@@ -26,7 +26,7 @@ import numpy as np
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError
 
-__all__ = ["resolve_source", "is_library_source", "MEDMNIST_SIZES"]
+__all__ = ["resolve_source", "is_library_source", "with_columns", "MEDMNIST_SIZES"]
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
 _SPLITS = {"train": "train", "training": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val",
@@ -36,7 +36,7 @@ _SPLITS = {"train": "train", "training": "train", "validation": "val", "valid": 
 def is_library_source(source) -> bool:
     """Whether ``source`` names a dataset of a library rather than a folder or manifest of files."""
     text = str(source)
-    return text.startswith(("medmnist:", "hf:")) or _saved_dataset(Path(text)) is not None
+    return text.startswith(("medmnist:", "hf:")) or _saved_dataset(Path(text.partition("?")[0])) is not None
 
 
 def resolve_source(source):
@@ -46,9 +46,24 @@ def resolve_source(source):
         return _medmnist(text)
     if text.startswith("hf:"):
         return _huggingface(text)
-    if _saved_dataset(Path(text)) is not None:
-        return _huggingface(text, saved=Path(text))
+    if _saved_dataset(Path(text.partition("?")[0])) is not None:
+        return _huggingface(text, saved=Path(text.partition("?")[0]))
     return source
+
+
+def with_columns(source, image: str | None = None, label: str | None = None) -> str:
+    """``source`` with its image and label columns named (``--image-column``/``--label-column``): a Hugging Face
+    dataset (``hf:...`` or a saved folder) gets ``?image=...&label=...``; other data has no columns to name."""
+    if not image and not label:
+        return str(source)
+    text = str(source)
+    if not (text.startswith("hf:") or (is_library_source(text) and not text.startswith("medmnist:"))):
+        raise BadInputError(f"--image-column/--label-column name columns of a Hugging Face dataset (hf:... or a "
+                            f"folder saved with save_to_disk); {text!r} is not one")
+    body, _, query = text.partition("?")
+    options = dict(urllib.parse.parse_qsl(query))
+    options.update({key: value for key, value in (("image", image), ("label", label)) if value})
+    return f"{body}?{urllib.parse.urlencode(options)}"
 
 
 # -- MedMNIST+ ----------------------------------------------------------------------------------------------------
@@ -137,16 +152,15 @@ def _huggingface(source: str, saved: Path | None = None) -> Path:
     except ImportError:
         raise BadInputError("Hugging Face sources need the datasets package: pip install 'tfp-mlflow[data]'") \
             from None
-    options: dict[str, str] = {}
+    body, _, query = (source if saved is not None else source[3:]).partition("?")
+    options = dict(urllib.parse.parse_qsl(query))
+    unknown = set(options) - {"image", "label"}
+    if unknown:
+        raise BadInputError(f"{source!r}: unknown option {sorted(unknown)[0]!r}; use ?image=COLUMN&label=COLUMN")
     if saved is not None:
         path, config, split = str(saved), None, None
         task = saved.name
     else:
-        body, _, query = source[3:].partition("?")
-        options = dict(urllib.parse.parse_qsl(query))
-        unknown = set(options) - {"image", "label"}
-        if unknown:
-            raise BadInputError(f"{source!r}: unknown option {sorted(unknown)[0]!r}; use ?image=COLUMN&label=COLUMN")
         body, _, split = body.partition("@")
         path, _, config = body.rpartition(":") if ":" in body.split("/")[-1] else (body, "", "")
         path = path or body

@@ -71,15 +71,16 @@ def free_port() -> int:
 class LocalServer:
     """``mlflow server`` with a SQLite store and proxied artifacts under ``root``; a context manager.
 
-    ``app_name`` picks an ``mlflow.app`` plugin (``tfp``, ``tfp-basic-auth``); one uvicorn worker keeps memory low.
+    ``app_name`` picks an ``mlflow.app`` plugin (``tfp``, ``tfp-basic-auth``); one uvicorn worker keeps memory low
+    (``workers`` for more).
     """
 
     def __init__(self, root: str | os.PathLike, *, app_name: str | None = None, env: dict[str, str] | None = None,
                  extra_args: Sequence[str] = (), backend_store_uri: str | None = None,
-                 timeout: float = 180.0) -> None:
+                 timeout: float = 180.0, workers: int = 1) -> None:
         self.root, self.app_name, self.env, self.extra_args = Path(root), app_name, env or {}, list(extra_args)
         self.backend_store_uri = backend_store_uri
-        self.timeout = timeout
+        self.timeout, self.workers = timeout, workers
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -89,7 +90,7 @@ class LocalServer:
         command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
                    "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "1", *self.extra_args]
+                   "--port", str(port), "--workers", str(self.workers), *self.extra_args]
         if self.app_name:
             command += ["--app-name", self.app_name]
         self.log = open(self.root / "server.log", "w")
@@ -213,3 +214,21 @@ class LocalPostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def tree_memory_mb(pid: int, field: str = "VmRSS", combine=sum) -> int:
+    """``field`` of ``/proc/PID/status`` (``VmRSS``: resident now; ``VmHWM``: peak) or of ``smaps_rollup``
+    (``Pss``: resident with shared pages divided among their sharers, so a sum counts them once) over a process and
+    its descendants (a server's workers), combined with ``combine`` (``sum``, or ``max`` for the largest), in MB.
+    Linux only."""
+    values, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/{'smaps_rollup' if field == 'Pss' else 'status'}").read_text()
+            values.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith(field))))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return combine(values) // 1024 if values else 0

@@ -6,6 +6,8 @@ head ``eval_task`` on the held-out split: balanced accuracy and macro one-vs-res
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -79,6 +81,11 @@ class TransferModule(pl.LightningModule):
         labels = torch.cat([o[0] for o in self._outputs])
         logits = torch.cat([o[1] for o in self._outputs])
         self._outputs.clear()
+        if self.trainer.world_size > 1:   # DDP: each process saw a share; all compute on the whole split
+            with warnings.catch_warnings():   # Lightning's gather uses a call torch marks deprecated
+                warnings.simplefilter("ignore")
+                labels = self.all_gather(labels.to(self.device)).reshape(-1).cpu()
+                logits = self.all_gather(logits.to(self.device)).reshape(-1, logits.shape[-1]).cpu()
         # One pass at the end of the epoch: loss and metrics over the whole held-out split.
         metrics = class_balanced_metrics(labels.numpy(), logits.softmax(dim=1).numpy())
         self.log("val_loss", F.cross_entropy(logits, labels).item())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -96,8 +97,12 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
     cloud = cloud or Cloud(tracking_uri)
     tags = {Tag.TASK: target.name, Tag.SCENARIO: config.scenario, Tag.SOURCE: config.source,
             Tag.ARCHITECTURE: config.architecture, Tag.POLICY_ID: config.policy_id}
-    with cloud.record(Kind.TRAINING, tags, experiment=experiment, parent_run_id=parent_run_id) as run:
-        if on_run_start is not None:
+    # Under DDP every process runs this function; only rank zero records a run and contributes (Lightning's own
+    # MLflow logger writes from rank zero too), so N GPUs give one run, not N.
+    recording = (cloud.record(Kind.TRAINING, tags, experiment=experiment, parent_run_id=parent_run_id)
+                 if is_rank_zero() else contextlib.nullcontext(_SilentRun()))
+    with recording as run:
+        if on_run_start is not None and run.run_id:
             on_run_start(run.run_id)
         _log_setup(run, config, target, source, weights_source)
 
@@ -108,10 +113,28 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud 
 
         history, images_per_second = hook.fit(stage, network, target, source)
         result = _finish(config, network, target, mean, std, cloud.uri, run, history, images_per_second, log_model)
-        if contribute:
+        if contribute and run.run_id:
             result.knowledge_runs = contribute_outcome(cloud, config, result, target)
             run.set_tags({Tag.KNOWLEDGE_RUNS: ",".join(result.knowledge_runs)})
     return result
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank zero of its job: torchrun's ``RANK``, else SLURM's ``SLURM_PROCID``, else the
+    ``NODE_RANK``/``LOCAL_RANK`` that Lightning's launcher gives the processes it starts (all absent: one process)."""
+    for variable in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").strip().isdigit():
+            return int(os.environ[variable]) == 0
+    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("NODE_RANK", "LOCAL_RANK"))
+
+
+class _SilentRun:
+    """The recorder of a process that is not rank zero: it records nothing."""
+
+    run_id = ""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
 
 
 def _log_setup(run: RunRecorder, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
@@ -181,6 +204,8 @@ class _PlainEpochs(pl.Callback):
         self.label, self._started = label, time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
         done, total = trainer.current_epoch + 1, trainer.max_epochs
         seconds = (time.perf_counter() - self._started) / done
         score = trainer.callback_metrics.get("val_balanced_accuracy")
@@ -206,7 +231,8 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     train_loader, val_loader = _loaders(config, task, cotrain, mean, std)
     module = TransferModule(network, lr=config.lr, weight_decay=config.weight_decay, epochs=epochs)
     # Asynchronous: per-epoch metrics are written beside the next epoch instead of stalling it.
-    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run.run_id, prefix=prefix, synchronous=False)
+    logger = (MLFlowLogger(tracking_uri=tracking_uri, run_id=run.run_id, prefix=prefix, synchronous=False)
+              if run.run_id else False)   # a rank other than zero logs nothing
     history = _History()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_balanced_accuracy", mode="max",

@@ -31,7 +31,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 
 __all__ = ["StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start", "cloud_policies",
-           "cloud_architectures", "config_from_params", "run_study", "retried_from"]
+           "cloud_architectures", "config_from_params", "run_study", "retried_from", "open_storage"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 #: Seconds between a worker's heartbeats; a trial silent for three of them belonged to a dead worker.
@@ -191,7 +191,7 @@ def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storag
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=_storage(storage, heartbeat, _lost_trial(cloud)),
+    study = optuna.create_study(study_name=study_name, storage=open_storage(storage, heartbeat, _lost_trial(cloud)),
                                 direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
@@ -236,8 +236,8 @@ def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTria
     return lost
 
 
-def _storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempts: int = 5
-             ) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempts: int = 5
+                 ) -> optuna.storages.RDBStorage:
     """Open (creating on first use) an RDB storage; workers that start together race to create its schema."""
     import time
 
@@ -248,14 +248,38 @@ def _storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempt
             with warnings.catch_warnings():  # heartbeats are "experimental"; they fail a killed worker's trial
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", FutureWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                                                  failed_trial_callback=on_lost)
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, failed_trial_callback=on_lost,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+            if url.startswith("sqlite"):
+                _serialise_sqlite(storage.engine)
+            return storage
         # Another worker is creating the tables right now (PostgreSQL says DuplicateTable, SQLite "locked").
         except (IntegrityError, OperationalError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make every transaction on a SQLite storage ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite).
+
+    Optuna takes a waiting trial by reading its state and writing RUNNING; PostgreSQL and MySQL lock the row
+    (``FOR UPDATE``), but pysqlite begins a transaction only at the write, so two processes can both read WAITING
+    and both take the same trial (seen: two seed workers on one dataset). With the write lock taken at the start
+    of the transaction, the read and the write are one step."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(connection, record) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()   # connections made before the listeners were attached begin the old way
 
 
 def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> str:

@@ -8,19 +8,31 @@ For each dataset, in order:
    published task gets the fingerprint attached to its imported task (the study is imported first when missing),
    so its published knowledge becomes reachable by fingerprint; the knowledge keeps saying it was published, and
    what is measured here says it was measured here;
-2. measure its **no-transfer baseline** (``tfp train``, contributed as knowledge with the run as evidence).
+2. measure its **no-transfer baseline** (``tfp train``, contributed as knowledge with the run as evidence);
+3. with ``tune_trials``, a short **architecture and policy study** (``tfp tune``, warm-started from the cloud; its
+   best configuration is contributed);
+4. with ``transfer``, **transfer outcomes** from every other dataset of the plan (pretrain on it, fine-tune on this
+   one), contributed as pretraining knowledge: the cloud then knows which seeded task helps which.
 
 Rerunning resumes: a step whose result is already in the cloud (a fingerprint this contributor attached from this
-source; a baseline this contributor measured) is skipped, so a killed seed loses at most the step it was in.
-``dry_run`` says what would run and how long it is expected to take, without touching data.
+source; a baseline, study or transfer outcome this contributor measured) is skipped, so a killed seed loses at most
+the step it was in. ``dry_run`` says what would run and how long it is expected to take, without touching data.
+
+**Several machines**: with ``storage`` (an Optuna RDB URL all of them reach, e.g. PostgreSQL), every dataset is a
+trial of one Optuna study named after the plan. A worker claims a dataset by taking its waiting trial (the storage
+hands each to one worker), sends heartbeats while it works, and, once nothing is left to claim, waits for the
+datasets others hold: a worker silent for three heartbeats is taken as dead, and its dataset is claimed again by
+whoever is still running (resuming from what the dead one had already put in the cloud).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords, validate_task_name
@@ -91,60 +103,255 @@ def read_plan(plan: str | Path) -> list[SeedEntry]:
 
 
 def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples: int = 1000, epochs: int = 3,
-               image_size: int = 128, shrink: int | None = None, baseline: bool = True, dry_run: bool = False,
-               device: str | None = None, progress: bool = True,
+               image_size: int = 128, shrink: int | None = None, baseline: bool = True, tune_trials: int = 0,
+               transfer: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
+               storage: str | None = None, heartbeat: int = 60,
                on_step: Callable[[SeedStep], None] | None = None) -> list[SeedStep]:
-    """Run (or with ``dry_run`` plan) every entry's steps; returns what each step did."""
-    from tfp_mlflow.cloud.records import contributor as current_contributor
-    from tfp_mlflow.workflows.recommending import CPU_DRAWS_PER_SECOND
-
+    """Run (or with ``dry_run`` plan) every entry's steps; returns what each step did (by this worker)."""
     entries = list(plan) if not isinstance(plan, (str, Path)) else read_plan(plan)
-    me = current_contributor()
-    published = _published_tasks()
-    steps: list[SeedStep] = []
+    if tune_trials < 0:
+        raise BadInputError(f"--tune-trials must be 0 or more, got {tune_trials}")
+    if heartbeat < 1:
+        raise BadInputError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    seeder = _Seeder(cloud, entries, samples=samples, epochs=epochs, image_size=image_size, shrink=shrink,
+                     baseline=baseline, tune_trials=tune_trials, transfer=transfer, device=device,
+                     progress=progress, on_step=on_step)
+    if dry_run:
+        for number, entry in enumerate(entries, start=1):
+            seeder.plan(number, entry)
+    elif storage is None:
+        for number, entry in enumerate(entries, start=1):
+            seeder.seed(number, entry)
+    else:
+        _claim_each(entries, storage, heartbeat, seeder.seed, seeder.say)
+    return seeder.steps
 
-    def report(step: SeedStep) -> None:
-        steps.append(step)
-        if on_step is not None:
-            on_step(step)
 
-    for number, entry in enumerate(entries, start=1):
-        name = entry.task or _task_name(entry.source, open_data=not dry_run)
-        existing = cloud.task(name) if name else None
-        fingerprinted = (existing is not None and existing.has_fingerprint and existing.contributor == me
-                         and existing.data_uri == entry.source)
-        measured = bool(name) and any(k.contributor == me for k in cloud.knowledge(name, ["baseline"])) \
-            if existing is not None else False
-        label = f"[{number}/{len(entries)}] {name or entry.source}"
-        if dry_run:
-            images = min(entry.images, shrink) if shrink and entry.images else entry.images
-            report(SeedStep(label, "fingerprint", "skipped" if fingerprinted else "planned",
-                            0.0 if fingerprinted else samples / CPU_DRAWS_PER_SECOND,
-                            "published task: attach" if entry.task in published else ""))
-            if baseline:
-                train_s = epochs * images / CPU_IMAGES_PER_SECOND * (image_size / 128) ** 2 if images else 0.0
-                report(SeedStep(label, "baseline", "skipped" if measured else "planned", 0.0 if measured else train_s,
-                                "" if images or measured else "size unknown until the data is read"))
-            continue
-        if fingerprinted:
-            report(SeedStep(label, "fingerprint", "skipped", note="already in the cloud from this source"))
+class _Seeder:
+    """The steps of one dataset, each skipped when its result is already in the cloud."""
+
+    def __init__(self, cloud: Cloud, entries: list[SeedEntry], *, on_step, **options: Any) -> None:
+        from tfp_mlflow.cloud.records import contributor
+
+        self.cloud, self.entries, self.on_step, self.options = cloud, entries, on_step, options
+        self.me, self.published = contributor(), _published_tasks()
+        self.steps: list[SeedStep] = []
+
+    def report(self, step: SeedStep) -> None:
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def say(self, line: str) -> None:
+        self.report(SeedStep("", "note", "note", note=line))
+
+    def _mine(self, name: str, kind: str, provenance: str = "", source: str | None = None) -> bool:
+        return any(k.contributor == self.me and k.provenance.startswith(provenance)
+                   and (source is None or any(row.source == source for row in k.rows))
+                   for k in self.cloud.knowledge(name, [kind]))
+
+    def _state(self, entry: SeedEntry, name: str | None) -> dict[str, Any]:
+        """Which steps this contributor has already done for ``entry``, read from the cloud."""
+        existing = self.cloud.task(name) if name else None
+        known = existing is not None
+        return {"fingerprint": known and existing.has_fingerprint and existing.contributor == self.me
+                and existing.data_uri == entry.source,
+                "baseline": known and self._mine(name, KnowledgeKind.BASELINE),
+                "tune": known and self._mine(name, KnowledgeKind.ARCHITECTURE, "tfp tune study"),
+                "transfer": {other: known and self._mine(name, KnowledgeKind.PRETRAINING, source=other)
+                             for other in self._transfer_sources(entry, open_data=name is not None)}}
+
+    def _transfer_sources(self, entry: SeedEntry, *, open_data: bool) -> list[str]:
+        """The other datasets of the plan, by task name (by source where the name is not known without data)."""
+        if not self.options["transfer"]:
+            return []
+        return [e.task or _task_name(e.source, open_data=open_data) or e.source
+                for e in self.entries if e is not entry]
+
+    def plan(self, number: int, entry: SeedEntry) -> None:
+        from tfp_mlflow.workflows.recommending import CPU_DRAWS_PER_SECOND
+
+        o = self.options
+        name = entry.task or _task_name(entry.source, open_data=False)
+        state = self._state(entry, name)
+        label = f"[{number}/{len(self.entries)}] {name or entry.source}"
+        images = min(entry.images, o["shrink"]) if o["shrink"] and entry.images else entry.images
+        run_s = o["epochs"] * images / CPU_IMAGES_PER_SECOND * (o["image_size"] / 128) ** 2 if images else 0.0
+        unknown = "" if images else "size unknown until the data is read"
+        self.report(SeedStep(label, "fingerprint", "skipped" if state["fingerprint"] else "planned",
+                             0.0 if state["fingerprint"] else o["samples"] / CPU_DRAWS_PER_SECOND,
+                             "published task: attach" if entry.task in self.published else ""))
+        if o["baseline"]:
+            self.report(SeedStep(label, "baseline", "skipped" if state["baseline"] else "planned",
+                                 0.0 if state["baseline"] else run_s, "" if state["baseline"] else unknown))
+        if o["tune_trials"]:
+            self.report(SeedStep(label, "tune", "skipped" if state["tune"] else "planned",
+                                 0.0 if state["tune"] else run_s * o["tune_trials"],
+                                 f"{o['tune_trials']} trials" + (f"; {unknown}" if unknown else "")))
+        for source, done in state["transfer"].items():
+            self.report(SeedStep(label, f"transfer from {source}", "skipped" if done else "planned",
+                                 0.0 if done else 2 * run_s, "pretrain on the source, then fine-tune"))
+
+    def seed(self, number: int, entry: SeedEntry) -> None:
+        o, cloud = self.options, self.cloud
+        name = entry.task or _task_name(entry.source, open_data=True)
+        state = self._state(entry, name)
+        label = f"[{number}/{len(self.entries)}] {name}"
+        if state["fingerprint"]:
+            self.report(SeedStep(label, "fingerprint", "skipped", note="already in the cloud from this source"))
         else:
             started = time.perf_counter()
-            note = _fingerprint_and_contribute(cloud, entry, name, samples=samples, device=device,
-                                               published=entry.task in published, progress=progress)
-            report(SeedStep(label, "fingerprint", "done", time.perf_counter() - started, note))
-        if not baseline:
+            note = _fingerprint_and_contribute(cloud, entry, name, samples=o["samples"], device=o["device"],
+                                               published=entry.task in self.published, progress=o["progress"])
+            self.report(SeedStep(label, "fingerprint", "done", time.perf_counter() - started, note))
+        if o["baseline"]:
+            if state["baseline"]:
+                self.report(SeedStep(label, "baseline", "skipped", note="this contributor's baseline is in the cloud"))
+            else:
+                started = time.perf_counter()
+                result = _train(cloud, entry, name, **self._training())
+                self.report(SeedStep(label, "baseline", "done", time.perf_counter() - started,
+                                     f"balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id[:12]})",
+                                     {"run_id": result.run_id, "balanced_accuracy": result.balanced_accuracy}))
+        if o["tune_trials"]:
+            if state["tune"]:
+                self.report(SeedStep(label, "tune", "skipped", note="this contributor's study result is in the cloud"))
+            else:
+                started = time.perf_counter()
+                study = _tune(cloud, entry, name, o["tune_trials"], **self._training())
+                self.report(SeedStep(label, "tune", "done", time.perf_counter() - started,
+                                     f"best {study.best_params.get('architecture', '?')} with policy "
+                                     f"{study.best_params.get('policy', '?')}: balanced accuracy "
+                                     f"{(study.best_value or 0.0):.3f} ({len(study.trials)} trials)",
+                                     {"study": study.study_name, "best_run_id": study.best_run_id}))
+        for source, done in state["transfer"].items():
+            step = f"transfer from {source}"
+            if done:
+                self.report(SeedStep(label, step, "skipped", note="this contributor's outcome is in the cloud"))
+                continue
+            origin = next(e for e in self.entries if (e.task or _task_name(e.source, open_data=True)) == source)
+            started = time.perf_counter()
+            result = _train(cloud, entry, name, scenario="pretraining", source=source,
+                            source_data=_local(origin.source), **self._training())
+            self.report(SeedStep(label, step, "done", time.perf_counter() - started,
+                                 f"balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id[:12]})",
+                                 {"run_id": result.run_id, "balanced_accuracy": result.balanced_accuracy}))
+
+    def _training(self) -> dict[str, Any]:
+        return {key: self.options[key] for key in ("epochs", "image_size", "shrink", "device", "progress")}
+
+
+def _claim_each(entries: list[SeedEntry], storage: str, heartbeat: int,
+                work: Callable[[int, SeedEntry], None], say: Callable[[str], None]) -> None:
+    """Work on the plan's datasets that this worker claims from an Optuna study shared by every worker (see the
+    module doc); returns once every dataset is done (by anyone), or has failed ``MAX_CLAIMS`` times.
+
+    A dataset is done when one of its trials is COMPLETE, held while one is RUNNING and its worker alive, claimable
+    while one is WAITING; a claim whose worker fell silent is failed, and a dataset with nothing left is put back.
+    """
+    import hashlib
+    import os
+    import socket
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tfp_mlflow.tune.study import open_storage
+
+    key = hashlib.sha256("\n".join(e.source for e in entries).encode()).hexdigest()[:12]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=f"tfp-seed-{key}", storage=open_storage(storage, heartbeat),
+                                load_if_exists=True, direction="maximize")
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def objective(trial: optuna.Trial) -> float:
+        index = trial.user_attrs.get("dataset")
+        if index is None:          # no waiting trial was left when this worker asked: nothing claimed
+            raise optuna.TrialPruned("nothing left to claim")
+        others = [t for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and t.user_attrs.get("dataset") == index]
+        if any(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < trial.number)
+               for t in others):   # two workers put the same dataset back at once: the first claim wins
+            raise optuna.TrialPruned("another worker holds this dataset")
+        trial.set_user_attr("worker", worker)
+        with _alive(trial, heartbeat):
+            work(index + 1, entries[index])
+        return 1.0
+
+    waited, given_up = False, set()
+    while True:
+        for trial in _silent_claims(study.get_trials(deepcopy=False), 3 * heartbeat):
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):   # another worker got there first
+                pass
+        trials = study.get_trials(deepcopy=False)
+        states: dict[int, list[TrialState]] = {index: [] for index in range(len(entries))}
+        for trial in trials:
+            states.get(trial.user_attrs.get("dataset"), []).append(trial.state)
+        for index, seen in states.items():
+            if any(state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for state in seen):
+                continue
+            if seen.count(TrialState.FAIL) >= MAX_CLAIMS:
+                if index not in given_up:
+                    say(f"{entries[index].source}: failed {MAX_CLAIMS} times (see the workers' errors); left out")
+                    given_up.add(index)
+                continue
+            # New (the first worker lays out the plan) or lost (its worker died): claimable again.
+            study.enqueue_trial({}, user_attrs={"dataset": index, "source": entries[index].source,
+                                                "claim": seen.count(TrialState.FAIL) + 1})
+        trials = study.get_trials(deepcopy=False)
+        if not any(t.state == TrialState.WAITING for t in trials):
+            if not any(t.state == TrialState.RUNNING for t in trials):
+                return
+            if not waited:
+                held = {t.user_attrs.get("dataset") for t in trials if t.state == TrialState.RUNNING}
+                say(f"waiting for {len(held)} datasets other workers hold; one silent for {3 * heartbeat} s is "
+                    f"taken over")
+                waited = True
+            time.sleep(min(heartbeat, 10))
             continue
-        if measured:
-            report(SeedStep(label, "baseline", "skipped", note="this contributor's baseline is in the cloud"))
-            continue
-        started = time.perf_counter()
-        result = _measure_baseline(cloud, entry, name, epochs=epochs, image_size=image_size, shrink=shrink,
-                                   device=device, progress=progress)
-        report(SeedStep(label, "baseline", "done", time.perf_counter() - started,
-                        f"balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id[:12]})",
-                        {"run_id": result.run_id, "balanced_accuracy": result.balanced_accuracy}))
-    return steps
+        study.optimize(objective, n_trials=1, catch=())
+
+
+#: A dataset whose claims failed this many times (its worker raised, or fell silent) is left out.
+MAX_CLAIMS = 3
+ALIVE_ATTR = "alive_at"
+
+
+@contextlib.contextmanager
+def _alive(trial, heartbeat: int):
+    """Write the time into the claim now and every ``heartbeat`` seconds while the block runs (the worker is alive).
+
+    Written as a user attr, synchronously before any work starts: Optuna's own heartbeats are written by a thread
+    and a worker killed before the first one reaches the storage would hold its dataset forever."""
+    import threading
+
+    trial.set_user_attr(ALIVE_ATTR, time.time())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat):
+            trial.set_user_attr(ALIVE_ATTR, time.time())
+
+    thread = threading.Thread(target=beat, daemon=True, name="tfp-seed-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _silent_claims(trials, grace: float) -> list:
+    """Claims whose worker has been silent for longer than ``grace`` seconds (since its last heartbeat, or since
+    the claim when it died before writing one)."""
+    from optuna.trial import TrialState
+
+    now = time.time()
+    return [t for t in trials if t.state == TrialState.RUNNING
+            and now - float(t.user_attrs.get(ALIVE_ATTR) or (t.datetime_start.timestamp() if t.datetime_start
+                                                             else now)) > grace]
 
 
 def _published_tasks() -> set[str]:
@@ -185,12 +392,37 @@ def _fingerprint_and_contribute(cloud: Cloud, entry: SeedEntry, name: str, *, sa
         f" ({fingerprint.num_images:,} images, {fingerprint.num_draws:,} draws)"
 
 
-def _measure_baseline(cloud: Cloud, entry: SeedEntry, name: str, *, epochs: int, image_size: int,
-                      shrink: int | None, device: str | None, progress: bool):
+def _train(cloud: Cloud, entry: SeedEntry, name: str, *, epochs: int, image_size: int, shrink: int | None,
+           device: str | None, progress: bool, scenario: str = "baseline", source: str = "",
+           source_data: str | None = None):
     from tfp_mlflow.train import TrainConfig, train
 
-    provenance = {"seeded_from": entry.source, "licence": entry.licence or "see the source",
-                  "measured_by": "tfp seed"}
-    config = TrainConfig(target=entry.source, name=name, epochs=epochs, image_size=image_size, shrink=shrink,
-                         device=device, provenance=provenance)
+    config = TrainConfig(target=entry.source, name=name, scenario=scenario, source=source, source_data=source_data,
+                         epochs=epochs, image_size=image_size, shrink=shrink, device=device,
+                         provenance=_provenance(entry))
     return train(config, cloud=cloud, contribute=True, progress=progress, log_model=False)
+
+
+def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, *, epochs: int, image_size: int,
+          shrink: int | None, device: str | None, progress: bool):
+    """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
+    import tempfile
+
+    from tfp_mlflow.workflows.tuning import tune_for
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / f"{name}.npz"
+        cloud.fingerprint(cloud.task(name)).save(target)
+        return tune_for(entry.source, cloud, study_name=f"seed-{name}", n_trials=trials, fingerprint=target,
+                        name=name, image_size=image_size, epochs=epochs, keywords=entry.keywords, contribute=True)
+
+
+def _provenance(entry: SeedEntry) -> dict[str, str]:
+    return {"seeded_from": entry.source, "licence": entry.licence or "see the source", "measured_by": "tfp seed"}
+
+
+def _local(source: str) -> str:
+    """The local folder or manifest of a plan's source (a library dataset's cached copy)."""
+    from tfp_mlflow.extract.sources import is_library_source, resolve_source
+
+    return str(resolve_source(source)) if is_library_source(source) else source

@@ -34,11 +34,13 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
          fingerprint: str | os.PathLike | None = None, selector: str = "bkld-small-target",
          keywords: Sequence[str] | str = (), top_k: int = 3, warm_start: bool = True, widen: bool = False,
          image_size: int = 128, batch_size: int = 32, seed: int = 0, workers: int = 0, name: str | None = None,
-         contribute: bool = True, heartbeat: int = 60, on_trial: Callable | None = None,
+         epochs: int | None = None, shrink: int | None = None, contribute: bool = True, heartbeat: int = 60,
+         on_trial: Callable | None = None,
          on_note: Callable[[str], None] | None = None):
     """Search architecture, policy, learning rate, weight decay and truncation for ``data``; returns the
     :class:`~tfp_mlflow.tune.StudyResult`. Several processes with the same ``study_name`` and ``storage`` share
-    one study (each runs trials until ``n_trials`` have finished)."""
+    one study (each runs trials until ``n_trials`` have finished). ``epochs`` overrides the space's budget per
+    trial; ``shrink`` trains each trial on at most that many images."""
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
     from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
@@ -46,12 +48,14 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
     note = on_note or (lambda line: None)
     base = TrainConfig(target=str(data), name=name, image_size=image_size, batch_size=batch_size, seed=seed,
-                       workers=workers).validate()
+                       workers=workers, shrink=shrink).validate()
     loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES,
                                                  *cloud_architectures(cloud)])
     space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))
     if not space_path or "architectures" not in Path(space_path).read_text():
         space = replace(space, left_out=tuple(left_out))
+    if epochs is not None:
+        space = replace(space, epochs=epochs)   # checked on creation
     if space.left_out:
         note(f"left out {len(space.left_out)} architectures whose weights cannot be loaded here: "
              f"{', '.join(space.left_out[:6])}{' ...' if len(space.left_out) > 6 else ''}")
@@ -59,15 +63,14 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     if warm_start:
         words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str)
                                   else list(keywords))
-        try:   # before any image is drawn: can the cloud answer at all?
+        try:   # plan_query before any image is drawn: can the cloud answer at all?
             plan_query(cloud, selector, words, has_target=True)
-        except BadInputError as exc:
-            note(f"no warm start: {exc}")
-        else:
             target = None if selector == "manual" else (fingerprint or str(data))
             recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
                                            top_k=top_k, scenarios=("architecture", "augmentation"),
                                            progress=False, on_note=note).to_json()
+        except BadInputError as exc:   # e.g. the target is the only task of the cloud: the study starts cold
+            note(f"no warm start: {exc}")
     return run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}",
                      storage=storage or default_storage(cloud), n_trials=n_trials, recommendation=recommendation,
                      top_k=top_k, widen=widen, seed=seed, contribute=contribute, heartbeat=heartbeat,
