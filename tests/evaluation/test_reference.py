@@ -129,6 +129,25 @@ def test_meta_metrics_follow_their_definitions():
     assert weighted_tau(affinity, outcomes) == pytest.approx(1.0)
 
 
+def test_kendall_tau_b_equals_scipys_with_ties_and_missing_values():
+    import warnings
+
+    import scipy.stats
+
+    from tfp_mlflow.evaluation.protocol import kendall_tau_b
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 7))
+        a, b = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float)
+        a[rng.random(n) < 0.15] = np.nan
+        b[rng.random(n) < 0.15] = np.nan
+        with warnings.catch_warnings():   # scipy warns on constant input
+            warnings.simplefilter("ignore")
+            expected = scipy.stats.kendalltau(a, b, nan_policy="omit")[0]
+        assert np.isclose(kendall_tau_b(a, b), expected, rtol=1e-12, atol=0, equal_nan=True), (a, b)
+
+
 def test_bad_reference_and_matrices_are_clear_errors(tmp_path, study):
     with pytest.raises(BadInputError, match="is not a reference folder"):
         Reference.load(tmp_path)

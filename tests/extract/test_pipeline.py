@@ -59,6 +59,20 @@ def test_a_fingerprint_from_ten_images_works(tmp_path, backbone):
     assert all((counts.sum(axis=1) == 10).all() for counts in fp.counts.values())
 
 
+def test_mixed_precision_moves_few_draws_to_another_bin_and_says_so(task_folder, backbone):
+    """bf16 autocast on a CPU (the GPU's 16-mixed is closer still: benchmarks/precision.py): the same draws, a small
+    share of each feature's mass in another bin, the precision recorded; an unknown precision is one line."""
+    spec = default_spec()
+    full, mixed = (fingerprint_dataset(task_folder, spec=spec, samples=32, batch_size=16, workers=0, progress=False,
+                                       backbone=backbone, precision=precision) for precision in ("32", "bf16-mixed"))
+    assert mixed.num_draws == full.num_draws and mixed.extra["precision"] == "bf16-mixed"
+    assert "precision" not in full.extra
+    moved = 0.5 * np.abs(mixed.histogram("small") - full.histogram("small")).sum(axis=1)
+    assert 0 < moved.mean() < 0.1, moved.mean()
+    with pytest.raises(BadInputError, match="--precision 'fp8' is not one of 32, 16-mixed, bf16-mixed"):
+        fingerprint_dataset(task_folder, spec=spec, samples=8, progress=False, backbone=backbone, precision="fp8")
+
+
 def test_merged_shards_equal_the_whole(task_folder, tmp_path, backbone):
     kwargs = dict(samples=40, batch_size=8, seed=2, workers=0, backbone=backbone, progress=False)
     whole = fingerprint_dataset(task_folder, **kwargs)

@@ -145,6 +145,9 @@ def inspect_command(fingerprint: str, plot_path: str | None, variant: str | None
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1, at most 4).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+@click.option("--precision", type=click.Choice(["auto", "32", "16-mixed", "bf16-mixed"]), default="auto",
+              show_default=True, help="Forward pass under autocast; auto: 16-mixed on a GPU, 32 on a CPU "
+              "(how far each moves distances: docs/usage.md).")
 @click.option("--name", default=None, help="Task name (default: the folder or manifest name).")
 @click.option("--keywords", default="", help="Comma-separated keywords (modality, anatomy, entities).")
 @click.option("--split", default="train", show_default=True, help="Manifest split to use.")
@@ -155,8 +158,8 @@ def inspect_command(fingerprint: str, plot_path: str | None, variant: str | None
 @data_source
 def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples: int | None, seed: int,
                         backbone: str | None, weights: str | None, batch_size: int, workers: int | None,
-                        device: str | None, name: str | None, keywords: str, split: str, shard: str | None,
-                        moments: bool, skip_unreadable: bool, plot_path: str | None) -> None:
+                        device: str | None, precision: str, name: str | None, keywords: str, split: str,
+                        shard: str | None, moments: bool, skip_unreadable: bool, plot_path: str | None) -> None:
     """Fingerprint a dataset: a folder of class folders, a CSV manifest (path,label[,split]), DICOM, or a library
     dataset (medmnist:NAME[@SIZE], hf:ORG/NAME[:CONFIG][@SPLIT], a folder saved with save_to_disk)."""
     from tfp_mlflow.extract import fingerprint_dataset
@@ -171,7 +174,8 @@ def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples
         raise BadInputError("--batch-size must be at least 1")
     fp = fingerprint_dataset(data, spec=spec, weights=weights, samples=samples, seed=seed, batch_size=batch_size,
                              workers=workers, device=device, name=name, keywords=validate_keywords(keywords or []),
-                             shard=shard, skip_unreadable=skip_unreadable, moments=moments, split=split)
+                             shard=shard, skip_unreadable=skip_unreadable, moments=moments, split=split,
+                             precision=None if precision == "auto" else precision)
     fp.save(out_path)
     skipped = fp.extra.get("skipped_unreadable")
     console.print(f"wrote {out_path}: {fp.name}, {fp.num_draws:,} draws of {fp.num_images:,} images in "
