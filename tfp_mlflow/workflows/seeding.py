@@ -150,7 +150,7 @@ class _Seeder:
                    and (source is None or any(row.source == source for row in k.rows))
                    for k in self.cloud.knowledge(name, [kind]))
 
-    def _state(self, entry: SeedEntry, name: str | None) -> dict[str, Any]:
+    def _state(self, entry: SeedEntry, name: str | None, *, open_data: bool) -> dict[str, Any]:
         """Which steps this contributor has already done for ``entry``, read from the cloud."""
         existing = self.cloud.task(name) if name else None
         known = existing is not None
@@ -159,7 +159,7 @@ class _Seeder:
                 "baseline": known and self._mine(name, KnowledgeKind.BASELINE),
                 "tune": known and self._mine(name, KnowledgeKind.ARCHITECTURE, "tfp tune study"),
                 "transfer": {other: known and self._mine(name, KnowledgeKind.PRETRAINING, source=other)
-                             for other in self._transfer_sources(entry, open_data=name is not None)}}
+                             for other in self._transfer_sources(entry, open_data=open_data)}}
 
     def _transfer_sources(self, entry: SeedEntry, *, open_data: bool) -> list[str]:
         """The other datasets of the plan, by task name (by source where the name is not known without data)."""
@@ -173,7 +173,7 @@ class _Seeder:
 
         o = self.options
         name = entry.task or _task_name(entry.source, open_data=False)
-        state = self._state(entry, name)
+        state = self._state(entry, name, open_data=False)
         label = f"[{number}/{len(self.entries)}] {name or entry.source}"
         images = min(entry.images, o["shrink"]) if o["shrink"] and entry.images else entry.images
         run_s = o["epochs"] * images / CPU_IMAGES_PER_SECOND * (o["image_size"] / 128) ** 2 if images else 0.0
@@ -195,7 +195,7 @@ class _Seeder:
     def seed(self, number: int, entry: SeedEntry) -> None:
         o, cloud = self.options, self.cloud
         name = entry.task or _task_name(entry.source, open_data=True)
-        state = self._state(entry, name)
+        state = self._state(entry, name, open_data=True)
         label = f"[{number}/{len(self.entries)}] {name}"
         if state["fingerprint"]:
             self.report(SeedStep(label, "fingerprint", "skipped", note="already in the cloud from this source"))
