@@ -9,8 +9,8 @@ client's cold recommendation again, which reads the snapshot instead of every fi
 
 With ``--concurrent``, at the largest N: that many clients at once (threads, each its own connection) send
 ``--requests`` recommendations each to the server (``--workers`` uvicorn workers); p50/p95/max latency per level,
-and the server's memory (PSS of the process tree: shared pages counted once) before and after, which stays flat when every worker keeps one
-memory-mapped stack instead of one copy per request. Results are logged to MLflow (``--log``).
+and the server's memory (PSS of the process tree: shared pages counted once) before and after, which stays flat
+when every worker keeps one memory-mapped stack instead of one copy per request. Results are logged to MLflow (``--log``).
 
     python benchmarks/cloud.py [--tasks 100 1000] [--draws 300] [--workers 2 --concurrent 1 4 16]
 """

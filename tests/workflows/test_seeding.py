@@ -1,9 +1,8 @@
 """`tfp seed` on locally built stand-ins: a MedMNIST file in MedMNIST's own format and a folder standing in for a
 published task. Killed mid-way and rerun, it resumes; the published task gets the fingerprint, and a query then
-ranks it by fingerprint with its published knowledge."""
+ranks it by fingerprint with its published knowledge; a later run adds studies and transfer outcomes."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -104,52 +103,3 @@ def test_seed_resumes_after_a_kill_and_attaches_published_tasks(plan, tmp_path):
                     for row in k.rows]
         assert [row.source for row in transfer] == [other] and 0 <= transfer[0].balanced_accuracy <= 1
 
-
-WORKER = """
-import sys, time
-from tfp_mlflow.workflows.seeding import SeedEntry, _claim_each
-entries = [SeedEntry(source=f"dataset{i}") for i in range(int(sys.argv[2]))]
-def hang(number, entry):
-    print(number, flush=True)
-    time.sleep(3600)
-_claim_each(entries, sys.argv[1], 1, hang, print)
-"""
-
-
-@pytest.mark.parametrize("workers", [2])
-def test_workers_claim_each_dataset_once_and_take_over_a_dead_workers(tmp_path, workers):
-    """Several workers on one Optuna storage: each dataset is worked on by exactly one live worker, and the dataset
-    of a worker killed mid-way (silent for three heartbeats) is taken over."""
-    import threading
-
-    import optuna
-
-    from tfp_mlflow.workflows.seeding import SeedEntry, _claim_each
-
-    storage, count = f"sqlite:///{tmp_path / 'claims.db'}", 6
-    dead = subprocess.Popen([sys.executable, "-c", WORKER, storage, str(count)], stdout=subprocess.PIPE, text=True)
-    claimed = int(dead.stdout.readline())            # it holds a dataset, then dies without a word
-    dead.kill()
-    dead.wait()
-    entries = [SeedEntry(source=f"dataset{i}") for i in range(count)]
-    done: list[tuple[str, int]] = []
-    lock = threading.Lock()
-
-    def worker(name: str) -> None:
-        def work(number: int, entry: SeedEntry) -> None:
-            assert entry is entries[number - 1]
-            time.sleep(0.3)
-            with lock:
-                done.append((name, number))
-        _claim_each(entries, storage, 1, work, lambda line: None)
-
-    threads = [threading.Thread(target=worker, args=(f"w{i}",), daemon=True) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert sorted(number for _, number in done) == list(range(1, count + 1)), done   # each once, the dead one's too
-    assert len({name for name, _ in done}) == workers                               # the work was shared
-    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
-    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    assert [t.user_attrs["dataset"] + 1 for t in failed] == [claimed]

@@ -26,7 +26,6 @@ whoever is still running (resuming from what the dead one had already put in the
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords, validate_task_name
+from tfp_mlflow.workflows.claims import claim_each
 
 __all__ = ["SeedEntry", "read_plan", "seed_cloud", "SHIPPED_PLANS", "CPU_IMAGES_PER_SECOND"]
 
@@ -123,7 +123,8 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples:
         for number, entry in enumerate(entries, start=1):
             seeder.seed(number, entry)
     else:
-        _claim_each(entries, storage, heartbeat, seeder.seed, seeder.say)
+        claim_each([entry.source for entry in entries], storage, heartbeat,
+                   lambda index: seeder.seed(index + 1, entries[index]), seeder.say, study_prefix="tfp-seed")
     return seeder.steps
 
 
@@ -239,119 +240,6 @@ class _Seeder:
 
     def _training(self) -> dict[str, Any]:
         return {key: self.options[key] for key in ("epochs", "image_size", "shrink", "device", "progress")}
-
-
-def _claim_each(entries: list[SeedEntry], storage: str, heartbeat: int,
-                work: Callable[[int, SeedEntry], None], say: Callable[[str], None]) -> None:
-    """Work on the plan's datasets that this worker claims from an Optuna study shared by every worker (see the
-    module doc); returns once every dataset is done (by anyone), or has failed ``MAX_CLAIMS`` times.
-
-    A dataset is done when one of its trials is COMPLETE, held while one is RUNNING and its worker alive, claimable
-    while one is WAITING; a claim whose worker fell silent is failed, and a dataset with nothing left is put back.
-    """
-    import hashlib
-    import os
-    import socket
-
-    import optuna
-    from optuna.trial import TrialState
-
-    from tfp_mlflow.tune.study import open_storage
-
-    key = hashlib.sha256("\n".join(e.source for e in entries).encode()).hexdigest()[:12]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=f"tfp-seed-{key}", storage=open_storage(storage, heartbeat),
-                                load_if_exists=True, direction="maximize")
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def objective(trial: optuna.Trial) -> float:
-        index = trial.user_attrs.get("dataset")
-        if index is None:          # no waiting trial was left when this worker asked: nothing claimed
-            raise optuna.TrialPruned("nothing left to claim")
-        others = [t for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and t.user_attrs.get("dataset") == index]
-        if any(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < trial.number)
-               for t in others):   # two workers put the same dataset back at once: the first claim wins
-            raise optuna.TrialPruned("another worker holds this dataset")
-        trial.set_user_attr("worker", worker)
-        with _alive(trial, heartbeat):
-            work(index + 1, entries[index])
-        return 1.0
-
-    waited, given_up = False, set()
-    while True:
-        for trial in _silent_claims(study.get_trials(deepcopy=False), 3 * heartbeat):
-            try:
-                study.tell(trial.number, state=TrialState.FAIL)
-            except (ValueError, RuntimeError):   # another worker got there first
-                pass
-        trials = study.get_trials(deepcopy=False)
-        states: dict[int, list[TrialState]] = {index: [] for index in range(len(entries))}
-        for trial in trials:
-            states.get(trial.user_attrs.get("dataset"), []).append(trial.state)
-        for index, seen in states.items():
-            if any(state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for state in seen):
-                continue
-            if seen.count(TrialState.FAIL) >= MAX_CLAIMS:
-                if index not in given_up:
-                    say(f"{entries[index].source}: failed {MAX_CLAIMS} times (see the workers' errors); left out")
-                    given_up.add(index)
-                continue
-            # New (the first worker lays out the plan) or lost (its worker died): claimable again.
-            study.enqueue_trial({}, user_attrs={"dataset": index, "source": entries[index].source,
-                                                "claim": seen.count(TrialState.FAIL) + 1})
-        trials = study.get_trials(deepcopy=False)
-        if not any(t.state == TrialState.WAITING for t in trials):
-            if not any(t.state == TrialState.RUNNING for t in trials):
-                return
-            if not waited:
-                held = {t.user_attrs.get("dataset") for t in trials if t.state == TrialState.RUNNING}
-                say(f"waiting for {len(held)} datasets other workers hold; one silent for {3 * heartbeat} s is "
-                    f"taken over")
-                waited = True
-            time.sleep(min(heartbeat, 10))
-            continue
-        study.optimize(objective, n_trials=1, catch=())
-
-
-#: A dataset whose claims failed this many times (its worker raised, or fell silent) is left out.
-MAX_CLAIMS = 3
-ALIVE_ATTR = "alive_at"
-
-
-@contextlib.contextmanager
-def _alive(trial, heartbeat: int):
-    """Write the time into the claim now and every ``heartbeat`` seconds while the block runs (the worker is alive).
-
-    Written as a user attr, synchronously before any work starts: Optuna's own heartbeats are written by a thread
-    and a worker killed before the first one reaches the storage would hold its dataset forever."""
-    import threading
-
-    trial.set_user_attr(ALIVE_ATTR, time.time())
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(heartbeat):
-            trial.set_user_attr(ALIVE_ATTR, time.time())
-
-    thread = threading.Thread(target=beat, daemon=True, name="tfp-seed-heartbeat")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _silent_claims(trials, grace: float) -> list:
-    """Claims whose worker has been silent for longer than ``grace`` seconds (since its last heartbeat, or since
-    the claim when it died before writing one)."""
-    from optuna.trial import TrialState
-
-    now = time.time()
-    return [t for t in trials if t.state == TrialState.RUNNING
-            and now - float(t.user_attrs.get(ALIVE_ATTR) or (t.datetime_start.timestamp() if t.datetime_start
-                                                             else now)) > grace]
 
 
 def _published_tasks() -> set[str]:
