@@ -65,8 +65,7 @@ class LocalCache:
     def fetch_many(self, client, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
         """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum),
         ``workers`` at once."""
-        import contextvars
-        from concurrent.futures import ThreadPoolExecutor
+        from tfp_mlflow._threads import thread_map
 
         missing = [item for item in items if not self.path(item[2], item[1]).is_file()]
         if not missing:
@@ -78,11 +77,8 @@ class LocalCache:
                 return self.fetch(client, run_id, artifact_path, key=sha256, sha256=sha256)
             except TamperedError:
                 return None   # not cached: its reader meets the same check and quarantines that run alone
-        # Each download runs in a copy of the caller's context (taken here, one per item: a context is entered by
-        # one thread at a time), so credentials forwarded by the server go along.
-        contexts = [contextvars.copy_context() for _ in missing]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda pair: pair[0].run(fetch, pair[1]), zip(contexts, missing)))
+        # Each download runs in a copy of the caller's context, so credentials forwarded by the server go along.
+        thread_map(fetch, missing, workers)
 
     def unpack(self, archive: Path, wanted: set[str], max_member_bytes: int = 256 * 2**20) -> int:
         """Cache the members of a snapshot (``<sha256>.npz`` each) whose checksum is wanted and not cached yet; a

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfp_mlflow._threads import thread_map
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
@@ -165,8 +166,10 @@ def fingerprint_stats(cloud, tasks: Sequence) -> dict[str, FingerprintStats]:
         except TypeError:
             pass
     spec = cloud.spec()
-    stats = {t.name: FingerprintStats.of(cloud.fingerprint(t, spec, variants=(guard_variant(spec),),
-                                                                  moments=False), spec)
-             for t in with_fp}
+
+    def one(task) -> tuple[str, FingerprintStats]:
+        return task.name, FingerprintStats.of(cloud.fingerprint(task, spec, variants=(guard_variant(spec),),
+                                                                moments=False), spec)
+    stats = dict(thread_map(one, with_fp))   # decompression releases the GIL
     cloud.cache.write_json(key, {name: asdict(s) for name, s in stats.items()})
     return stats

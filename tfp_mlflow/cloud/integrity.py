@@ -11,11 +11,10 @@ Torch-free.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.records import CloudTask
 from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, complete_filter, sha256_tag
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
@@ -82,9 +81,8 @@ class VerifiedReads:
                 except (BadInputError, TamperedError) as exc:
                     return str(exc)   # quarantine() hides the cache's path
             # Decompressing and checking a fingerprint releases the GIL for most of its time: one thread a core.
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                for task, reason in zip(missing, pool.map(verdict, missing)):
-                    verdicts[task.fingerprint_sha256] = reason
+            for task, reason in zip(missing, thread_map(verdict, missing)):
+                verdicts[task.fingerprint_sha256] = reason
             fresh = self.cache.read_json(f"verdicts-{spec_id}")   # another process may have added some meanwhile
             self.cache.write_json(f"verdicts-{spec_id}", {**(fresh if isinstance(fresh, dict) else {}), **verdicts})
         out = []
