@@ -59,16 +59,22 @@ def test_a_fingerprint_from_ten_images_works(tmp_path, backbone):
     assert all((counts.sum(axis=1) == 10).all() for counts in fp.counts.values())
 
 
-def test_mixed_precision_moves_few_draws_to_another_bin_and_says_so(task_folder, backbone):
-    """bf16 autocast on a CPU (the GPU's 16-mixed is closer still: benchmarks/precision.py): the same draws, a small
-    share of each feature's mass in another bin, the precision recorded; an unknown precision is one line."""
+def test_mixed_precision_moves_fewer_draws_than_another_draw_does_and_says_so(task_folder, backbone):
+    """float16 autocast (as on a GPU; emulated on this CPU) against full precision, the same crops: some mass moves to
+    a neighbouring bin, less than half of what drawing other crops moves (benchmarks/precision.py has the full
+    table); the precision is recorded; an unknown one is one line."""
     spec = default_spec()
-    full, mixed = (fingerprint_dataset(task_folder, spec=spec, samples=32, batch_size=16, workers=0, progress=False,
-                                       backbone=backbone, precision=precision) for precision in ("32", "bf16-mixed"))
-    assert mixed.num_draws == full.num_draws and mixed.extra["precision"] == "bf16-mixed"
+
+    def fingerprint(precision: str, seed: int = 0):
+        return fingerprint_dataset(task_folder, spec=spec, samples=32, batch_size=16, workers=0, progress=False,
+                                   backbone=backbone, precision=precision, seed=seed)
+
+    def moved(a, b) -> float:
+        return float((0.5 * np.abs(a.histogram("small") - b.histogram("small")).sum(axis=1)).mean())
+    full, mixed, other_draw = fingerprint("32"), fingerprint("16-mixed"), fingerprint("32", seed=1)
+    assert mixed.num_draws == full.num_draws and mixed.extra["precision"] == "16-mixed"
     assert "precision" not in full.extra
-    moved = 0.5 * np.abs(mixed.histogram("small") - full.histogram("small")).sum(axis=1)
-    assert 0 < moved.mean() < 0.1, moved.mean()
+    assert 0 < moved(mixed, full) < 0.5 * moved(other_draw, full), (moved(mixed, full), moved(other_draw, full))
     with pytest.raises(BadInputError, match="--precision 'fp8' is not one of 32, 16-mixed, bf16-mixed"):
         fingerprint_dataset(task_folder, spec=spec, samples=8, progress=False, backbone=backbone, precision="fp8")
 
