@@ -35,7 +35,7 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
     import optuna
     from optuna.trial import TrialState
 
-    from tfp_mlflow.tune.study import open_storage
+    from tfp_mlflow.tune.storage import open_storage
 
     key = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
