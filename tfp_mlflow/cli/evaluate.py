@@ -19,9 +19,16 @@ from tfp_mlflow.errors import BadInputError
               help="A selector's distance matrix (rows sources, columns targets); repeatable. Without --selector "
                    "and --builtin: the reference's shipped bKLD(small,target) distances against manual.")
 @click.option("--builtin", "builtins", multiple=True, metavar="SELECTOR",
-              help="Add one of our selectors: manual (from the task descriptions), hybrid (a mixed cloud: "
-                   "--fingerprinted share of sources ranked by the shipped bKLD distances, the rest by manual, "
-                   "merged); with --cloud any registered selector (default there: manual and bkld-small-target).")
+              help="Add one of our selectors: manual (from the task descriptions), track-record (learned from the "
+                   "measured outcomes, strictly leave-one-target-out), hybrid (a mixed cloud: --fingerprinted share "
+                   "of sources ranked by the shipped bKLD distances, the rest by manual, merged); with --cloud any "
+                   "registered selector or track-record (default there: manual and bkld-small-target).")
+@click.option("--group-out", is_flag=True,
+              help="For track-record: hide the outcomes of tasks that share images with a target together with the "
+                   "target's own.")
+@click.option("--matrix-out", "matrix_dir", type=click.Path(file_okay=False),
+              help="For track-record: write its leave-one-target-out distances per scenario as CSV files "
+                   "(track-record-<scenario>.csv: rows sources, columns targets, lower is better).")
 @click.option("--fingerprinted", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="For --builtin hybrid: the share of sources that have fingerprints (a random subset, --seed).")
 @click.option("--merge", default=DEFAULT_MERGE_RULE, show_default=True, type=click.Choice(MERGE_RULES),
@@ -38,8 +45,8 @@ from tfp_mlflow.errors import BadInputError
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="Also log the evaluation as an MLflow run (tfp-evaluations) on this server.")
 def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], on_cloud: bool,
-                     fingerprinted: float, merge: str, seed: int, top_k: int, bootstraps: int, json_out: str | None,
-                     plots_dir: str | None, tracking_uri: str | None) -> None:
+                     group_out: bool, matrix_dir: str | None, fingerprinted: float, merge: str, seed: int, top_k: int,
+                     bootstraps: int, json_out: str | None, plots_dir: str | None, tracking_uri: str | None) -> None:
     """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference's,
     or, with --cloud, your own cloud's."""
     from pathlib import Path as _Path
@@ -47,14 +54,18 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     from tfp_mlflow.evaluation import evaluate
     from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
 
+    from tfp_mlflow.selectors.track_record import TRACK_RECORD
+
+    if (group_out or matrix_dir) and TRACK_RECORD not in builtins:
+        raise BadInputError("--group-out and --matrix-out apply to the learned selector: add --builtin track-record")
     if on_cloud:
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
-                        bootstraps, json_out, plots_dir, tracking_uri)
+                        bootstraps, json_out, plots_dir, tracking_uri, group_out, matrix_dir)
         return
-    unknown = [b for b in builtins if b not in ("manual", "hybrid")]
+    unknown = [b for b in builtins if b not in ("manual", "hybrid", TRACK_RECORD)]
     if unknown:
         raise BadInputError(f"--builtin {unknown[0]} needs fingerprints, which the reference tasks do not have; "
-                            f"use manual or hybrid, or --cloud to evaluate on your own cloud")
+                            f"use manual, track-record or hybrid, or --cloud to evaluate on your own cloud")
     reference_dir = reference_dir or str(bundled_reference())
     ref = Reference.load(reference_dir)
     matrices = {}
@@ -66,6 +77,13 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     for name in builtins:
         if name == "manual":
             matrices[name] = ref.manual_matrix()
+        elif name == TRACK_RECORD:
+            from tfp_mlflow.evaluation.learned import track_record_matrices, write_matrices
+
+            with _status(f"fitting {TRACK_RECORD} leave-one-target-out", json_out):
+                matrices[name] = track_record_matrices(ref, group_out=group_out, top_k=top_k)
+            if matrix_dir:
+                write_matrices(matrices[name], matrix_dir)
         else:
             import numpy as np
 
@@ -81,8 +99,7 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     if len(matrices) == 1:
         err_console.print(f"note: win rates compare selectors; with {next(iter(matrices))} alone every win rate is "
                           f"100 % (add --selector NAME=PATH.csv or --builtin manual)")
-    with console.status("scoring selectors on the validation targets", spinner="dots") if json_out != "-" \
-            else contextlib.nullcontext():
+    with _status("scoring selectors on the validation targets", json_out):
         result = evaluate(ref, matrices, top_k_shots=top_k, bootstraps=bootstraps)
     payload = result.to_json()
     if plots_dir:
@@ -92,6 +109,11 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
 
         payload["run_id"] = result.log(Cloud(tracking_uri), reference=str(_Path(reference_dir).resolve()))
     _emit(payload, json_out)
+
+
+def _status(what: str, json_out: str | None):
+    """A spinner, unless stdout carries the JSON."""
+    return console.status(what, spinner="dots") if json_out != "-" else contextlib.nullcontext()
 
 
 def _emit(payload: dict, json_out: str | None, heading: str | None = None) -> None:
@@ -104,16 +126,16 @@ def _emit(payload: dict, json_out: str | None, heading: str | None = None) -> No
 
 
 def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps, json_out, plots_dir,
-                    tracking_uri) -> None:
+                    tracking_uri, group_out=False, matrix_dir=None) -> None:
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.evaluation.cloud import evaluate_cloud
 
     if selector_files or reference_dir:
         raise BadInputError("--cloud computes its selectors' distances from the cloud; drop --selector/--reference")
     cloud = Cloud(tracking_uri)
-    with console.status(f"leave-one-out on {cloud.uri}", spinner="dots") if json_out != "-" \
-            else contextlib.nullcontext():
-        result = evaluate_cloud(cloud, list(dict.fromkeys(selectors)), top_k_shots=top_k, bootstraps=bootstraps)
+    with _status(f"leave-one-out on {cloud.uri}", json_out):
+        result = evaluate_cloud(cloud, list(dict.fromkeys(selectors)), top_k_shots=top_k, bootstraps=bootstraps,
+                                group_out=group_out, matrix_dir=matrix_dir)
     payload = {**result.to_json(), "cloud": cloud.uri,
                "targets": sorted(result.scores["target"].unique().tolist()) if len(result.scores) else []}
     if plots_dir:

@@ -98,16 +98,45 @@ def cloud_distance_matrices(cloud: Cloud, selectors: Sequence[str],
 
 
 def evaluate_cloud(cloud: Cloud, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
-                   top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0):
-    """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank."""
+                   top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0, group_out: bool = False,
+                   matrix_dir: str | None = None):
+    """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank.
+
+    ``track-record`` among them is fitted from the cloud's own outcomes, strictly leave-one-target-out, combined
+    with ``bkld-small-target`` where every task has a fingerprint, else with ``manual``.
+    """
+    from tfp_mlflow.evaluation.learned import write_matrices
     from tfp_mlflow.evaluation.protocol import evaluate
     from tfp_mlflow.selectors import get_selector
+    from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes, TrackRecord
 
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
-    needs_fingerprint = any(get_selector(s).needs_fingerprint for s in selectors)
+    registered = [s for s in selectors if s != TRACK_RECORD]
+    needs_fingerprint = any(get_selector(s).needs_fingerprint for s in registered)
     # Quarantined tasks (cloud.quarantined()) are left out, like every reader does.
     tasks = [t for t in cloud.conforming(cloud.tasks()) if t.has_fingerprint or not needs_fingerprint]
     ref = outcomes_from_cloud(cloud, tasks)
-    matrices = cloud_distance_matrices(cloud, selectors, tasks)
+    matrices: dict = cloud_distance_matrices(cloud, registered, tasks)
+    if TRACK_RECORD in selectors:
+        base = "bkld-small-target" if tasks and all(t.has_fingerprint for t in tasks) else "manual"
+        distances = matrices.get(base)
+        if distances is None:
+            distances = cloud_distance_matrices(cloud, [base], tasks)[base]
+        outcomes = Outcomes.from_records(_outcome_records(ref))
+        model = TrackRecord(outcomes, [t.name for t in tasks], top_k=top_k_shots, group_out=group_out)
+        matrices[TRACK_RECORD] = {s: model.matrix(s, distances, ref.validation) for s in scenario_names()}
+        if matrix_dir:
+            write_matrices(matrices[TRACK_RECORD], matrix_dir)
+    matrices = {name: matrices[name] for name in selectors}
     return evaluate(ref, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)
+
+
+def _outcome_records(ref: Reference):
+    """The cloud's outcomes (as :func:`outcomes_from_cloud` read them) as :class:`Outcomes` records."""
+    for (scenario, metric), table in ref.outcomes.items():
+        baselines = ref.baselines[(metric, True)]
+        for row in table.itertuples(index=False):
+            known = row.t in baselines.columns and int(row.r) in baselines.index
+            yield {"scenario": scenario, "metric": metric, "r": int(row.r), "s": row.s, "t": row.t, "p": row.p,
+                   "baseline": float(baselines.loc[int(row.r), row.t]) if known else math.nan}

@@ -203,9 +203,10 @@ def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
     return float(concordant_minus_discordant / np.sqrt(float(untied_a) * float(untied_b)))
 
 
-def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame], *, top_k_shots: int = 3,
+def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame | Mapping[str, pd.DataFrame]], *, top_k_shots: int = 3,
              bootstraps: int = 1000, seed: int = 0, measured_only: bool = False) -> Evaluation:
-    """Score selectors (name → distance matrix, rows sources, columns targets) on the reference's validation targets.
+    """Score selectors (name → distance matrix, rows sources, columns targets, or scenario → such a matrix) on
+    the reference's validation targets.
 
     Targets are looked up under their shrunk name where the reference shrank them; the valid sources of a target
     exclude itself and the tasks sharing its images. ``measured_only`` (a user's cloud, where few pairs were
@@ -215,16 +216,25 @@ def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame], *, top_k_sho
         raise BadInputError("nothing to evaluate: give at least one selector (--selector NAME=PATH.csv or --builtin)")
     if not 1 <= top_k_shots <= MAX_SHOTS:
         raise BadInputError(f"--top-k must lie between 1 and {MAX_SHOTS}, got {top_k_shots}")
-    affinities = {}
-    for name, distances in selectors.items():
-        missing_targets = [t for t in ref.validation if ref.shrink_map.get(t, t) not in distances.columns]
-        missing_sources = [t for t in ref.tasks if t not in distances.index]
-        if missing_targets or missing_sources:
-            what = (f"target column {missing_targets[0]!r}" if missing_targets else
-                    f"source row {missing_sources[0]!r}")
-            raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the reference's "
-                                f"tasks and columns its targets (shrunk names where shrunk)")
-        affinities[name] = affinities_from_distances(distances)
+    affinities: dict[str, dict[str, pd.DataFrame]] = {}
+    for name, given in selectors.items():
+        # One matrix for every scenario, or one per scenario (a learned selector's rule differs by scenario).
+        per_scenario = given if isinstance(given, Mapping) else dict.fromkeys(scenario_names(), given)
+        affinities[name] = {}
+        for scenario in scenario_names():
+            distances = per_scenario.get(scenario)
+            if distances is None:
+                raise BadInputError(f"selector {name!r} has no distance matrix for scenario {scenario!r}")
+            missing_targets = [t for t in ref.validation if ref.shrink_map.get(t, t) not in distances.columns]
+            missing_sources = [t for t in ref.tasks if t not in distances.index]
+            if missing_targets or missing_sources:
+                what = (f"target column {missing_targets[0]!r}" if missing_targets else
+                        f"source row {missing_sources[0]!r}")
+                raise BadInputError(f"selector {name!r}: the distance matrix lacks {what}; rows must be the "
+                                    f"reference's tasks and columns its targets (shrunk names where shrunk)")
+            shared = not isinstance(given, Mapping) and affinities[name]   # the same matrix: converted once
+            affinities[name][scenario] = (next(iter(affinities[name].values())) if shared
+                                          else affinities_from_distances(distances))
     score_rows, gain_rows, delta_rows = [], [], []
     for scenario in scenario_names():
         for metric in BASE_METRICS:
@@ -241,8 +251,8 @@ def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame], *, top_k_sho
                             continue
                     baseline = ref.baseline(target, metric, repetition)
                     case = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
-                    for name, table in affinities.items():
-                        affinity = table[ref.shrink_map.get(target, target)].reindex(valid)
+                    for name, tables in affinities.items():
+                        affinity = tables[scenario][ref.shrink_map.get(target, target)].reindex(valid)
                         ranked = top_k(affinity, MAX_SHOTS)
                         suggested = ranked[:top_k_shots]
                         for meta in META_METRICS:

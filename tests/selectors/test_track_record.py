@@ -1,0 +1,121 @@
+"""The learned ``track-record`` selector: what it learns, that it never reads the held-out target, and its fallbacks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfp_mlflow.evaluation.learned import distance_for_track_record, track_record_matrices
+from tfp_mlflow.reference import Reference, bundled_reference
+from tfp_mlflow.selectors.track_record import Outcomes, TrackRecord
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return Reference.load(bundled_reference(tmp_path_factory.mktemp("reference")))
+
+
+@pytest.fixture(scope="module")
+def shipped(study):
+    return distance_for_track_record(study)
+
+
+def _randomised(outcomes: Outcomes, targets: set[str], seed: int) -> Outcomes:
+    """Every outcome whose target is in ``targets``, and its baseline, replaced by random numbers."""
+    table = outcomes.table.copy()
+    hit = table["t"].isin(targets)
+    rng = np.random.default_rng(seed)
+    table.loc[hit, "p"] = rng.random(int(hit.sum()))
+    table.loc[hit, "baseline"] = rng.random(int(hit.sum()))
+    return Outcomes(table=table, groups=outcomes.groups)
+
+
+def test_canary_randomising_the_held_out_targets_outcomes_leaves_its_column_unchanged(study, shipped):
+    outcomes = Outcomes.from_reference(study)
+    targets = study.validation[:3]
+    before = track_record_matrices(study, shipped, outcomes=outcomes, targets=targets)
+    for held_out in targets:
+        column = study.shrink_map.get(held_out, held_out)
+        after = track_record_matrices(study, shipped, outcomes=_randomised(outcomes, {held_out}, seed=1),
+                                      targets=[held_out])
+        for scenario, matrix in before.items():
+            pd.testing.assert_series_equal(after[scenario][column], matrix[column], check_exact=True)
+
+
+def test_the_canary_can_fail_other_targets_outcomes_move_the_column(study, shipped):
+    outcomes = Outcomes.from_reference(study)
+    held_out = study.validation[0]
+    column = study.shrink_map.get(held_out, held_out)
+    others = set(outcomes.table["t"]) - {held_out}
+    before = track_record_matrices(study, shipped, outcomes=outcomes, targets=[held_out])
+    after = track_record_matrices(study, shipped, outcomes=_randomised(outcomes, others, seed=2), targets=[held_out])
+    moved = [s for s in before if not np.allclose(before[s][column], after[s][column])]
+    assert len(moved) >= 3
+
+
+def test_group_out_hides_the_targets_that_share_its_images(study, shipped):
+    outcomes = Outcomes.from_reference(study)
+    held_out = next(t for t in study.validation if len(outcomes.group(t)) > 1
+                    and len(outcomes.group(t) & set(outcomes.table["t"])) > 1)
+    column = study.shrink_map.get(held_out, held_out)
+    shaken = _randomised(outcomes, set(outcomes.group(held_out)), seed=3)
+    grouped = [track_record_matrices(study, shipped, outcomes=o, targets=[held_out], group_out=True)
+               for o in (outcomes, shaken)]
+    plain = [track_record_matrices(study, shipped, outcomes=o, targets=[held_out]) for o in (outcomes, shaken)]
+    assert all(np.array_equal(grouped[0][s][column], grouped[1][s][column]) for s in grouped[0])
+    assert any(not np.array_equal(plain[0][s][column], plain[1][s][column]) for s in plain[0])
+
+
+def _synthetic(n_targets: int = 12, seed: int = 0) -> Outcomes:
+    """``good`` transfers best to every target, ``bad`` worst, five others at random."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for j in range(n_targets):
+        target = f"t{j}"
+        quality = {"good": 0.9, "bad": 0.3, **{f"s{i}": rng.uniform(0.4, 0.8) for i in range(5)}}
+        for source, p in quality.items():
+            for metric in ("balanced_accuracy", "auroc"):
+                records.append({"scenario": "architecture", "metric": metric, "r": 0, "s": source, "t": target,
+                                "p": p, "baseline": 0.6})
+    return Outcomes.from_records(records)
+
+
+def test_a_source_that_transferred_well_elsewhere_ranks_first_whatever_the_distance():
+    outcomes = _synthetic()
+    sources = ["good", "bad", *[f"s{i}" for i in range(5)], "new"]
+    model = TrackRecord(outcomes, sources)
+    # Distance puts "bad" closest and "good" farthest: the record still wins.
+    affinity = pd.Series(np.linspace(1, 0, len(sources)), index=["bad", *sources[2:], "good"])
+    scores = model.scores("architecture", "t0", affinity).sort_values(ascending=False)
+    assert scores.index[0] == "good" and scores.index[-1] == "bad"
+
+
+def test_a_source_without_outcomes_falls_back_to_distance():
+    model = TrackRecord(_synthetic(), ["good", "bad", "new1", "new2"])
+    affinity = pd.Series({"good": 0.0, "bad": 0.1, "new1": 0.9, "new2": 0.5})
+    scores = model.scores("architecture", "t0", affinity)
+    assert scores["new1"] > scores["new2"]                     # no record: distance decides between them
+    assert model.evidence("architecture", "new1", "t0").strength == "none"
+
+
+def test_the_rule_is_distance_when_too_few_targets_back_the_record():
+    outcomes = _synthetic(n_targets=3)
+    model = TrackRecord(outcomes, ["good", "bad", *[f"s{i}" for i in range(5)]])
+    affinities = pd.DataFrame(np.random.default_rng(0).random((7, 3)), index=model.sources,
+                              columns=["t0", "t1", "t2"])
+    rule = model.rule("architecture", "t0", affinities)
+    assert not rule.uses_track_record and rule.to_json()["ordered_by"] == "distance"
+    many = TrackRecord(_synthetic(n_targets=12), model.sources)
+    wide = pd.DataFrame(np.random.default_rng(0).random((7, 12)), index=model.sources,
+                        columns=[f"t{j}" for j in range(12)])
+    assert many.rule("architecture", "t0", wide).uses_track_record
+
+
+def test_evidence_counts_other_targets_only():
+    model = TrackRecord(_synthetic(n_targets=6), ["good", "bad"])
+    good = model.evidence("architecture", "good", "t0")
+    assert (good.tried, good.improved, good.outcomes) == (5, 5, 10)
+    assert good.median_gain == pytest.approx(0.3)
+    bad = model.evidence("architecture", "bad", "t0")
+    assert (bad.tried, bad.improved) == (5, 0) and bad.median_gain == pytest.approx(-0.3)
+    assert good.record > 0 > bad.record

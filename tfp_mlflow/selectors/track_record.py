@@ -1,0 +1,378 @@
+"""``track-record``: rank sources by how well their knowledge transferred to *other* targets, learned from outcomes.
+
+A distance says little about how well one particular source will transfer to one particular target; a source's
+measured record on other targets says more (docs/method.md §7). :class:`TrackRecord` is fitted from measured
+transfer outcomes (:class:`Outcomes`: the reference's, a cloud's, or both) and scores, per scenario, every source
+for a target using only outcomes whose target is another task:
+
+1. Each outcome is normalised within its case (scenario, base metric, repetition, target): the centred percentile
+   rank of the target's performance among the sources measured on that case, in [-0.5, 0.5].
+2. A source's record is the sum of its normalised outcomes over the other targets (mean over cases per target),
+   divided by ``targets + shrinkage``: shrunk toward the mean (0) by how many targets back it.
+3. The score adds ``weight`` x the distance's centred percentile rank among the candidate sources. ``weight`` and
+   ``shrinkage`` are chosen per scenario by *inner* leave-one-target-out validation on the remaining targets (mean
+   normalised outcome of the top-k), against distance alone; when distance alone validates better, the rule *is*
+   distance.
+
+Strictly leave-one-target-out: the score of any source for target ``t`` reads no outcome and no baseline whose
+target is ``t`` (nor, with ``group_out``, whose target shares images with ``t``), neither in the record nor in the
+inner validation that picks the rule. Torch-free; numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfp_mlflow.errors import BadInputError
+
+__all__ = ["Outcomes", "TrackRecord", "Rule", "Evidence", "TRACK_RECORD", "WEIGHTS", "SHRINKAGES"]
+
+#: The selector's registry-style name (it is fitted from outcomes, so it is not built by ``get_selector``).
+TRACK_RECORD = "track-record"
+#: Weights of the distance term the inner validation chooses from (0: the record alone, distance breaks ties).
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+#: Shrinkage toward the mean, in targets.
+SHRINKAGES = (1.0, 3.0, 10.0)
+#: Below this many inner targets a scenario's rule is distance: too little evidence to choose anything else.
+MIN_TARGETS = 5
+_COLUMNS = ["scenario", "metric", "r", "s", "t", "p", "baseline"]
+_TIE = 1e-6   # the distance's share in any rule: equal records are ordered by distance
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Measured transfer outcomes in long form.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Columns ``scenario, metric, r, s, t, p, baseline``: the target ``t``'s performance ``p`` in ``metric``
+        after transfer from source ``s`` in ``scenario`` (repetition ``r``), and the target's no-transfer
+        ``baseline`` of that repetition (NaN where none was measured).
+    groups : dict of str to frozenset of str
+        Tasks that share images with a task (itself included), for group-out validation.
+    """
+
+    table: pd.DataFrame
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping], groups: Mapping[str, Iterable[str]] | None = None) -> Outcomes:
+        """From dicts with the keys of :attr:`table` (``baseline`` optional)."""
+        table = pd.DataFrame(list(records), columns=_COLUMNS)
+        if len(table):
+            table["p"] = table["p"].astype(float)
+            table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
+            table["r"] = table["r"].fillna(0).astype(int)
+        bad = table[~np.isfinite(table["p"].to_numpy(dtype=float))] if len(table) else table
+        if len(bad):
+            raise BadInputError(f"outcome of {bad.iloc[0]['s']!r} on {bad.iloc[0]['t']!r} is not a number")
+        return cls(table=table.reset_index(drop=True), groups=_group_map(groups or {}))
+
+    @classmethod
+    def from_reference(cls, ref, *, development: bool = True) -> Outcomes:
+        """The reference's outcomes: validation targets, and (``development``) the 28 development targets' too."""
+        frames = []
+        for (scenario, metric), table in ref.outcomes.items():
+            parts = [table]
+            extra = ref.development_outcomes(scenario, metric) if development else None
+            if extra is not None:
+                parts.append(extra)
+            frame = pd.concat(parts, ignore_index=True)
+            frame = frame.groupby(["r", "s", "t"], as_index=False)["p"].mean()
+            frame.insert(0, "metric", metric)
+            frame.insert(0, "scenario", scenario)
+            frames.append(frame)
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS[:-1])
+        baselines = {}
+        for (metric, target, repetition) in table[["metric", "t", "r"]].drop_duplicates().itertuples(index=False):
+            value = (ref.baseline(target, metric, repetition) if target in ref.validation else
+                     ref.baseline_or_none(target, metric, repetition))
+            baselines[(metric, target, repetition)] = np.nan if value is None else value
+        table["baseline"] = [baselines[key] for key in zip(table["metric"], table["t"], table["r"])]
+        groups: dict[str, set[str]] = {}
+        for members in ref.groups.values():
+            for task in members:
+                groups.setdefault(task, set()).update(members)
+        return cls(table=table[_COLUMNS].reset_index(drop=True), groups=_group_map(groups))
+
+    @property
+    def scenarios(self) -> list[str]:
+        return sorted(self.table["scenario"].unique().tolist())
+
+    def group(self, task: str) -> frozenset[str]:
+        return self.groups.get(task, frozenset({task}))
+
+    def subsample(self, fraction: float, rng: np.random.Generator) -> Outcomes:
+        """A random share of the measured (source, target) pairs of each scenario, all their cases kept together."""
+        pairs = self.table[["scenario", "s", "t"]].drop_duplicates()
+        keep = pairs.sample(frac=fraction, random_state=int(rng.integers(2**31)))
+        table = self.table.merge(keep, on=["scenario", "s", "t"])
+        return Outcomes(table=table[_COLUMNS], groups=self.groups)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the inner leave-one-target-out validation chose for one scenario and one held-out target.
+
+    ``weight`` is ``None`` when distance alone validated best (the rule is distance). Scores are mean normalised
+    outcomes of the top-k suggestions over the inner targets (0 is what a random choice gets on average).
+    """
+
+    scenario: str
+    weight: float | None
+    shrinkage: float
+    learned_score: float
+    distance_score: float
+    inner_targets: int
+
+    @property
+    def uses_track_record(self) -> bool:
+        return self.weight is not None
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "ordered_by": TRACK_RECORD if self.uses_track_record else "distance",
+                "weight_of_distance": self.weight, "shrinkage": self.shrinkage,
+                "validated_score": _round(self.learned_score), "distance_score": _round(self.distance_score),
+                "inner_targets": self.inner_targets}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A source's measured record in one scenario, on the targets a query may read (never the query's own).
+
+    ``improved`` of ``tried`` targets gained in balanced accuracy over their baseline (mean over repetitions);
+    ``median_gain`` is the median of those gains; ``outcomes`` counts every measured case behind them.
+    """
+
+    tried: int
+    improved: int
+    median_gain: float | None
+    outcomes: int
+    record: float
+
+    @property
+    def strength(self) -> str:
+        return "none" if self.tried == 0 else "thin" if self.tried < 3 else "some" if self.tried < 10 else "strong"
+
+    def to_json(self) -> dict:
+        return {"tried": self.tried, "improved": self.improved, "median_gain": _round(self.median_gain),
+                "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength}
+
+
+class _Scenario:
+    """One scenario's outcomes as matrices over (sources, targets)."""
+
+    def __init__(self, table: pd.DataFrame, sources: list[str], outcomes: Outcomes) -> None:
+        self.sources = sources
+        self.targets = sorted(table["t"].unique().tolist())
+        row = {s: i for i, s in enumerate(sources)}
+        col = {t: j for j, t in enumerate(self.targets)}
+        self.col = col
+        table = table[table["s"] != table["t"]].copy()
+        # Normalise within each case: centred percentile rank among the sources measured on it, in (-0.5, 0.5).
+        case = ["metric", "r", "t"]
+        size = table.groupby(case)["p"].transform("size")
+        table["v"] = (table.groupby(case)["p"].rank(method="average") - 0.5) / size - 0.5
+        table = table[table["s"].isin(row)]
+        per_pair = table.groupby(["s", "t"])
+        value = per_pair["v"].mean()
+        count = per_pair.size()
+        shape = (len(sources), len(self.targets))
+        self.values = np.full(shape, np.nan)
+        self.cases = np.zeros(shape, dtype=np.int64)
+        rows = [row[s] for s, _ in value.index]
+        cols = [col[t] for _, t in value.index]
+        self.values[rows, cols] = value.to_numpy()
+        self.cases[rows, cols] = count.to_numpy()
+        self.measured = np.isfinite(self.values)
+        self.filled = np.where(self.measured, self.values, 0.0)
+        # Gain over the target's baseline in balanced accuracy (mean over repetitions), for the reasons.
+        ba = table[(table["metric"] == "balanced_accuracy") & table["baseline"].notna()]
+        gain = (ba["p"] - ba["baseline"]).groupby([ba["s"], ba["t"]]).mean()
+        self.gains = np.full(shape, np.nan)
+        if len(gain):
+            self.gains[[row[s] for s, _ in gain.index], [col[t] for _, t in gain.index]] = gain.to_numpy()
+        # Columns that share images with each target (itself included), for group-out.
+        self.group_of = [np.array([col[m] for m in outcomes.group(t) if m in col]) for t in self.targets]
+
+
+class TrackRecord:
+    """A fitted ``track-record`` selector: per scenario, sources scored by their record on other targets.
+
+    Parameters
+    ----------
+    outcomes : Outcomes
+    sources : sequence of str, optional
+        Every candidate source (default: every task that appears in the outcomes). A source with no outcomes
+        has record 0 (the mean) and is ordered by distance.
+    top_k : int
+        Suggestions the inner validation scores (the evaluation's top-k).
+    group_out : bool
+        Also hide, for target ``t``, the outcomes of every target sharing images with ``t``.
+    """
+
+    def __init__(self, outcomes: Outcomes, sources: Sequence[str] | None = None, *, top_k: int = 3,
+                 group_out: bool = False, weights: Sequence[float] = WEIGHTS,
+                 shrinkages: Sequence[float] = SHRINKAGES) -> None:
+        self.outcomes = outcomes
+        self.top_k = top_k
+        self.group_out = group_out
+        self.weights, self.shrinkages = tuple(weights), tuple(shrinkages)
+        table = outcomes.table
+        names = sources if sources is not None else sorted(set(table["s"]) | set(table["t"]))
+        self.sources = list(dict.fromkeys(names))
+        self._row = {s: i for i, s in enumerate(self.sources)}
+        self._scenarios = {scenario: _Scenario(group, self.sources, outcomes)
+                           for scenario, group in table.groupby("scenario")}
+
+    # -- what a query reads ------------------------------------------------------------------------------------
+    def scenarios(self) -> list[str]:
+        return list(self._scenarios)
+
+    def rule(self, scenario: str, target: str, affinities: pd.DataFrame) -> Rule:
+        """The rule for ``target`` in ``scenario``, chosen on the other targets (``affinities``: rows sources,
+        columns targets, higher is closer; the inner targets' columns are read)."""
+        data = self._scenarios.get(scenario)
+        if data is None:
+            return Rule(scenario, None, 0.0, float("nan"), float("nan"), 0)
+        return self._validate(data, self._hidden(data, target), affinities, scenario)
+
+    def scores(self, scenario: str, target: str, affinity: pd.Series, rule: Rule | None = None) -> pd.Series:
+        """Score of every source for ``target`` (higher is better), from outcomes on other targets only.
+
+        ``affinity`` (index sources, higher is closer; NaN: unknown) is the distance term; ``rule`` defaults to
+        one chosen without distance information (the record, distance breaking ties).
+        """
+        close = _centred_rank(affinity.reindex(self.sources).to_numpy(dtype=float))
+        data = self._scenarios.get(scenario)
+        if data is None or (rule is not None and not rule.uses_track_record):
+            return pd.Series(close, index=self.sources)
+        rule = rule or Rule(scenario, 0.0, self.shrinkages[0], float("nan"), float("nan"), 0)
+        hidden = self._hidden(data, target)
+        record = self._record(data, hidden, rule.shrinkage)
+        return pd.Series(record + (rule.weight + _TIE) * close, index=self.sources)
+
+    def evidence(self, scenario: str, source: str, target: str) -> Evidence:
+        """The source's record in ``scenario`` as a person reads it, without ``target``'s outcomes."""
+        data = self._scenarios.get(scenario)
+        if data is None or source not in self._row:
+            return Evidence(0, 0, None, 0, 0.0)
+        hidden = self._hidden(data, target)
+        keep = np.ones(len(data.targets), dtype=bool)
+        keep[hidden] = False
+        i = self._row[source]
+        measured = data.measured[i] & keep
+        gains = data.gains[i][measured & np.isfinite(data.gains[i])]
+        record = float(data.filled[i][keep].sum() / (measured.sum() + self.shrinkages[0]))
+        return Evidence(tried=int(measured.sum()), improved=int((gains > 0).sum()),
+                        median_gain=float(np.median(gains)) if len(gains) else None,
+                        outcomes=int(data.cases[i][measured].sum()), record=record)
+
+    def matrix(self, scenario: str, distances: pd.DataFrame, targets: Sequence[str],
+               columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """Leave-one-target-out distances for ``targets`` (rows the sources, lower is better, never 0).
+
+        ``distances`` (rows sources, columns targets, lower is closer, 0: not computed) is the distance the rules
+        combine with; ``columns`` maps a target to its column there (the reference's shrunk names).
+        """
+        columns = dict(columns or {})
+        affinities = _affinities(distances, self.sources)
+        known = sorted(set(self.outcomes.table["t"]) | set(targets))
+        # One column per target, under its own name (the rules read the inner targets' columns by name).
+        by_target = pd.DataFrame({t: affinities[columns.get(t, t)] for t in known
+                                  if columns.get(t, t) in affinities.columns}, index=self.sources)
+        out = {}
+        for target in targets:
+            affinity = by_target[target] if target in by_target.columns else pd.Series(np.nan, index=self.sources)
+            rule = self.rule(scenario, target, by_target)
+            score = self.scores(scenario, target, affinity, rule).to_numpy()
+            out[columns.get(target, target)] = 1.0 + (score.max() - score)
+        return pd.DataFrame(out, index=self.sources)
+
+    # -- fitting ----------------------------------------------------------------------------------------------
+    def _hidden(self, data: _Scenario, target: str) -> np.ndarray:
+        """Columns a query for ``target`` may not read."""
+        names = self.outcomes.group(target) if self.group_out else {target}
+        return np.array(sorted(data.col[n] for n in names if n in data.col), dtype=np.int64)
+
+    def _record(self, data: _Scenario, hidden: np.ndarray, shrinkage: float) -> np.ndarray:
+        # Sum what may be read; subtracting the hidden columns from a total would leak them in the last bits.
+        keep = np.ones(len(data.targets), dtype=bool)
+        keep[hidden] = False
+        return data.filled[:, keep].sum(axis=1) / (data.measured[:, keep].sum(axis=1) + shrinkage)
+
+    def _validate(self, data: _Scenario, hidden: np.ndarray, affinities: pd.DataFrame, scenario: str) -> Rule:
+        """Choose weight and shrinkage on the inner targets (every target but the hidden ones), each scored with
+        its own outcomes (and, with group-out, its group's) hidden as well."""
+        inner = np.setdiff1d(np.arange(len(data.targets)), hidden)
+        n = len(self.sources)
+        # Exclusion per inner target: the outer hidden columns, plus the inner target (and its group).
+        excluded = np.zeros((len(data.targets), len(inner)), dtype=bool)
+        excluded[hidden, :] = True
+        for j, u in enumerate(inner):
+            excluded[data.group_of[u] if self.group_out else [u], j] = True
+        total = data.filled @ (~excluded)                                      # (n, inner)
+        count = data.measured.astype(float) @ (~excluded)
+        close = np.zeros((n, len(inner)))
+        names = [data.targets[u] for u in inner]
+        present = [j for j, name in enumerate(names) if name in affinities.columns]
+        if present:
+            block = affinities.reindex(index=self.sources, columns=[names[j] for j in present]).to_numpy(dtype=float)
+            close[:, present] = np.apply_along_axis(_centred_rank, 0, block)
+        candidates = data.measured[:, inner].copy()
+        for j, u in enumerate(inner):                       # a target's own group is never its source
+            group = [self._row[m] for m in self.outcomes.group(data.targets[u]) if m in self._row]
+            candidates[group, j] = False
+        values = data.filled[:, inner]
+        usable = candidates.sum(axis=0) >= 2
+        distance_score = self._top_k_score(close, candidates, values, usable)
+        best: tuple[float, float | None, float] = (distance_score, None, self.shrinkages[0])
+        if usable.sum() >= MIN_TARGETS:
+            for shrinkage in self.shrinkages:
+                record = total / (count + shrinkage)
+                for weight in self.weights:
+                    score = self._top_k_score(record + (weight + _TIE) * close, candidates, values, usable)
+                    if score > best[0] + 1e-12:
+                        best = (score, weight, shrinkage)
+        learned = best[0] if best[1] is not None else float("nan")
+        return Rule(scenario, best[1], best[2], learned, distance_score, int(usable.sum()))
+
+    def _top_k_score(self, scores: np.ndarray, candidates: np.ndarray, values: np.ndarray,
+                     usable: np.ndarray) -> float:
+        """Mean over usable inner targets of the mean normalised outcome of the top-k candidates."""
+        if not usable.any():
+            return float("nan")
+        masked = np.where(candidates, scores, -np.inf)[:, usable]
+        order = np.argsort(-masked, axis=0, kind="stable")[:self.top_k]
+        columns = np.arange(masked.shape[1])
+        picked = candidates[:, usable][order, columns]
+        gained = values[:, usable][order, columns]
+        return float(np.mean((gained * picked).sum(axis=0) / np.maximum(picked.sum(axis=0), 1)))
+
+
+def _affinities(distances: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
+    """Distances → affinities (0 and non-finite: unknown), rows the given sources."""
+    data = distances.reindex(index=list(sources)).to_numpy(dtype=float).copy()
+    data[(data == 0) | ~np.isfinite(data)] = np.nan
+    return pd.DataFrame(-data, index=list(sources), columns=distances.columns)
+
+
+def _centred_rank(values: np.ndarray) -> np.ndarray:
+    """Percentile rank among the known values, centred on 0 (in [-0.5, 0.5]); unknown values 0."""
+    out = np.zeros(len(values))
+    known = np.isfinite(values)
+    if known.sum() >= 2:
+        out[known] = (pd.Series(values[known]).rank(method="average").to_numpy() - 0.5) / known.sum() - 0.5
+    return out
+
+
+def _group_map(groups: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
+    return {task: frozenset({task, *members}) for task, members in groups.items()}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
