@@ -18,7 +18,7 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios"},
     {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
     {"cloud"},
-    {"recommend"},
+    {"recommend", "evidence"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows"},

@@ -16,6 +16,7 @@ from tfp_mlflow.cloud.schema import (BASE_METRICS, RECOMMENDATION_EXPERIMENT, Ar
                                      Param, Tag)
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
@@ -80,7 +81,7 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
               scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
               log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
               trusted: str | Sequence[str] | None = None, include_flagged: bool = False,
-              merge: str | None = DEFAULT_MERGE_RULE) -> Recommendation:
+              merge: str | None = DEFAULT_MERGE_RULE, order_by: str = "auto") -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
 
     Parameters
@@ -104,7 +105,13 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         On a mixed cloud, with a fingerprint selector, the target's fingerprint and its keywords: tasks known only by
         keywords are ranked by ``manual`` and merged into the fingerprint ranking by this rule
         (:data:`tfp_mlflow.ranking.MERGE_RULES`; ``None`` leaves them out). Each entry names its ``signal``.
+    order_by : str
+        ``"auto"``: per scenario, the sources' measured track record orders the suggestions where it validated
+        better than distance on the cloud's other targets (:mod:`tfp_mlflow.evidence`); ``"distance"``: distance
+        alone. Either way every suggestion carries its ``reasons`` (distance, rank, track record, evidence).
     """
+    if order_by not in ORDERS:
+        raise BadInputError(f"--order must be one of {', '.join(ORDERS)}, got {order_by!r}")
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
     scenarios = [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
@@ -169,7 +176,11 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         scenarios={}, notes=notes, trusted=list(guard.trusted) if guard.trusted else None)
     result.flagged = [{"what": "task", "source": name, "contributor": by_name[name].contributor, "reason": reason}
                       for name in sorted(task_flags) if name in by_name for reason in task_flags[name]]
-    walk = ranking[:WALK_FACTOR * top_k]
+    evidence = fit_track_record(cloud, [*cloud_tasks, *described], guard.trusts if guard.trusted else None,
+                                selector if chooser.needs_fingerprint and not described else "manual")
+    if evidence is None:
+        notes.append("the cloud holds no measured transfer outcomes yet: suggestions are ordered by distance "
+                     "(`tfp train --contribute --source`, `tfp seed --transfer` add them)")
     knowledge_of: dict[str, list] = {}
 
     def knowledge(source: str) -> list:
@@ -181,6 +192,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
 
     for scenario in scenarios:
         items, skipped, passed_over = [], 0, 0
+        ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
+        walk = ordered[:WALK_FACTOR * top_k]
         for entry in walk:
             if len(items) == top_k:
                 break
@@ -196,9 +209,10 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
                 run = item["evidence"].get("knowledge_run")
                 flags += [f["reason"] for f in result.flagged if f.get("knowledge_run") == run and run]
             items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance,
-                          "signal": signals[entry.name], "flags": flags,
-                          **item})
-        scenario_notes = []
+                          "signal": signals[entry.name], "flags": flags, "contributor": by_name[entry.name].contributor,
+                          "reasons": reasons[entry.name], **item})
+        scenario_notes = [line for line in [describe(rule, scenario.name, evidence.outcomes if evidence else 0)]
+                          if line]
         if passed_over:
             scenario_notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
                                   f"(see flagged; --include-flagged uses them)")
@@ -210,13 +224,13 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         if len(items) < top_k:
             scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
                                   f"knowledge")
-        ordered_by = "distance"
+        ordered_by = "track-record" if rule is not None and rule.uses_track_record else "distance"
         if scenario.item == ITEM_ARCHITECTURE and rerank is not None and items:
             ordered_by, items = rerank(items)
             scenario_notes.append(f"re-ordered by {ordered_by} on the target's images (the sources' distances "
                                   f"found the candidates)")
         result.scenarios[scenario.name] = {"selector": selector, "items": items, "notes": scenario_notes,
-                                      "ordered_by": ordered_by}
+                                           "ordered_by": ordered_by, "rule": rule.to_json() if rule else None}
     result.quarantined = cloud.quarantined()
     if result.quarantined:
         notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")

@@ -81,11 +81,14 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
                    "--keywords) joins the fingerprint ranking; none leaves keyword-only tasks out.")
 @click.option("--include-flagged", is_flag=True,
               help="Also use sources and results the poisoning guard flagged (they stay marked).")
+@click.option("--order", "order_by", type=click.Choice(["auto", "distance"]), default="auto", show_default=True,
+              help="auto: per scenario, the sources' measured track record orders the suggestions where it beat "
+                   "distance on the cloud's other targets; distance: distance alone. Reasons are shown either way.")
 @TRACKING_URI
 @data_source
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
-                      server: str | None, trusted: str | None, include_flagged: bool, merge: str,
+                      server: str | None, trusted: str | None, include_flagged: bool, merge: str, order_by: str,
                       tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     from tfp_mlflow.workflows import recommend_for
@@ -96,10 +99,25 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                            log=not no_log, progress=json_out != "-",
                            on_note=lambda line: err_console.print(f"note: {line}"),
                            saved_as=json_out if json_out not in (None, "-") else None,
-                           merge=None if merge == "none" else merge)
+                           merge=None if merge == "none" else merge, order_by=order_by)
     if emit_json(result.to_json(), json_out, sort_keys=True):
         return
     _print_recommendation(result)
+
+
+def _why(reasons: dict) -> str:
+    """A suggestion's reasons in one cell: how close, how reliable, how much evidence."""
+    parts = []
+    if "distance_rank" in reasons:
+        parts.append(f"#{reasons['distance_rank']} by distance ({reasons['distance']:.3g})")
+    record = reasons.get("track_record")
+    if record and record["tried"]:
+        gain = record["median_gain"]
+        parts.append(f"improved {record['improved']} of {record['tried']} targets"
+                     + ("" if gain is None else f", median {gain:+.3f}") + f" ({record['evidence']} evidence)")
+    elif record is not None:
+        parts.append("no measured transfers yet")
+    return "; ".join(parts)
 
 
 def _print_recommendation(result) -> None:
@@ -119,6 +137,8 @@ def _print_recommendation(result) -> None:
         table.add_column("source")
         table.add_column("recommendation")
         table.add_column("evidence")
+        table.add_column("why (distance rank; track record on other targets)")
+        table.add_column("from")
         for item in block["items"]:
             if scenario == "architecture":
                 what = item["architecture"] or "(not published)"
@@ -132,7 +152,8 @@ def _print_recommendation(result) -> None:
                 what, evidence = item["data_uri"], f"{item['num_images']:,} images"
             if item.get("flags"):
                 evidence += " [red](flagged, --include-flagged)[/red]"
-            table.add_row(str(item["rank"]), item["source"], what, evidence)
+            table.add_row(str(item["rank"]), item["source"], what, evidence, _why(item.get("reasons") or {}),
+                          item.get("contributor") or "-")
         console.print(table)
         for note in block["notes"]:
             console.print(f"  note: {note}")

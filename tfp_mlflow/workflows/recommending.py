@@ -130,7 +130,7 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
                   samples: int | None = None, rerank: str | None = None, server: str | None = None,
                   trusted: str | Sequence[str] | None = None, include_flagged: bool = False, log: bool = True,
                   progress: bool = True, on_note=None, saved_as: str | None = None,
-                  merge: str | None = DEFAULT_MERGE_RULE) -> Recommendation:
+                  merge: str | None = DEFAULT_MERGE_RULE, order_by: str = "auto") -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -145,6 +145,9 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
         labelled images (``data`` must be a dataset).
     server : str, optional
         Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app.
+    order_by : str
+        ``"auto"`` (the sources' track record orders a scenario where it validated better than distance) or
+        ``"distance"`` (:func:`tfp_mlflow.recommend.recommend`).
     on_note : callable, optional
         Receives one-line notes meant for people (a fallback taken, the reference imported).
     saved_as : str, optional
@@ -201,7 +204,7 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
                        metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged,
-                       merge=merge)
+                       merge=merge, order_by=order_by)
     if fallback:
         result.notes.append(fallback)
     result.next_steps = next_steps(result, dataset, saved_as)

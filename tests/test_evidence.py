@@ -1,0 +1,75 @@
+"""Recommendations ordered by the sources' measured track record on a real SQLite cloud, with their reasons."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.recommend import recommend
+
+SOURCES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+#: How well each task's data helps others when co-trained: hotel best, alpha worst (alpha is the closest by keywords).
+QUALITY = dict(zip(SOURCES, np.linspace(0.55, 0.9, len(SOURCES))))
+
+
+def _cloud(tmp_path, target_outcomes: dict[str, float] | None = None) -> Cloud:
+    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    for position, name in enumerate(SOURCES):
+        rows = [KnowledgeRow(source=s, repetition=0, balanced_accuracy=round(QUALITY[s] - 0.02 * rng.random(), 4))
+                for s in SOURCES if s != name]
+        if target_outcomes is not None and name == "alpha":   # the task that will be the query
+            rows = [KnowledgeRow(source=s, repetition=0, balanced_accuracy=v) for s, v in target_outcomes.items()]
+        knowledge = [Knowledge(name, KnowledgeKind.BASELINE, (KnowledgeRow(repetition=0, balanced_accuracy=0.7),)),
+                     Knowledge(name, KnowledgeKind.COTRAINING, tuple(rows))]
+        keywords = ["x-ray", "chest"] if position < 2 else ["x-ray", f"k{position}"]
+        cloud.contribute(None, name=name, keywords=keywords, num_images=100 + position, num_classes=2,
+                         data_uri=f"file:///data/{name}", shareable=True, knowledge=knowledge)
+    return cloud
+
+
+@pytest.mark.slow
+def test_recommendations_follow_the_track_record_and_say_why(tmp_path):
+    cloud = _cloud(tmp_path / "a")
+    result = recommend(cloud, keywords=["x-ray", "chest"], name="new", selector="manual", log=False,
+                       scenarios=["cotraining"])
+    block = result.scenarios["cotraining"]
+    assert block["ordered_by"] == "track-record" and block["rule"]["inner_targets"] == len(SOURCES)
+    first = block["items"][0]
+    assert first["source"] == "hotel"                             # the best record, far down by distance
+    reasons = first["reasons"]
+    assert reasons["distance_rank"] > 2
+    assert reasons["track_record"]["tried"] == len(SOURCES) - 1
+    assert reasons["track_record"]["improved"] == len(SOURCES) - 1 and reasons["track_record"]["median_gain"] > 0.1
+    assert first["contributor"]
+    by_distance = recommend(cloud, keywords=["x-ray", "chest"], name="new", selector="manual", log=False,
+                            scenarios=["cotraining"], order_by="distance")
+    assert by_distance.scenarios["cotraining"]["ordered_by"] == "distance"
+    assert by_distance.scenarios["cotraining"]["items"][0]["source"] in ("alpha", "bravo")
+    assert "track_record" in by_distance.scenarios["cotraining"]["items"][0]["reasons"]
+
+
+@pytest.mark.slow
+def test_the_querys_own_outcomes_never_move_its_recommendation(tmp_path):
+    rng = np.random.default_rng(5)
+    orders = []
+    for attempt in range(2):
+        shaken = {s: round(float(rng.random()), 4) for s in SOURCES if s != "alpha"}
+        cloud = _cloud(tmp_path / str(attempt), target_outcomes=shaken)
+        result = recommend(cloud, keywords=["x-ray", "chest"], name="alpha", selector="manual", log=False,
+                           scenarios=["cotraining"], top_k=5)
+        orders.append([(i["source"], i["reasons"].get("score")) for i in result.scenarios["cotraining"]["items"]])
+    assert orders[0] == orders[1]
+
+
+@pytest.mark.slow
+def test_a_cloud_without_outcomes_says_so_and_orders_by_distance(tmp_path):
+    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    for name in ("one", "two"):
+        cloud.contribute(None, name=name, keywords=["x-ray"], num_images=10, num_classes=2,
+                         data_uri=f"file:///{name}", shareable=True)
+    result = recommend(cloud, keywords=["x-ray"], name="new", selector="manual", log=False, scenarios=["cotraining"])
+    assert result.scenarios["cotraining"]["ordered_by"] == "distance"
+    assert any("no measured transfer outcomes" in note for note in result.notes)

@@ -1,0 +1,140 @@
+"""What a cloud's measured outcomes say about its sources, for a recommendation (docs/method.md §7).
+
+:func:`fit_track_record` reads the transfer outcomes and baselines of a cloud's tasks (trusted contributors only)
+and fits the ``track-record`` selector once per cloud version (the set of knowledge runs it read); :func:`order`
+then decides, per scenario, whether the record or distance orders the candidates: the rule that validated better
+on the cloud's other targets, never reading the query's own outcomes. Each candidate gets its reasons: how close
+(distance and rank), how reliable (improved N of M targets, median gain) and how much evidence backs that.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind
+from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.ranking import RankedSource
+from tfp_mlflow.scenarios import list_scenarios
+from tfp_mlflow.selectors import get_selector
+from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes, Rule, TrackRecord
+
+__all__ = ["ORDERS", "CloudEvidence", "fit_track_record", "order"]
+
+#: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.
+ORDERS = ("auto", "distance")
+_KINDS = {s.outcome: s.name for s in list_scenarios()}
+_FITTED: dict[tuple, CloudEvidence] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass
+class CloudEvidence:
+    """A fitted ``track-record`` model of one cloud version and the distances its rules were validated with."""
+
+    model: TrackRecord
+    affinities: pd.DataFrame
+    signal: str
+    outcomes: int
+
+
+def fit_track_record(cloud: Cloud, tasks: Sequence[CloudTask], trusts: Callable[[str], bool] | None = None,
+                     selector: str = "manual") -> CloudEvidence | None:
+    """The cloud's outcomes as a fitted model (``None`` when the cloud holds none); cached per cloud version.
+
+    ``selector`` gives the distances between the cloud's tasks that the inner validation combines with:
+    a fingerprint selector where every task with outcomes has a fingerprint, else ``manual`` (keywords).
+    """
+    records, runs = [], []
+    names = {t.name for t in tasks}
+    for task in tasks:
+        baselines: dict[str, dict[int, float]] = {m: {} for m in BASE_METRICS}
+        transfers = []
+        for knowledge in cloud.knowledge(task.name, kinds=[KnowledgeKind.BASELINE, *_KINDS]):
+            if trusts is not None and not trusts(knowledge.contributor):
+                continue
+            runs.append(knowledge.run_id)
+            for row in knowledge.rows:
+                for metric in BASE_METRICS:
+                    value = getattr(row, metric)
+                    if value is None:
+                        continue
+                    if knowledge.kind == KnowledgeKind.BASELINE:
+                        baselines[metric][int(row.repetition or 0)] = float(value)
+                    elif row.source in names and row.source != task.name:
+                        transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
+                                          float(value)))
+        for scenario, metric, repetition, source, value in transfers:
+            known = baselines[metric]
+            baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
+            records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": task.name,
+                            "p": value, "baseline": baseline})
+    if not records:
+        return None
+    key = (cloud.uri, selector, tuple(sorted(runs)), tuple(sorted(names)))
+    with _LOCK:
+        if key in _FITTED:
+            return _FITTED[key]
+    outcomes = Outcomes.from_records(records)
+    by_name = {t.name: t for t in tasks}
+    targets = [by_name[t] for t in sorted(set(outcomes.table["t"])) if t in by_name]
+    chooser = get_selector(selector)
+    if chooser.needs_fingerprint and not all(t.has_fingerprint for t in [*targets, *tasks]):
+        selector, chooser = "manual", get_selector("manual")
+    prepared = (cloud.prepared(chooser, list(tasks)) if chooser.needs_fingerprint
+                else chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False)))
+    queries = cloud.as_tasks(targets, with_fingerprints=chooser.needs_fingerprint,
+                             variants=chooser.variants or ("small",), moments=chooser.needs_moments)
+    distances = chooser.matrix(prepared, queries)
+    affinities = pd.DataFrame(-distances, index=prepared.names, columns=[t.name for t in targets])
+    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector, len(records))
+    with _LOCK:
+        if len(_FITTED) > 8:
+            _FITTED.clear()
+        _FITTED[key] = fitted
+    return fitted
+
+
+def order(evidence: CloudEvidence | None, scenario: str, target: str, ranking: Sequence[RankedSource],
+          how: str = "auto") -> tuple[list[RankedSource], Rule | None, dict[str, dict]]:
+    """The ranking in the order ``scenario`` should walk it, the rule that chose it, and each source's reasons.
+
+    The distance term is the ranking's own order (its rank, so merged rankings of two signals combine too).
+    """
+    reasons = {r.name: {"distance": r.distance, "distance_rank": r.rank} for r in ranking}
+    if evidence is None:
+        return list(ranking), None, reasons
+    model = evidence.model
+    for entry in ranking:
+        reasons[entry.name]["track_record"] = model.evidence(scenario, entry.name, target).to_json()
+    if how == "distance" or scenario not in model.scenarios():
+        return list(ranking), None, reasons
+    rule = model.rule(scenario, target, evidence.affinities)
+    if not rule.uses_track_record:
+        return list(ranking), rule, reasons
+    affinity = pd.Series({r.name: -float(r.rank) for r in ranking})
+    scores = model.scores(scenario, target, affinity, rule)
+    ordered = sorted(ranking, key=lambda r: (-scores.get(r.name, -math.inf), r.rank))
+    for position, entry in enumerate(ordered, start=1):
+        reasons[entry.name]["score"] = round(float(scores.get(entry.name, math.nan)), 4)
+        reasons[entry.name]["position"] = position
+    return ordered, rule, reasons
+
+
+def describe(rule: Rule | None, scenario: str, outcomes: int) -> str | None:
+    """One line for a scenario's notes: which rule ordered it, and why."""
+    if rule is None:
+        return None
+    if rule.uses_track_record:
+        return (f"ordered by {TRACK_RECORD}: on {rule.inner_targets} other targets of this cloud the sources' "
+                f"measured records chose better sources than distance alone ({rule.learned_score:+.3f} vs "
+                f"{rule.distance_score:+.3f} mean normalised outcome of the top-k)")
+    if rule.inner_targets < 5:
+        return (f"ordered by distance: the cloud holds {scenario} outcomes on only {rule.inner_targets} other "
+                f"targets, too few for a learned ranking (each source's record is still shown)")
+    return (f"ordered by distance: on {rule.inner_targets} other targets the sources' records did not choose "
+            f"better sources than distance alone ({rule.distance_score:+.3f})")
