@@ -1,4 +1,4 @@
-"""What a cloud's measured outcomes say about its sources, for a recommendation (docs/method.md §7).
+"""What a cloud's measured outcomes say about its sources, for a recommendation (docs/method.md §8).
 
 :func:`fit_track_record` reads the transfer outcomes and baselines of a cloud's tasks (trusted contributors only)
 and fits the ``track-record`` selector once per cloud version (the set of knowledge runs it read); :func:`order`

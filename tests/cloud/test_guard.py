@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tfp_mlflow import FingerprintBuilder, FingerprintSpec
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud.guard import MAX_PLAUSIBLE_GAIN, FingerprintStats, Guard, parse_trusted
+from tfp_mlflow.cloud.guard import MAX_PLAUSIBLE_GAIN, MIN_REFERENCE, FingerprintStats, Guard, parse_trusted
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.recommend import recommend
@@ -104,8 +104,32 @@ def test_fingerprint_spread_is_not_judged_on_too_few_tasks(spec):
     honest = [_honest(spec, f"h{i}", seed=i) for i in range(4)]
     noise = _attacks(spec, [*honest, *honest])["noise"]
     stats = {fp.name: FingerprintStats.of(fp, spec) for fp in [*honest, noise]}
-    flags, note = Guard().fingerprint_flags(stats, {})
-    assert flags == {} and "only 5 reference fingerprints" in note
+    contributors = {**{fp.name: f"lab{i}" for i, fp in enumerate(honest)}, "noise": "mallory"}
+    flags, note = Guard().fingerprint_flags(stats, contributors)
+    assert flags == {} and f"fewer than {MIN_REFERENCE} fingerprints by other" in note
+
+
+def test_an_account_with_more_tasks_than_the_honest_ones_cannot_invert_the_guard(spec):
+    """Sybil: mallory contributes 40 near-copies of one forged task (each a different draw, so no replay flag),
+    more than alice's and bob's tasks together. Each contributor weighs once: mallory's tasks are the outliers."""
+    honest = [_honest(spec, f"h{i}", seed=i) for i in range(12)]
+    forged = _attacks(spec, honest)["point"]
+    copies = {}
+    for i in range(40):
+        counts = {v: np.asarray(forged.counts_of(v)).copy() for v in forged.variants}
+        j, moved = i % spec.num_features, 1 + i // spec.num_features
+        for table in counts.values():        # a draw or a few moved to the next bin: a different file each
+            bin_ = int(np.argmax(table[j]))
+            table[j, bin_] -= moved
+            table[j, bin_ + 1] += moved
+        copies[f"m{i}"] = FingerprintStats.of(_forged(spec, f"m{i}", counts, np.asarray(forged.feature_sum)), spec)
+    stats = {**{fp.name: FingerprintStats.of(fp, spec) for fp in honest}, **copies}
+    assert len({s.counts_sha256 for s in copies.values()}) == 40          # no two copies are identical
+    contributors = {**{f"h{i}": ("alice" if i % 2 else "bob") for i in range(12)}, **{n: "mallory" for n in copies}}
+    flags, note = Guard().fingerprint_flags(stats, contributors)
+    assert note is None
+    assert set(flags) == set(copies), sorted(flags)
+    assert all("contributed by mallory" in " ".join(reasons) for reasons in flags.values())
 
 
 def test_statistics_agree_across_draw_counts(spec):

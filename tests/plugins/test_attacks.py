@@ -357,3 +357,116 @@ def test_api_description_needs_credentials_and_errors_are_one_line_without_serve
     errors.append(body["error"])
     for message in errors:
         assert str(site.root) not in message and "/tmp/" not in message and "\n" not in message, message
+
+
+# -- one identity per request ---------------------------------------------------------------------------------------
+
+def _own_run(site: Site, who: tuple[str, str], experiment_id: str) -> str:
+    with as_user(who):
+        return mallory_client(site).create_run(experiment_id).info.run_id
+
+
+def _snapshot(site: Site, run_id: str) -> tuple:
+    with as_user(site.admin):
+        run = mallory_client(site).get_run(run_id)
+    return (dict(run.data.tags), dict(run.data.params), dict(run.data.metrics), run.info.status,
+            run.info.lifecycle_stage)
+
+
+#: Every run-write route with a body that writes into the run named by ``runId``.
+_WRITES = {
+    "runs/set-tag": {"key": Tag.SHAREABLE, "value": "true"},
+    "runs/delete-tag": {"key": Tag.KEYWORDS},
+    "runs/log-metric": {"key": "balanced_accuracy", "value": 0.1, "timestamp": 0, "step": 0},
+    "runs/log-parameter": {"key": "forged", "value": "1"},
+    "runs/log-batch": {"tags": [{"key": Tag.DATA_URI, "value": "https://mallory.example/"}]},
+    "runs/update": {"status": "FAILED"},
+    "runs/delete": {},
+    "runs/log-inputs": {"datasets": []},
+    "runs/log-model": {"model_json": "{}"},
+}
+
+
+def test_a_request_that_names_two_runs_is_refused_on_every_route_by_any_account(site):
+    alice_run = [r for r in alice_runs(site, Kind.TASK, task="b_1") if r.tags[Tag.CONTRIBUTOR] == "alice"][0].run_id
+    before = _snapshot(site, alice_run)
+    with as_user(site.stranger):        # no permission on the cloud: an experiment of its own is enough to try
+        own_experiment = mallory_client(site).create_experiment("stranger-own")
+    accounts = {"mallory": (site.mallory, _own_run(site, site.mallory, site.experiment_id)),
+                "stranger": (site.stranger, _own_run(site, site.stranger, own_experiment))}
+    answers = {}
+    for who, (credentials, own) in accounts.items():
+        for prefix in ("api", "ajax-api") if who == "mallory" else ("api",):
+            for route, fields in _WRITES.items():
+                spellings = ([{"run_uuid": own, "runId": alice_run}, {"run_id": own, "runUuid": alice_run}]
+                             if (who, prefix) == ("mallory", "api") else [{"run_uuid": own, "runId": alice_run}])
+                for spelling in spellings:
+                    body = json.dumps({**spelling, **fields}).encode()
+                    answers[(who, prefix, route, tuple(spelling))] = call(
+                        f"{site.url}/{prefix}/2.0/mlflow/{route}", credentials, data=body, method="POST",
+                        content_type="application/json")
+                if (who, prefix) != ("mallory", "api"):
+                    continue
+                # Body and query disagree; a double-encoded body names alice's run alone.
+                answers[(who, prefix, route, "query")] = call(
+                    f"{site.url}/{prefix}/2.0/mlflow/{route}?run_id={alice_run}", credentials, method="POST",
+                    data=json.dumps({"run_id": own, **fields}).encode(), content_type="application/json")
+                answers[(who, prefix, route, "double-encoded")] = call(
+                    f"{site.url}/{prefix}/2.0/mlflow/{route}", credentials, method="POST",
+                    data=json.dumps(json.dumps({"run_id": alice_run, **fields})).encode(),
+                    content_type="application/json")
+            # upload-artifact reads its run from the query string only; a JSON body naming another is no cover.
+            answers[(who, prefix, "upload-artifact", "query")] = call(
+                f"{site.url}/{prefix}/2.0/mlflow/upload-artifact?run_uuid={alice_run}&path=knowledge/x.json",
+                credentials, method="POST", data=json.dumps({"run_id": own}).encode(),
+                content_type="application/json")
+            answers[(who, prefix, "upload-artifact", "two")] = call(
+                f"{site.url}/{prefix}/2.0/mlflow/upload-artifact?run_uuid={own}&run_id={alice_run}&path=x.json",
+                credentials, method="POST", data=b"{}", content_type="application/json")
+    allowed = {key: answer for key, answer in answers.items() if not 400 <= answer[0] < 500}
+    assert allowed == {}
+    for (who, _, route, how), (status, body) in answers.items():
+        if how == "double-encoded" or (how == "query" and route == "upload-artifact"):
+            # One run named, alice's: MLflow's own checks or tfp's ownership rule refuse it.
+            assert status in (400, 403), (who, route, how, body)
+        else:
+            # Two runs named: refused as ambiguous before any permission check, in one JSON line.
+            assert status == 400 and "more than one run" in body["error"] and "\n" not in body["error"], \
+                (who, route, how, body)
+    assert _snapshot(site, alice_run) == before
+
+
+def test_a_run_is_created_by_its_caller_and_the_clouds_experiment_changes_only_by_an_admin(site):
+    for field in ("user_id", "userId"):
+        status, body = call(f"{site.url}/api/2.0/mlflow/runs/create", site.mallory, method="POST",
+                            data=json.dumps({"experiment_id": site.experiment_id, field: "alice"}).encode(),
+                            content_type="application/json")
+        assert status == 403 and "may not contribute as 'alice'" in body["message"], body
+    attempts = {
+        "rename": ("experiments/update", {"experiment_id": site.experiment_id, "new_name": "tfp-cloud-moved"}),
+        "rename, JSON name": ("experiments/update", {"experimentId": site.experiment_id, "newName": "x"}),
+        "delete": ("experiments/delete", {"experiment_id": site.experiment_id}),
+        "a tag": ("experiments/set-experiment-tag", {"experiment_id": site.experiment_id, "key": "tfp.anything",
+                                                     "value": "1"}),
+        "the spec": ("experiments/set-experiment-tag", {"experiment_id": site.experiment_id, "key": Tag.SPEC_ID,
+                                                        "value": "0" * 16}),
+    }
+    for name, (route, body) in attempts.items():
+        status, answer = call(f"{site.url}/api/2.0/mlflow/{route}", site.mallory, method="POST",
+                              data=json.dumps(body).encode(), content_type="application/json")
+        assert status in (400, 403) and (answer.get("error") or answer.get("message")), (name, answer)
+    with as_user(site.admin):
+        experiment = mallory_client(site).get_experiment(site.experiment_id)
+    assert experiment.name == "tfp-cloud" and experiment.lifecycle_stage == "active"
+    assert "tfp.anything" not in experiment.tags
+    # What every contribution does to the experiment stays allowed: stamping the task list's version.
+    status, _ = call(f"{site.url}/api/2.0/mlflow/experiments/set-experiment-tag", site.mallory, method="POST",
+                     data=json.dumps({"experiment_id": site.experiment_id, "key": Tag.TASKS_VERSION,
+                                      "value": "x"}).encode(), content_type="application/json")
+    assert status == 200
+
+
+def test_the_api_description_and_selectors_need_read(site):
+    for path in ("/tfp/api/openapi.json", "/tfp/api/docs", "/tfp/api/selectors"):
+        assert call(site.url + path, site.stranger)[0] == 403, path
+        assert call(site.url + path, site.reader)[0] == 200, path

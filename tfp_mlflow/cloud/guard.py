@@ -8,7 +8,9 @@ limits in the README, "The poisoning guard"):
   authenticated MLflow user (the server refuses any other name), so trust follows accounts;
 * **implausible fingerprints** — histograms identical to another contributor's task (a replay under a new name),
   and summary statistics (Miller-Madow entropy, share of draws in the clipping bins) far outside the spread of the
-  reference population: the trusted tasks, or every task when no trust is given;
+  other contributors' tasks (the trusted ones when trust is given), each contributor weighing once, so an account
+  that contributes many tasks cannot make the honest ones look like the outliers. Statistics cannot catch a
+  fingerprint engineered to look ordinary: that is what ``--trusted`` is for;
 * **contradicting knowledge** — a result claiming a gain over the task's own baseline larger than any of the
   117,060 published transfer outcomes of the reference study shows (largest: +0.392 balanced accuracy).
 
@@ -41,6 +43,8 @@ MAX_PLAUSIBLE_GAIN = 0.40
 OUTLIER_Z = 6.0
 #: Fewest reference fingerprints for the spread to mean anything; below it only the exact checks run.
 MIN_REFERENCE = 8
+#: Fewest tasks of one contributor for its own vote on what is plausible (smaller ones are pooled).
+MIN_GROUP = 3
 #: Bumped when the statistics change, so cached values are recomputed.
 STATS_VERSION = 1
 
@@ -121,21 +125,46 @@ class Guard:
                     flags.setdefault(name, []).append(
                         f"its histograms are identical to {others[0]!r}'s, contributed by "
                         f"{contributors.get(others[0]) or 'someone else'} (a replay under another name?)")
-        reference = [s for name, s in stats.items() if self.trusts(contributors.get(name, ""))]
-        if len(reference) < MIN_REFERENCE:
-            return flags, (f"only {len(reference)} reference fingerprints: their spread is not judged (needs "
-                           f"{MIN_REFERENCE}); only replays were looked for")
+        # Each account's tasks are judged against every other (trusted) account's tasks separately, and flagged when
+        # they are outliers for most of them: each account has one vote however many tasks it contributed, so an
+        # account cannot become "the population" by volume and make the honest tasks look like the outliers.
+        by_contributor: dict[str, list[str]] = {}
+        for name in stats:
+            by_contributor.setdefault(contributors.get(name, ""), []).append(name)
+        judged_any = False
+        for contributor, names in by_contributor.items():
+            groups = _voting_groups({c: m for c, m in by_contributor.items()
+                                     if c != contributor and self.trusts(c)})
+            if sum(len(g) for g in groups) < MIN_REFERENCE:
+                continue
+            judged_any = True
+            for name in names:
+                votes, details = 0, []
+                for group in groups:
+                    reasons = self._outlier(stats[name], [stats[n] for n in group])
+                    votes += bool(reasons)
+                    details.extend(reasons)
+                if votes * 2 > len(groups):
+                    flags.setdefault(name, []).append(
+                        f"contributed by {contributor or 'unknown'}: {details[0]} (an outlier for {votes} of the "
+                        f"{len(groups)} other contributors' task sets)")
+        if not judged_any:
+            return flags, (f"fewer than {MIN_REFERENCE} fingerprints by other (trusted) contributors: their spread "
+                           f"is not judged; only replays were looked for")
+        return flags, None
+
+    def _outlier(self, stats: FingerprintStats, reference: Sequence[FingerprintStats]) -> list[str]:
+        """Why ``stats`` lies outside the spread of ``reference`` (robust z beyond ``outlier_z``), if it does."""
+        reasons = []
         for field, label in (("entropy", "mean histogram entropy"), ("edge_mass", "share of draws in clipping bins")):
             values = [getattr(s, field) for s in reference]
             median = statistics.median(values)
             scale = max(1.4826 * statistics.median(abs(v - median) for v in values), 0.01 * abs(median), 1e-6)
-            for name, s in stats.items():
-                z = (getattr(s, field) - median) / scale
-                if abs(z) > self.outlier_z:
-                    flags.setdefault(name, []).append(
-                        f"its {label} {getattr(s, field):.3g} is {abs(z):.0f} robust deviations from the reference "
-                        f"tasks' (median {median:.3g})")
-        return flags, None
+            z = (getattr(stats, field) - median) / scale
+            if abs(z) > self.outlier_z:
+                reasons.append(f"its {label} {getattr(stats, field):.3g} is {abs(z):.0f} robust deviations from "
+                               f"the median {median:.3g}")
+        return reasons
 
     def knowledge_flag(self, value: float | None, baselines: Sequence[float]) -> str | None:
         """Why a result contradicts its task's baseline (median of the baselines), or ``None``."""
@@ -146,6 +175,13 @@ class Guard:
             return (f"claims {value:.3f}, {value - baseline:+.3f} over the task's own baseline {baseline:.3f}; no "
                     f"published transfer outcome gained more than {self.max_gain:.2f}")
         return None
+
+
+def _voting_groups(by_contributor: Mapping[str, list[str]]) -> list[list[str]]:
+    """One task set per contributor with at least ``MIN_GROUP`` tasks; the smaller ones pooled into one more."""
+    groups = [names for names in by_contributor.values() if len(names) >= MIN_GROUP]
+    pooled = [n for names in by_contributor.values() if len(names) < MIN_GROUP for n in names]
+    return groups + ([pooled] if len(pooled) >= MIN_GROUP else [])
 
 
 def fingerprint_stats(cloud, tasks: Sequence) -> dict[str, FingerprintStats]:

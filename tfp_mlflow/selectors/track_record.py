@@ -1,7 +1,7 @@
 """``track-record``: rank sources by how well their knowledge transferred to *other* targets, learned from outcomes.
 
 A distance says little about how well one particular source will transfer to one particular target; a source's
-measured record on other targets says more (docs/method.md §7). :class:`TrackRecord` is fitted from measured
+measured record on other targets says more (docs/method.md §8). :class:`TrackRecord` is fitted from measured
 transfer outcomes (:class:`Outcomes`: the reference's, a cloud's, or both) and scores, per scenario, every source
 for a target using only outcomes whose target is another task:
 

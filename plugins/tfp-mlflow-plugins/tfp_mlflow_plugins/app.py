@@ -143,6 +143,12 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
     return (status if 400 <= status < 600 else 502), message
 
 
+def _may_read(cloud) -> None:
+    """Raises unless the caller may read the cloud's experiment (READ): what every ``/tfp/`` route needs. A request
+    to the server as the caller (the experiment's id alone is cached per process, whoever asked first)."""
+    cloud.spec_id()
+
+
 async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``work(cloud, *args)`` in a worker thread with the caller's credentials forwarded."""
     header = _authorization(request)
@@ -215,7 +221,7 @@ def _api_router() -> APIRouter:
     @router.get("/selectors", summary="The registered task selectors")
     async def get_selectors(request: Request):
         try:
-            _authorization(request)
+            await _serve(request, _may_read)
             return {"selectors": service.selectors()}
         except Exception as exc:
             return _json_error(exc)
@@ -249,7 +255,7 @@ def _openapi_router(app: FastAPI) -> APIRouter:
     @router.get("/openapi.json")
     async def openapi(request: Request):
         try:
-            _authorization(request)
+            await _serve(request, _may_read)
             return app.openapi()
         except Exception as exc:
             return _json_error(exc)
@@ -257,7 +263,7 @@ def _openapi_router(app: FastAPI) -> APIRouter:
     @router.get("/docs")
     async def docs(request: Request):
         try:
-            _authorization(request)
+            await _serve(request, _may_read)
             return get_swagger_ui_html(openapi_url="/tfp/api/openapi.json", title="tfp knowledge cloud API")
         except Exception as exc:
             return _json_error(exc)

@@ -7,7 +7,11 @@ permissions (admins are exempt from all three):
   set nobody changes its tags, params, metrics, inputs or artifacts, ends, deletes or restores it
   (:func:`_owned_and_immutable`, on every route that writes a run: REST API 2.0, ajax-api, the artifact proxy
   and its multipart uploads, log-batch, deletions);
-* the cloud's spec (experiment tag ``tfp.spec_id``) is set once.
+* the cloud's spec (experiment tag ``tfp.spec_id``) is set once, and tfp's experiments are renamed, deleted,
+  restored or re-tagged only by an admin (:func:`_experiment_refusal`).
+
+Every check reads the request as the handler that acts on it will (every spelling of a field, in the body and the
+query string); a request that names two runs or experiments is refused, and so is one whose check fails.
 """
 from __future__ import annotations
 
@@ -33,8 +37,12 @@ def create_basic_auth_app() -> FastAPI:
 
     auth_app = create_auth_app()
     # Registered after MLflow's own check, so the caller is authenticated when this runs.
-    flask_app.before_request(_contributor_is_caller)
-    flask_app.before_request(_owned_and_immutable)
+    # Ambiguity first, before MLflow's own permission check reads the request its way; ownership after it, when
+    # the caller is authenticated.
+    flask_app.before_request_funcs.setdefault(None, []).insert(0, _guarded(_one_identity))
+    flask_app.before_request(_guarded(_contributor_is_caller))
+    flask_app.before_request(_guarded(_owned_and_immutable))
+    flask_app.after_request(_creator_is_caller)
     app = compose(auth_app, basic_auth=True)
     _guard_artifact_proxy(app)
     return app
@@ -42,57 +50,173 @@ def create_basic_auth_app() -> FastAPI:
 
 #: Tags that name who contributed a run; behind basic auth they must name the caller.
 _IDENTITY_TAGS = (Tag.CONTRIBUTOR, "mlflow.user")
-_RUN_WRITES = ("/mlflow/runs/create", "/mlflow/runs/set-tag", "/mlflow/runs/log-batch")
+_RUN_WRITES = ("/mlflow/runs/create", "/mlflow/runs/set-tag", "/mlflow/runs/log-batch", "/mlflow/runs/delete-tag")
+#: What MLflow's client sends as ``user_id`` when the run has no ``mlflow.user`` tag.
+_CLIENT_DEFAULT_USER = "unknown"
+#: Every spelling MLflow's handlers accept for a field (protobuf's name and its JSON name; ``run_id or run_uuid``).
+_RUN_FIELDS = ("run_id", "runId", "run_uuid", "runUuid")
+_EXPERIMENT_FIELDS = ("experiment_id", "experimentId")
+_USER_FIELDS = ("user_id", "userId")
+#: Experiment tags a contributor (not an admin) may write on a tfp experiment: the task list's version stamp, and
+#: the spec while it is unset (:func:`_experiment_refusal`).
+_CONTRIBUTOR_EXPERIMENT_TAGS = (Tag.TASKS_VERSION, Tag.SPEC_ID)
 
 
-def _contributor_is_caller():
-    """Refuse a run write whose contributor tags name someone other than the authenticated user (admins excepted).
+class _Refusal(Exception):
+    """A request refused before any handler runs: its status and one line."""
 
-    This is what makes ``--trusted`` mean something: a contribution's contributor is the account that wrote it.
-    """
-    from flask import g, jsonify, request
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
-    if request.method != "POST" or not request.path.endswith(_RUN_WRITES):
-        return None
-    user = getattr(g, "mlflow_authenticated_user", None) or (request.authorization.username
-                                                              if request.authorization else None)
-    if user is None:
-        return None  # MLflow's own check has answered already
-    from mlflow.server.auth import store
 
-    body = request.get_json(silent=True) or {}
-    tags = list(body.get("tags") or [])
-    if "key" in body:
-        tags.append({"key": body.get("key"), "value": body.get("value")})
-    claimed = [str(t.get("value")) for t in tags if isinstance(t, dict) and t.get("key") in _IDENTITY_TAGS]
-    if body.get("user_id"):
-        claimed.append(str(body["user_id"]))
-    wrong = [c for c in claimed if c != user]
-    if wrong and not store.get_user(user).is_admin:
-        response = jsonify(error_code="PERMISSION_DENIED",
-                           message=f"user {user!r} may not contribute as {wrong[0]!r}: on this server a "
-                                   f"contribution's contributor is the authenticated MLflow user")
-        response.status_code = 403
+def _creator_is_caller(response):
+    """After ``runs/create``: the new run's ``mlflow.user`` is the authenticated account, whatever the body said,
+    so a run's owner (:func:`_ownership_refusal`) is always the account that created it."""
+    from flask import request
+
+    if not request.path.endswith("/mlflow/runs/create") or response.status_code != 200:
         return response
+    user, _ = _caller()
+    if user is None:
+        return response
+    import json
+
+    from mlflow.entities import RunTag
+    from mlflow.server.handlers import _get_tracking_store
+
+    try:
+        run_id = json.loads(response.get_data())["run"]["info"]["run_id"]
+        _get_tracking_store().set_tag(run_id, RunTag("mlflow.user", user))
+    except Exception:   # fail closed: a run whose creator cannot be recorded is not kept
+        from flask import jsonify
+        failed = jsonify(error_code="INTERNAL_ERROR", error="the run's creator could not be recorded; try again",
+                         message="the run's creator could not be recorded; try again")
+        failed.status_code = 500
+        return failed
+    return response
+
+
+def _request_json() -> dict:
+    """The JSON body exactly as MLflow's handlers read it (``_get_normalized_request_json``): parsed whatever the
+    content type says, a double-encoded string decoded once more, no body as ``{}``."""
+    import json
+
+    from flask import request
+
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            raise _Refusal(400, "the request body is a JSON string that does not hold JSON") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise _Refusal(400, "the request body must be a JSON object")
+    return body
+
+
+def _one(fields: tuple[str, ...], body: dict, what: str) -> str | None:
+    """The single value a request gives for a field under any of its spellings, in the body and the query string;
+    a request naming two different values (or a non-string one) is refused."""
+    from flask import request
+
+    found = [(f"body {name}", body[name]) for name in fields if name in body]
+    found += [(f"query {name}", value) for name in fields for value in request.args.getlist(name)]
+    for where, value in found:
+        if value is not None and not isinstance(value, str):
+            raise _Refusal(400, f"{where} must be a string {what} id")
+    values = {value for _, value in found if value}
+    if len(values) > 1:
+        places = ", ".join(where for where, value in found if value)
+        raise _Refusal(400, f"the request names more than one {what} ({places}); name exactly one")
+    return values.pop() if values else None
+
+
+def _refuse(message: str, status: int = 403):
+    from flask import jsonify
+
+    response = jsonify(error_code="PERMISSION_DENIED" if status == 403 else "INVALID_PARAMETER_VALUE",
+                       message=message, error=message)
+    response.status_code = status
+    return response
+
+
+def _guarded(check):
+    """A before-request hook that fails closed: a refusal is answered, and so is an error while checking."""
+    import functools
+
+    @functools.wraps(check)
+    def hook():
+        try:
+            return check()
+        except _Refusal as refusal:
+            return _refuse(refusal.message, refusal.status)
+        except Exception as exc:   # fail closed: a check that cannot run refuses
+            return _refuse(f"the request could not be checked ({type(exc).__name__}); it was refused", 403)
+    return hook
+
+
+def _one_identity():
+    """Refuse, before any permission check or handler runs, a write that names more than one run, experiment or
+    creator (any spelling, body and query) or whose body MLflow would read differently from the raw bytes."""
+    from flask import request
+
+    if _RUN_ROUTE.match(request.path) or request.path.endswith("/mlflow/runs/create"):
+        body = _request_json()
+        _one(_RUN_FIELDS, body, "run")
+        _one(_EXPERIMENT_FIELDS, body, "experiment")
+        _one(_USER_FIELDS, body, "user")
+    elif _UPLOAD_ROUTE.match(request.path):
+        _one(_RUN_FIELDS, {}, "run")
+    elif _EXPERIMENT_ROUTE.match(request.path):
+        _one(_EXPERIMENT_FIELDS, _request_json(), "experiment")
     return None
 
 
-_API = r"(?:/[^?]*)?/(?:api|ajax-api)/2\.0"
-#: Routes that change a run named by ``run_id``/``run_uuid`` in the body or the query.
-_RUN_ROUTE = re.compile(_API + r"/mlflow/(?:runs/(?:update|delete|restore|log-metric|log-parameter|set-tag|"
-                        r"delete-tag|log-batch|log-model|log-inputs|log-outputs)|upload-artifact)$")
+def _contributor_is_caller():
+    """Refuse a run write whose contributor tags or creator name someone other than the authenticated user (admins
+    excepted). This is what makes ``--trusted`` mean something: a contribution's contributor is the account that
+    wrote it."""
+    from flask import request
+
+    if not request.path.endswith(_RUN_WRITES):
+        return None
+    user, admin = _caller()
+    if user is None or admin:
+        return None  # MLflow's own check has answered already
+    body = _request_json()
+    tags = list(body.get("tags") or []) if isinstance(body.get("tags") or [], list) else None
+    if tags is None:
+        raise _Refusal(400, "tags must be a list of {key, value}")
+    if "key" in body:
+        tags.append({"key": body.get("key"), "value": body.get("value")})
+    claimed = [str(t.get("value")) for t in tags if isinstance(t, dict) and t.get("key") in _IDENTITY_TAGS]
+    creator = _one(_USER_FIELDS, body, "user")
+    if creator and creator != _CLIENT_DEFAULT_USER:
+        claimed.append(creator)
+    if request.path.endswith("/runs/delete-tag") and body.get("key") in _IDENTITY_TAGS:
+        raise _Refusal(403, f"the tag {body.get('key')!r} names who wrote the run; only an admin may delete it")
+    wrong = [c for c in claimed if c != user]
+    if wrong:
+        raise _Refusal(403, f"user {user!r} may not contribute as {wrong[0]!r}: on this server a contribution's "
+                            f"contributor is the authenticated MLflow user")
+    return None
+
+
+_API = r"(?:/[^?]*)?/(?:api|ajax-api)/[23]\.0"
+#: Routes that change a run named by ``run_id``/``run_uuid`` (any spelling) in the body or the query.
+_RUN_ROUTE = re.compile(_API + r"/mlflow/runs/(?:update|delete|restore|log-metric|log-parameter|set-tag|"
+                        r"delete-tag|log-batch|log-model|log-inputs|log-outputs)$")
+#: ``upload-artifact`` reads its run from the query string only (its body is the file).
+_UPLOAD_ROUTE = re.compile(_API + r"/mlflow/upload-artifact$")
 #: Artifact-proxy routes that write: ``<experiment>/<run>/artifacts/...`` follows the prefix.
 _ARTIFACT_ROUTE = re.compile(_API + r"/mlflow-artifacts/(?:artifacts|mpu/create|mpu/complete|mpu/abort)/(.*)$")
-_SET_EXPERIMENT_TAG = re.compile(_API + r"/mlflow/experiments/(?:set-experiment-tag|delete-experiment-tag)$")
+#: Routes that change an experiment named by ``experiment_id`` (any spelling).
+_EXPERIMENT_ROUTE = re.compile(_API + r"/mlflow/experiments/(?:update|delete|restore|set-experiment-tag|"
+                               r"delete-experiment-tag)$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _refuse(message: str):
-    from flask import jsonify
-
-    response = jsonify(error_code="PERMISSION_DENIED", message=message)
-    response.status_code = 403
-    return response
 
 
 def _caller() -> tuple[str | None, bool]:
@@ -111,25 +235,25 @@ def _caller() -> tuple[str | None, bool]:
 
 
 def _written_run_id() -> str | None:
-    """The run a write request targets, or ``None`` when it targets none."""
+    """The run a write request targets, read as its handler reads it; ``None`` when it targets none."""
     from flask import request
 
-    if request.method not in ("POST", "PUT", "DELETE", "PATCH"):
-        return None
     if _RUN_ROUTE.match(request.path):
-        body = request.get_json(silent=True) if request.is_json else None
-        body = body if isinstance(body, dict) else {}
-        return str(body.get("run_id") or body.get("run_uuid") or request.args.get("run_id")
-                   or request.args.get("run_uuid") or "") or None
-    return _artifact_run_id(request.path)
+        return _one(_RUN_FIELDS, _request_json(), "run")
+    if _UPLOAD_ROUTE.match(request.path):
+        return _one(_RUN_FIELDS, {}, "run")
+    if request.method in ("POST", "PUT", "DELETE", "PATCH"):
+        return _artifact_run_id(request.path)
+    return None
 
 
 def _owned_and_immutable():
-    """Refuse a write to a tfp run by anyone but its creator, and any write to a complete one (admins excepted)."""
+    """Refuse a write to a tfp run by anyone but its creator, and any write to a complete one (admins excepted);
+    a request naming more than one run, or a run that cannot be checked, is refused."""
     from flask import request
 
-    if _SET_EXPERIMENT_TAG.match(request.path) and request.method == "POST":
-        return _spec_is_set_once()
+    if _EXPERIMENT_ROUTE.match(request.path):
+        return _experiment_refusal()
     run_id = _written_run_id()
     if run_id is None:
         return None
@@ -141,13 +265,13 @@ def _owned_and_immutable():
 
 
 def _ownership_refusal(user: str, run_id: str) -> str | None:
-    """Why ``user`` (not an admin) may not write to run ``run_id``, or ``None`` when it may."""
+    """Why ``user`` (not an admin) may not write to run ``run_id``, or ``None`` when it may (fails closed)."""
     from mlflow.server.handlers import _get_tracking_store
 
     try:
         run = _get_tracking_store().get_run(run_id)
     except Exception:
-        return None   # no such run: MLflow answers
+        return f"run {run_id[:40]!r} cannot be checked (does it exist?); the write was refused"
     tags = run.data.tags
     if Tag.KIND not in tags:
         return None   # not a tfp run: MLflow's permissions alone apply
@@ -208,24 +332,31 @@ def _basic_caller(header: str | None) -> tuple[str | None, bool]:
         return None, False
 
 
-def _spec_is_set_once():
-    """The experiment tag ``tfp.spec_id`` may be set while absent; changing or deleting it needs an admin."""
+def _experiment_refusal():
+    """A tfp experiment (the cloud's, or any named ``tfp-...``) is renamed, deleted, restored or re-tagged only by an
+    admin; a contributor may stamp its task list's version and set the spec while it is unset."""
     from flask import request
 
-    body = request.get_json(silent=True) if request.is_json else None
-    body = body if isinstance(body, dict) else {}
-    if body.get("key") != Tag.SPEC_ID:
-        return None
     user, admin = _caller()
     if user is None or admin:
         return None
+    body = _request_json()
+    experiment_id = _one(_EXPERIMENT_FIELDS, body, "experiment")
+    if experiment_id is None:
+        return None   # MLflow answers that the field is missing
     from mlflow.server.handlers import _get_tracking_store
 
     try:
-        experiment = _get_tracking_store().get_experiment(str(body.get("experiment_id", "")))
+        experiment = _get_tracking_store().get_experiment(experiment_id)
     except Exception:
+        raise _Refusal(403, f"experiment {experiment_id[:40]!r} cannot be checked; the write was refused") from None
+    if not (experiment.name.startswith("tfp-") or any(k.startswith("tfp.") for k in experiment.tags)):
+        return None   # not tfp's: MLflow's permissions alone apply
+    key = body.get("key")
+    if request.path.endswith("/set-experiment-tag") and key in _CONTRIBUTOR_EXPERIMENT_TAGS:
+        current = experiment.tags.get(Tag.SPEC_ID)
+        if key == Tag.SPEC_ID and current is not None and body.get("value") != current:
+            return _refuse(f"the cloud's spec is {current}; only an admin may change it")
         return None
-    current = experiment.tags.get(Tag.SPEC_ID)
-    if current is not None and (request.path.endswith("delete-experiment-tag") or body.get("value") != current):
-        return _refuse(f"the cloud's spec is {current}; only an admin may change it")
-    return None
+    return _refuse(f"experiment {experiment.name!r} is the knowledge cloud's: only an admin may rename, delete, "
+                   f"restore or re-tag it")
