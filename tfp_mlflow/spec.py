@@ -23,6 +23,10 @@ from tfp_mlflow.errors import BadInputError, SpecMismatchError, TfpError
 
 __all__ = ["FingerprintSpec", "SPEC_FORMAT_VERSION", "STANDARD_VARIANTS", "check_same_spec", "default_spec"]
 
+#: Largest uncompressed spec file read (4,096 features' edges and the definition take well under 1 MB): a hostile
+#: spec declaring a gigabyte is refused from its headers.
+SPEC_MAX_BYTES = 8 * 2**20
+
 SPEC_FORMAT_VERSION = 1
 #: The paper's two standard variants: bins per feature histogram.
 STANDARD_VARIANTS: Mapping[str, int] = MappingProxyType({"small": 100, "large": 1000})
@@ -200,7 +204,7 @@ class FingerprintSpec:
     def load(cls, path: str | os.PathLike) -> FingerprintSpec:
         """Read and validate a spec file written by :meth:`save` (no pickle, id re-checked)."""
         where = f"spec file {str(path)!r}"
-        arrays = read_npz(path, kind="spec", required={"lo", "hi", "spec"})
+        arrays = read_npz(path, kind="spec", required={"lo", "hi", "spec"}, max_bytes=SPEC_MAX_BYTES)
         meta = read_json_member(arrays, "spec", where)
         if meta.get("format_version") != SPEC_FORMAT_VERSION:
             raise BadInputError(f"{where} has format version {meta.get('format_version')!r}; this tfp reads "

@@ -39,11 +39,19 @@ class LocalCache:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         return self.root / f"{safe}{Path(artifact_path).suffix}"
 
-    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None) -> Path:
-        """Local path of a run's artifact, downloading it only when the key is not cached yet."""
+    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None,
+              max_bytes: int | None = None) -> Path:
+        """Local path of a run's artifact, downloading it only when the key is not cached yet.
+
+        With ``max_bytes``, the stored size is read from the artifact listing first and a larger artifact is
+        refused (:class:`TamperedError`) before any byte is downloaded; the checksum is computed while streaming
+        the file, never by reading it whole.
+        """
         target = self.path(key, artifact_path)
         if target.is_file():
             return target
+        if max_bytes is not None:
+            _check_stored_size(client, run_id, artifact_path, max_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             try:
@@ -52,8 +60,11 @@ class LocalCache:
                 raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})",
                                  http_status=exc.http_status if isinstance(exc, CloudError) else None) from None
+            if max_bytes is not None and local.stat().st_size > max_bytes:
+                raise TamperedError(f"{artifact_path} of run {run_id} is {local.stat().st_size:,} bytes; a "
+                                    f"conforming one is at most {max_bytes:,}")
             if sha256 is not None:
-                digest = hashlib.sha256(local.read_bytes()).hexdigest()
+                digest = _sha256_of(local)
                 if digest != sha256:
                     raise TamperedError(f"{artifact_path} of run {run_id} has checksum {digest[:16]}..., the run "
                                         f"recorded {sha256[:16]}... when it was written; the artifact was altered")
@@ -162,6 +173,30 @@ def _remember(folder: Path, prepared: PreparedSources) -> PreparedSources:
         while len(_OPEN) > PREPARED_KEEP:
             _OPEN.popitem(last=False)
     return prepared
+
+
+def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's SHA-256, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_stored_size(client, run_id: str, artifact_path: str, max_bytes: int) -> None:
+    """Refuse an artifact whose listed size exceeds ``max_bytes`` (before downloading it)."""
+    import posixpath
+
+    folder = posixpath.dirname(artifact_path) or None
+    try:
+        listed = {f.path: f.file_size for f in client.list_artifacts(run_id, folder)}
+    except Exception:
+        return   # no listing (an artifact store without sizes): the size is checked after the download
+    size = listed.get(artifact_path)
+    if size is not None and size > max_bytes:
+        raise TamperedError(f"{artifact_path} of run {run_id} is stored as {size:,} bytes; a conforming one is at "
+                            f"most {max_bytes:,}, so it is not downloaded")
 
 
 def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:

@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.cache import LocalCache
-from tfp_mlflow.cloud.integrity import VerifiedReads
-from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.integrity import VerifiedReads, artifact_limit
+from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge)
@@ -156,6 +156,8 @@ class Cloud(VerifiedReads, RunStore):
             return None
         runs = self._search(complete_filter(Kind.SPEC, spec_id=spec_id))
         for run in reversed(runs):   # the first spec run wins; one whose file is not that spec is passed over
+            if run.info.run_id in self._quarantined:
+                continue   # judged once: a hostile spec run costs its first reader only
             try:
                 spec = FingerprintSpec.load(self._artifact(run, Artifact.SPEC))
             except (BadInputError, TamperedError) as exc:
@@ -377,9 +379,13 @@ class Cloud(VerifiedReads, RunStore):
         if kind not in KNOWLEDGE_KINDS:
             raise BadInputError(f"knowledge kind {kind[:40]!r} is unknown")
         artifact = f"knowledge/{kind}.json"
-        table = _json.loads(self._artifact(run, artifact).read_bytes(), f"{artifact} of run {run.info.run_id}")
+        table = _json.loads(self._artifact(run, artifact).read_bytes(), f"{artifact} of run {run.info.run_id}",
+                            max_bytes=artifact_limit(artifact))
         if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
             raise BadInputError(f"{artifact} of run {run.info.run_id} is not a knowledge table")
+        if len(table["rows"]) > MAX_ROWS:   # before a single row becomes an object
+            raise BadInputError(f"{artifact} of run {run.info.run_id} has {len(table['rows']):,} rows; at most "
+                                f"{MAX_ROWS:,} are accepted")
         fields = KnowledgeRow.__dataclass_fields__
         try:
             rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in fields}) for r in table["rows"])
