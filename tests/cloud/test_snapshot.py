@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud import cache as cache_module
-from tfp_mlflow.cloud.schema import Artifact
+from tfp_mlflow.cloud.schema import Artifact, Kind, Tag
 from tfp_mlflow.recommend import recommend
 
 pytestmark = pytest.mark.slow
@@ -66,3 +66,29 @@ def test_a_forged_snapshot_member_is_skipped_and_the_real_fingerprint_downloaded
     answer = recommend(reader, make_fingerprint("target", seed=0), top_k=2, log=False)
     assert answer.ranking[0]["source"] == "t0" and not answer.quarantined     # the real t0, closest to seed 0
     assert downloads.count(Artifact.FINGERPRINT) == 3, downloads
+
+
+def test_a_snapshot_pinned_by_another_account_with_a_future_start_time_is_not_read(tmp_path, make_fingerprint,
+                                                                                   small_spec, downloads, monkeypatch):
+    """Newest-wins would let anyone pin the snapshot every new client takes: readers take the cloud owner's."""
+    monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
+    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    owner = Cloud(uri, cache_dir=tmp_path / "owner")
+    for i in range(4):
+        owner.contribute(make_fingerprint(f"t{i}", seed=i), spec=small_spec)
+    owner.pack()
+    from mlflow.tracking import MlflowClient
+
+    mallory = MlflowClient(uri)           # MLflow's API alone, a start time a hundred years ahead
+    pinned = mallory.create_run(owner.experiment_id(), start_time=4_000_000_000_000,
+                                tags={Tag.KIND: Kind.SNAPSHOT, Tag.CONTRIBUTOR: "mallory"})
+    empty = tmp_path / "fingerprints.zip"
+    zipfile.ZipFile(empty, "w").close()
+    mallory.log_artifact(pinned.info.run_id, str(empty), "snapshot")
+    mallory.set_tag(pinned.info.run_id, Tag.COMPLETE, "1")
+    downloads.clear()
+    answer = recommend(Cloud(uri, cache_dir=tmp_path / "new-client"), make_fingerprint("target", seed=1),
+                       top_k=2, log=False)
+    assert len(answer.ranking) == 4
+    assert downloads.count(Artifact.SNAPSHOT) == 1 and Artifact.FINGERPRINT not in downloads, downloads

@@ -454,7 +454,7 @@ def test_a_run_is_created_by_its_caller_and_the_clouds_experiment_changes_only_b
     for name, (route, body) in attempts.items():
         status, answer = call(f"{site.url}/api/2.0/mlflow/{route}", site.mallory, method="POST",
                               data=json.dumps(body).encode(), content_type="application/json")
-        assert status in (400, 403) and (answer.get("error") or answer.get("message")), (name, answer)
+        assert status in (400, 403), (name, answer)     # tfp's JSON refusal, or MLflow's own (MANAGE needed)
     with as_user(site.admin):
         experiment = mallory_client(site).get_experiment(site.experiment_id)
     assert experiment.name == "tfp-cloud" and experiment.lifecycle_stage == "active"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tfp_mlflow._threads import thread_map
-from tfp_mlflow.cloud.records import CloudTask
+from tfp_mlflow.cloud.records import CloudTask, contributor
 from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, complete_filter, sha256_tag
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.spec import FingerprintSpec
@@ -43,8 +43,8 @@ SNAPSHOT_MIN_MISSING = 20
 
 class VerifiedReads:
     """Verified artifacts, quarantine, conformance and snapshots. Needs ``client``, ``cache``, ``_quarantined``
-    and the :class:`~tfp_mlflow.cloud.store.Cloud` methods ``spec_id``, ``spec``, ``tasks``, ``fingerprint``,
-    ``record`` and ``_search``."""
+    and the :class:`~tfp_mlflow.cloud.store.Cloud` methods ``experiment_id``, ``spec_id``, ``spec``, ``tasks``,
+    ``fingerprint``, ``record`` and ``_search``."""
 
     def _artifact(self, run, artifact_path: str) -> Path:
         """A run's artifact through the local cache, keyed and verified by the SHA-256 the run recorded when the
@@ -117,7 +117,11 @@ class VerifiedReads:
         missing = {t.fingerprint_sha256: t for t in tasks if t.has_fingerprint
                    and not self.cache.path(t.fingerprint_sha256, Artifact.FINGERPRINT).is_file()}
         if len(missing) >= SNAPSHOT_MIN_MISSING:
-            for run in self._search(complete_filter(Kind.SNAPSHOT))[:1]:
+            # The cloud's owner's newest snapshot: who wrote it decides, never a start time a writer chose.
+            owner = self.client.get_experiment(self.experiment_id()).tags.get(Tag.OWNER)
+            snapshots = [run for run in self._search(complete_filter(Kind.SNAPSHOT))
+                         if owner is None or run.data.tags.get(Tag.CONTRIBUTOR) == owner]
+            for run in snapshots[:1]:
                 try:
                     self.cache.unpack(self._artifact(run, Artifact.SNAPSHOT), set(missing))
                 except (CloudError, BadInputError):
@@ -136,7 +140,7 @@ class VerifiedReads:
             with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as snapshot:
                 for sha in sorted({t.fingerprint_sha256 for t in tasks}):
                     snapshot.write(self.cache.path(sha, Artifact.FINGERPRINT), arcname=f"{sha}.npz")
-        with self.record(Kind.SNAPSHOT, {Tag.SNAPSHOT_TASKS: str(len(tasks))}) as run:
+        with self.record(Kind.SNAPSHOT, {Tag.SNAPSHOT_TASKS: str(len(tasks)), Tag.CONTRIBUTOR: contributor()}) as run:
             sha = run.log_file(Artifact.SNAPSHOT, write)
         return {"run_id": run.run_id, "tasks": len(tasks), "sha256": sha}
 

@@ -34,6 +34,7 @@ class Tag:
     KIND = "tfp.kind"                    # spec | task | knowledge
     COMPLETE = "tfp.complete"            # "1" once every artifact is written (written last)
     SPEC_ID = "tfp.spec_id"              # also an experiment tag: the cloud's spec
+    OWNER = "tfp.owner"                  # experiment tag: who set the spec; snapshots are read from it alone
     TASKS_VERSION = "tfp.tasks_version"  # experiment tag: a new random value after every change to the tasks
     TFP_VERSION = "tfp.version"
     TASK = "tfp.task"                    # task name (task and knowledge runs)

@@ -178,6 +178,7 @@ class Cloud(VerifiedReads, RunStore):
                                     f"with the cloud's spec (`tfp cloud spec` saves it)")
         with self.record(Kind.SPEC, {Tag.SPEC_ID: spec.id}) as run:
             run.log_file(Artifact.SPEC, spec.save)
+        self.client.set_experiment_tag(self.experiment_id(), Tag.OWNER, current_contributor())
         self.client.set_experiment_tag(self.experiment_id(), Tag.SPEC_ID, spec.id)
 
     # -- tasks --------------------------------------------------------------------------------------------------

@@ -143,6 +143,25 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
     return (status if 400 <= status < 600 else 502), message
 
 
+#: Fingerprint uploads one server worker checks at once, and how many may wait for their turn before a 503.
+UPLOADS_PER_WORKER = int(os.environ.get("TFP_UPLOADS_PER_WORKER", "2"))
+MAX_WAITING_UPLOADS = 64
+
+
+class _UploadGate:
+    def __init__(self) -> None:
+        import asyncio
+
+        self.semaphore = asyncio.Semaphore(UPLOADS_PER_WORKER)
+        self.waiting = 0
+
+
+def _upload_gate(app: FastAPI) -> _UploadGate:
+    if not hasattr(app.state, "upload_gate"):
+        app.state.upload_gate = _UploadGate()
+    return app.state.upload_gate
+
+
 def _may_read(cloud) -> None:
     """Raises unless the caller may read the cloud's experiment (READ): what every ``/tfp/`` route needs. A request
     to the server as the caller (the experiment's id alone is cached per process, whoever asked first)."""
@@ -235,14 +254,28 @@ def _api_router() -> APIRouter:
                              log: bool = False, trusted: str = "", include_flagged: bool = False):
         try:
             _authorization(request)
-            body = bytearray()   # read up to just past the limit (answering before the body ends breaks clients)
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > service.MAX_UPLOAD_BYTES:
-                    break
-            return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k, selector=selector,
-                                scenario=scenario, metric=metric, keywords=keywords, name=name, log=log,
-                                trusted=trusted or None, include_flagged=include_flagged)
+            gate = _upload_gate(request.app)
+            if gate.waiting >= MAX_WAITING_UPLOADS:
+                raise _HTTPFailure(503, f"this server is checking {UPLOADS_PER_WORKER} uploads and {gate.waiting} "
+                                        f"more wait; try again in a few seconds", {"Retry-After": "5"})
+            gate.waiting += 1
+            entered = False
+            try:
+                async with gate.semaphore:   # uploads are checked a few at a time: other routes stay responsive
+                    gate.waiting -= 1
+                    entered = True
+                    body = bytearray()   # up to just past the limit (answering before the body ends breaks clients)
+                    async for chunk in request.stream():
+                        body.extend(chunk)
+                        if len(body) > service.MAX_UPLOAD_BYTES:
+                            break
+                    return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k,
+                                        selector=selector, scenario=scenario, metric=metric, keywords=keywords,
+                                        name=name, log=log, trusted=trusted or None,
+                                        include_flagged=include_flagged)
+            finally:
+                if not entered:   # cancelled while waiting
+                    gate.waiting -= 1
         except Exception as exc:
             return _json_error(exc)
 

@@ -59,7 +59,7 @@ _EXPERIMENT_FIELDS = ("experiment_id", "experimentId")
 _USER_FIELDS = ("user_id", "userId")
 #: Experiment tags a contributor (not an admin) may write on a tfp experiment: the task list's version stamp, and
 #: the spec while it is unset (:func:`_experiment_refusal`).
-_CONTRIBUTOR_EXPERIMENT_TAGS = (Tag.TASKS_VERSION, Tag.SPEC_ID)
+_CONTRIBUTOR_EXPERIMENT_TAGS = (Tag.TASKS_VERSION, Tag.SPEC_ID, Tag.OWNER)
 
 
 class _Refusal(Exception):
@@ -354,9 +354,12 @@ def _experiment_refusal():
         return None   # not tfp's: MLflow's permissions alone apply
     key = body.get("key")
     if request.path.endswith("/set-experiment-tag") and key in _CONTRIBUTOR_EXPERIMENT_TAGS:
-        current = experiment.tags.get(Tag.SPEC_ID)
+        current = experiment.tags.get(key)
         if key == Tag.SPEC_ID and current is not None and body.get("value") != current:
             return _refuse(f"the cloud's spec is {current}; only an admin may change it")
+        if key == Tag.OWNER and (body.get("value") != user or current not in (None, user)):
+            return _refuse(f"the cloud's owner is {current or 'whoever sets its spec'}; only an admin may change "
+                           f"it, and nobody may name another account")
         return None
     return _refuse(f"experiment {experiment.name!r} is the knowledge cloud's: only an admin may rename, delete, "
                    f"restore or re-tag it")
