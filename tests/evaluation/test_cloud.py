@@ -70,3 +70,17 @@ def test_a_cloud_without_measured_transfers_is_a_clear_error(tmp_path, make_fing
     result = CliRunner().invoke(main, ["evaluate", "--cloud", "--builtin", "vdna", "--selector", "x=y.csv",
                                        "--tracking-uri", empty.uri])
     assert result.exit_code == 2 and "drop --selector" in result.output
+
+
+def test_track_record_on_a_cloud_with_little_evidence_is_its_distance_and_writes_its_matrices(cloud, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--cloud", "--tracking-uri", cloud.uri, "--top-k", "1",
+                                       "--bootstraps", "0", "--builtin", "track-record", "--builtin",
+                                       "bkld-small-target", "--matrix-out", str(tmp_path / "m"), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    # Two targets: too few for a learned rule, so it ranks by the cloud's fingerprint distance and wins as it does.
+    assert payload["gain_curve"]["track-record"]["cotraining"] == payload["gain_curve"]["bkld-small-target"][
+        "cotraining"]
+    written = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert written == [f"track-record-{s}.csv" for s in sorted(["architecture", "augmentation", "cotraining",
+                                                                 "pretraining"])]

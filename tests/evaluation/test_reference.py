@@ -226,3 +226,18 @@ def test_hybrid_with_every_source_fingerprinted_is_bkld_and_with_few_moves_towar
     few = run("0.1")
     assert few["gain_curve"]["hybrid"] != few["gain_curve"]["bkld-small-target"]
     assert set(few["win_rates"]) == {"bkld-small-target", "manual", "hybrid"}
+
+
+@pytest.mark.slow
+def test_track_record_beats_the_shipped_distances_leave_one_target_out(reference, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--builtin", "track-record",
+                                       "--builtin", "manual", "--selector",
+                                       f"bkld-small-target={reference / 'distances' / 'bkld-small-target.csv'}",
+                                       "--bootstraps", "0", "--matrix-out", str(tmp_path), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    rates = json.loads(result.stdout)["win_rates"]
+    scenarios = ["architecture", "pretraining", "augmentation", "cotraining"]
+    assert sum(rates["track-record"][s] > rates["bkld-small-target"][s] for s in scenarios) >= 3
+    assert rates["track-record"]["mean"] >= 38.0
+    written = read_distance_matrix(tmp_path / "track-record-pretraining.csv")
+    assert (written.to_numpy() >= 1.0).all() and len(written) == 71
