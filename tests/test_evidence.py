@@ -73,3 +73,13 @@ def test_a_cloud_without_outcomes_says_so_and_orders_by_distance(tmp_path):
     result = recommend(cloud, keywords=["x-ray"], name="new", selector="manual", log=False, scenarios=["cotraining"])
     assert result.scenarios["cotraining"]["ordered_by"] == "distance"
     assert any("no measured transfer outcomes" in note for note in result.notes)
+
+
+@pytest.mark.slow
+def test_the_task_view_shows_a_sources_track_record(tmp_path):
+    from tfp_mlflow_plugins.service import task_detail
+
+    detail = task_detail(_cloud(tmp_path), "hotel")
+    record = detail["track_record"]["cotraining"]
+    assert record["tried"] == len(SOURCES) - 1 and record["improved"] == len(SOURCES) - 1
+    assert record["evidence"] == "some" and record["median_gain"] > 0.1

@@ -193,7 +193,8 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     for scenario in scenarios:
         items, skipped, passed_over = [], 0, 0
         ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
-        walk = ordered[:WALK_FACTOR * top_k]
+        # Ordered by distance, the walk stays among the closest; ordered by record, it goes as far as it takes.
+        walk = ordered if rule is not None and rule.uses_track_record else ordered[:WALK_FACTOR * top_k]
         for entry in walk:
             if len(items) == top_k:
                 break

@@ -34,6 +34,7 @@ def demo(tmp_path_factory):
 def test_demo_prints_its_summary_and_how_to_browse_it(demo):
     home, output, summary = demo
     assert "held-out balanced accuracy" in output and "no-transfer baseline" in output
+    assert "what was suggested, and why" in output and "by distance" in output   # each suggestion's reasons
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in output
     assert summary["schema"] == "tfp.demo/1" and summary["target"] == "radiograph_new"
     assert [r["configuration"] for r in summary["results"]][:2] == ["no-transfer baseline",

@@ -1,6 +1,7 @@
 """`tfp demo-tasks`: write synthetic demo tasks to disk, to try every command without data of one's own."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -39,6 +40,26 @@ def demo_tasks_command(out_dir: str, per_family: int, families: str | None, imag
                   f"{', '.join(t.name for t in tasks)}")
 
 
+def _suggestions(path: Path):
+    """The recommendation's first suggestion per scenario, with why it was chosen."""
+    from rich.table import Table
+
+    from tfp_mlflow.cli.cloud import _why
+
+    payload = json.loads(path.read_text())
+    table = Table(title="what was suggested, and why (track record: outcomes on other targets)")
+    for column in ("scenario", "ordered by", "first suggestion", "why"):
+        table.add_column(column)
+    for scenario, block in payload["scenarios"].items():
+        items = block["items"]
+        if items:
+            item = items[0]
+            what = item.get("architecture") or item.get("policy_id") or item.get("data_uri") or "-"
+            table.add_row(scenario, block.get("ordered_by", "distance"), f"{item['source']}: {what}",
+                          _why(item.get("reasons") or {}))
+    return table
+
+
 @main.command("demo")
 @click.option("--home", default="tfp-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the demo's SQLite cloud, artifacts, study and tasks.")
@@ -66,7 +87,7 @@ def demo_command(home: str, quick: bool, seed: int) -> None:
         outcome.add_row(row["configuration"], row["what"], f"{row['balanced_accuracy']:.3f}",
                         "-" if row["auroc"] is None else f"{row['auroc']:.3f}",
                         f"{row['balanced_accuracy'] - baseline:+.3f}")
-    console.print(closest, outcome)
+    console.print(closest, _suggestions(Path(home) / "recommendation.json"), outcome)
     console.print(f"done in {result.seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.steps.items())})")
     console.print(f"browse it: mlflow ui --backend-store-uri {result.tracking_uri}   "
                   f"(study: optuna-dashboard {result.study['storage']})")

@@ -16,6 +16,7 @@ from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
 from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
 from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.evidence import fit_track_record
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
@@ -68,6 +69,10 @@ def task_detail(cloud: Cloud, name: str, nearest: int = 5) -> dict[str, Any]:
     out = _task_json(task, sorted({k.kind for k in knowledge}))
     out["knowledge_runs"] = [{"kind": k.kind, "run_id": k.run_id, "provenance": k.provenance,
                               "contributor": k.contributor, "rows": [asdict(r) for r in k.rows]} for k in knowledge]
+    # How its knowledge transferred to the cloud's other targets, per scenario (what ranks it in a recommendation).
+    fitted = fit_track_record(cloud, cloud.conforming(cloud.tasks()), selector="manual")
+    out["track_record"] = ({scenario: fitted.model.evidence(scenario, name, "").to_json()
+                            for scenario in fitted.model.scenarios()} if fitted else {})
     out["nearest"] = []
     if task.has_fingerprint:
         target = cloud.fingerprint(task)
