@@ -138,7 +138,7 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
     base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed)
     return run_study(base, cloud, space, study_name=f"demo-{target.name}-{seed}", storage=storage,
                      n_trials=plan.tune_trials, recommendation=recommendation, top_k=min(3, plan.tune_trials),
-                     seed=seed, contribute=True,
+                     seed=seed, contribute=True, widen=True,   # the space grows to what the cloud suggests
                      on_trial=lambda t: console.print(
                          f"    trial {t.number}: {t.state.name.lower()} "
                          f"{'' if t.value is None else f'{t.value:.3f}'} {t.params['architecture']}, policy "
