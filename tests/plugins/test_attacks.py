@@ -470,3 +470,67 @@ def test_the_api_description_and_selectors_need_read(site):
     for path in ("/tfp/api/openapi.json", "/tfp/api/docs", "/tfp/api/selectors"):
         assert call(site.url + path, site.stranger)[0] == 403, path
         assert call(site.url + path, site.reader)[0] == 200, path
+
+
+# -- a fuzzer driven by the served OpenAPI description -------------------------------------------------------------
+
+def _strategy(schema: dict):
+    """Values for one parameter: what its schema allows, and what it does not."""
+    from hypothesis import strategies as st
+
+    hostile = st.one_of(st.text(max_size=300), st.sampled_from(["", "-1", "1e400", "NaN", "../../etc/passwd",
+                                                                 "%00", "a" * 5000, "true", "[]", "{}"]))
+    kind = schema.get("type") or next((s.get("type") for s in schema.get("anyOf", []) if s.get("type")), "string")
+    if kind == "integer":
+        return st.one_of(st.integers(-2**40, 2**40).map(str), hostile)
+    if kind == "boolean":
+        return st.one_of(st.sampled_from(["true", "false", "1", "0"]), hostile)
+    return hostile
+
+
+def test_a_fuzzer_over_the_served_api_finds_no_500_no_non_finite_json_and_no_write(site, small_spec):
+    import urllib.parse
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    status, description = call(f"{site.url}/tfp/api/openapi.json", site.reader)
+    assert status == 200
+    operations = [(path, method, op) for path, item in description["paths"].items()
+                  for method, op in item.items() if method in ("get", "post")]
+    assert len(operations) >= 5
+    body = st.one_of(st.just(b""), st.binary(max_size=2000),
+                     st.just(_npz({"counts_small": np.zeros((small_spec.num_features, 10**6), dtype=np.int64)},
+                                  compressed=True)))
+
+    def cloud_runs() -> int:
+        with as_user(site.admin):
+            return len(mallory_client(site).search_runs([site.experiment_id], max_results=5000))
+
+    before = cloud_runs()
+    seen = []
+
+    @settings(max_examples=40, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def probe(data):
+        path, method, op = data.draw(st.sampled_from(operations))
+        query, url_path = {}, path
+        for parameter in op.get("parameters", []):
+            value = data.draw(_strategy(parameter.get("schema", {})))
+            if parameter["in"] == "path":
+                url_path = url_path.replace("{" + parameter["name"] + "}", urllib.parse.quote(value or "x", safe=""))
+            elif data.draw(st.booleans()):
+                query[parameter["name"]] = value
+        who = data.draw(st.sampled_from([site.reader, site.mallory, site.stranger]))
+        url = f"{site.url}{url_path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        payload = data.draw(body) if method == "post" else None
+        status, answer = call(url, who, data=payload, method=method.upper())   # strict JSON: no NaN, no Infinity
+        seen.append((method, path, status))
+        assert status < 500, (method, url[:200], status, answer if isinstance(answer, dict) else answer[:200])
+        if 400 <= status < 500 and isinstance(answer, dict):
+            assert set(answer) == {"error"} and "\n" not in answer["error"], answer
+
+    probe()
+    assert cloud_runs() == before                       # nothing written into the cloud by any of it
+    assert len({path for _, path, _ in seen}) >= 4      # it reached most routes
