@@ -111,7 +111,7 @@ def main() -> None:
     development = Outcomes(table=outcomes.table[outcomes.table["t"].isin(ref.development)], groups=outcomes.groups)
     young = track_record_matrices(ref, distances, outcomes=development)
     rates = mean_win_rates(ref, {TRACK_RECORD: young, BASE: distances, "manual": matrices["manual"]})
-    print(f"\n3. fitted on the development targets' outcomes only: "
+    print("\n3. fitted on the development targets' outcomes only: "
           + ", ".join(f"{s} {r['mean']:.2f} %" for s, r in rates.items()))
 
     rng = np.random.default_rng(args.seed)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tfp_mlflow._paths import default_cache_dir
+from tfp_mlflow.cloud.schema import artifact_limit
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.selectors import PreparedSources
 
@@ -39,17 +40,17 @@ class LocalCache:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         return self.root / f"{safe}{Path(artifact_path).suffix}"
 
-    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None,
-              max_bytes: int | None = None) -> Path:
+    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None) -> Path:
         """Local path of a run's artifact, downloading it only when the key is not cached yet.
 
-        With ``max_bytes``, the stored size is read from the artifact listing first and a larger artifact is
-        refused (:class:`TamperedError`) before any byte is downloaded; the checksum is computed while streaming
-        the file, never by reading it whole.
+        The stored size is read from the artifact listing first and an artifact larger than a conforming one of its
+        kind (:data:`~tfp_mlflow.cloud.schema.ARTIFACT_LIMITS`) is refused (:class:`TamperedError`) before any
+        byte is downloaded; the checksum is computed while streaming the file, never by reading it whole.
         """
         target = self.path(key, artifact_path)
         if target.is_file():
             return target
+        max_bytes = artifact_limit(artifact_path)
         if max_bytes is not None:
             _check_stored_size(client, run_id, artifact_path, max_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -74,8 +75,8 @@ class LocalCache:
         return target
 
     def fetch_many(self, client, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
-        """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum),
-        ``workers`` at once."""
+        """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum,
+        each within its kind's size limit), ``workers`` at once."""
         from tfp_mlflow._threads import thread_map
 
         missing = [item for item in items if not self.path(item[2], item[1]).is_file()]

@@ -20,22 +20,7 @@ from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, complete_filter, sha256
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.spec import FingerprintSpec
 
-__all__ = ["VerifiedReads", "SNAPSHOT_MIN_MISSING", "ARTIFACT_LIMITS", "artifact_limit"]
-
-#: The largest stored size of a conforming artifact of each kind (bytes): a fingerprint of 4,096 features x
-#: (100 + 1,000) bins of uint32 counts is 18 MB uncompressed; a spec of 4,096 features' edges under 1 MB; a
-#: knowledge table of 10,000 rows about 2.5 MB; a policy a few kB. Anything larger is refused before download.
-ARTIFACT_LIMITS = {Artifact.FINGERPRINT: 64 * 2**20, Artifact.SPEC: 8 * 2**20, "knowledge/": 4 * 2**20,
-                   "policy/": 2**20}
-
-
-def artifact_limit(artifact_path: str) -> int | None:
-    """The size limit of an artifact path (``None``: unbounded, the snapshot, whose members are bounded)."""
-    for prefix, limit in ARTIFACT_LIMITS.items():
-        if artifact_path == prefix or (prefix.endswith("/") and artifact_path.startswith(prefix)):
-            return limit
-    return None
-
+__all__ = ["VerifiedReads", "SNAPSHOT_MIN_MISSING"]
 
 #: Below this many missing fingerprints a reader downloads them one by one rather than the snapshot.
 SNAPSHOT_MIN_MISSING = 20
@@ -55,12 +40,10 @@ class VerifiedReads:
         sha = run.data.tags.get(sha256_tag(artifact_path))
         if sha is None and artifact_path == Artifact.FINGERPRINT:
             sha = run.data.tags.get(Tag.FINGERPRINT_SHA256) or None
-        limit = artifact_limit(artifact_path)
         if sha is not None:
-            return self.cache.fetch(self.client, run.info.run_id, artifact_path, key=sha, sha256=sha,
-                                    max_bytes=limit)
+            return self.cache.fetch(self.client, run.info.run_id, artifact_path, key=sha, sha256=sha)
         return self.cache.fetch(self.client, run.info.run_id, artifact_path,
-                                key=f"run-{run.info.run_id}-{artifact_path}", max_bytes=limit)
+                                key=f"run-{run.info.run_id}-{artifact_path}")
 
     def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
         tags = run.data.tags if hasattr(run, "data") else {}

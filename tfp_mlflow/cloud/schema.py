@@ -15,7 +15,8 @@ artifact; an interrupted contribution therefore never shows up. MLflow caps tags
 """
 from __future__ import annotations
 
-__all__ = ["CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
+__all__ = ["ARTIFACT_LIMITS", "artifact_limit", "CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT",
+           "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
            "TUNING_EXPERIMENT", "Tag",
            "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS",
            "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT", "sha256_tag"]
@@ -165,3 +166,18 @@ def complete_filter(kind: str, **tags: str) -> str:
 
 def _quote(value: str) -> str:
     return str(value).replace("'", "\\'")
+
+
+#: The largest stored size of a conforming artifact of each kind (bytes): a fingerprint of 4,096 features x
+#: (100 + 1,000) bins of uint32 counts is 18 MB uncompressed; a spec of 4,096 features' edges under 1 MB; a
+#: knowledge table of 10,000 rows about 2.5 MB; a policy a few kB. Anything larger is refused before download.
+ARTIFACT_LIMITS = {Artifact.FINGERPRINT: 64 * 2**20, Artifact.SPEC: 8 * 2**20, "knowledge/": 4 * 2**20,
+                   "policy/": 2**20}
+
+
+def artifact_limit(artifact_path: str) -> int | None:
+    """The size limit of an artifact path (``None``: unbounded, the snapshot, whose members are bounded)."""
+    for prefix, limit in ARTIFACT_LIMITS.items():
+        if artifact_path == prefix or (prefix.endswith("/") and artifact_path.startswith(prefix)):
+            return limit
+    return None

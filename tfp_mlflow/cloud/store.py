@@ -18,14 +18,14 @@ from typing import Callable, Iterable, Sequence
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.cache import LocalCache
-from tfp_mlflow.cloud.integrity import VerifiedReads, artifact_limit
+from tfp_mlflow.cloud.integrity import VerifiedReads
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
 from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
                                       validate_knowledge)
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Metric, Param, Tag,
-                                     complete_filter)
+                                     artifact_limit, complete_filter)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
