@@ -12,8 +12,7 @@ import pytest
 
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.cloud import cache as cache_module
-from tfp_mlflow.cloud.schema import artifact_limit
-from tfp_mlflow.cloud.schema import Kind, Tag, sha256_tag
+from tfp_mlflow.cloud.schema import Kind, Tag, artifact_limit, sha256_tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.spec import FingerprintSpec
 
