@@ -426,6 +426,7 @@ def test_a_request_that_names_two_runs_is_refused_on_every_route_by_any_account(
     allowed = {key: answer for key, answer in answers.items() if not 400 <= answer[0] < 500}
     assert allowed == {}
     for (who, _, route, how), (status, body) in answers.items():
+        assert isinstance(body, dict) and "\n" not in body["error"], (who, route, how, body)   # one JSON line
         if how == "double-encoded" or (how == "query" and route == "upload-artifact"):
             # One run named, alice's: MLflow's own checks or tfp's ownership rule refuse it.
             assert status in (400, 403), (who, route, how, body)
@@ -454,7 +455,7 @@ def test_a_run_is_created_by_its_caller_and_the_clouds_experiment_changes_only_b
     for name, (route, body) in attempts.items():
         status, answer = call(f"{site.url}/api/2.0/mlflow/{route}", site.mallory, method="POST",
                               data=json.dumps(body).encode(), content_type="application/json")
-        assert status in (400, 403), (name, answer)     # tfp's JSON refusal, or MLflow's own (MANAGE needed)
+        assert status in (400, 403) and "\n" not in answer["error"], (name, answer)   # tfp's refusal or MLflow's
     with as_user(site.admin):
         experiment = mallory_client(site).get_experiment(site.experiment_id)
     assert experiment.name == "tfp-cloud" and experiment.lifecycle_stage == "active"

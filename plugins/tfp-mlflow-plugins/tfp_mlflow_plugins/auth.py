@@ -43,6 +43,7 @@ def create_basic_auth_app() -> FastAPI:
     flask_app.before_request(_guarded(_contributor_is_caller))
     flask_app.before_request(_guarded(_owned_and_immutable))
     flask_app.after_request(_creator_is_caller)
+    flask_app.after_request(_refusals_as_json)
     app = compose(auth_app, basic_auth=True)
     _guard_artifact_proxy(app)
     return app
@@ -94,6 +95,21 @@ def _creator_is_caller(response):
                          message="the run's creator could not be recorded; try again")
         failed.status_code = 500
         return failed
+    return response
+
+
+def _refusals_as_json(response):
+    """MLflow's own refusals of API calls (``Permission denied``, plain text) as the one-line JSON every refusal
+    of this server has: ``{"error_code", "message", "error"}``; headers (``WWW-Authenticate``) are kept."""
+    from flask import request
+
+    if response.status_code not in (401, 403) or response.is_json or not _API_PATH.match(request.path):
+        return response
+    text = response.get_data(as_text=True).strip().splitlines()
+    message = (text[0] if text else "refused")[:300]
+    code = "UNAUTHENTICATED" if response.status_code == 401 else "PERMISSION_DENIED"
+    response.set_data(__import__("json").dumps({"error_code": code, "message": message, "error": message}))
+    response.mimetype = "application/json"
     return response
 
 
@@ -217,6 +233,7 @@ _ARTIFACT_ROUTE = re.compile(_API + r"/mlflow-artifacts/(?:artifacts|mpu/create|
 _EXPERIMENT_ROUTE = re.compile(_API + r"/mlflow/experiments/(?:update|delete|restore|set-experiment-tag|"
                                r"delete-experiment-tag)$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_API_PATH = re.compile(_API + r"/")
 
 
 def _caller() -> tuple[str | None, bool]:
