@@ -83,6 +83,8 @@ class VerifiedReads:
             # Decompressing and checking a fingerprint releases the GIL for most of its time: one thread a core.
             for task, reason in zip(missing, thread_map(verdict, missing)):
                 verdicts[task.fingerprint_sha256] = reason
+                if reason:   # the cache never keeps what failed its check (the verdict remembers the failure)
+                    self.cache.path(task.fingerprint_sha256, Artifact.FINGERPRINT).unlink(missing_ok=True)
             fresh = self.cache.read_json(f"verdicts-{spec_id}")   # another process may have added some meanwhile
             self.cache.write_json(f"verdicts-{spec_id}", {**(fresh if isinstance(fresh, dict) else {}), **verdicts})
         out = []
