@@ -99,16 +99,27 @@ def _creator_is_caller(response):
 
 
 def _refusals_as_json(response):
-    """MLflow's own refusals of API calls (``Permission denied``, plain text) as the one-line JSON every refusal
-    of this server has: ``{"error_code", "message", "error"}``; headers (``WWW-Authenticate``) are kept."""
+    """Every refusal of an API call as one JSON line with an ``error`` field, as tfp's own: MLflow's plain-text
+    ``Permission denied`` becomes ``{"error_code", "message", "error"}``, and MLflow's JSON errors get ``error``
+    beside their ``message``; headers (``WWW-Authenticate``) are kept."""
+    import json
+
     from flask import request
 
-    if response.status_code not in (401, 403) or response.is_json or not _API_PATH.match(request.path):
+    if not 400 <= response.status_code < 500 or not _API_PATH.match(request.path):
+        return response
+    if response.is_json:
+        payload = response.get_json(silent=True)
+        if isinstance(payload, dict) and "error" not in payload and isinstance(payload.get("message"), str):
+            payload["error"] = payload["message"].strip().splitlines()[0][:300] if payload["message"].strip() else ""
+            response.set_data(json.dumps(payload))
+        return response
+    if response.status_code not in (401, 403):
         return response
     text = response.get_data(as_text=True).strip().splitlines()
     message = (text[0] if text else "refused")[:300]
     code = "UNAUTHENTICATED" if response.status_code == 401 else "PERMISSION_DENIED"
-    response.set_data(__import__("json").dumps({"error_code": code, "message": message, "error": message}))
+    response.set_data(json.dumps({"error_code": code, "message": message, "error": message}))
     response.mimetype = "application/json"
     return response
 
