@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind
+from tfp_mlflow._threads import thread_map
+from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Tag
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import list_scenarios
@@ -49,36 +50,38 @@ def fit_track_record(cloud: Cloud, tasks: Sequence[CloudTask], trusts: Callable[
     ``selector`` gives the distances between the cloud's tasks that the inner validation combines with:
     a fingerprint selector where every task with outcomes has a fingerprint, else ``manual`` (keywords).
     """
-    records, runs = [], []
     names = {t.name for t in tasks}
-    for task in tasks:
-        baselines: dict[str, dict[int, float]] = {m: {} for m in BASE_METRICS}
-        transfers = []
-        for knowledge in cloud.knowledge(task.name, kinds=[KnowledgeKind.BASELINE, *_KINDS]):
-            if trusts is not None and not trusts(knowledge.contributor):
-                continue
-            runs.append(knowledge.run_id)
-            for row in knowledge.rows:
-                for metric in BASE_METRICS:
-                    value = getattr(row, metric)
-                    if value is None:
-                        continue
-                    if knowledge.kind == KnowledgeKind.BASELINE:
-                        baselines[metric][int(row.repetition or 0)] = float(value)
-                    elif row.source in names and row.source != task.name:
-                        transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
-                                          float(value)))
-        for scenario, metric, repetition, source, value in transfers:
-            known = baselines[metric]
-            baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
-            records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": task.name,
-                            "p": value, "baseline": baseline})
-    if not records:
+    # One search per kind for the whole cloud; the fitted model is reused while the same runs back it.
+    runs = [run for run in cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS])
+            if run.data.tags.get(Tag.TASK) in names
+            and (trusts is None or trusts(run.data.tags.get(Tag.CONTRIBUTOR, "")))]
+    if not any(run.data.tags.get(Tag.KNOWLEDGE) in _KINDS for run in runs):
         return None
-    key = (cloud.uri, selector, tuple(sorted(runs)), tuple(sorted(names)))
+    key = (cloud.uri, selector, tuple(sorted(run.info.run_id for run in runs)), tuple(sorted(names)))
     with _LOCK:
         if key in _FITTED:
             return _FITTED[key]
+    baselines: dict[tuple[str, str], dict[int, float]] = {}
+    transfers = []
+    for knowledge in filter(None, thread_map(cloud.read_knowledge, runs)):
+        for row in knowledge.rows:
+            for metric in BASE_METRICS:
+                value = getattr(row, metric)
+                if value is None:
+                    continue
+                if knowledge.kind == KnowledgeKind.BASELINE:
+                    baselines.setdefault((knowledge.task, metric), {})[int(row.repetition or 0)] = float(value)
+                elif row.source in names and row.source != knowledge.task:
+                    transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
+                                      knowledge.task, float(value)))
+    records = []
+    for scenario, metric, repetition, source, target, value in transfers:
+        known = baselines.get((target, metric), {})
+        baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
+        records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": target,
+                        "p": value, "baseline": baseline})
+    if not records:
+        return None
     outcomes = Outcomes.from_records(records)
     by_name = {t.name: t for t in tasks}
     targets = [by_name[t] for t in sorted(set(outcomes.table["t"])) if t in by_name]

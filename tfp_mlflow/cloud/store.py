@@ -375,6 +375,21 @@ class Cloud(VerifiedReads, RunStore):
                 self.quarantine("knowledge", run, str(exc), task=task)
         return out
 
+    def knowledge_runs(self, kinds: Sequence[str]) -> list:
+        """The complete knowledge runs of the given kinds, of every task (newest first; one search per kind, not
+        one per task): read each with :meth:`read_knowledge`."""
+        return [run for kind in kinds for run in self._search(complete_filter(Kind.KNOWLEDGE, knowledge=kind))]
+
+    def read_knowledge(self, run) -> Knowledge | None:
+        """A run from :meth:`knowledge_runs` as :class:`Knowledge`, verified; ``None`` (and quarantined) when it
+        fails a check."""
+        tags = run.data.tags
+        try:
+            return self._read_knowledge(run, validate_task_name(tags.get(Tag.TASK, "")), tags.get(Tag.KNOWLEDGE, ""))
+        except (BadInputError, TamperedError) as exc:
+            self.quarantine("knowledge", run, str(exc), task=tags.get(Tag.TASK, ""))
+            return None
+
     def _read_knowledge(self, run, task: str, kind: str) -> Knowledge:
         """One knowledge run's table, verified and validated (what a contributor's ``validate_knowledge`` checks)."""
         if kind not in KNOWLEDGE_KINDS:
