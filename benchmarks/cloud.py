@@ -10,7 +10,8 @@ client's cold recommendation again, which reads the snapshot instead of every fi
 With ``--concurrent``, at the largest N: that many clients at once (threads, each its own connection) send
 ``--requests`` recommendations each to the server (``--workers`` uvicorn workers); p50/p95/max latency per level,
 and the server's memory (PSS of the process tree: shared pages counted once) before and after, which stays flat
-when every worker keeps one memory-mapped stack instead of one copy per request. Results are logged to MLflow (``--log``).
+when every worker keeps one memory-mapped stack instead of one copy per request. Results are logged to MLflow
+(``--log``).
 
     python benchmarks/cloud.py [--tasks 100 1000] [--draws 300] [--workers 2 --concurrent 1 4 16]
 """
@@ -27,9 +28,9 @@ import numpy as np
 
 from tfp_mlflow import Fingerprint, Task, default_spec, get_selector, rank_sources
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.testing.servers import LocalServer, tree_memory_mb
 from tfp_mlflow.cloud.remote import recommend_on_server
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.servers import LocalServer, tree_memory_mb
 
 
 def fake_fingerprint(index: int, draws: int, rng: np.random.Generator) -> Fingerprint:
@@ -165,7 +166,7 @@ def log_figures(args, rows: list, levels: list) -> None:
             mlflow.log_metrics({"server_cold_s": server_cold, "server_warm_s": server_warm,
                                 "client_cold_s": client_cold, "client_warm_s": client_warm, "pack_s": pack_s,
                                 "client_cold_packed_s": packed_cold}, step=size)
-        for clients, p50, p95, worst, rate, before, after in levels:
+        for clients, p50, p95, worst, rate, _before, after in levels:
             mlflow.log_metrics({"concurrent_p50_s": p50, "concurrent_p95_s": p95, "concurrent_max_s": worst,
                                 "concurrent_requests_per_s": rate, "server_pss_mb_after": after}, step=clients)
 

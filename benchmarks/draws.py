@@ -60,7 +60,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for target in targets:
         folder = target.write(root / target.name)
-        few, few_seconds = features_of(folder, 64, backbone, spec)
+        _few, few_seconds = features_of(folder, 64, backbone, spec)
         features, seconds = features_of(folder, max(draws), backbone, spec)
         seconds_per_draw.append((seconds - few_seconds) / (max(draws) - 64))
         startup.append(max(few_seconds - 64 * seconds_per_draw[-1], 0.0))

@@ -12,9 +12,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from tfp_mlflow.spec import default_spec
 from tfp_mlflow.testing.load import run_load
 from tfp_mlflow.testing.servers import LocalPostgres, LocalServer, postgres_binaries
-from tfp_mlflow.spec import default_spec
 
 
 def main() -> None:

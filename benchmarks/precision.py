@@ -84,7 +84,7 @@ def main() -> None:
                    "rankings_equal": same, "time_ratio": mine["seconds"] / full["seconds"]}
             rows.append(row)
             print(f"{precision:>12} {variant:>7} {100 * row['moved_mean']:>12.2f} {100 * row['moved_max']:>11.2f} "
-                  f"{change:>20.2e} {str(same):>14} {row['time_ratio']:>10.2f}")
+                  f"{change:>20.2e} {same!s:>14} {row['time_ratio']:>10.2f}")
     if args.log:
         import mlflow
 

@@ -1,10 +1,11 @@
 """Training throughput of `tfp train` against a bare PyTorch loop with the same model, data and batch size.
 
 Throughput is steady-state: training images of one epoch over the median epoch time (training plus the held-out
-pass), the first epoch left out as warm-up, the same rule on both sides. Both sides train the same network from the same weights on the same DataLoaders (decode, albumentations,
-normalise), for the same epochs, each followed by a pass over the held-out split; `tfp train` adds Lightning,
-per-epoch MLflow logging (SQLite), best-epoch checkpointing and the held-out metrics. Each side runs ``--rounds``
-times, alternating, and the best round counts. Prints images/s of both and the overhead ratio.
+pass), the first epoch left out as warm-up, the same rule on both sides. Both sides train the same network from
+the same weights on the same DataLoaders (decode, albumentations, normalise), for the same epochs, each followed
+by a pass over the held-out split; `tfp train` adds Lightning, per-epoch MLflow logging (SQLite), best-epoch
+checkpointing and the held-out metrics. Each side runs ``--rounds`` times, alternating, and the best round counts.
+Prints images/s of both and the overhead ratio.
 
     python benchmarks/train.py [--images 256] [--image-size 64] [--epochs 3] [--batch-size 32] [--workers 1]
 """

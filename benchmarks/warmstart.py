@@ -38,8 +38,14 @@ def main() -> None:
 
     from tfp_mlflow.cloud.reference_import import import_reference
     from tfp_mlflow.cloud.store import Cloud
-    from tfp_mlflow.demo.cloud import (DEFAULT_PLAN, contribute_task, demo_space, held_out_task, measure_knowledge,
-                                       source_tasks)
+    from tfp_mlflow.demo.cloud import (
+        DEFAULT_PLAN,
+        contribute_task,
+        demo_space,
+        held_out_task,
+        measure_knowledge,
+        source_tasks,
+    )
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
@@ -71,7 +77,8 @@ def main() -> None:
         for seed in range(args.seeds):
             for mode in ("warm", "cold"):
                 result = run_study(replace(base, seed=seed), cloud, space, study_name=f"{mode}-{target.name}-{seed}",
-                                   storage=storage, n_trials=args.trials, recommendation=rec if mode == "warm" else None,
+                                   storage=storage, n_trials=args.trials,
+                                   recommendation=rec if mode == "warm" else None,
                                    top_k=args.top_k, seed=seed, contribute=False)
                 values = [t["value"] if t["state"] == "COMPLETE" else 0.0 for t in result.trials][:args.trials]
                 curves[mode].append(list(np.maximum.accumulate(values)))

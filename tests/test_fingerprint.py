@@ -1,14 +1,13 @@
 """Fingerprint file format v1: round trip, merge, validation, and the catalogue of bad files."""
 from __future__ import annotations
 
-
 import zipfile
 
 import numpy as np
 import pytest
 
-from tfp_mlflow import BadInputError, Fingerprint, FingerprintBuilder, FingerprintSpec, SpecMismatchError, merge
 from tests.conftest import draw_features
+from tfp_mlflow import BadInputError, Fingerprint, FingerprintBuilder, FingerprintSpec, SpecMismatchError, merge
 
 
 def test_save_load_round_trip_keeps_everything(make_fingerprint, tmp_path):
@@ -128,9 +127,8 @@ def test_loading_only_some_variants_skips_the_rest(make_fingerprint, tmp_path):
 def test_a_file_declaring_a_gigabyte_is_refused_from_its_header_in_bounded_memory(small_spec, tmp_path):
     """A few hundred kB of deflated zeros declaring (12, 10**7) int64 (960 MB): refused with and without the spec
     before any member is decompressed; the whole load allocates less than a megabyte."""
-    import tracemalloc
-
     import io
+    import tracemalloc
     import zipfile
 
     m = small_spec.num_features

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 
 from tfp_mlflow import BadInputError
-from tfp_mlflow.transferability import (FEATURE_SCORES, SCORES, cc_fv, gbc, hscore, leep, logme, nce, score,
-                                         shrinkage_hscore)
+from tfp_mlflow.transferability import (
+    FEATURE_SCORES,
+    SCORES,
+    cc_fv,
+    gbc,
+    hscore,
+    leep,
+    logme,
+    nce,
+    score,
+    shrinkage_hscore,
+)
 
 
 def _data(seed=0, n=60, d=8, classes=3, separation=2.0):

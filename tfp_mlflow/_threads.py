@@ -9,8 +9,9 @@ from __future__ import annotations
 import collections
 import contextvars
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 __all__ = ["thread_map", "read_ahead", "default_threads"]
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -346,10 +347,10 @@ def _check_arrays(counts: Mapping[str, np.ndarray], feature_sum: np.ndarray, num
             bad = int(np.flatnonzero(sums != num_draws)[0])
             raise BadInputError(f"{where}: counts of {variant!r} row {bad} sums to {int(sums[bad])}, not "
                                 f"num_draws={num_draws}")
-    if second_moments is not None:
-        if (not isinstance(second_moments, np.ndarray) or second_moments.shape != (m, m)
-                or second_moments.dtype.kind != "f" or not np.isfinite(second_moments).all()):
-            raise BadInputError(f"{where}: second_moments must be a finite float array of shape ({m}, {m})")
+    if second_moments is not None and (
+            not isinstance(second_moments, np.ndarray) or second_moments.shape != (m, m)
+            or second_moments.dtype.kind != "f" or not np.isfinite(second_moments).all()):
+        raise BadInputError(f"{where}: second_moments must be a finite float array of shape ({m}, {m})")
 
 
 class FingerprintBuilder:

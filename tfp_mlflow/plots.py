@@ -3,8 +3,8 @@ runs (matplotlib, Agg backend)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

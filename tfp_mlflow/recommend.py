@@ -7,13 +7,22 @@ or co-training. Every item names its source, distance, rank and the runs behind 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
-from tfp_mlflow.cloud.schema import (BASE_METRICS, RECOMMENDATION_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric,
-                                     Param, Tag)
+from tfp_mlflow.cloud.schema import (
+    BASE_METRICS,
+    RECOMMENDATION_EXPERIMENT,
+    Artifact,
+    Kind,
+    KnowledgeKind,
+    Metric,
+    Param,
+    Tag,
+)
 from tfp_mlflow.cloud.store import Cloud, CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order

@@ -8,7 +8,7 @@ tasks; ``tfp rank-models`` shows them next to the cloud's evidence, not instead 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

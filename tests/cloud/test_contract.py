@@ -129,11 +129,10 @@ def test_bad_knowledge_is_refused_before_anything_is_written(store):
 
 
 def test_a_recorded_run_is_visible_only_when_its_block_completes(store):
-    with pytest.raises(RuntimeError):
-        with store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:
-            run.log_params({"rows": 1})
-            failed = run.run_id
-            raise RuntimeError("killed halfway")
+    with pytest.raises(RuntimeError), store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:
+        run.log_params({"rows": 1})
+        failed = run.run_id
+        raise RuntimeError("killed halfway")
     assert store.get_run(failed).status == "FAILED" and Tag.COMPLETE not in store.get_run(failed).tags
     assert store.find_runs(Kind.KNOWLEDGE, task="t") == []
     with store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:

@@ -191,7 +191,7 @@ def poisoned_cloud(spec, tmp_path_factory):
 
 
 def test_recommend_shows_flagged_sources_and_results_without_using_them(poisoned_cloud, spec):
-    cloud, honest = poisoned_cloud
+    cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=3, n=300, draw=1)   # drawn like h3: Mallory's copy ranks first
     result = recommend(cloud, target, top_k=3, scenarios=("architecture",), log=False)
     ranked = {r["source"]: r for r in result.ranking}
@@ -213,7 +213,7 @@ def test_recommend_shows_flagged_sources_and_results_without_using_them(poisoned
 
 
 def test_contradicting_knowledge_is_flagged_and_passed_over(poisoned_cloud, spec):
-    cloud, honest = poisoned_cloud
+    cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=5, n=300, draw=1)   # drawn like h5
     result = recommend(cloud, target, top_k=1, scenarios=("architecture",), log=False, trusted="alice,mallory")
     item = result.scenarios["architecture"]["items"][0]
@@ -226,7 +226,7 @@ def test_contradicting_knowledge_is_flagged_and_passed_over(poisoned_cloud, spec
 
 
 def test_trusted_contributors_restrict_sources_and_knowledge(poisoned_cloud, spec):
-    cloud, honest = poisoned_cloud
+    cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=3, n=300, draw=1)
     result = recommend(cloud, target, top_k=3, log=False, trusted=["alice", "bob"])
     assert "mallory_task" not in [r["source"] for r in result.ranking]

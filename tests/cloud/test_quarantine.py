@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cloud.conftest import fill
+from tests.plugins.test_attacks import _poisons
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Tag, sha256_tag
 from tfp_mlflow.recommend import recommend
-from tests.cloud.conftest import fill
-from tests.plugins.test_attacks import _poisons
 
 pytestmark = pytest.mark.slow
 

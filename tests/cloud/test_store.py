@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.cloud.conftest import fill
 from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
-from tests.cloud.conftest import fill
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.servers import LocalServer
 
 pytestmark = pytest.mark.slow
 

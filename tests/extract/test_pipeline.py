@@ -247,9 +247,9 @@ def test_manifest_with_split_column(tmp_path, backbone):
 def test_offline_lite_weights_fill_every_timm_tensor(level):
     import timm
     import torch
+    from safetensors.torch import load_file
 
     from tfp_mlflow.extract.backbones import _lite_locator
-    from safetensors.torch import load_file
 
     state = load_file(str(_lite_locator(level)()))
     expected = timm.create_model(f"tf_efficientnet_lite{level}", pretrained=False).state_dict()

@@ -130,8 +130,8 @@ def alice_runs(site: Site, kind: str, **tags) -> list:
 # -- --trusted cannot be bypassed ---------------------------------------------------------------------------------
 
 def test_a_forged_knowledge_run_never_shadows_the_trusted_one(site, small_spec, tmp_path):
-    honest = [r for r in alice_runs(site, Kind.KNOWLEDGE, task="a_1", knowledge="architecture")
-              if r.tags[Tag.CONTRIBUTOR] == "alice"][0]
+    honest = next(r for r in alice_runs(site, Kind.KNOWLEDGE, task="a_1", knowledge="architecture")
+                  if r.tags[Tag.CONTRIBUTOR] == "alice")
     forged_table = {"task": "a_1", "kind": "architecture", "provenance": "",
                     "rows": [{"architecture": "forged_net", "balanced_accuracy": 0.99}]}
     # Alice's content key, an older start time, mallory's own file: what used to poison every cold cache.
@@ -187,7 +187,7 @@ def _refused(action, name: str = "") -> str:
 def test_no_account_changes_another_accounts_run_and_nobody_but_an_admin_a_complete_one(site, tmp_path):
     from mlflow.entities import Metric, Param, RunTag
 
-    task_run = [r for r in alice_runs(site, Kind.TASK, task="a_2") if r.tags[Tag.CONTRIBUTOR] == "alice"][0]
+    task_run = next(r for r in alice_runs(site, Kind.TASK, task="a_2") if r.tags[Tag.CONTRIBUTOR] == "alice")
     knowledge_run = alice_runs(site, Kind.KNOWLEDGE, task="a_2", knowledge="architecture")[0]
     run_id = task_run.run_id
     forged = tmp_path / "architecture.json"
@@ -388,7 +388,8 @@ _WRITES = {
 
 
 def test_a_request_that_names_two_runs_is_refused_on_every_route_by_any_account(site):
-    alice_run = [r for r in alice_runs(site, Kind.TASK, task="b_1") if r.tags[Tag.CONTRIBUTOR] == "alice"][0].run_id
+    alice_run = next(r for r in alice_runs(site, Kind.TASK, task="b_1")
+                     if r.tags[Tag.CONTRIBUTOR] == "alice").run_id
     before = _snapshot(site, alice_run)
     with as_user(site.stranger):        # no permission on the cloud: an experiment of its own is enough to try
         own_experiment = mallory_client(site).create_experiment("stranger-own")

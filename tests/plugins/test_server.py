@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from tfp_mlflow.cli import main
-from tfp_mlflow.errors import CloudError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
+from tfp_mlflow.errors import CloudError
+from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer, basic_auth, http_call
 from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
-from tfp_mlflow.recommend import recommend
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -95,8 +95,9 @@ def test_rest_api_lists_tasks_and_answers_like_the_cli(tfp_server, fingerprints,
 
 
 def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_running(tfp_server, make_fingerprint, tmp_path):
-    from tfp_mlflow import FingerprintSpec
     import numpy as np
+
+    from tfp_mlflow import FingerprintSpec
 
     url = f"{tfp_server.url}/tfp/api/recommend"
     status, body = _call(url, b"this is not a fingerprint")
@@ -272,7 +273,8 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
     status, body = _call(f"{url}/tfp/api/recommend", target, auth=reader)
     assert "a_3" in [r["source"] for r in body["ranking"]]
     if CHROMIUM:
-        from playwright.sync_api import Error as PlaywrightError, sync_playwright
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:
             browser = _browser(playwright)

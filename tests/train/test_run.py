@@ -14,11 +14,11 @@ from mlflow import MlflowClient
 from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
+from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
 from tfp_mlflow.train.data import build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics

@@ -12,7 +12,6 @@ import pytest
 
 from tfp_mlflow.workflows.claims import claim_each
 
-
 WORKER = """
 import sys, time
 from tfp_mlflow.workflows.claims import claim_each

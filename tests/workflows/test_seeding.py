@@ -94,8 +94,19 @@ def test_seed_resumes_after_a_kill_and_attaches_published_tasks(plan, tmp_path):
             if item["source"] == "svhn" and item.get("evidence", {}).get("knowledge_run") in published_runs]
     assert used, answer.scenarios
     # More knowledge later: a short study and the transfer outcomes between the seeded tasks; what is done is skipped.
-    more = CliRunner().invoke(main, ["seed", str(path), *ARGS, "--tune-trials", "1", "--transfer"])
+    # --shrink and --device reach every training step: the study's trials as much as the transfers.
+    started = {r.info.run_id for r in cloud.client.search_runs(
+        [e.experiment_id for e in cloud.client.search_experiments()], max_results=5000)}
+    more = CliRunner().invoke(main, ["seed", str(path), *ARGS, "--tune-trials", "1", "--transfer", "--shrink", "10",
+                                     "--device", "cpu"])
     assert more.exit_code == 0 and more.output.count(" skipped") == 4, more.output
+    trainings = [r for r in cloud.client.search_runs([e.experiment_id for e in cloud.client.search_experiments()],
+                                                     max_results=5000)
+                 if r.info.run_id not in started and "train_images" in r.data.params]
+    assert {r.data.params["scenario"] for r in trainings} == {"architecture", "pretraining"}, trainings
+    assert len(trainings) >= 4 and all(r.data.params["shrink"] == "10" and r.data.params["device"] == "cpu"
+                                       and int(r.data.params["train_images"]) <= 10 for r in trainings), \
+        [(r.data.params.get("scenario"), r.data.params.get("shrink"), r.data.params.get("device")) for r in trainings]
     for name, other in (("dermamnist", "svhn"), ("svhn", "dermamnist")):
         studies = [k for k in cloud.knowledge(name, ["architecture"]) if k.provenance.startswith("tfp tune study")]
         assert len(studies) == 1 and studies[0].rows[0].evidence_run, name

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.errors import TfpError

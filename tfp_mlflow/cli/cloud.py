@@ -20,7 +20,8 @@ from tfp_mlflow.scenarios import scenario_names
 @click.option("--data-uri", default=None, help="Where the task's data lives (for --shareable).")
 @click.option("--shareable", is_flag=True, default=None, help="Others may use the data for pretraining/co-training.")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
-              help="CSV/JSON of results (kind,architecture,source,policy_id,repetition,balanced_accuracy,auroc,run_id).")
+              help="CSV/JSON of results "
+                   "(kind,architecture,source,policy_id,repetition,balanced_accuracy,auroc,run_id).")
 @click.option("--policy", "policy_paths", multiple=True, type=click.Path(dir_okay=False),
               help="albumentations policy JSON learned on this task (repeatable).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Spec of the fingerprint (sets a new "

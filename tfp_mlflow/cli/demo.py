@@ -19,10 +19,9 @@ from tfp_mlflow.cli import console, main
 def demo_tasks_command(out_dir: str, per_family: int, families: str | None, images: int, size: int,
                        seed: int) -> None:
     """Write deterministic synthetic tasks (one folder of class folders each) under OUT_DIR."""
-    from tfp_mlflow.progress import Progress
-
     from tfp_mlflow.demo.tasks import FAMILIES, demo_suite
     from tfp_mlflow.errors import BadInputError
+    from tfp_mlflow.progress import Progress
 
     chosen = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
     unknown = [f for f in chosen if f not in FAMILIES]

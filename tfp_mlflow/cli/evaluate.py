@@ -7,8 +7,8 @@ import click
 from rich.table import Table
 
 from tfp_mlflow.cli import console, emit_json, err_console, main
-from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 
 
 @main.command("evaluate")
@@ -53,7 +53,6 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
 
     from tfp_mlflow.evaluation import evaluate
     from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
-
     from tfp_mlflow.selectors.track_record import TRACK_RECORD
 
     if (group_out or matrix_dir) and TRACK_RECORD not in builtins:

@@ -1,8 +1,8 @@
 """Commands on fingerprint files and specs: selectors, distances, inspect, fingerprint, merge, spec."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 import numpy as np

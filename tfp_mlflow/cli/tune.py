@@ -27,6 +27,9 @@ from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers per trial.")
+@click.option("--epochs", type=int, default=None, help="Epochs per trial (default: the space's).")
+@click.option("--shrink", type=int, default=None, help="Train each trial on at most n images (the paper: 800).")
+@click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")
 @click.option("--name", default=None, help="Target task name (default: the folder or manifest name).")
 @click.option("--no-contribute", is_flag=True, help="Do not add the best configuration to the cloud.")
 @click.option("--heartbeat", type=int, default=60, show_default=True,
@@ -37,8 +40,9 @@ from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 @data_source
 def tune_command(data: str, study_name: str | None, storage: str | None, n_trials: int, space_path: str | None,
                  fingerprint_path: str | None, selector_name: str, keywords: str, top_k: int, no_warm_start: bool,
-                 widen: bool, image_size: int, batch_size: int, seed: int, workers: int, name: str | None,
-                 no_contribute: bool, heartbeat: int, json_out: str | None, tracking_uri: str | None) -> None:
+                 widen: bool, image_size: int, batch_size: int, seed: int, workers: int, epochs: int | None,
+                 shrink: int | None, device: str | None, name: str | None, no_contribute: bool, heartbeat: int,
+                 json_out: str | None, tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
     from tfp_mlflow.workflows import tune_for
 
@@ -51,7 +55,8 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
         result = tune_for(data, tracking_uri, study_name=study_name, storage=storage, n_trials=n_trials,
                       space_path=space_path, fingerprint=fingerprint_path, selector=selector_name, keywords=keywords,
                       top_k=top_k, warm_start=not no_warm_start, widen=widen, image_size=image_size,
-                      batch_size=batch_size, seed=seed, workers=workers, name=name, contribute=not no_contribute,
+                      batch_size=batch_size, seed=seed, workers=workers, epochs=epochs, shrink=shrink,
+                      device=device, name=name, contribute=not no_contribute,
                       heartbeat=heartbeat, on_trial=on_trial, on_note=console.print)
     if emit_json(result.to_json(), json_out, default=str):
         return

@@ -31,8 +31,9 @@ Contract
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun

@@ -16,8 +16,8 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud.schema import artifact_limit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["active_cloud", "forwarding", "current_cloud", "current_authorization"]
 

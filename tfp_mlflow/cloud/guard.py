@@ -22,8 +22,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

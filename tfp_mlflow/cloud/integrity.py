@@ -11,8 +11,8 @@ Torch-free.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.records import CloudTask, contributor

@@ -8,16 +8,15 @@ leaving the ``with`` block normally writes ``tfp.complete`` (last, after every a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import contextlib
-from typing import Iterator
+from typing import Any
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.context import active_cloud

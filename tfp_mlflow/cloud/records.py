@@ -7,9 +7,10 @@ import getpass
 import math
 import os
 import re
+from collections.abc import Sequence
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge
 from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Param, Tag

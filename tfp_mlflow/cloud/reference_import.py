@@ -9,7 +9,7 @@ with the source's best architecture but not that architecture's timm name: it is
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 

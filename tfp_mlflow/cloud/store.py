@@ -12,20 +12,36 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.integrity import VerifiedReads
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.recorder import RunRecorder, RunStore, StoredRun
-from tfp_mlflow.cloud.records import (CloudTask, LazyTasks, dataset_input, safe_file, short, task_from_run,
-                                      validate_knowledge)
+from tfp_mlflow.cloud.records import (
+    CloudTask,
+    LazyTasks,
+    dataset_input,
+    safe_file,
+    short,
+    task_from_run,
+    validate_knowledge,
+)
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import (CLOUD_EXPERIMENT, KNOWLEDGE_KINDS, Artifact, Kind, Metric, Param, Tag,
-                                     artifact_limit, complete_filter)
+from tfp_mlflow.cloud.schema import (
+    CLOUD_EXPERIMENT,
+    KNOWLEDGE_KINDS,
+    Artifact,
+    Kind,
+    Metric,
+    Param,
+    Tag,
+    artifact_limit,
+    complete_filter,
+)
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -64,7 +80,7 @@ def _open_sqlite_store(uri: str, database: Path):
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = MlflowClient(tracking_uri=uri)
-            client._tracking_client.store     # created here, under the lock, whatever MLflow's version does
+            _ = client._tracking_client.store     # created here, under the lock, whatever MLflow's version does
             return client
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -7,9 +7,9 @@ policy, exactly as a user's study would. ``tfp demo`` and ``benchmarks/warmstart
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -19,8 +19,15 @@ from typing import Any
 
 from rich.console import Console
 
-from tfp_mlflow.demo.cloud import (DEFAULT_PLAN, DemoPlan, contribute_task, demo_space, held_out_task,
-                                   measure_knowledge, source_tasks)
+from tfp_mlflow.demo.cloud import (
+    DEFAULT_PLAN,
+    DemoPlan,
+    contribute_task,
+    demo_space,
+    held_out_task,
+    measure_knowledge,
+    source_tasks,
+)
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
 
@@ -51,11 +58,10 @@ class DemoResult:
 def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, seed: int = 0,
              console: Console | None = None) -> DemoResult:
     """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``."""
-    from tfp_mlflow.progress import Progress
-
     from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
+    from tfp_mlflow.progress import Progress
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
 
@@ -143,7 +149,7 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
                          f"    trial {t.number}: {t.state.name.lower()} "
                          f"{'' if t.value is None else f'{t.value:.3f}'} {t.params['architecture']}, policy "
                          f"{t.params['policy']}, lr {t.params['lr']:.2g}"
-                         f"{' (warm start, rank %s)' % t.user_attrs['rank'] if t.user_attrs.get('warm_start') else ''}"))
+                         + (f" (warm start, rank {t.user_attrs['rank']})" if t.user_attrs.get('warm_start') else '')))
 
 
 def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: dict,

@@ -9,8 +9,8 @@ Torch-free: fingerprints come through the cloud's cache.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -4,7 +4,7 @@ the shipped bKLD(small,target) ones, the others are ranked by keywords (``manual
 every rule against bKLD alone (fingerprinted sources only) and manual alone (``benchmarks/hybrid.py``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -8,8 +8,8 @@ later ``tfp evaluate --selector NAME=CSV`` (or anyone's notebook) reads.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

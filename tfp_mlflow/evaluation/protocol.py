@@ -11,10 +11,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,14 @@ import scipy.stats
 
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.evaluation.meta_metrics import (META_METRICS, WIN_RATE_METRICS, affinities_from_distances, top_k,
-                                                top_k_score, weighted_tau)
+from tfp_mlflow.evaluation.meta_metrics import (
+    META_METRICS,
+    WIN_RATE_METRICS,
+    affinities_from_distances,
+    top_k,
+    top_k_score,
+    weighted_tau,
+)
 from tfp_mlflow.reference import Reference
 from tfp_mlflow.scenarios import scenario_names
 
@@ -203,8 +210,8 @@ def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
     return float(concordant_minus_discordant / np.sqrt(float(untied_a) * float(untied_b)))
 
 
-def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame | Mapping[str, pd.DataFrame]], *, top_k_shots: int = 3,
-             bootstraps: int = 1000, seed: int = 0, measured_only: bool = False) -> Evaluation:
+def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame | Mapping[str, pd.DataFrame]], *,
+             top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0, measured_only: bool = False) -> Evaluation:
     """Score selectors (name → distance matrix, rows sources, columns targets, or scenario → such a matrix) on
     the reference's validation targets.
 

@@ -2,8 +2,13 @@
 
 Importing this package imports torch; the recommender core does not.
 """
-from tfp_mlflow.extract.backbones import (DEFAULT_BACKBONE, Backbone, list_offline_backbones, load_backbone,
-                                          register_offline_weights)
+from tfp_mlflow.extract.backbones import (
+                                          DEFAULT_BACKBONE,
+                                          Backbone,
+                                          list_offline_backbones,
+                                          load_backbone,
+                                          register_offline_weights,
+)
 from tfp_mlflow.extract.datasets import ImageDataset, load_image, open_dataset
 from tfp_mlflow.extract.pipeline import create_spec, fingerprint_dataset, plan_draws
 

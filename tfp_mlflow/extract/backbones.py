@@ -15,17 +15,17 @@ import hashlib
 import importlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError, TfpError
 
-__all__ = ["Backbone", "create_model", "normalisation", "register_offline_weights", "load_backbone", "list_offline_backbones", "weights_checksum",
-           "DEFAULT_BACKBONE"]
+__all__ = ["Backbone", "create_model", "normalisation", "register_offline_weights", "load_backbone",
+           "list_offline_backbones", "weights_checksum", "DEFAULT_BACKBONE"]
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
@@ -179,7 +179,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, num_cla
             model = timm.create_model(name, pretrained=False, num_classes=num_classes)
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
-            missing, unexpected = model.load_state_dict(_without_head(state, model), strict=False)
+            missing, _unexpected = model.load_state_dict(_without_head(state, model), strict=False)
             missing = [k for k in missing if not k.startswith(_head_prefixes(model))]
             if missing:
                 raise TfpError(f"weights file {path.name} lacks {len(missing)} tensors of {name} (e.g. "

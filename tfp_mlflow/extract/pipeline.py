@@ -8,12 +8,11 @@ decoded once.
 from __future__ import annotations
 
 import contextlib
-
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch

@@ -1,7 +1,8 @@
 """One registry of selectors, timm-style: factories registered by name, built by :func:`get_selector`."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors._base import Selector

@@ -15,7 +15,7 @@ to 1e-12 relative) while memory stays a few chunks above the stack itself. Torch
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -8,7 +8,8 @@ stack of :mod:`tfp_mlflow.selectors._stack` with each source's ``1 / num_draws``
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 

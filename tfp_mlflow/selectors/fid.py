@@ -1,7 +1,7 @@
 """Fréchet distance between Gaussians fitted to the two tasks' features (FID)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

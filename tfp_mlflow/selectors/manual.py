@@ -1,7 +1,7 @@
 """Manual (semantic) task selection: keyword intersection over union (docs/method.md §4)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from scipy.stats import rankdata

@@ -1,7 +1,7 @@
 """Predict-to-Learn (P2L): KL divergence between L1-normalised feature means, optionally with a size prior."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.stats

@@ -1,7 +1,7 @@
 """VisualDNA (VDNA): mean over features of the 1-D earth mover's distance between histograms."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

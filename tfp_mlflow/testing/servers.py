@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tfp_mlflow.errors import CloudError
 
@@ -22,7 +22,8 @@ __all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "ba
 def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]]:
     """MLflow basic-auth for a :class:`LocalServer` under ``root``: its environment and the admin's credentials.
 
-    Nobody but the admin has any permission until granted one (``default_permission = NO_PERMISSIONS``).
+    Nobody but the admin has any permission until granted one (``default_permission = NO_PERMISSIONS``); verified
+    credentials are cached for a minute (``auth_cache_ttl_seconds``), as ``docs/server.md`` advises.
     """
     import secrets
 
@@ -32,7 +33,8 @@ def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]
     config = root / "basic_auth.ini"
     config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
                       f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      "auth_cache_ttl_seconds = 60\n")
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
            "TFP_CACHE_DIR": str(root / "server-cache")}
     return env, admin

@@ -185,7 +185,8 @@ def config_from_recommendation(recommendation: dict[str, Any] | str | os.PathLik
                             f"1..{len(items)}" if items else f"the recommendation has no {scenario} suggestion")
     item = items[rank - 1]
     provenance = {"source": item["source"], "distance": item["distance"], "rank": item["rank"],
-                  "selector": recommendation.get("selector", ""), "recommendation_run": recommendation.get("run_id", "")}
+                  "selector": recommendation.get("selector", ""),
+                  "recommendation_run": recommendation.get("run_id", "")}
     changes: dict[str, Any] = {"scenario": scenario, "source": item["source"], "provenance": provenance}
     if scenario == "architecture":
         if not item.get("architecture"):

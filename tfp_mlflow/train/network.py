@@ -6,7 +6,7 @@ the source, then :meth:`Network.replace_head` gives the target a fresh one.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

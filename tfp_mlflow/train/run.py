@@ -14,18 +14,19 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 
-from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.config import TrainConfig
 from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task

@@ -7,8 +7,8 @@ under ``prefix`` and whose best epoch's weights are kept.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.data import TaskSplit

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind, Tag

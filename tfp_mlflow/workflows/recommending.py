@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Metric

@@ -27,9 +27,10 @@ whoever is still running (resuming from what the dead one had already put in the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.cloud.store import Cloud
@@ -37,7 +38,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords, validate_task_name
 from tfp_mlflow.workflows.claims import claim_each
 
-__all__ = ["SeedEntry", "read_plan", "seed_cloud", "SHIPPED_PLANS", "CPU_IMAGES_PER_SECOND"]
+__all__ = ["SeedEntry", "SeedTraining", "SeedWork", "read_plan", "seed_cloud", "SHIPPED_PLANS", "CPU_IMAGES_PER_SECOND"]
 
 #: Plans shipped with the package, by name (``tfp seed starter``).
 SHIPPED_PLANS = {"starter": Path(__file__).resolve().parents[1] / "data" / "seed" / "starter.yaml"}
@@ -55,6 +56,27 @@ class SeedEntry:
     keywords: tuple[str, ...] = ()
     licence: str = ""
     images: int | None = None       # training images, when known (for the plan's estimate)
+
+
+@dataclass(frozen=True)
+class SeedTraining:
+    """How every training of a seed run trains: the baseline, each trial of the study and each transfer alike."""
+
+    epochs: int = 3
+    image_size: int = 128
+    shrink: int | None = None       # train on at most this many images
+    device: str | None = None       # cpu, cuda, mps (default: the best available)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SeedWork:
+    """Which steps a seed run takes for each dataset."""
+
+    samples: int = 1000             # fingerprint draws
+    baseline: bool = True
+    tune_trials: int = 0            # 0: no study
+    transfer: bool = False          # transfer outcomes from every other dataset of the plan
 
 
 @dataclass
@@ -113,9 +135,9 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples:
         raise BadInputError(f"--tune-trials must be 0 or more, got {tune_trials}")
     if heartbeat < 1:
         raise BadInputError(f"--heartbeat must be at least 1 second, got {heartbeat}")
-    seeder = _Seeder(cloud, entries, samples=samples, epochs=epochs, image_size=image_size, shrink=shrink,
-                     baseline=baseline, tune_trials=tune_trials, transfer=transfer, device=device,
-                     progress=progress, on_step=on_step)
+    training = SeedTraining(epochs=epochs, image_size=image_size, shrink=shrink, device=device, progress=progress)
+    work = SeedWork(samples=samples, baseline=baseline, tune_trials=tune_trials, transfer=transfer)
+    seeder = _Seeder(cloud, entries, training, work, on_step=on_step)
     if dry_run:
         for number, entry in enumerate(entries, start=1):
             seeder.plan(number, entry)
@@ -131,10 +153,12 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples:
 class _Seeder:
     """The steps of one dataset, each skipped when its result is already in the cloud."""
 
-    def __init__(self, cloud: Cloud, entries: list[SeedEntry], *, on_step, **options: Any) -> None:
+    def __init__(self, cloud: Cloud, entries: list[SeedEntry], training: SeedTraining, work: SeedWork, *,
+                 on_step: Callable[[SeedStep], None] | None) -> None:
         from tfp_mlflow.cloud.records import contributor
 
-        self.cloud, self.entries, self.on_step, self.options = cloud, entries, on_step, options
+        self.cloud, self.entries, self.on_step = cloud, entries, on_step
+        self.training, self.work = training, work
         self.me, self.published = contributor(), _published_tasks()
         self.steps: list[SeedStep] = []
 
@@ -164,7 +188,7 @@ class _Seeder:
 
     def _transfer_sources(self, entry: SeedEntry, *, open_data: bool) -> list[str]:
         """The other datasets of the plan, by task name (by source where the name is not known without data)."""
-        if not self.options["transfer"]:
+        if not self.work.transfer:
             return []
         return [e.task or _task_name(e.source, open_data=open_data) or e.source
                 for e in self.entries if e is not entry]
@@ -172,29 +196,29 @@ class _Seeder:
     def plan(self, number: int, entry: SeedEntry) -> None:
         from tfp_mlflow.workflows.recommending import CPU_DRAWS_PER_SECOND
 
-        o = self.options
+        w, t = self.work, self.training
         name = entry.task or _task_name(entry.source, open_data=False)
         state = self._state(entry, name, open_data=False)
         label = f"[{number}/{len(self.entries)}] {name or entry.source}"
-        images = min(entry.images, o["shrink"]) if o["shrink"] and entry.images else entry.images
-        run_s = o["epochs"] * images / CPU_IMAGES_PER_SECOND * (o["image_size"] / 128) ** 2 if images else 0.0
+        images = min(entry.images, t.shrink) if t.shrink and entry.images else entry.images
+        run_s = t.epochs * images / CPU_IMAGES_PER_SECOND * (t.image_size / 128) ** 2 if images else 0.0
         unknown = "" if images else "size unknown until the data is read"
         self.report(SeedStep(label, "fingerprint", "skipped" if state["fingerprint"] else "planned",
-                             0.0 if state["fingerprint"] else o["samples"] / CPU_DRAWS_PER_SECOND,
+                             0.0 if state["fingerprint"] else w.samples / CPU_DRAWS_PER_SECOND,
                              "published task: attach" if entry.task in self.published else ""))
-        if o["baseline"]:
+        if w.baseline:
             self.report(SeedStep(label, "baseline", "skipped" if state["baseline"] else "planned",
                                  0.0 if state["baseline"] else run_s, "" if state["baseline"] else unknown))
-        if o["tune_trials"]:
+        if w.tune_trials:
             self.report(SeedStep(label, "tune", "skipped" if state["tune"] else "planned",
-                                 0.0 if state["tune"] else run_s * o["tune_trials"],
-                                 f"{o['tune_trials']} trials" + (f"; {unknown}" if unknown else "")))
+                                 0.0 if state["tune"] else run_s * w.tune_trials,
+                                 f"{w.tune_trials} trials" + (f"; {unknown}" if unknown else "")))
         for source, done in state["transfer"].items():
             self.report(SeedStep(label, f"transfer from {source}", "skipped" if done else "planned",
                                  0.0 if done else 2 * run_s, "pretrain on the source, then fine-tune"))
 
     def seed(self, number: int, entry: SeedEntry) -> None:
-        o, cloud = self.options, self.cloud
+        w, cloud = self.work, self.cloud
         name = entry.task or _task_name(entry.source, open_data=True)
         state = self._state(entry, name, open_data=True)
         label = f"[{number}/{len(self.entries)}] {name}"
@@ -202,24 +226,25 @@ class _Seeder:
             self.report(SeedStep(label, "fingerprint", "skipped", note="already in the cloud from this source"))
         else:
             started = time.perf_counter()
-            note = _fingerprint_and_contribute(cloud, entry, name, samples=o["samples"], device=o["device"],
-                                               published=entry.task in self.published, progress=o["progress"])
+            note = _fingerprint_and_contribute(cloud, entry, name, samples=w.samples,
+                                               device=self.training.device, published=entry.task in self.published,
+                                               progress=self.training.progress)
             self.report(SeedStep(label, "fingerprint", "done", time.perf_counter() - started, note))
-        if o["baseline"]:
+        if w.baseline:
             if state["baseline"]:
                 self.report(SeedStep(label, "baseline", "skipped", note="this contributor's baseline is in the cloud"))
             else:
                 started = time.perf_counter()
-                result = _train(cloud, entry, name, **self._training())
+                result = _train(cloud, entry, name, self.training)
                 self.report(SeedStep(label, "baseline", "done", time.perf_counter() - started,
                                      f"balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id[:12]})",
                                      {"run_id": result.run_id, "balanced_accuracy": result.balanced_accuracy}))
-        if o["tune_trials"]:
+        if w.tune_trials:
             if state["tune"]:
                 self.report(SeedStep(label, "tune", "skipped", note="this contributor's study result is in the cloud"))
             else:
                 started = time.perf_counter()
-                study = _tune(cloud, entry, name, o["tune_trials"], **self._training())
+                study = _tune(cloud, entry, name, w.tune_trials, self.training)
                 self.report(SeedStep(label, "tune", "done", time.perf_counter() - started,
                                      f"best {study.best_params.get('architecture', '?')} with policy "
                                      f"{study.best_params.get('policy', '?')}: balanced accuracy "
@@ -232,14 +257,11 @@ class _Seeder:
                 continue
             origin = next(e for e in self.entries if (e.task or _task_name(e.source, open_data=True)) == source)
             started = time.perf_counter()
-            result = _train(cloud, entry, name, scenario="pretraining", source=source,
-                            source_data=_local(origin.source), **self._training())
+            result = _train(cloud, entry, name, self.training, scenario="pretraining", source=source,
+                            source_data=_local(origin.source))
             self.report(SeedStep(label, step, "done", time.perf_counter() - started,
                                  f"balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id[:12]})",
                                  {"run_id": result.run_id, "balanced_accuracy": result.balanced_accuracy}))
-
-    def _training(self) -> dict[str, Any]:
-        return {key: self.options[key] for key in ("epochs", "image_size", "shrink", "device", "progress")}
 
 
 def _published_tasks() -> set[str]:
@@ -280,19 +302,17 @@ def _fingerprint_and_contribute(cloud: Cloud, entry: SeedEntry, name: str, *, sa
         f" ({fingerprint.num_images:,} images, {fingerprint.num_draws:,} draws)"
 
 
-def _train(cloud: Cloud, entry: SeedEntry, name: str, *, epochs: int, image_size: int, shrink: int | None,
-           device: str | None, progress: bool, scenario: str = "baseline", source: str = "",
-           source_data: str | None = None):
+def _train(cloud: Cloud, entry: SeedEntry, name: str, training: SeedTraining, *, scenario: str = "baseline",
+           source: str = "", source_data: str | None = None):
     from tfp_mlflow.train import TrainConfig, train
 
     config = TrainConfig(target=entry.source, name=name, scenario=scenario, source=source, source_data=source_data,
-                         epochs=epochs, image_size=image_size, shrink=shrink, device=device,
-                         provenance=_provenance(entry))
-    return train(config, cloud=cloud, contribute=True, progress=progress, log_model=False)
+                         epochs=training.epochs, image_size=training.image_size, shrink=training.shrink,
+                         device=training.device, provenance=_provenance(entry))
+    return train(config, cloud=cloud, contribute=True, progress=training.progress, log_model=False)
 
 
-def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, *, epochs: int, image_size: int,
-          shrink: int | None, device: str | None, progress: bool):
+def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
     """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
     import tempfile
 
@@ -302,7 +322,8 @@ def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, *, epochs: int
         target = Path(folder) / f"{name}.npz"
         cloud.fingerprint(cloud.task(name)).save(target)
         return tune_for(entry.source, cloud, study_name=f"seed-{name}", n_trials=trials, fingerprint=target,
-                        name=name, image_size=image_size, epochs=epochs, keywords=entry.keywords, contribute=True)
+                        name=name, image_size=training.image_size, epochs=training.epochs, shrink=training.shrink,
+                        device=training.device, keywords=entry.keywords, contribute=True)
 
 
 def _provenance(entry: SeedEntry) -> dict[str, str]:

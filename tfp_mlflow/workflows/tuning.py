@@ -8,14 +8,14 @@ server cloud), so a study never resumes trials whose runs live in another cloud.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.store import DEFAULT_HOME
-from tfp_mlflow.fingerprint import validate_keywords
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.fingerprint import validate_keywords
 from tfp_mlflow.workflows.recommending import plan_query, recommend_for
 
 __all__ = ["tune_for", "default_storage"]
@@ -34,13 +34,14 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
          fingerprint: str | os.PathLike | None = None, selector: str = "bkld-small-target",
          keywords: Sequence[str] | str = (), top_k: int = 3, warm_start: bool = True, widen: bool = False,
          image_size: int = 128, batch_size: int = 32, seed: int = 0, workers: int = 0, name: str | None = None,
-         epochs: int | None = None, shrink: int | None = None, contribute: bool = True, heartbeat: int = 60,
+         epochs: int | None = None, shrink: int | None = None, device: str | None = None, contribute: bool = True,
+         heartbeat: int = 60,
          on_trial: Callable | None = None,
          on_note: Callable[[str], None] | None = None):
     """Search architecture, policy, learning rate, weight decay and truncation for ``data``; returns the
     :class:`~tfp_mlflow.tune.StudyResult`. Several processes with the same ``study_name`` and ``storage`` share
     one study (each runs trials until ``n_trials`` have finished). ``epochs`` overrides the space's budget per
-    trial; ``shrink`` trains each trial on at most that many images."""
+    trial; ``shrink`` trains each trial on at most that many images; ``device`` is where each trial trains."""
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
     from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
@@ -48,7 +49,7 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
     note = on_note or (lambda line: None)
     base = TrainConfig(target=str(data), name=name, image_size=image_size, batch_size=batch_size, seed=seed,
-                       workers=workers, shrink=shrink).validate()
+                       workers=workers, shrink=shrink, device=device).validate()
     loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES,
                                                  *cloud_architectures(cloud)])
     space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))

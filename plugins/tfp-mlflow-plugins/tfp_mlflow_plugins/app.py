@@ -12,11 +12,11 @@ lets that user read, and the server's artifact store, backend and cache are used
 """
 from __future__ import annotations
 
-import base64
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +29,7 @@ from tfp_mlflow.cloud.context import forwarding
 from tfp_mlflow.errors import CloudError, TfpError
 from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow_plugins import service
+from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 
 __all__ = ["create_app", "compose"]
 
@@ -92,14 +93,11 @@ def _authorization(request: Request) -> str | None:
     if not header or not header.lower().startswith("basic "):
         raise _HTTPFailure(401, "this server requires MLflow credentials: log in with your MLflow username and "
                                 "password (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for tfp)", challenge)
-    try:
-        username, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
-    except ValueError:
-        raise _HTTPFailure(401, "the Authorization header is not valid basic auth", challenge) from None
-    from mlflow.server.auth import store
-
-    if not store.authenticate_user(username, password):
-        raise _HTTPFailure(401, f"wrong username or password for {username!r}", challenge)
+    credentials = basic_credentials(header)
+    if credentials is None:
+        raise _HTTPFailure(401, "the Authorization header is not valid basic auth", challenge)
+    if verified_user(*credentials) is None:
+        raise _HTTPFailure(401, f"wrong username or password for {credentials[0]!r}", challenge)
     return header
 
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from tfp_mlflow.cloud.schema import Tag
 from tfp_mlflow_plugins.app import compose
+from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 
 __all__ = ["create_basic_auth_app"]
 
@@ -345,19 +346,9 @@ def _guard_artifact_proxy(app: FastAPI) -> None:
 def _basic_caller(header: str | None) -> tuple[str | None, bool]:
     """The user a valid basic-auth header names and whether it is an admin; ``(None, False)`` otherwise (MLflow
     then answers 401 itself)."""
-    import base64
-
-    from mlflow.server.auth import store
-
-    if not header or not header.lower().startswith("basic "):
-        return None, False
-    try:
-        username, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
-        if not store.authenticate_user(username, password):
-            return None, False
-        return username, bool(store.get_user(username).is_admin)
-    except Exception:
-        return None, False
+    credentials = basic_credentials(header)
+    user = verified_user(*credentials) if credentials else None
+    return (None, False) if user is None else (user.username, bool(user.is_admin))
 
 
 def _experiment_refusal():

@@ -13,11 +13,11 @@ import numpy as np
 
 from tfp_mlflow.cloud import Cloud, CloudTask
 from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
-from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
-from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.evidence import fit_track_record
+from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
