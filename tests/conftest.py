@@ -1,8 +1,10 @@
 """Shared fixtures: small specs and fingerprints drawn from known feature distributions."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import struct
 import zipfile
 
@@ -16,6 +18,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 NUM_FEATURES = 12
+
+
+def _missing(requirement: str) -> str | None:
+    """Why a marker's requirement is not met here, or ``None`` when it is."""
+    if requirement == "torch":
+        return None if importlib.util.find_spec("torch") else "needs the torch extra (pip install 'tfp-mlflow[torch]')"
+    if requirement == "gpu":
+        if importlib.util.find_spec("torch") is None:
+            return "needs torch with a CUDA GPU"
+        import torch
+
+        return None if torch.cuda.is_available() else "needs a CUDA GPU"
+    if requirement == "browser":
+        return None if shutil.which("chromium") or shutil.which("chromium-browser") else \
+            "needs chromium (apt-get install chromium; .ci/run installs it)"
+    if requirement == "server":
+        return None if importlib.util.find_spec("tfp_mlflow_plugins") else \
+            "needs the plugins (pip install ./plugins/tfp-mlflow-plugins)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked with a requirement (torch, gpu, browser, server) is skipped, saying why, where it is not met;
+    ``postgres`` skips in its fixture, where the binaries are looked for."""
+    reasons: dict[str, str | None] = {}
+    for item in items:
+        for requirement in ("torch", "gpu", "browser", "server"):
+            if item.get_closest_marker(requirement) is None:
+                continue
+            if requirement not in reasons:
+                reasons[requirement] = _missing(requirement)
+            if reasons[requirement]:
+                item.add_marker(pytest.mark.skip(reason=reasons[requirement]))
 
 
 @pytest.fixture(scope="session")

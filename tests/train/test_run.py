@@ -228,6 +228,17 @@ def test_lightning_precision_devices_and_strategy_are_passed_through(cloud, data
               cloud=cloud, progress=False, log_model=False)
 
 
+@pytest.mark.gpu
+def test_mixed_precision_on_a_cuda_gpu_trains_and_records_where_it_ran(cloud, data):
+    """16-mixed on CUDA (skipped without a GPU): the network and the held-out pass run on the GPU, and the run
+    records the device and precision it trained with."""
+    result = train(TrainConfig(target=str(data["target"]), device="cuda", precision="16-mixed", **TINY), cloud=cloud,
+                   progress=False, log_model=False)
+    params = cloud.client.get_run(result.run_id).data.params
+    assert (params["device"], params["precision"]) == ("cuda", "16-mixed")
+    assert 0.0 <= result.balanced_accuracy <= 1.0
+
+
 def test_ddp_on_two_cpu_processes_records_one_run_and_one_outcome(tmp_path, data):
     """`tfp train --devices 2 --strategy ddp`: Lightning's launcher runs the command again as rank 1; only rank zero
     records a run and contributes, and both ranks choose the best epoch on the whole held-out split."""

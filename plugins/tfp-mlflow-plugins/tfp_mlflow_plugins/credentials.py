@@ -14,7 +14,10 @@ __all__ = ["basic_credentials", "verified_user"]
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
     """``(username, password)`` of a ``Basic`` Authorization header, parsed as Flask parses it for MLflow's own check
     (werkzeug's ``Authorization``); ``None`` when there is none or it is malformed."""
-    parsed = Authorization.from_header(header) if header else None
+    try:
+        parsed = Authorization.from_header(header) if header else None
+    except ValueError:   # not ASCII: werkzeug cannot decode it, and MLflow's own check refuses it
+        return None
     if parsed is None or parsed.type != "basic" or parsed.username is None:
         return None
     return parsed.username, parsed.password or ""
