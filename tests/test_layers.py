@@ -74,3 +74,18 @@ def test_only_the_cloud_package_imports_mlflow():
 
 def test_the_plugins_are_not_part_of_the_core_package():
     assert not (PACKAGE / "plugins").exists()
+
+
+#: The longest a function of the package may be; a longer one is split where its steps are (see docs/architecture.md).
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_longer_than_the_house_limit():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, f"split these at their steps: {long}"

@@ -7,6 +7,7 @@ or co-training. Every item names its source, distance, rank and the runs behind 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -24,7 +25,7 @@ from tfp_mlflow.cloud.schema import (
     Tag,
 )
 from tfp_mlflow.cloud.store import Cloud, CloudTask
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, SpecMismatchError
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
@@ -119,26 +120,89 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         better than distance on the cloud's other targets (:mod:`tfp_mlflow.evidence`); ``"distance"``: distance
         alone. Either way every suggestion carries its ``reasons`` (distance, rank, track record, evidence).
     """
+    scenario_list, chooser, guard, keywords = _checked(selector, scenarios, metric, top_k, order_by, trusted,
+                                                      keywords, target)
+    target_name = name or (target.name if target else "query")
+    query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
+                 fingerprint=target)
+    notes: list[str] = []
+    pool = _candidates(cloud, chooser, guard, target, target_name, keywords, merge, notes)
+    ranking, signals = _rank(cloud, chooser, query, pool, merge)
+    task_flags = _screen_fingerprints(cloud, guard, pool.tasks, pool.untrusted, notes)
+    result = Recommendation(
+        target={"name": target_name, "keywords": list(keywords),
+                "spec_id": target.spec_id if target else None,
+                "num_images": target.num_images if target else None},
+        selector=selector, top_k=top_k, metric=metric, cloud=cloud.uri,
+        ranking=[_ranked(r, pool.by_name[r.name], task_flags, signals[r.name]) for r in ranking[:max(10, top_k)]],
+        scenarios={}, notes=notes, trusted=list(guard.trusted) if guard.trusted else None)
+    result.flagged = [{"what": "task", "source": name, "contributor": pool.by_name[name].contributor,
+                       "reason": reason}
+                      for name in sorted(task_flags) if name in pool.by_name for reason in task_flags[name]]
+    evidence = fit_track_record(cloud, [*pool.tasks, *pool.described], guard.trusts if guard.trusted else None,
+                                selector if chooser.needs_fingerprint and not pool.described else "manual")
+    if evidence is None:
+        notes.append("the cloud holds no measured transfer outcomes yet: suggestions are ordered by distance "
+                     "(`tfp train --contribute --source`, `tfp seed --transfer` add them)")
+    walk = _Walk(cloud, guard, pool.by_name, signals, task_flags, result, metric, top_k, include_flagged)
+    for scenario in scenario_list:
+        ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
+        block = walk.scenario(scenario, ordered, rule, reasons, evidence.outcomes if evidence else 0)
+        if scenario.item == ITEM_ARCHITECTURE and rerank is not None and block["items"]:
+            block["ordered_by"], block["items"] = rerank(block["items"])
+            block["notes"].append(f"re-ordered by {block['ordered_by']} on the target's images (the sources' "
+                                  f"distances found the candidates)")
+        result.scenarios[scenario.name] = {"selector": selector, **block, "rule": rule.to_json() if rule else None}
+    result.quarantined = cloud.quarantined()
+    if result.quarantined:
+        notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")
+    if log:
+        result.run_id = _log(cloud, result)
+    return result
+
+
+def _checked(selector: str, scenarios: Sequence[str] | None, metric: str, top_k: int, order_by: str,
+             trusted: str | Sequence[str] | None, keywords: Sequence[str], target: Fingerprint | None):
+    """The query's parameters checked before the cloud is read: ``(scenarios, selector, guard, keywords)``."""
     if order_by not in ORDERS:
         raise BadInputError(f"--order must be one of {', '.join(ORDERS)}, got {order_by!r}")
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
-    scenarios = [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
+    scenario_list = [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
     if metric not in BASE_METRICS:
         raise BadInputError(f"--metric must be balanced_accuracy or auroc, got {metric!r}")
     chooser = get_selector(selector)
     guard = Guard(trusted=parse_trusted(trusted))
     keywords = validate_keywords(list(keywords) or list(target.keywords if target else ()))
     check_query(selector, keywords, has_target=target is not None)
-    target_name = name or (target.name if target else "query")
-    query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
-                 fingerprint=target)
-    # Tasks whose runs or fingerprints fail a check are quarantined: left out of every query, never its error.
-    # Trust is per run: the newest version by a trusted contributor, whoever wrote a newer one.
+    return scenario_list, chooser, guard, keywords
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The cloud tasks a query ranks: by the selector (``tasks``), by keywords merged in (``described``), and the
+    tasks left out as untrusted (they still count in the guard's population)."""
+
+    tasks: list[CloudTask]
+    described: list[CloudTask]
+    untrusted: list[CloudTask]
+
+    @property
+    def by_name(self) -> dict[str, CloudTask]:
+        return {t.name: t for t in [*self.tasks, *self.described]}
+
+
+def _candidates(cloud: Cloud, chooser, guard: Guard, target: Fingerprint | None, target_name: str,
+                keywords: Sequence[str], merge: str | None, notes: list[str]) -> _Pool:
+    """The tasks the query may rank (notes say what was left out and why); a one-line error when there are none.
+
+    Tasks whose runs or fingerprints fail a check are quarantined: left out of every query, never its error. Trust
+    is per run: the newest version by a trusted contributor, whoever wrote a newer one."""
+    selector = chooser.name
     every = cloud.conforming([t for t in cloud.tasks() if t.name != target_name])
     cloud_tasks = (cloud.conforming([t for t in cloud.tasks(trusts=guard.trusts) if t.name != target_name])
                    if guard.trusted else every)
-    notes, described = [], []
+    described: list[CloudTask] = []
     trusted_names = {t.name for t in cloud_tasks}
     untrusted = [t for t in every if t.name not in trusted_names]
     if untrusted:
@@ -146,7 +210,6 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
     if chooser.needs_fingerprint:
         spec_id = cloud.spec_id()
         if target is not None and spec_id is not None and target.spec_id != spec_id:
-            from tfp_mlflow.errors import SpecMismatchError
             raise SpecMismatchError(f"the target has spec {target.spec_id} but the cloud at {cloud.uri} uses "
                                     f"{spec_id}; fingerprint it with the cloud's spec")
         without = [t for t in cloud_tasks if not t.has_fingerprint]
@@ -162,99 +225,90 @@ def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequ
         raise BadInputError(f"the cloud at {cloud.uri} holds no task that {selector} can rank"
                             + (" from a trusted contributor; widen --trusted" if untrusted else
                                "; contribute tasks first (`tfp contribute`)"))
-    by_name = {t.name: t for t in [*cloud_tasks, *described]}
+    return _Pool(cloud_tasks, described, untrusted)
+
+
+def _rank(cloud: Cloud, chooser, query: Task, pool: _Pool,
+          merge: str | None) -> tuple[list[RankedSource], dict[str, str]]:
+    """The pool ranked for the query, and which signal placed each source (the selector, or ``manual``)."""
+    selector = chooser.name
     # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
-    sources = (cloud.prepared(chooser, cloud_tasks) if chooser.needs_fingerprint
-               else cloud.as_tasks(cloud_tasks, with_fingerprints=False))
-    ranking = _finite(cloud, rank_sources(chooser, query, sources), by_name, selector)
+    sources = (cloud.prepared(chooser, pool.tasks) if chooser.needs_fingerprint
+               else cloud.as_tasks(pool.tasks, with_fingerprints=False))
+    ranking = _finite(cloud, rank_sources(chooser, query, sources), pool.by_name, selector)
     signals = dict.fromkeys((r.name for r in ranking), selector)
-    if described:
-        by_keywords = rank_sources("manual", query, cloud.as_tasks(described, with_fingerprints=False))
+    if pool.described:
+        by_keywords = rank_sources("manual", query, cloud.as_tasks(pool.described, with_fingerprints=False))
         signals.update(dict.fromkeys((r.name for r in by_keywords), "manual"))
         entries = {r.name: r for r in [*ranking, *by_keywords]}
         merged = merge_rankings([(r.name, r.distance) for r in ranking], [(r.name, r.distance) for r in by_keywords],
                                 merge)
         ranking = [replace(entries[name], rank=rank) for rank, (name, _) in enumerate(merged, start=1)]
-    task_flags = _screen_fingerprints(cloud, guard, cloud_tasks, untrusted, notes)
-    result = Recommendation(
-        target={"name": target_name, "keywords": list(keywords),
-                "spec_id": target.spec_id if target else None,
-                "num_images": target.num_images if target else None},
-        selector=selector, top_k=top_k, metric=metric, cloud=cloud.uri,
-        ranking=[_ranked(r, by_name[r.name], task_flags, signals[r.name]) for r in ranking[:max(10, top_k)]],
-        scenarios={}, notes=notes, trusted=list(guard.trusted) if guard.trusted else None)
-    result.flagged = [{"what": "task", "source": name, "contributor": by_name[name].contributor, "reason": reason}
-                      for name in sorted(task_flags) if name in by_name for reason in task_flags[name]]
-    evidence = fit_track_record(cloud, [*cloud_tasks, *described], guard.trusts if guard.trusted else None,
-                                selector if chooser.needs_fingerprint and not described else "manual")
-    if evidence is None:
-        notes.append("the cloud holds no measured transfer outcomes yet: suggestions are ordered by distance "
-                     "(`tfp train --contribute --source`, `tfp seed --transfer` add them)")
-    knowledge_of: dict[str, list] = {}
+    return ranking, signals
 
-    def knowledge(source: str) -> list:
-        if source not in knowledge_of:
-            trusted_knowledge = [k for k in cloud.knowledge(source) if guard.trusts(k.contributor)]
-            knowledge_of[source] = _screen_knowledge(source, trusted_knowledge, guard, metric, include_flagged,
-                                                     result.flagged)
-        return knowledge_of[source]
 
-    for scenario in scenarios:
+class _Walk:
+    """Walks an ordered ranking for one scenario at a time, reading each source's screened knowledge once."""
+
+    def __init__(self, cloud: Cloud, guard: Guard, by_name: dict[str, CloudTask], signals: dict[str, str],
+                 task_flags: dict[str, list[str]], result: Recommendation, metric: str, top_k: int,
+                 include_flagged: bool) -> None:
+        self.cloud, self.guard, self.by_name, self.signals = cloud, guard, by_name, signals
+        self.task_flags, self.result, self.metric, self.top_k = task_flags, result, metric, top_k
+        self.include_flagged = include_flagged
+        self._knowledge: dict[str, list] = {}
+
+    def knowledge(self, source: str) -> list:
+        if source not in self._knowledge:
+            trusted = [k for k in self.cloud.knowledge(source) if self.guard.trusts(k.contributor)]
+            self._knowledge[source] = _screen_knowledge(source, trusted, self.guard, self.metric,
+                                                        self.include_flagged, self.result.flagged)
+        return self._knowledge[source]
+
+    def scenario(self, scenario, ordered: list[RankedSource], rule, reasons: dict[str, Any],
+                 outcomes: int) -> dict[str, Any]:
+        """``{"items", "notes", "ordered_by"}`` of one scenario: the first ``top_k`` sources with usable knowledge."""
+        top_k, flagged = self.top_k, self.result.flagged
         items, skipped, passed_over = [], 0, 0
-        ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
+        by_record = rule is not None and rule.uses_track_record
         # Ordered by distance, the walk stays among the closest; ordered by record, it goes as far as it takes.
-        walk = ordered if rule is not None and rule.uses_track_record else ordered[:WALK_FACTOR * top_k]
+        walk = ordered if by_record else ordered[:WALK_FACTOR * top_k]
         for entry in walk:
             if len(items) == top_k:
                 break
-            if entry.name in task_flags and not include_flagged:
+            if entry.name in self.task_flags and not self.include_flagged:
                 passed_over += 1
                 continue
-            item = _ITEMS[scenario.item](entry, by_name[entry.name], knowledge(entry.name), metric)
+            task = self.by_name[entry.name]
+            item = _ITEMS[scenario.item](entry, task, self.knowledge(entry.name), self.metric)
             if item is None:
                 skipped += 1
                 continue
-            flags = list(task_flags.get(entry.name, []))
-            if include_flagged:  # flagged results were kept: mark the items built on them
+            flags = list(self.task_flags.get(entry.name, []))
+            if self.include_flagged:  # flagged results were kept: mark the items built on them
                 run = item["evidence"].get("knowledge_run")
-                flags += [f["reason"] for f in result.flagged if f.get("knowledge_run") == run and run]
+                flags += [f["reason"] for f in flagged if f.get("knowledge_run") == run and run]
             items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance,
-                          "signal": signals[entry.name], "flags": flags, "contributor": by_name[entry.name].contributor,
+                          "signal": self.signals[entry.name], "flags": flags, "contributor": task.contributor,
                           "reasons": reasons[entry.name], **item})
-        scenario_notes = [line for line in [describe(rule, scenario.name, evidence.outcomes if evidence else 0)]
-                          if line]
+        notes = [line for line in [describe(rule, scenario.name, outcomes)] if line]
         if passed_over:
-            scenario_notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
-                                  f"(see flagged; --include-flagged uses them)")
-        if len(items) < top_k and any(by_name[e.name].contributor.startswith("reference:") for e in walk):
-            scenario_notes.append(scenario.reference_note)
+            notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
+                         f"(see flagged; --include-flagged uses them)")
+        if len(items) < top_k and any(self.by_name[e.name].contributor.startswith("reference:") for e in walk):
+            notes.append(scenario.reference_note)
         if skipped:
-            scenario_notes.append(f"{skipped} closer sources had no usable {scenario.name} knowledge and were "
-                                  f"passed over")
+            notes.append(f"{skipped} closer sources had no usable {scenario.name} knowledge and were passed over")
         if len(items) < top_k:
-            scenario_notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
-                                  f"knowledge")
-        ordered_by = "track-record" if rule is not None and rule.uses_track_record else "distance"
-        if scenario.item == ITEM_ARCHITECTURE and rerank is not None and items:
-            ordered_by, items = rerank(items)
-            scenario_notes.append(f"re-ordered by {ordered_by} on the target's images (the sources' distances "
-                                  f"found the candidates)")
-        result.scenarios[scenario.name] = {"selector": selector, "items": items, "notes": scenario_notes,
-                                           "ordered_by": ordered_by, "rule": rule.to_json() if rule else None}
-    result.quarantined = cloud.quarantined()
-    if result.quarantined:
-        notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")
-    if log:
-        result.run_id = _log(cloud, result)
-    return result
+            notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
+                         f"knowledge")
+        return {"items": items, "notes": notes, "ordered_by": "track-record" if by_record else "distance"}
 
 
 def _finite(cloud: Cloud, ranking: list[RankedSource], by_name: dict[str, CloudTask],
             selector: str) -> list[RankedSource]:
     """The ranking less sources at a non-finite distance (quarantined: a fingerprint that passed every check
     can still be degenerate for one selector), renumbered."""
-    import math
-
     bad = [r for r in ranking if not math.isfinite(r.distance)]
     for entry in bad:
         cloud.quarantine("fingerprint", by_name[entry.name],

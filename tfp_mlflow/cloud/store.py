@@ -45,7 +45,7 @@ from tfp_mlflow.cloud.schema import (
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
-from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
 __all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "default_tracking_uri"]
@@ -270,21 +270,7 @@ class Cloud(VerifiedReads, RunStore):
             raise BadInputError("--shareable needs --data-uri (where others can fetch the data)")
         previous = self.task(name)
         if fingerprint is not None:
-            cloud_spec = self.spec_id()
-            if cloud_spec is not None and fingerprint.spec_id != cloud_spec:
-                raise SpecMismatchError(f"fingerprint of {name!r} has spec {fingerprint.spec_id} but the cloud at "
-                                        f"{self.uri} uses {cloud_spec}; re-fingerprint it with the cloud's spec")
-            if cloud_spec is not None:
-                fingerprint.check_conforms(self.spec(), f"fingerprint of {name!r}")
-            if cloud_spec is None:
-                if spec is None or spec.id != fingerprint.spec_id:
-                    from tfp_mlflow.spec import default_spec
-                    spec = default_spec()
-                if spec.id != fingerprint.spec_id:
-                    raise SpecMismatchError(f"the cloud has no spec yet and fingerprint {name!r} was not made with "
-                                            f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
-                fingerprint.check_conforms(spec, f"fingerprint of {name!r}")
-                self.ensure_spec(spec)
+            self._admit_fingerprint(name, fingerprint, spec)
         contributor = contributor or current_contributor()
         knowledge = list(knowledge)
         for item in knowledge:          # all of it checked before anything is written
@@ -331,26 +317,50 @@ class Cloud(VerifiedReads, RunStore):
                 sha = run.log_file(Artifact.FINGERPRINT, lambda p: p.write_bytes(old.read_bytes()))
             run.log_params(params)
             run.set_tags({Tag.FINGERPRINT_SHA256: sha})
-        run_id = run.run_id
-        # Retire this contributor's older versions where the server allows it (behind tfp-basic-auth a complete run
-        # is immutable: they stay, and readers take the newest).
+        self._retire_older(name, contributor, run.run_id, run.start_time)
+        # Renewed after the retirement, so a cached task list never outlives this change.
+        self._renew_tasks_version()
+        return self.task(name) or task_from_run(self.client.get_run(run.run_id))
+
+    def _admit_fingerprint(self, name: str, fingerprint: Fingerprint, spec: FingerprintSpec | None) -> None:
+        """Check a contributed fingerprint against the cloud's spec; the first one sets the spec (``spec``, else the
+        shipped one, whichever made the fingerprint)."""
+        cloud_spec = self.spec_id()
+        if cloud_spec is not None:
+            if fingerprint.spec_id != cloud_spec:
+                raise SpecMismatchError(f"fingerprint of {name!r} has spec {fingerprint.spec_id} but the cloud at "
+                                        f"{self.uri} uses {cloud_spec}; re-fingerprint it with the cloud's spec")
+            fingerprint.check_conforms(self.spec(), f"fingerprint of {name!r}")
+            return
+        if spec is None or spec.id != fingerprint.spec_id:
+            spec = default_spec()
+        if spec.id != fingerprint.spec_id:
+            raise SpecMismatchError(f"the cloud has no spec yet and fingerprint {name!r} was not made with "
+                                    f"the shipped spec; pass its spec (--spec) to set the cloud's spec")
+        fingerprint.check_conforms(spec, f"fingerprint of {name!r}")
+        self.ensure_spec(spec)
+
+    def _retire_older(self, name: str, contributor: str, run_id: str, start_time: int) -> None:
+        """Delete this contributor's older versions of a task where the server allows it (behind tfp-basic-auth a
+        complete run is immutable: they stay, and readers take the newest)."""
         for old in self._search(complete_filter(Kind.TASK, task=name, contributor=contributor)):
-            if old.info.run_id != run_id and old.info.start_time <= run.start_time:
+            if old.info.run_id != run_id and old.info.start_time <= start_time:
                 try:
                     self.client.delete_run(old.info.run_id)
                 except Exception as exc:
                     if getattr(exc, "error_code", "") != "PERMISSION_DENIED":
                         raise
-        # Renewed after the retirement, so a cached task list never outlives this change.
+
+    def _renew_tasks_version(self) -> None:
+        """A new task-list version stamp: every cached task list is stale from now on."""
         for attempt in range(5):   # SQLite: two contributors inserting the tag at once collide; the next try updates
             try:
                 self.client.set_experiment_tag(self.experiment_id(), Tag.TASKS_VERSION, uuid.uuid4().hex)
-                break
+                return
             except Exception:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        return self.task(name) or task_from_run(self.client.get_run(run_id))
 
     # -- knowledge ----------------------------------------------------------------------------------------------
     def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:

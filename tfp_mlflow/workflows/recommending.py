@@ -185,16 +185,9 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
                                 "(a folder of class folders or a CSV manifest), not a fingerprint")
         reranker = transferability_reranker(dataset, rerank)
     if server and reranker is None:
-        from tfp_mlflow.cloud.remote import recommend_on_server
-
-        with tempfile.TemporaryDirectory() as tmp:
-            body = target.save(Path(tmp) / "target.npz").read_bytes() if target is not None else b""
-        scenario = scenarios[0] if scenarios is not None and len(scenarios) == 1 else "all"
-        payload = recommend_on_server(server, body, top_k=top_k, selector=selector, scenario=scenario,
-                                      metric=metric, keywords=",".join(words), name=name, log=log, trusted=trusted,
-                                      include_flagged=include_flagged)
-        if payload is not None:
-            result = Recommendation.from_json(payload)
+        result = _on_server(server, target, top_k=top_k, selector=selector, scenarios=scenarios, metric=metric,
+                            keywords=words, name=name, log=log, trusted=trusted, include_flagged=include_flagged)
+        if result is not None:
             result.next_steps = next_steps(result, dataset, saved_as)
             return result
         if on_note is not None:
@@ -209,3 +202,18 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
         result.notes.append(fallback)
     result.next_steps = next_steps(result, dataset, saved_as)
     return result
+
+
+def _on_server(server: str, target: Fingerprint | None, *, top_k: int, selector: str,
+               scenarios: Sequence[str] | None, metric: str, keywords: Sequence[str], name: str | None, log: bool,
+               trusted: str | Sequence[str] | None, include_flagged: bool) -> Recommendation | None:
+    """The server's answer to one upload of the target; ``None`` when it has no tfp app."""
+    from tfp_mlflow.cloud.remote import recommend_on_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        body = target.save(Path(tmp) / "target.npz").read_bytes() if target is not None else b""
+    scenario = scenarios[0] if scenarios is not None and len(scenarios) == 1 else "all"
+    payload = recommend_on_server(server, body, top_k=top_k, selector=selector, scenario=scenario, metric=metric,
+                                  keywords=",".join(keywords), name=name, log=log, trusted=trusted,
+                                  include_flagged=include_flagged)
+    return None if payload is None else Recommendation.from_json(payload)
