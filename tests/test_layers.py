@@ -1,7 +1,6 @@
-"""The package's layers point one way: no module imports a layer above its own, and only ``cloud/`` imports MLflow.
-
-images → extract → fingerprint/spec → selectors → cloud → recommend → train/tune → evaluation → workflows → CLI;
-the harnesses in ``tfp_mlflow.testing`` and the plugins (their own distribution) sit on top.
+"""The package's layers point one way: no module imports a layer above its own (``LAYERS``, lowest first, which
+``docs/architecture.md`` lists), and only ``cloud/`` imports MLflow; the plugins (their own distribution) sit on
+top.
 """
 from __future__ import annotations
 
@@ -89,3 +88,10 @@ def test_no_function_is_longer_than_the_house_limit():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, f"split these at their steps: {long}"
+
+
+def test_the_architecture_page_lists_these_layers():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = page.split("```text\n", 1)[1].split("```", 1)[0]
+    listed = [set(line.split("  ", 1)[1].split(", ")) for line in block.strip().splitlines()]
+    assert listed == LAYERS, "docs/architecture.md's layer list differs from LAYERS: redraw it from this file"

@@ -1,7 +1,7 @@
 """The poisoning guard: which contributors a recommendation trusts, and which sources and results look fabricated.
 
 A shared cloud takes contributions from parties it cannot check. The guard does three things (documented with its
-limits in the README, "The poisoning guard"):
+limits in docs/server.md, "The poisoning guard"):
 
 * **trust** — ``--trusted`` patterns (``fnmatch``, e.g. ``alice``, ``reference:*``) restrict the sources and the
   knowledge a recommendation may use to those contributors. Behind ``tfp-basic-auth`` the contributor is the
@@ -37,7 +37,7 @@ __all__ = ["Guard", "FingerprintStats", "MAX_PLAUSIBLE_GAIN", "OUTLIER_Z", "MIN_
 #: Largest believable gain of a result over its task's baseline (metric points). The reference's 117,060
 #: published transfer outcomes (architecture, augmentation, pretraining, co-training; both metrics, every
 #: repetition, full and shrunk targets) gain at most 0.392 over the target's mean baseline;
-#: ``tests/test_guard.py`` checks that every one stays below.
+#: ``tests/cloud/test_guard.py`` checks that every one stays below.
 MAX_PLAUSIBLE_GAIN = 0.40
 #: Robust z-score (median / scaled MAD) beyond which a fingerprint statistic is implausible.
 OUTLIER_Z = 6.0

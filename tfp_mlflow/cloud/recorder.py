@@ -158,7 +158,7 @@ class RunStore:
         :meth:`RunRecorder.finish`. Prefer :meth:`record`."""
         tags = dict(tags)
         if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+            tags[Tag.MLFLOW_PARENT_RUN] = parent_run_id
         run = self._start_run(kind, tags, experiment)
         return RunRecorder(self.client, self.uri, run.info.run_id, start_time=run.info.start_time)
 
@@ -183,7 +183,7 @@ class RunStore:
         from mlflow.tracking.context.registry import resolve_tags
 
         active_cloud(self.uri, self.spec_id())
-        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, "mlflow.user": current_contributor()}
+        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, Tag.MLFLOW_USER: current_contributor()}
         try:
             return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
         except Exception as exc:

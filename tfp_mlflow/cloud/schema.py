@@ -38,6 +38,9 @@ class Tag:
     OWNER = "tfp.owner"                  # experiment tag: who set the spec; snapshots are read from it alone
     TASKS_VERSION = "tfp.tasks_version"  # experiment tag: a new random value after every change to the tasks
     TFP_VERSION = "tfp.version"
+    # MLflow's own system tags that tfp writes or checks
+    MLFLOW_USER = "mlflow.user"          # the account that created the run (the server sets it behind basic auth)
+    MLFLOW_PARENT_RUN = "mlflow.parentRunId"
     TASK = "tfp.task"                    # task name (task and knowledge runs)
     KEYWORDS = "tfp.keywords"            # comma-separated
     DOMAIN = "tfp.domain"

@@ -34,8 +34,9 @@ def is_fingerprint_file(data: str | os.PathLike) -> bool:
 #: Draws of a query's fingerprint on a CPU (``benchmarks/draws.py``: the ranking from 1,000 draws agrees with the
 #: 10,000-draw one almost everywhere, in a tenth of the time); on a GPU the spec's own number (10,000).
 QUERY_DRAWS_CPU = 1000
-#: Draws per second of the shipped backbone on a 2-core CPU (benchmarks/draws.py), for the time said beforehand.
-CPU_DRAWS_PER_SECOND = 30.0
+#: Draws per second of the shipped backbone on a 2-core CPU (26.8 measured by benchmarks/draws.py), for the time
+#: said beforehand.
+CPU_DRAWS_PER_SECOND = 26.8
 
 
 def query_draws(samples: int | None, spec_samples: int) -> tuple[int, str]:

@@ -51,7 +51,7 @@ def create_basic_auth_app() -> FastAPI:
 
 
 #: Tags that name who contributed a run; behind basic auth they must name the caller.
-_IDENTITY_TAGS = (Tag.CONTRIBUTOR, "mlflow.user")
+_IDENTITY_TAGS = (Tag.CONTRIBUTOR, Tag.MLFLOW_USER)
 _RUN_WRITES = ("/mlflow/runs/create", "/mlflow/runs/set-tag", "/mlflow/runs/log-batch", "/mlflow/runs/delete-tag")
 #: What MLflow's client sends as ``user_id`` when the run has no ``mlflow.user`` tag.
 _CLIENT_DEFAULT_USER = "unknown"
@@ -89,7 +89,7 @@ def _creator_is_caller(response):
 
     try:
         run_id = json.loads(response.get_data())["run"]["info"]["run_id"]
-        _get_tracking_store().set_tag(run_id, RunTag("mlflow.user", user))
+        _get_tracking_store().set_tag(run_id, RunTag(Tag.MLFLOW_USER, user))
     except Exception:   # fail closed: a run whose creator cannot be recorded is not kept
         from flask import jsonify
         failed = jsonify(error_code="INTERNAL_ERROR", error="the run's creator could not be recorded; try again",
@@ -304,7 +304,7 @@ def _ownership_refusal(user: str, run_id: str) -> str | None:
     tags = run.data.tags
     if Tag.KIND not in tags:
         return None   # not a tfp run: MLflow's permissions alone apply
-    owner = tags.get("mlflow.user") or run.info.user_id
+    owner = tags.get(Tag.MLFLOW_USER) or run.info.user_id
     if owner != user:
         return (f"run {run_id} belongs to {owner!r}: on this server only the account that created a tfp run (or "
                 f"an admin) may change it")
