@@ -17,7 +17,7 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios"},
     {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
     {"cloud"},
-    {"recommend", "evidence"},
+    {"recommend", "evidence", "knowledge_map"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows"},

@@ -16,7 +16,7 @@ from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer, basic_auth, http_call
-from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES, classical_mds
+from tfp_mlflow_plugins.service import MAX_UPLOAD_BYTES
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -135,15 +135,6 @@ def test_cli_recommend_uses_the_server_and_falls_back_on_a_plain_one(tfp_server,
                                env=env)
     assert result.exit_code == 0, result.output
     assert "has no tfp app" in result.stderr and json.loads(result.stdout)["ranking"][0]["source"] in {"a_1", "a_2"}
-
-
-def test_classical_mds_recovers_points_on_a_plane():
-    import numpy as np
-
-    points = np.random.default_rng(0).normal(size=(7, 2))
-    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
-    coords = classical_mds(distances)
-    assert np.allclose(np.linalg.norm(coords[:, None] - coords[None], axis=-1), distances, atol=1e-8)
 
 
 # -- the web page in a real browser ---------------------------------------------------------------------------------

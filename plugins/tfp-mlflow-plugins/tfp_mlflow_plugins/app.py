@@ -12,6 +12,9 @@ lets that user read, and the server's artifact store, backend and cache are used
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -147,11 +150,27 @@ MAX_WAITING_UPLOADS = 64
 
 
 class _UploadGate:
-    def __init__(self) -> None:
-        import asyncio
+    """Uploads one worker checks at once; more wait their turn, and beyond ``MAX_WAITING_UPLOADS`` get a 503."""
 
+    def __init__(self) -> None:
         self.semaphore = asyncio.Semaphore(UPLOADS_PER_WORKER)
         self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self):
+        if self.waiting >= MAX_WAITING_UPLOADS:
+            raise _HTTPFailure(503, f"this server is checking {UPLOADS_PER_WORKER} uploads and {self.waiting} "
+                                    f"more wait; try again in a few seconds", {"Retry-After": "5"})
+        self.waiting += 1
+        entered = False
+        try:
+            async with self.semaphore:
+                self.waiting -= 1
+                entered = True
+                yield
+        finally:
+            if not entered:   # cancelled while waiting
+                self.waiting -= 1
 
 
 def _upload_gate(app: FastAPI) -> _UploadGate:
@@ -200,82 +219,83 @@ async def _invalid_request(_request: Request, exc: RequestValidationError) -> JS
                         status_code=422)
 
 
+def _answering(on_error: Callable[[BaseException], Response]):
+    """A route that answers any exception with ``on_error(exc)``: the one place where errors become responses."""
+
+    def decorate(route):
+        @functools.wraps(route)
+        async def answer(*args: Any, **kwargs: Any):
+            try:
+                return await route(*args, **kwargs)
+            except Exception as exc:
+                return on_error(exc)
+
+        return answer
+
+    return decorate
+
+
+def _json_errors(route):
+    """API routes: a one-line ``{"error": ...}`` with the exception's status."""
+    return _answering(_json_error)(route)
+
+
+def _page_errors(route):
+    """Page routes: the error page with the exception's status."""
+    return _answering(lambda exc: _page_error(exc))(route)
+
+
 # -- REST API ------------------------------------------------------------------------------------------------------
 
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/tfp/api", tags=["tfp"])
 
     @router.get("/tasks", summary="Every task with its fields and which knowledge it has; the quarantined runs")
+    @_json_errors
     async def list_tasks(request: Request):
-        try:
-            tasks = await _serve(request, service.tasks)
-            return {"tasks": tasks, "quarantined": await _serve(request, service.quarantined)}
-        except Exception as exc:
-            return _json_error(exc)
+        tasks = await _serve(request, service.tasks)
+        return {"tasks": tasks, "quarantined": await _serve(request, service.quarantined)}
 
     @router.get("/tasks/{name}", summary="One task: fields, knowledge rows and nearest tasks")
+    @_json_errors
     async def get_task(request: Request, name: str):
-        try:
-            return await _serve(request, service.task_detail, name)
-        except Exception as exc:
-            return _json_error(exc)
+        return await _serve(request, service.task_detail, name)
 
     @router.get("/tasks/{name}/fingerprint.png", summary="The task's fingerprint heatmap",
                 response_class=Response)
+    @_json_errors
     async def get_fingerprint_png(request: Request, name: str):
-        try:
-            return Response(await _serve(request, service.fingerprint_png, name), media_type="image/png")
-        except Exception as exc:
-            return _json_error(exc)
+        return Response(await _serve(request, service.fingerprint_png, name), media_type="image/png")
 
     @router.get("/map", summary="2-D knowledge map (classical MDS of a selector's distances)")
+    @_json_errors
     async def get_map(request: Request, selector: str = service.DEFAULT_SELECTOR):
-        try:
-            return await _serve(request, service.knowledge_map, selector)
-        except Exception as exc:
-            return _json_error(exc)
+        return await _serve(request, service.knowledge_map, selector)
 
     @router.get("/selectors", summary="The registered task selectors")
+    @_json_errors
     async def get_selectors(request: Request):
-        try:
-            await _serve(request, _may_read)
-            return {"selectors": service.selectors()}
-        except Exception as exc:
-            return _json_error(exc)
+        await _serve(request, _may_read)
+        return {"selectors": service.selectors()}
 
     @router.post("/recommend", summary="Recommendations for an uploaded fingerprint (body: the .npz file)",
                  openapi_extra={"requestBody": {"required": False, "content": {
                      "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    @_json_errors
     async def post_recommend(request: Request, top_k: int = Query(3, ge=1, le=50),
                              selector: str = service.DEFAULT_SELECTOR, scenario: str = "all",
                              metric: str = "balanced_accuracy", keywords: str = "", name: str = "",
                              log: bool = False, trusted: str = "", include_flagged: bool = False):
-        try:
-            _authorization(request)
-            gate = _upload_gate(request.app)
-            if gate.waiting >= MAX_WAITING_UPLOADS:
-                raise _HTTPFailure(503, f"this server is checking {UPLOADS_PER_WORKER} uploads and {gate.waiting} "
-                                        f"more wait; try again in a few seconds", {"Retry-After": "5"})
-            gate.waiting += 1
-            entered = False
-            try:
-                async with gate.semaphore:   # uploads are checked a few at a time: other routes stay responsive
-                    gate.waiting -= 1
-                    entered = True
-                    body = bytearray()   # up to just past the limit (answering before the body ends breaks clients)
-                    async for chunk in request.stream():
-                        body.extend(chunk)
-                        if len(body) > service.MAX_UPLOAD_BYTES:
-                            break
-                    return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k,
-                                        selector=selector, scenario=scenario, metric=metric, keywords=keywords,
-                                        name=name, log=log, trusted=trusted or None,
-                                        include_flagged=include_flagged)
-            finally:
-                if not entered:   # cancelled while waiting
-                    gate.waiting -= 1
-        except Exception as exc:
-            return _json_error(exc)
+        _authorization(request)
+        async with _upload_gate(request.app).turn():   # checked a few at a time: other routes stay responsive
+            body = bytearray()   # up to just past the limit (answering before the body ends breaks clients)
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > service.MAX_UPLOAD_BYTES:
+                    break
+            return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k, selector=selector,
+                                scenario=scenario, metric=metric, keywords=keywords, name=name, log=log,
+                                trusted=trusted or None, include_flagged=include_flagged)
 
     return router
 
@@ -284,20 +304,16 @@ def _openapi_router(app: FastAPI) -> APIRouter:
     router = APIRouter(prefix="/tfp/api", include_in_schema=False)
 
     @router.get("/openapi.json")
+    @_json_errors
     async def openapi(request: Request):
-        try:
-            await _serve(request, _may_read)
-            return app.openapi()
-        except Exception as exc:
-            return _json_error(exc)
+        await _serve(request, _may_read)
+        return app.openapi()
 
     @router.get("/docs")
+    @_json_errors
     async def docs(request: Request):
-        try:
-            await _serve(request, _may_read)
-            return get_swagger_ui_html(openapi_url="/tfp/api/openapi.json", title="tfp knowledge cloud API")
-        except Exception as exc:
-            return _json_error(exc)
+        await _serve(request, _may_read)
+        return get_swagger_ui_html(openapi_url="/tfp/api/openapi.json", title="tfp knowledge cloud API")
 
     return router
 
@@ -327,20 +343,16 @@ def _page_router() -> APIRouter:
 
     @router.get("", response_class=HTMLResponse)
     @router.get("/", response_class=HTMLResponse)
+    @_page_errors
     async def index(request: Request):
-        try:
-            tasks = await _serve(request, service.tasks)
-            return _page("index.html", tasks=tasks, selectors=service.selectors(),
-                         scenarios=("all",) + scenario_names(),
-                         quarantined=await _serve(request, service.quarantined))
-        except Exception as exc:
-            return _page_error(exc)
+        tasks = await _serve(request, service.tasks)
+        return _page("index.html", tasks=tasks, selectors=service.selectors(),
+                     scenarios=("all",) + scenario_names(),
+                     quarantined=await _serve(request, service.quarantined))
 
     @router.get("/tasks/{name}", response_class=HTMLResponse)
+    @_page_errors
     async def task_page(request: Request, name: str):
-        try:
-            return _page("task.html", task=await _serve(request, service.task_detail, name))
-        except Exception as exc:
-            return _page_error(exc)
+        return _page("task.html", task=await _serve(request, service.task_detail, name))
 
     return router

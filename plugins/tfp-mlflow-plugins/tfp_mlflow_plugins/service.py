@@ -2,32 +2,28 @@
 server-side recommendations. The web routes (:mod:`.server`) only translate HTTP to these calls."""
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from tfp_mlflow.cloud import Cloud, CloudTask
 from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
 from tfp_mlflow.evidence import fit_track_record
 from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
+from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map",
-           "recommend_upload", "selectors", "classical_mds"]
+           "recommend_upload", "selectors"]
 
 #: Largest fingerprint upload accepted (a 1280-feature fingerprint is about 0.5 MB).
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
-#: Tasks drawn on the knowledge map (its pairwise distances grow with the square).
-MAP_MAX_TASKS = 400
 DEFAULT_SELECTOR = "bkld-small-target"
 
 
@@ -101,63 +97,9 @@ def fingerprint_png(cloud: Cloud, name: str) -> bytes:
     return path.read_bytes()
 
 
-def classical_mds(distances: np.ndarray, dimensions: int = 2) -> np.ndarray:
-    """Classical (Torgerson) MDS of a distance matrix, symmetrised first (bKLD is not symmetric)."""
-    d = np.asarray(distances, dtype=float)
-    d = 0.5 * (d + d.T)
-    n = len(d)
-    if n < 2:
-        return np.zeros((n, dimensions))
-    centre = np.eye(n) - 1.0 / n
-    b = -0.5 * centre @ (d ** 2) @ centre
-    values, vectors = np.linalg.eigh(b)
-    top = np.argsort(values)[::-1][:dimensions]
-    coords = vectors[:, top] * np.sqrt(np.clip(values[top], 0.0, None))
-    coords = coords * np.where(coords.sum(axis=0) < 0, -1.0, 1.0)   # a fixed orientation for the same input
-    if coords.shape[1] < dimensions:
-        coords = np.pad(coords, ((0, 0), (0, dimensions - coords.shape[1])))
-    return coords
-
-
 def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, Any]:
-    """2-D classical MDS of the tasks' pairwise distances (cached under the cloud's state)."""
-    chooser = get_selector(selector)
-    if not chooser.needs_fingerprint:
-        raise BadInputError(f"the map needs a fingerprint selector; {selector!r} ranks by keywords")
-    every_task = cloud.conforming(cloud.tasks())
-    cloud_tasks = [t for t in every_task if t.has_fingerprint]
-    left_out = max(0, len(cloud_tasks) - MAP_MAX_TASKS)
-    cloud_tasks = cloud_tasks[:MAP_MAX_TASKS]
-    identity = [selector, cloud.spec_id(), [(t.name, t.fingerprint_sha256) for t in cloud_tasks]]
-    key = "map-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
-    cached = cloud.cache.read_json(key)
-    if isinstance(cached, dict):
-        return cached
-    points = []
-    if cloud_tasks:
-        prepared = cloud.prepared(chooser, cloud_tasks)
-        targets = cloud.as_tasks(cloud_tasks, with_fingerprints=True, variants=chooser.variants or ("small",),
-                                 moments=chooser.needs_moments)
-        matrix = np.stack([chooser.distances(t, prepared) for t in targets], axis=1)   # rows sources
-        # A task at a non-finite distance from any other is degenerate for this selector: quarantined, not drawn.
-        bad = ~np.isfinite(matrix).all(axis=0) | ~np.isfinite(matrix).all(axis=1)
-        for index in np.flatnonzero(bad):
-            cloud.quarantine("fingerprint", cloud_tasks[index], f"a {selector} distance to it is not finite",
-                             task=cloud_tasks[index].name)
-        keep = np.flatnonzero(~bad)
-        cloud_tasks = [cloud_tasks[i] for i in keep]
-        matrix = matrix[np.ix_(keep, keep)]
-        # A selector compares sources for one target: only differences within a column carry meaning.
-        matrix = matrix - matrix.min(axis=0, keepdims=True) if len(keep) else matrix
-        np.fill_diagonal(matrix, 0.0)
-        coords = classical_mds(matrix)
-        points = [{"name": t.name, "domain": t.domain or "unknown", "num_images": t.num_images,
-                   "x": float(x), "y": float(y)} for t, (x, y) in zip(cloud_tasks, coords)]
-    result = {"selector": selector, "points": points, "quarantined": cloud.quarantined(),
-              "method": "classical MDS of the symmetrised distances, each target's offset by its closest source",
-              "left_out": left_out, "without_fingerprint": len(every_task) - len(cloud_tasks) - left_out}
-    cloud.cache.write_json(key, result)
-    return result
+    """2-D map of the tasks (:func:`tfp_mlflow.knowledge_map.knowledge_map`)."""
+    return _knowledge_map(cloud, selector)
 
 
 def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
