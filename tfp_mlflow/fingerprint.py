@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -271,7 +272,6 @@ def check_layout(headers: Mapping[str, tuple[tuple[int, ...], np.dtype]], spec: 
 
 
 def _member_names(path: str | os.PathLike) -> set[str]:
-    import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,6 @@ def translate_policy(policy: dict[str, Any], image_side: int | None = None) -> d
 
 def load_policy(policy: dict[str, Any], image_side: int | None = None):
     """An albumentations transform built from a policy (1.x policies translated first)."""
-    import warnings
 
     import albumentations
 

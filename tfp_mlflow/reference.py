@@ -11,12 +11,14 @@ import ast
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import get_scenario, list_scenarios
@@ -197,9 +199,7 @@ class Reference:
 
 def bundled_reference(cache_dir: str | os.PathLike | None = None) -> Path:
     """The copy of the reference shipped with the package (MIT licence, LICENSE.txt inside), unpacked once."""
-    import tarfile
 
-    from tfp_mlflow._paths import default_cache_dir
 
     archive = Path(__file__).parent / "data" / "reference" / "tfp-paper.tar.xz"
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "reference"

@@ -5,9 +5,12 @@ Expected failures (:class:`~tfp_mlflow.errors.TfpError`) print one line and exit
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -59,8 +62,6 @@ JSON_OUT = click.option("--json", "json_out", is_flag=False, flag_value="-", def
 
 def emit_json(payload: Any, json_out: str | None, **dumps: Any) -> bool:
     """``--json``: the payload to stdout (returns True: print nothing else) or to a file (returns False)."""
-    import json
-    from pathlib import Path
 
     if not json_out:
         return False
@@ -80,7 +81,6 @@ TRACKING_URI = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACK
 def data_source(command: Callable) -> Callable:
     """``--data-root``, ``--image-column`` and ``--label-column`` for a command whose DATA may be a library dataset
     (``medmnist:...``, ``hf:...``); put it right above the function."""
-    import functools
 
     @functools.wraps(command)
     def wrapper(*args: Any, data_root: str | None = None, image_column: str | None = None,

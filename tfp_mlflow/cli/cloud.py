@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path as _Path
 
 import click
 from rich.table import Table
@@ -31,7 +32,6 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
                        data_uri: str | None, shareable: bool | None, results_path: str | None,
                        policy_paths: tuple[str, ...], spec_path: str | None, tracking_uri: str | None) -> None:
     """Add a task (its fingerprint and what was learned on it) to the cloud; re-contributing updates it."""
-    from pathlib import Path as _Path
 
     from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
     from tfp_mlflow.cloud.results import read_results

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tfp_mlflow.cli import console, main
+from tfp_mlflow.errors import BadInputError
 
 
 @main.command("demo-tasks")
@@ -20,7 +21,6 @@ def demo_tasks_command(out_dir: str, per_family: int, families: str | None, imag
                        seed: int) -> None:
     """Write deterministic synthetic tasks (one folder of class folders each) under OUT_DIR."""
     from tfp_mlflow.demo.tasks import FAMILIES, demo_suite
-    from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.progress import Progress
 
     chosen = tuple(f.strip() for f in families.split(",")) if families else FAMILIES

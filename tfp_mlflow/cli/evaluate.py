@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path as _Path
 
 import click
 from rich.table import Table
@@ -49,7 +50,6 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
                      bootstraps: int, json_out: str | None, plots_dir: str | None, tracking_uri: str | None) -> None:
     """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference's,
     or, with --cloud, your own cloud's."""
-    from pathlib import Path as _Path
 
     from tfp_mlflow.evaluation import evaluate
     from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix

@@ -1,6 +1,9 @@
 """Commands on fingerprint files and specs: selectors, distances, inspect, fingerprint, merge, spec."""
 from __future__ import annotations
 
+import csv
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,9 +89,6 @@ def distances_command(fingerprints: tuple[str, ...], selector_name: str, target:
 
 
 def _write_matrix_csv(path: str, sources: Sequence[str], targets: Sequence[str], matrix: np.ndarray) -> None:
-    import csv
-    import os
-    import tempfile
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import BASELINE, scenario_names
 
 
@@ -55,7 +57,6 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
                   json_out: str | None, tracking_uri: str | None) -> None:
     """Train on DATA (a folder of class folders, a CSV manifest, medmnist:... or hf:...) and log the run to MLflow."""
     from tfp_mlflow.cloud import Cloud
-    from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.policies import read_policy
     from tfp_mlflow.train import DEFAULT_ARCHITECTURE, TrainConfig, config_from_recommendation, resolve_source, train
 
@@ -96,6 +97,5 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
 
 
 def _replace(config, **changes):
-    from dataclasses import replace
 
     return replace(config, **changes)

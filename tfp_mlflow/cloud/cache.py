@@ -11,10 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import tempfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,7 +101,6 @@ class LocalCache:
         """Cache the members of a snapshot (``<sha256>.npz`` each) whose checksum is wanted and not cached yet; a
         member whose content does not hash to its name is skipped (a forged snapshot costs its download, nothing
         else). Returns how many were cached."""
-        import zipfile
 
         added = 0
         self.root.mkdir(parents=True, exist_ok=True)
@@ -187,7 +191,6 @@ def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 def _check_stored_size(client, run_id: str, artifact_path: str, max_bytes: int) -> None:
     """Refuse an artifact whose listed size exceeds ``max_bytes`` (before downloading it)."""
-    import posixpath
 
     folder = posixpath.dirname(artifact_path) or None
     try:
@@ -212,9 +215,6 @@ def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:
     authorization = current_authorization()
     if not authorization or not str(client.tracking_uri).startswith(("http://", "https://")):
         return Path(client.download_artifacts(run_id, artifact_path, str(folder)))
-    import urllib.error
-    import urllib.parse
-    import urllib.request
 
     query = urllib.parse.urlencode({"run_id": run_id, "path": artifact_path})
     request = urllib.request.Request(f"{str(client.tracking_uri).rstrip('/')}/get-artifact?{query}",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -187,7 +188,6 @@ def _voting_groups(by_contributor: Mapping[str, list[str]]) -> list[list[str]]:
 def fingerprint_stats(cloud, tasks: Sequence) -> dict[str, FingerprintStats]:
     """Guard statistics of the cloud tasks' fingerprints, cached locally per fingerprint set (the spec itself is
     read only on a cache miss, so a warm query costs one JSON read)."""
-    import json
 
     spec_id = cloud.spec_id()
     with_fp = [t for t in tasks if t.has_fingerprint]

@@ -11,6 +11,7 @@ Torch-free.
 """
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,7 +118,6 @@ class VerifiedReads:
         """Write a snapshot: every conforming task's fingerprint in one stored (uncompressed) zip, each member named
         by its SHA-256, as the artifact of a complete ``snapshot`` run. A new client then downloads one file and
         the tasks contributed since, instead of every fingerprint (``tfp cloud pack``; run it on a schedule)."""
-        import zipfile
 
         tasks = [t for t in self.conforming(self.tasks()) if t.has_fingerprint]
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.demo.tasks import FAMILIES, FAMILY_KEYWORDS, DemoTask, demo_suite
+from tfp_mlflow.errors import BadInputError
 
 __all__ = ["DemoPlan", "QUICK_PLAN", "DEFAULT_PLAN", "demo_space", "source_tasks", "held_out_task",
            "contribute_task", "measure_knowledge"]
@@ -46,7 +47,6 @@ QUICK_PLAN = DemoPlan(families=("radiograph", "fundus", "histology"), sources_pe
 
 def demo_space(cloud: Cloud, plan: DemoPlan, seed: int = 0):
     """The space every demo study searches: offline EfficientNet-Lites, ``plan.policies`` published policies."""
-    from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.tune import NO_POLICY, SearchSpace, loadable_architectures
     from tfp_mlflow.tune.study import cloud_policies
 

@@ -28,6 +28,7 @@ from tfp_mlflow.demo.cloud import (
     measure_knowledge,
     source_tasks,
 )
+from tfp_mlflow.errors import TfpError
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
 
@@ -155,7 +156,6 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
 def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: dict,
                      console: Console) -> list[dict[str, Any]]:
     """Baseline, the tuned configuration and co-training with the closest shareable source, on the same split."""
-    from tfp_mlflow.errors import TfpError
     from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
     from tfp_mlflow.tune.study import cloud_policies, config_from_params
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
+from tfp_mlflow.cloud.schema import BASE_METRICS, EVALUATION_EXPERIMENT, Kind, Metric, Tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.evaluation.meta_metrics import (
     META_METRICS,
@@ -169,7 +169,6 @@ class Evaluation:
 
     def log(self, cloud, *, reference: str) -> str:
         """Log as a run of the ``tfp-evaluations`` experiment: JSON, plots, win rates as metrics."""
-        from tfp_mlflow.cloud.schema import EVALUATION_EXPERIMENT, Kind, Tag
 
         with cloud.record(Kind.EVALUATION, {Tag.REFERENCE: reference[:500]}, experiment=EVALUATION_EXPERIMENT) as run:
             run.log_params({"selectors": ",".join(self.selectors)[:500], "top_k": self.top_k})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -287,7 +288,6 @@ def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: Fingerp
 
 
 def _task_name(dataset: ImageDataset) -> str:
-    import re
 
     cleaned = re.sub(r"[^A-Za-z0-9 _.+:-]", "_", dataset.name).strip("_ .") or "task"
     return cleaned[:128] if cleaned[0].isalnum() else f"t{cleaned}"[:128]

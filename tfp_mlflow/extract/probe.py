@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tfp_mlflow.errors import BadInputError, TfpError
 from tfp_mlflow.extract.backbones import create_model, normalisation
 from tfp_mlflow.extract.datasets import load_image, open_dataset
 
@@ -82,11 +83,9 @@ def transferability_reranker(data: str | os.PathLike, score_name: str, *, sample
                              device: str | None = None, seed: int = 0):
     """A ``rerank`` for :func:`tfp_mlflow.recommend.recommend`: architecture suggestions ordered by ``score_name``
     on ``data``'s labelled images (best first; an architecture whose weights do not load here goes last, unscored)."""
-    from tfp_mlflow.errors import TfpError
     from tfp_mlflow.transferability import SCORES, score
 
     if score_name not in SCORES:
-        from tfp_mlflow.errors import BadInputError
         raise BadInputError(f"unknown score {score_name!r} for --rerank; choose from {', '.join(SCORES)}")
 
     def rerank(items: list[dict]) -> tuple[str, list[dict]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -182,7 +183,6 @@ def _each_chunk(work, count: int, per_row_bytes: int, chunk_bytes: int | None = 
         for start, stop in chunks:
             work(start, stop)
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda chunk: work(*chunk), chunks))

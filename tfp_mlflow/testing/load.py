@@ -19,6 +19,7 @@ import numpy as np
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
 
@@ -68,7 +69,6 @@ def _contributor(uri: str, spec_path: str, cache: str, process: int, tasks: int,
 
 def _querier(uri: str, cache: str, stop, queue) -> None:
     from tfp_mlflow.cloud import Cloud
-    from tfp_mlflow.errors import BadInputError
     from tfp_mlflow.recommend import recommend
 
     cloud = Cloud(uri, cache_dir=cache)

@@ -2,14 +2,19 @@
 benchmarks and trying the team set-up locally."""
 from __future__ import annotations
 
+import base64
 import glob
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +30,6 @@ def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]
     Nobody but the admin has any permission until granted one (``default_permission = NO_PERMISSIONS``); verified
     credentials are cached for a minute (``auth_cache_ttl_seconds``), as ``docs/server.md`` advises.
     """
-    import secrets
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -44,9 +48,6 @@ def http_call(url: str, *, auth: tuple[str, str] | None = None, data: bytes | No
               method: str | None = None, content_type: str = "application/octet-stream"):
     """``(status, body)`` of a real HTTP request, the body parsed as JSON when the server says it is JSON, strictly:
     ``NaN`` or ``Infinity`` in it raise ``ValueError`` (a server must never emit them)."""
-    import base64
-    import json
-    import urllib.error
 
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
                                      headers={"Content-Type": content_type})
@@ -159,7 +160,6 @@ class LocalPostgres:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def start(self) -> LocalPostgres:
-        import tempfile
 
         binaries = postgres_binaries()
         if binaries is None:

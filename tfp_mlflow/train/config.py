@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import BASELINE, get_scenario, scenario_names
@@ -153,7 +154,6 @@ def _reachable_data(source: str, uri: str) -> str:
     """The local path of a source's data URI (a path or file://); a one-line error when it is not here."""
     path = uri if uri and "://" not in uri else None
     if uri.startswith("file://"):
-        from urllib.parse import unquote, urlparse
 
         path = unquote(urlparse(uri).path)
     if path is None or not Path(path).exists():

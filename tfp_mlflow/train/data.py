@@ -5,6 +5,7 @@ seed. ``shrink`` subsamples the training split (stratified) as the paper did for
 """
 from __future__ import annotations
 
+import csv
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -73,7 +74,6 @@ def split_task(source: str | os.PathLike, *, seed: int = 0, val_fraction: float 
 
 
 def _has_split(source: str | os.PathLike, split: str) -> bool:
-    import csv
 
     try:
         with open(source, newline="", encoding="utf-8-sig") as handle:

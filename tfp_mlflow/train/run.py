@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import RichProgressBar
 
+from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
@@ -351,7 +352,6 @@ def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
     """The target's model in MLflow's pytorch flavour, saved with torch.export (pt2: loading runs no pickle)."""
     import timm
 
-    from tfp_mlflow._version import __version__
 
     # A batch of 2 keeps the exported graph's batch dimension dynamic (a batch of 1 would be specialised).
     example = np.zeros((2, 3, image_size, image_size), dtype=np.float32)

@@ -20,7 +20,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -55,7 +55,6 @@ class StudyResult:
     joined: bool = False  # this worker joined a study another had started (and warm-started)
 
     def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
 
         return {"schema": "tfp.study/1", **asdict(self)}
 

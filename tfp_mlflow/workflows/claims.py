@@ -13,6 +13,10 @@ claiming can leave no heartbeat at all, and Optuna never takes such a trial for 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -28,9 +32,6 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
     An item is done when one of its trials is COMPLETE, held while one is RUNNING and its worker alive, claimable
     while one is WAITING; a claim whose worker fell silent is failed, and an item with nothing left is put back.
     """
-    import hashlib
-    import os
-    import socket
 
     import optuna
     from optuna.trial import TrialState
@@ -104,7 +105,6 @@ def _alive(trial, heartbeat: int):
 
     Written as a user attr, synchronously before any work starts: Optuna's own heartbeats are written by a thread
     and a worker killed before the first one reaches the storage would hold its item forever."""
-    import threading
 
     trial.set_user_attr(ALIVE_ATTR, time.time())
     stop = threading.Event()

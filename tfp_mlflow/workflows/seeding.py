@@ -26,6 +26,7 @@ whoever is still running (resuming from what the dead one had already put in the
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -314,7 +315,6 @@ def _train(cloud: Cloud, entry: SeedEntry, name: str, training: SeedTraining, *,
 
 def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
     """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
-    import tempfile
 
     from tfp_mlflow.workflows.tuning import tune_for
 

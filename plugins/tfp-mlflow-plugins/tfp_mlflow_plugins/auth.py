@@ -15,6 +15,8 @@ query string); a request that names two runs or experiments is refused, and so i
 """
 from __future__ import annotations
 
+import functools
+import json
 import posixpath
 import re
 
@@ -82,7 +84,6 @@ def _creator_is_caller(response):
     user, _ = _caller()
     if user is None:
         return response
-    import json
 
     from mlflow.entities import RunTag
     from mlflow.server.handlers import _get_tracking_store
@@ -103,7 +104,6 @@ def _refusals_as_json(response):
     """Every refusal of an API call as one JSON line with an ``error`` field, as tfp's own: MLflow's plain-text
     ``Permission denied`` becomes ``{"error_code", "message", "error"}``, and MLflow's JSON errors get ``error``
     beside their ``message``; headers (``WWW-Authenticate``) are kept."""
-    import json
 
     from flask import request
 
@@ -128,7 +128,6 @@ def _refusals_as_json(response):
 def _request_json() -> dict:
     """The JSON body exactly as MLflow's handlers read it (``_get_normalized_request_json``): parsed whatever the
     content type says, a double-encoded string decoded once more, no body as ``{}``."""
-    import json
 
     from flask import request
 
@@ -173,7 +172,6 @@ def _refuse(message: str, status: int = 403):
 
 def _guarded(check):
     """A before-request hook that fails closed: a refusal is answered, and so is an error while checking."""
-    import functools
 
     @functools.wraps(check)
     def hook():
