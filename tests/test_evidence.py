@@ -8,6 +8,7 @@ from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.stores import sqlite_uri
 
 SOURCES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 #: How well each task's data helps others when co-trained: hotel best, alpha worst (alpha is the closest by keywords).
@@ -15,7 +16,7 @@ QUALITY = dict(zip(SOURCES, np.linspace(0.55, 0.9, len(SOURCES))))
 
 
 def _cloud(tmp_path, target_outcomes: dict[str, float] | None = None) -> Cloud:
-    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'mlflow.db'), cache_dir=tmp_path / "cache")
     rng = np.random.default_rng(0)
     for position, name in enumerate(SOURCES):
         rows = [KnowledgeRow(source=s, repetition=0, balanced_accuracy=round(QUALITY[s] - 0.02 * rng.random(), 4))
@@ -66,7 +67,7 @@ def test_the_querys_own_outcomes_never_move_its_recommendation(tmp_path):
 
 @pytest.mark.slow
 def test_a_cloud_without_outcomes_says_so_and_orders_by_distance(tmp_path):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'mlflow.db'), cache_dir=tmp_path / "cache")
     for name in ("one", "two"):
         cloud.contribute(None, name=name, keywords=["x-ray"], num_images=10, num_classes=2,
                          data_uri=f"file:///{name}", shareable=True)

@@ -8,6 +8,7 @@ import pytest
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.knowledge_map import classical_mds, knowledge_map
+from tfp_mlflow.testing.stores import sqlite_uri
 
 
 def test_classical_mds_recovers_points_on_a_plane():
@@ -19,7 +20,7 @@ def test_classical_mds_recovers_points_on_a_plane():
 
 
 def test_tasks_of_one_family_land_together_and_the_map_is_cached(tmp_path, make_fingerprint, small_spec):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'mlflow.db'), cache_dir=tmp_path / "cache")
     for i, (name, shape) in enumerate([("a_1", 1.5), ("a_2", 1.5), ("b_1", 4.0), ("b_2", 4.0)]):
         cloud.contribute(make_fingerprint(name, seed=i, shape=shape, n=3000), domain=name[0], spec=small_spec)
     cloud.contribute(None, name="described", keywords=["x-ray"], num_images=10, num_classes=2)

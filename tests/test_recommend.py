@@ -8,6 +8,7 @@ from tfp_mlflow import BadInputError
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.ranking import MERGE_RULES, merge_rankings
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.stores import sqlite_uri
 
 BY_FINGERPRINT = [("f1", 0.1), ("f2", 0.2), ("f3", 5.0)]
 BY_KEYWORDS = [("k1", 0.3), ("k2", 0.9)]
@@ -35,7 +36,7 @@ def test_the_rules_differ_as_documented():
 
 @pytest.mark.slow
 def test_a_mixed_cloud_gives_one_ranking_whose_entries_name_their_signal(tmp_path, make_fingerprint, small_spec):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     for i, shape in enumerate((1.5, 4.0)):
         cloud.contribute(make_fingerprint(f"fp_{i}", seed=i, shape=shape, n=2000), spec=small_spec)
     for name, keywords in [("kw_chest", ["x-ray", "chest"]), ("kw_skin", ["skin"])]:

@@ -15,6 +15,7 @@ from tfp_mlflow.cloud import cache as cache_module
 from tfp_mlflow.cloud.schema import Kind, Tag, artifact_limit, sha256_tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def _stored(cloud: Cloud, task: str, artifact: str, data: bytes) -> str:
 
 
 def test_an_oversized_knowledge_table_is_quarantined_without_being_downloaded(tmp_path, monkeypatch):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'mlflow.db'), cache_dir=tmp_path / "cache")
     cloud.contribute(None, name="victim", keywords=["x-ray"], num_images=10, num_classes=2, knowledge=[
         Knowledge("victim", KnowledgeKind.BASELINE, (KnowledgeRow(balanced_accuracy=0.7),))])
     limit = artifact_limit("knowledge/architecture.json")

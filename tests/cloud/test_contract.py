@@ -15,6 +15,7 @@ from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow, Know
 from tfp_mlflow.cloud.schema import Kind, Tag
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def postgres_server(tmp_path_factory, postgres):
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path) -> Cloud:
     if request.param == "sqlite":
-        return Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+        return Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     url = request.getfixturevalue("plain_server" if request.param == "server" else "postgres_server")
     return Cloud(url, cache_dir=tmp_path / "cache", experiment=f"tfp-cloud-{uuid.uuid4().hex[:8]}")
 

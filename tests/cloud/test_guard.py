@@ -18,6 +18,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import bundled_reference
+from tfp_mlflow.testing.stores import sqlite_uri
 
 NUM_FEATURES = 12
 
@@ -173,7 +174,7 @@ def test_trusted_patterns_are_validated():
 def poisoned_cloud(spec, tmp_path_factory):
     """Alice and Bob contribute honest tasks with measured knowledge; Mallory a replay and a too-good result."""
     root = tmp_path_factory.mktemp("poisoned")
-    cloud = Cloud(f"sqlite:///{root / 'mlflow.db'}", cache_dir=root / "cache")
+    cloud = Cloud(sqlite_uri(root / 'mlflow.db'), cache_dir=root / "cache")
     honest = [_honest(spec, f"h{i}", seed=i) for i in range(10)]
     for i, fp in enumerate(honest):
         knowledge = [Knowledge(fp.name, KnowledgeKind.BASELINE, (KnowledgeRow(balanced_accuracy=0.55),)),

@@ -12,6 +12,7 @@ from tests.plugins.test_attacks import _poisons
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Tag, sha256_tag
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_poisoned_runs_on_an_unauthenticated_cloud_are_quarantined(tmp_path, fingerprints, small_spec):
     import hashlib
 
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     fill(cloud, fingerprints, small_spec)
     experiment = cloud.experiment_id()
     for name, (tags, params, files) in _poisons(small_spec).items():

@@ -12,6 +12,7 @@ from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud import cache as cache_module
 from tfp_mlflow.cloud.schema import Artifact, Kind, Tag
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def downloads(monkeypatch):
 def test_a_new_client_reads_the_snapshot_and_only_newer_fingerprints(tmp_path, make_fingerprint, small_spec,
                                                                        downloads, monkeypatch):
     monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     writer = Cloud(uri, cache_dir=tmp_path / "writer")
     for i in range(6):
         writer.contribute(make_fingerprint(f"t{i}", seed=i), spec=small_spec)
@@ -51,7 +52,7 @@ def test_a_forged_snapshot_member_is_skipped_and_the_real_fingerprint_downloaded
                                                                                  small_spec, downloads,
                                                                                  monkeypatch):
     monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     writer = Cloud(uri, cache_dir=tmp_path / "writer")
     tasks = [writer.contribute(make_fingerprint(f"t{i}", seed=i), spec=small_spec) for i in range(3)]
     # Mallory's snapshot: t0's checksum as the name, another task's bytes as the content.
@@ -72,7 +73,7 @@ def test_a_snapshot_pinned_by_another_account_with_a_future_start_time_is_not_re
                                                                                    small_spec, downloads, monkeypatch):
     """Newest-wins would let anyone pin the snapshot every new client takes: readers take the cloud owner's."""
     monkeypatch.setattr("tfp_mlflow.cloud.integrity.SNAPSHOT_MIN_MISSING", 2)
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     owner = Cloud(uri, cache_dir=tmp_path / "owner")
     for i in range(4):

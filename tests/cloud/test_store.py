@@ -17,19 +17,20 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def sqlite_cloud(tmp_path):
-    return Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    return Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
 
 
 
 
 def test_task_list_is_cached_until_any_client_changes_the_cloud(tmp_path, fingerprints, small_spec):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     reader, writer = Cloud(uri, cache_dir=tmp_path / "reader"), Cloud(uri, cache_dir=tmp_path / "writer")
     fill(writer, fingerprints, small_spec)
     searches = []
@@ -79,7 +80,7 @@ cloud.contribute(Fingerprint.load(sys.argv[2]), shareable=True, data_uri="/d", s
 
 
 def test_killed_contribution_never_shows_up_and_rerun_completes(tmp_path, fingerprints, small_spec):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     cloud = Cloud(uri, cache_dir=tmp_path / "cache")
     cloud.ensure_spec(small_spec)
     path = fingerprints["a_1"].save(tmp_path / "a_1.npz")
@@ -116,7 +117,7 @@ def test_contributor_killed_at_twenty_random_points_never_leaves_a_partial_task(
 
     from tfp_mlflow.testing.load import _sha, load_task
 
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     cloud = Cloud(uri, cache_dir=tmp_path / "cache")
     cloud.ensure_spec(small_spec)
     spec_path = small_spec.save(tmp_path / "spec.npz")
@@ -153,7 +154,7 @@ for path in sys.argv[4:]:
 
 
 def test_several_processes_contributing_at_once_lose_nothing(tmp_path, make_fingerprint, small_spec):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     cloud = Cloud(uri, cache_dir=tmp_path / "cache")
     cloud.ensure_spec(small_spec)
     spec_path = small_spec.save(tmp_path / "spec.npz")

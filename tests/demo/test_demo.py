@@ -18,6 +18,7 @@ from tfp_mlflow.cloud.schema import Artifact, Tag
 from tfp_mlflow.demo.cloud import QUICK_PLAN
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.extract import fingerprint_dataset
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -52,7 +53,7 @@ def test_demo_recommends_sources_of_the_targets_own_family(demo):
 
 def test_demo_leaves_fingerprints_measured_knowledge_and_the_reference_in_the_cloud(demo):
     home, _, summary = demo
-    cloud = Cloud(f"sqlite:///{home / 'mlflow.db'}")
+    cloud = Cloud(sqlite_uri(home / 'mlflow.db'))
     tasks = {t.name: t for t in cloud.tasks()}
     assert len([t for t in tasks.values() if t.contributor.startswith("reference:")]) == 71
     for name in summary["sources"]:
@@ -95,7 +96,7 @@ def _mlflow_run(entry: str, params: dict[str, str], cwd: Path, tracking_uri: str
 
 
 def test_recipes_fingerprint_and_recommend_run_as_mlflow_projects(tmp_path):
-    tracking_uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    tracking_uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     folders = {name: DemoTask(name, family, num_classes=2, num_images=16, image_size=40, seed=i).write(
         tmp_path / name) for i, (name, family) in enumerate([("fundus_a", "fundus"), ("histology_a", "histology"),
                                                              ("fundus_b", "fundus")])}

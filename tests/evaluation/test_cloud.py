@@ -10,6 +10,7 @@ from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.evaluation.cloud import evaluate_cloud, outcomes_from_cloud
+from tfp_mlflow.testing.stores import sqlite_uri
 
 # Gamma shapes: "near" tasks look like their target; the outcomes reward the near source. Keywords and sizes make
 # the manual selector prefer the far, larger source instead.
@@ -19,7 +20,7 @@ TASKS = {"t_1": (1.5, 100), "near_1": (1.55, 100), "far_1": (4.0, 900),
 
 @pytest.fixture
 def cloud(tmp_path, make_fingerprint, small_spec):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     for i, (name, (shape, size)) in enumerate(TASKS.items()):
         knowledge = []
         if name.startswith("t_"):
@@ -63,7 +64,7 @@ def test_cli_evaluates_the_cloud_and_logs_the_run(cloud, tmp_path):
 
 
 def test_a_cloud_without_measured_transfers_is_a_clear_error(tmp_path, make_fingerprint, small_spec):
-    empty = Cloud(f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    empty = Cloud(sqlite_uri(tmp_path / 'empty' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     empty.contribute(make_fingerprint("only"), spec=small_spec)
     with pytest.raises(BadInputError, match="no task of the cloud .* has a baseline and transfer outcomes"):
         evaluate_cloud(empty, ["manual"])

@@ -14,6 +14,7 @@ from tfp_mlflow.evaluation import evaluate
 from tfp_mlflow.evaluation.meta_metrics import top_k_score, weighted_tau
 from tfp_mlflow.policies import load_policy, translate_policy
 from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
+from tfp_mlflow.testing.stores import sqlite_uri
 
 # Fig. 4 (top) of the paper, as the reference README states them: k = 1 and k = 5.
 FIG4 = {"architecture": (67.44, 89.92), "pretraining": (41.09, 75.19), "augmentation": (58.14, 82.95),
@@ -160,7 +161,7 @@ def test_bad_reference_and_matrices_are_clear_errors(tmp_path, study):
 
 @pytest.mark.slow
 def test_import_reference_is_idempotent_and_ranks_by_keywords(reference, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     runner = CliRunner()
     first = runner.invoke(main, ["import-reference", str(reference), "--tracking-uri", uri])
     assert first.exit_code == 0, first.output

@@ -19,6 +19,7 @@ from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.scenarios import scenario_names
+from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
 from tfp_mlflow.train.data import build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
@@ -48,7 +49,7 @@ def reference_policy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory, data, reference_policy):
     """A cloud where fundus tasks carry architecture results, a policy and shareable data."""
-    cloud = Cloud(f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'mlflow.db'}")
+    cloud = Cloud(sqlite_uri(tmp_path_factory.mktemp('cloud') / 'mlflow.db'))
     policy_id, policy = reference_policy
     cloud.contribute(None, name="fundus_source", keywords=["fundus_photography", "eye", "retina"],
                      data_uri=data["source"].as_uri(), shareable=True, num_images=45, num_classes=3, knowledge=[
@@ -242,7 +243,7 @@ def test_mixed_precision_on_a_cuda_gpu_trains_and_records_where_it_ran(cloud, da
 def test_ddp_on_two_cpu_processes_records_one_run_and_one_outcome(tmp_path, data):
     """`tfp train --devices 2 --strategy ddp`: Lightning's launcher runs the command again as rank 1; only rank zero
     records a run and contributes, and both ranks choose the best epoch on the whole held-out split."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'mlflow.db')
     done = subprocess.run([sys.executable, "-m", "tfp_mlflow.cli", "train", str(data["target"]), "--device", "cpu",
                            "--devices", "2", "--strategy", "ddp", "--epochs", "2", "--image-size", "32",
                            "--batch-size", "8", "--contribute", "--tracking-uri", uri],

@@ -15,6 +15,7 @@ from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
+from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.train import TrainConfig
 from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
 from tfp_mlflow.tune.study import cloud_policies, retried_from
@@ -31,7 +32,7 @@ def setup(tmp_path_factory):
     study = Reference.load(bundled_reference(root / "reference"))
     (task, rep), path = sorted(study.policy_files().items())[0]
     policy_id = f"{task}-rep{rep}"
-    cloud = Cloud(f"sqlite:///{root / 'cloud' / 'mlflow.db'}")
+    cloud = Cloud(sqlite_uri(root / 'cloud' / 'mlflow.db'))
     cloud.contribute(None, name="fundus_known", keywords=KEYWORDS, num_images=100, num_classes=2, knowledge=[
         Knowledge("fundus_known", KnowledgeKind.ARCHITECTURE,
                   (KnowledgeRow(architecture="tf_efficientnet_lite0", balanced_accuracy=0.8),)),
@@ -210,7 +211,7 @@ def test_a_winning_policy_becomes_the_targets_own_recommendable_policy(setup):
 
 def test_a_study_of_another_cloud_is_a_one_line_error_before_any_trial(setup, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    other = Cloud(f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}")
+    other = Cloud(sqlite_uri(tmp_path / 'other' / 'mlflow.db'))
     space = dataclasses.replace(setup["space"], policies=(NO_POLICY,), truncate=(None,))
     run_study(setup["base"], other, space, study_name="shared-name", storage=storage, n_trials=1, contribute=False)
     with pytest.raises(BadInputError, match="belongs to another cloud") as refused:
@@ -222,7 +223,7 @@ def test_a_study_of_another_cloud_is_a_one_line_error_before_any_trial(setup, tm
 
 
 def test_a_reused_policy_keeps_the_task_it_was_learned_on(tmp_path):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'))
     policy = {"transform": {"__class_fullname__": "HorizontalFlip", "p": 0.5}}
     for task in ("radiograph_1", "natural_1"):       # natural_1 won a study with radiograph_1's policy later
         cloud.contribute(None, name=task, keywords=["x"], knowledge=[Knowledge(

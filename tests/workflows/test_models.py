@@ -12,6 +12,7 @@ from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.extract import fingerprint_dataset
 from tfp_mlflow.extract.probe import probe_model
+from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.transferability import logme
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
@@ -24,7 +25,7 @@ def task(tmp_path_factory):
 
 
 def test_rank_models_scores_each_candidate_orders_them_and_logs_the_run(task, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     result = CliRunner().invoke(main, ["rank-models", str(task), "--candidates",
                                        "tf_efficientnet_lite0,tf_efficientnet_lite1", "--score", "logme",
                                        "--score", "leep", "--samples", "12", "--tracking-uri", uri, "--json", "-"])
@@ -59,7 +60,7 @@ def test_a_state_dict_file_has_no_source_head_so_label_scores_are_not_invented(t
 
 
 def test_recommend_rerank_orders_architectures_by_the_score_and_says_so(task, tmp_path):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'))
     for i, architecture in enumerate(["tf_efficientnet_lite0", "tf_efficientnet_lite1"]):
         source = DemoTask(f"fundus_src{i}", "fundus", num_images=12, image_size=48, seed=10 + i).write(
             tmp_path / f"fundus_src{i}")

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def unreadable_dataset(tmp_path):
 
 
 def test_an_empty_cloud_fails_in_one_line_before_any_image_is_read(unreadable_dataset, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
     result = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--tracking-uri", uri])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "holds no task yet" in result.output
@@ -34,7 +35,7 @@ def test_an_empty_cloud_fails_in_one_line_before_any_image_is_read(unreadable_da
 
 
 def test_keyword_only_tasks_are_ranked_by_keywords_without_extraction(unreadable_dataset, tmp_path):
-    cloud = Cloud(f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}", cache_dir=tmp_path / "cache")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     for name, keywords in [("chest_a", ["x-ray", "chest"]), ("skin_a", ["skin", "dermoscopy"])]:
         cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
     without = CliRunner().invoke(main, ["recommend", str(unreadable_dataset), "--tracking-uri", cloud.uri])

@@ -17,6 +17,7 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Kind
 from tfp_mlflow.demo.tasks import DemoTask
+from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -38,7 +39,7 @@ def plan(tmp_path, monkeypatch):
                     " licence: CC BY-NC 4.0}\n"
                     "  - {source: svhn, task: svhn, domain: natural, keywords: [digits], licence: see the source}\n")
     env = {"TFP_DATA_ROOT": str(root), "TFP_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'cloud' / 'mlflow.db'}"}
+           "HF_DATASETS_OFFLINE": "1", "MLFLOW_TRACKING_URI": sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return path, env

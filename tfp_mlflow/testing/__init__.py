@@ -3,5 +3,6 @@ generator. Not used by the library itself; torch-free.
 
 * :mod:`.servers`: ``LocalServer`` (an ``mlflow server`` subprocess, with or without an app plugin and basic auth)
   and ``LocalPostgres`` (a throwaway PostgreSQL cluster);
+* :mod:`.stores`: ``sqlite_uri`` (a new SQLite tracking store, its schema copied in place of seconds of migrations);
 * :mod:`.load`: concurrent contributors and queriers against one cloud, with what they lost or saw half-written.
 """

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tfp_mlflow.errors import CloudError
+from tfp_mlflow.testing.stores import sqlite_uri
 
 __all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth", "http_call"]
 
@@ -91,7 +92,7 @@ class LocalServer:
         self.root.mkdir(parents=True, exist_ok=True)
         port = free_port()
         command = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-                   "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
+                   "--backend-store-uri", self.backend_store_uri or sqlite_uri(self.root / "mlflow.db"),
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
                    "--port", str(port), "--workers", str(self.workers), *self.extra_args]
         if self.app_name:

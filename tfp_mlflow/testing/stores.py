@@ -1,0 +1,42 @@
+"""Throwaway MLflow stores for tests and benchmarks.
+
+A new SQLite tracking store spends seconds in MLflow's schema migrations before its first run. :func:`sqlite_uri`
+copies an empty store migrated once per process instead, so a test's store exists in milliseconds; it is a real
+MLflow SQLite store all the same (its schema is MLflow's own, at this MLflow's head revision).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["sqlite_uri"]
+
+_TEMPLATE: Path | None = None
+_LOCK = threading.Lock()
+
+
+def _template() -> Path:
+    global _TEMPLATE
+    with _LOCK:
+        if _TEMPLATE is None or not _TEMPLATE.is_file():
+            from mlflow.tracking import MlflowClient
+
+            folder = Path(tempfile.mkdtemp(prefix="tfp-mlflow-template-"))
+            path = folder / "mlflow.db"
+            MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)   # migrates
+            _TEMPLATE = path
+        return _TEMPLATE
+
+
+def sqlite_uri(path: str | os.PathLike) -> str:
+    """``sqlite:///PATH`` of a new, empty MLflow store at ``path`` (its folder created), its schema in place.
+
+    An existing file at ``path`` is kept as it is (the URI of a store a test reopens)."""
+    path = Path(path).absolute()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_template(), path)
+    return f"sqlite:///{path}"
