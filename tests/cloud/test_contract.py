@@ -17,10 +17,9 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.testing.stores import sqlite_uri
 
-pytestmark = pytest.mark.slow
-
-BACKENDS = ["sqlite", pytest.param("server", marks=pytest.mark.server),
-            pytest.param("server-postgresql", marks=[pytest.mark.server, pytest.mark.postgres])]
+# SQLite on the quick path; the servers on the full run.
+BACKENDS = ["sqlite", pytest.param("server", marks=[pytest.mark.slow, pytest.mark.server]),
+            pytest.param("server-postgresql", marks=[pytest.mark.slow, pytest.mark.server, pytest.mark.postgres])]
 
 
 @pytest.fixture(scope="module")
