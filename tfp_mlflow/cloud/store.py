@@ -48,7 +48,7 @@ from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
-__all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "default_tracking_uri"]
+__all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "create_sqlite_store", "default_tracking_uri"]
 
 DEFAULT_HOME = "tfp-cloud"
 
@@ -84,6 +84,16 @@ def _open_sqlite_store(uri: str, database: Path):
             return client
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def create_sqlite_store(database: str | os.PathLike) -> str:
+    """Create (or migrate) the MLflow SQLite store at ``database`` and return its ``sqlite:///`` URI; the schema
+    is MLflow's own at this MLflow's head revision. Its folder is created."""
+    database = Path(database).absolute()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{database}"
+    _open_sqlite_store(uri, database).search_experiments(max_results=1)
+    return uri
 
 
 class Cloud(VerifiedReads, RunStore):

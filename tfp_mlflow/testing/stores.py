@@ -12,6 +12,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tfp_mlflow.cloud.store import create_sqlite_store
+
 __all__ = ["sqlite_uri"]
 
 _TEMPLATE: Path | None = None
@@ -22,11 +24,8 @@ def _template() -> Path:
     global _TEMPLATE
     with _LOCK:
         if _TEMPLATE is None or not _TEMPLATE.is_file():
-            from mlflow.tracking import MlflowClient
-
-            folder = Path(tempfile.mkdtemp(prefix="tfp-mlflow-template-"))
-            path = folder / "mlflow.db"
-            MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)   # migrates
+            path = Path(tempfile.mkdtemp(prefix="tfp-mlflow-template-")) / "mlflow.db"
+            create_sqlite_store(path)
             _TEMPLATE = path
         return _TEMPLATE
 
