@@ -218,6 +218,14 @@ def test_no_account_changes_another_accounts_run_and_nobody_but_an_admin_a_compl
     proxy = call(f"{site.url}/api/2.0/mlflow-artifacts/artifacts/{site.experiment_id}/{knowledge_run.run_id}/"
                  f"artifacts/knowledge/architecture.json", site.mallory, data=forged.read_bytes(), method="PUT")
     assert ajax[0] == 403 and proxy[0] == 403, (ajax, proxy)
+    # The artifact proxy's multipart upload routes (MLflow 3 serves them past Flask, as it does the proxy).
+    target = f"{site.experiment_id}/{knowledge_run.run_id}/artifacts/knowledge/architecture.json"
+    for route, body in (("mpu/create", {"path": "knowledge/architecture.json", "num_parts": 1}),
+                        ("mpu/complete", {"path": "knowledge/architecture.json", "upload_id": "u", "parts": []}),
+                        ("mpu/abort", {"path": "knowledge/architecture.json", "upload_id": "u"})):
+        status, text = call(f"{site.url}/api/2.0/mlflow-artifacts/{route}/{target}", site.mallory, method="POST",
+                            data=json.dumps(body).encode(), content_type="application/json")[:2]
+        assert status == 403 and "alice" in str(text), (route, status, text)
     # Alice cannot change her own complete run either; an admin can.
     with as_user(site.alice):
         message = _refused(lambda: mallory_client(site).set_tag(run_id, Tag.SHAREABLE, "true"))
