@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from flask import Flask, request
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfp_mlflow_plugins.credentials import basic_credentials
@@ -35,9 +35,12 @@ def test_a_well_formed_header_names_its_account():
     st.binary(max_size=30).map(lambda b: "Basic " + base64.b64encode(b).decode()),
     st.binary(max_size=30).map(lambda b: "bAsIc  " + base64.b64encode(b).decode() + " "),
     st.text(max_size=40)))
+@settings(derandomize=True, max_examples=300)   # the same examples on every run: CI's verdict is reproducible
 def test_any_header_is_read_as_flask_reads_it_for_mlflow(header):
     try:
         header.encode("latin-1")
     except UnicodeEncodeError:
         return   # not a header an HTTP server can receive
+    if "\r" in header or "\n" in header or "\0" in header:
+        return   # HTTP has no such header value: the server's request parser refuses it before any code runs
     assert basic_credentials(header) == _as_flask_reads(header)
