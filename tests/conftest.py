@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from tfp_mlflow import FingerprintBuilder, FingerprintSpec, Task
+from tfp_mlflow.cloud.runs import configure_process
 
 # Model hubs are unreachable here: fail in seconds instead of retrying for minutes.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+configure_process()   # as the `tfp` command does: short HTTP retries, no run URLs on stdout
 
 NUM_FEATURES = 12
 

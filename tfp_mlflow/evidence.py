@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from tfp_mlflow._threads import thread_map
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Tag
-from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
@@ -43,7 +44,7 @@ class CloudEvidence:
     outcomes: int
 
 
-def fit_track_record(cloud: Cloud, tasks: Sequence[CloudTask], trusts: Callable[[str], bool] | None = None,
+def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: Callable[[str], bool] | None = None,
                      selector: str = "manual") -> CloudEvidence | None:
     """The cloud's outcomes as a fitted model (``None`` when the cloud holds none); cached per cloud version.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors import get_selector
 
@@ -42,7 +42,7 @@ def classical_mds(distances: np.ndarray, dimensions: int = 2) -> np.ndarray:
     return coords
 
 
-def knowledge_map(cloud: Cloud, selector: str = "bkld-small-target", *,
+def knowledge_map(cloud: KnowledgeStore, selector: str = "bkld-small-target", *,
                   max_tasks: int = MAP_MAX_TASKS) -> dict[str, Any]:
     """``{"selector", "points": [{"name", "domain", "num_images", "x", "y"}], "quarantined", "method", "left_out",
     "without_fingerprint"}`` for the cloud's conforming tasks with a fingerprint (the first ``max_tasks``)."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
 from tfp_mlflow.cloud.schema import (
     BASE_METRICS,
@@ -24,7 +25,7 @@ from tfp_mlflow.cloud.schema import (
     Param,
     Tag,
 )
-from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError, SpecMismatchError
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
@@ -86,7 +87,7 @@ def check_query(selector: str, keywords: Sequence[str], *, has_target: bool) -> 
                             "(modality, anatomy, what is labelled: --keywords chest,x-ray)")
 
 
-def recommend(cloud: Cloud, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
+def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
               scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
               log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
@@ -192,7 +193,7 @@ class _Pool:
         return {t.name: t for t in [*self.tasks, *self.described]}
 
 
-def _candidates(cloud: Cloud, chooser, guard: Guard, target: Fingerprint | None, target_name: str,
+def _candidates(cloud: KnowledgeStore, chooser, guard: Guard, target: Fingerprint | None, target_name: str,
                 keywords: Sequence[str], merge: str | None, notes: list[str]) -> _Pool:
     """The tasks the query may rank (notes say what was left out and why); a one-line error when there are none.
 
@@ -228,7 +229,7 @@ def _candidates(cloud: Cloud, chooser, guard: Guard, target: Fingerprint | None,
     return _Pool(cloud_tasks, described, untrusted)
 
 
-def _rank(cloud: Cloud, chooser, query: Task, pool: _Pool,
+def _rank(cloud: KnowledgeStore, chooser, query: Task, pool: _Pool,
           merge: str | None) -> tuple[list[RankedSource], dict[str, str]]:
     """The pool ranked for the query, and which signal placed each source (the selector, or ``manual``)."""
     selector = chooser.name
@@ -250,7 +251,7 @@ def _rank(cloud: Cloud, chooser, query: Task, pool: _Pool,
 class _Walk:
     """Walks an ordered ranking for one scenario at a time, reading each source's screened knowledge once."""
 
-    def __init__(self, cloud: Cloud, guard: Guard, by_name: dict[str, CloudTask], signals: dict[str, str],
+    def __init__(self, cloud: KnowledgeStore, guard: Guard, by_name: dict[str, CloudTask], signals: dict[str, str],
                  task_flags: dict[str, list[str]], result: Recommendation, metric: str, top_k: int,
                  include_flagged: bool) -> None:
         self.cloud, self.guard, self.by_name, self.signals = cloud, guard, by_name, signals
@@ -305,7 +306,7 @@ class _Walk:
         return {"items": items, "notes": notes, "ordered_by": "track-record" if by_record else "distance"}
 
 
-def _finite(cloud: Cloud, ranking: list[RankedSource], by_name: dict[str, CloudTask],
+def _finite(cloud: KnowledgeStore, ranking: list[RankedSource], by_name: dict[str, CloudTask],
             selector: str) -> list[RankedSource]:
     """The ranking less sources at a non-finite distance (quarantined: a fingerprint that passed every check
     can still be degenerate for one selector), renumbered."""
@@ -326,8 +327,8 @@ def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str
             "shareable": task.shareable, "contributor": task.contributor, "flags": task_flags.get(entry.name, [])}
 
 
-def _screen_fingerprints(cloud: Cloud, guard: Guard, tasks: Sequence[CloudTask], untrusted: Sequence[CloudTask],
-                         notes: list[str]) -> dict[str, list[str]]:
+def _screen_fingerprints(cloud: KnowledgeStore, guard: Guard, tasks: Sequence[CloudTask],
+                         untrusted: Sequence[CloudTask], notes: list[str]) -> dict[str, list[str]]:
     """The guard's reasons per flagged task (the untrusted tasks count in the population, never as reference)."""
     everyone = [*tasks, *untrusted]
     stats = fingerprint_stats(cloud, everyone)
@@ -398,7 +399,7 @@ def _shared_data(entry, task, knowledge, metric) -> dict | None:
 _ITEMS = {ITEM_ARCHITECTURE: _architecture, ITEM_POLICY: _augmentation, ITEM_DATA: _shared_data}
 
 
-def _log(cloud: Cloud, result: Recommendation) -> str:
+def _log(cloud: KnowledgeStore, result: Recommendation) -> str:
     from tfp_mlflow.plots import plot_ranking
 
     tags = {Tag.TARGET: result.target["name"], Tag.SELECTOR: result.selector}

@@ -5,6 +5,8 @@ Each test gets a cloud of its own: its own experiment on the module's server, or
 """
 from __future__ import annotations
 
+import inspect
+import os
 import uuid
 
 import pytest
@@ -45,6 +47,41 @@ def store(request, tmp_path) -> Cloud:
 
 def test_the_cloud_implements_the_storage_interface(store):
     assert isinstance(store, KnowledgeStore)
+
+
+def _declared(cls) -> dict[str, inspect.Signature]:
+    return {name: inspect.signature(member) for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_")}
+
+
+def test_every_method_of_the_interface_has_its_signature_on_the_cloud():
+    """Callers type against KnowledgeStore: the Cloud takes every parameter the interface names, of the same kind
+    (an interface's ``**fields`` stands for keyword-only fields with defaults)."""
+    declared = _declared(KnowledgeStore)
+    assert {"tasks", "knowledge_runs", "read_knowledge", "pack", "experiment_id", "record"} <= set(declared)
+    for name, interface in declared.items():
+        implemented = inspect.signature(getattr(Cloud, name)).parameters
+        for parameter in interface.parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                extra = [p for p in implemented.values() if p.name not in interface.parameters]
+                assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra), name
+                continue
+            assert parameter.name in implemented, f"Cloud.{name} lacks {parameter.name}"
+            assert implemented[parameter.name].kind is parameter.kind, f"Cloud.{name}({parameter.name})"
+    assert {"uri", "cache"} <= set(KnowledgeStore.__annotations__)
+
+
+def test_opening_a_cloud_changes_nothing_outside_it(tmp_path, monkeypatch):
+    """No process-wide side effects in the constructor: a library user's environment stays as it was (the `tfp`
+    command applies its own settings through configure_process)."""
+    from tfp_mlflow.cloud.runs import PROCESS_DEFAULTS
+
+    for key in PROCESS_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    cloud = Cloud(sqlite_uri(tmp_path / "cloud" / "mlflow.db"), cache_dir=tmp_path / "cache")
+    cloud.experiment_id()
+    assert dict(os.environ) == before
 
 
 def test_contribute_then_recommend_round_trip(store, fingerprints, small_spec):

@@ -57,9 +57,9 @@ def test_task_list_is_cached_until_any_client_changes_the_cloud(tmp_path, finger
 
 def test_search_follows_pages(sqlite_cloud, fingerprints, small_spec):
     fill(sqlite_cloud, fingerprints, small_spec)
-    sqlite_cloud.page_size = 3                                # real MLflow page tokens, 4 tasks over 2 pages
+    sqlite_cloud.runs.page_size = 3                                # real MLflow page tokens, 4 tasks over 2 pages
     assert [t.name for t in sqlite_cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
-    assert len(sqlite_cloud._search("attributes.status = 'FINISHED'")) > 3
+    assert len(sqlite_cloud.runs.search("attributes.status = 'FINISHED'")) > 3
 
 
 KILLED = """

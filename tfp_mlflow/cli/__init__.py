@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.runs import configure_process
 from tfp_mlflow.errors import TfpError
 
 console = Console(soft_wrap=True)
@@ -53,6 +54,7 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Task fingerprinting on an MLflow knowledge cloud."""
+    configure_process()
     ctx.obj = {"debug": debug}
 
 

@@ -31,10 +31,11 @@ Contract
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
@@ -53,6 +54,9 @@ class KnowledgeStore(Protocol):
 
     #: Where the store lives (a tracking URI).
     uri: str
+    #: The local content-addressed cache of what the store served; results derived from the store's content (guard
+    #: statistics, the knowledge map, plots) are kept there too, under keys that name the content they came from.
+    cache: LocalCache
 
     # -- spec ---------------------------------------------------------------------------------------------------
     def spec_id(self) -> str | None:
@@ -65,8 +69,9 @@ class KnowledgeStore(Protocol):
         """Set the spec on first use; afterwards raise ``SpecMismatchError`` for any other."""
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def tasks(self) -> list[CloudTask]:
-        """Every visible task, one version each, sorted by name."""
+    def tasks(self, trusts: Callable[[str], bool] | None = None) -> list[CloudTask]:
+        """Every visible task, one version each, sorted by name. With ``trusts`` (a predicate on contributors):
+        the newest version by a trusted contributor, whoever wrote a newer one."""
 
     def task(self, name: str) -> CloudTask | None:
         """The visible version of one task, or ``None``."""
@@ -91,6 +96,14 @@ class KnowledgeStore(Protocol):
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """A task's knowledge records (all kinds, or the given ones), oldest first."""
 
+    def knowledge_runs(self, kinds: Sequence[str]) -> list:
+        """Handles of the complete knowledge runs of these kinds, of every task, newest first (one search per kind,
+        not one per task); each is read with :meth:`read_knowledge`."""
+
+    def read_knowledge(self, run) -> Knowledge | None:
+        """A handle from :meth:`knowledge_runs` as verified :class:`Knowledge`; ``None`` (and quarantined) when it
+        fails a check."""
+
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
         """The albumentations JSON of a contributed policy."""
 
@@ -106,7 +119,14 @@ class KnowledgeStore(Protocol):
     def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
         """The tasks prepared for a fingerprint selector, reused while these task versions stay the same."""
 
+    def pack(self) -> dict[str, int | str]:
+        """Write a snapshot of every conforming fingerprint, which new readers download instead of each file:
+        ``{"run_id", "tasks", "sha256"}``."""
+
     # -- runs ---------------------------------------------------------------------------------------------------
+    def experiment_id(self, name: str | None = None) -> str:
+        """Id of a named experiment of the store (default: the cloud's own), created on first use."""
+
     def record(self, kind: str, tags: Mapping[str, str], *, experiment: str = ...,
                parent_run_id: str | None = None, complete: bool = True) -> AbstractContextManager[RunRecorder]:
         """A run whose life is a ``with`` block: complete and FINISHED on exit, FAILED on an exception."""

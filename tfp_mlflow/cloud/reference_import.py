@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind
-from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.reference import STUDY, Reference
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
@@ -24,7 +24,7 @@ __all__ = ["import_reference", "REFERENCE_CONTRIBUTOR"]
 REFERENCE_CONTRIBUTOR = "reference:godau2024"
 
 
-def import_reference(cloud: Cloud, ref: Reference,
+def import_reference(cloud: KnowledgeStore, ref: Reference,
                      on_task: Callable[[str], None] | None = None) -> dict[str, int]:
     """Import every task of the reference with its knowledge; returns counts of what was written or already there."""
     transfers = _transfer_tables(ref)

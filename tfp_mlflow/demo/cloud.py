@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfp_mlflow.cloud.store import Cloud
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.demo.tasks import FAMILIES, FAMILY_KEYWORDS, DemoTask, demo_suite
 from tfp_mlflow.errors import BadInputError
 
@@ -45,7 +45,7 @@ QUICK_PLAN = DemoPlan(families=("radiograph", "fundus", "histology"), sources_pe
                       expected_minutes=2)
 
 
-def demo_space(cloud: Cloud, plan: DemoPlan, seed: int = 0):
+def demo_space(cloud: KnowledgeStore, plan: DemoPlan, seed: int = 0):
     """The space every demo study searches: offline EfficientNet-Lites, ``plan.policies`` published policies."""
     from tfp_mlflow.tune import NO_POLICY, SearchSpace, loadable_architectures
     from tfp_mlflow.tune.study import cloud_policies
@@ -75,7 +75,7 @@ def held_out_task(family: str, plan: DemoPlan, seed: int = 0, index: int = 0) ->
                     colour_shift=float(rng.uniform(-0.4, 0.4)), seed=int(rng.integers(1 << 30)))
 
 
-def contribute_task(cloud: Cloud, task: DemoTask, folder: Path, backbone, plan: DemoPlan, seed: int = 0,
+def contribute_task(cloud: KnowledgeStore, task: DemoTask, folder: Path, backbone, plan: DemoPlan, seed: int = 0,
                     contribute: bool = True):
     """Draw ``task`` under ``folder``, fingerprint it with the shipped spec and (optionally) add it as shareable."""
     from tfp_mlflow.extract import fingerprint_dataset
@@ -89,7 +89,7 @@ def contribute_task(cloud: Cloud, task: DemoTask, folder: Path, backbone, plan: 
     return path, fingerprint
 
 
-def measure_knowledge(cloud: Cloud, task: DemoTask, path: Path, space, plan: DemoPlan, storage: str,
+def measure_knowledge(cloud: KnowledgeStore, task: DemoTask, path: Path, space, plan: DemoPlan, storage: str,
                       seed: int = 0, on_trial: Callable | None = None):
     """A cold study of ``plan.knowledge_trials`` trials on the task; its best result goes to the cloud."""
     from tfp_mlflow.train import TrainConfig

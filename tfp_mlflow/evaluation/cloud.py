@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Metric
-from tfp_mlflow.cloud.store import Cloud, CloudTask
+from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.reference import Reference, ReferenceTask
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
@@ -26,7 +27,7 @@ __all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
 _SCENARIO_OF_KIND = {s.outcome: s.name for s in list_scenarios()}
 
 
-def outcomes_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) -> Reference:
+def outcomes_from_cloud(cloud: KnowledgeStore, tasks: Sequence[CloudTask] | None = None) -> Reference:
     """The cloud's transfer outcomes and baselines in the reference's form (targets: see the module doc).
 
     ``tasks`` restricts both targets and sources (default: every task of the cloud). A repetition without its own
@@ -80,7 +81,7 @@ def outcomes_from_cloud(cloud: Cloud, tasks: Sequence[CloudTask] | None = None) 
                           outcomes=outcomes, baselines=frames)
 
 
-def cloud_distance_matrices(cloud: Cloud, selectors: Sequence[str],
+def cloud_distance_matrices(cloud: KnowledgeStore, selectors: Sequence[str],
                             tasks: Sequence[CloudTask]) -> dict[str, pd.DataFrame]:
     """Each selector's distances between the given tasks (rows sources, columns targets)."""
     from tfp_mlflow.selectors import get_selector
@@ -97,7 +98,7 @@ def cloud_distance_matrices(cloud: Cloud, selectors: Sequence[str],
     return matrices
 
 
-def evaluate_cloud(cloud: Cloud, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
+def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
                    top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0, group_out: bool = False,
                    matrix_dir: str | None = None):
     """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank.

@@ -24,6 +24,7 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 
 from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
@@ -73,7 +74,7 @@ class TaskModel(torch.nn.Module):
         return self.head(self.backbone(images))
 
 
-def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Cloud | None = None,
+def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: KnowledgeStore | None = None,
           contribute: bool = False, progress: bool = True, log_model: bool = True,
           experiment: str = TRAINING_EXPERIMENT, parent_run_id: str | None = None,
           callbacks: Sequence[pl.Callback] = (), on_run_start: Callable[[str], None] | None = None) -> TrainResult:
@@ -361,7 +362,7 @@ def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
                                         f"tfp-mlflow=={__version__}"])
 
 
-def contribute_outcome(cloud: Cloud, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:
+def contribute_outcome(cloud: KnowledgeStore, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:
     """Add the run's outcome to the cloud as knowledge of the target (registering the task by name if new)."""
     row = {"balanced_accuracy": result.balanced_accuracy, "auroc": result.auroc, "evidence_run": result.run_id,
            "repetition": config.seed}

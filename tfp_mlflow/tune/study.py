@@ -25,9 +25,10 @@ from typing import Any
 
 import optuna
 
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Metric, Tag
-from tfp_mlflow.cloud.store import Cloud, RunRecorder
+from tfp_mlflow.cloud.store import RunRecorder
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_storage
@@ -59,7 +60,7 @@ class StudyResult:
         return {"schema": "tfp.study/1", **asdict(self)}
 
 
-def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
+def cloud_policies(cloud: KnowledgeStore) -> dict[str, tuple[str, str]]:
     """Every policy in the cloud: policy id → (knowledge run, task it was learned on).
 
     A policy that won a study becomes its target's policy too; the task it was learned on is its first holder
@@ -75,13 +76,13 @@ def cloud_policies(cloud: Cloud) -> dict[str, tuple[str, str]]:
     return out
 
 
-def cloud_architectures(cloud: Cloud) -> list[str]:
+def cloud_architectures(cloud: KnowledgeStore) -> list[str]:
     """Every timm name with an architecture result in the cloud (the candidates it knows)."""
     return [row.architecture for task in cloud.tasks() for k in cloud.knowledge(task.name, [KnowledgeKind.ARCHITECTURE])
             for row in k.rows]
 
 
-def config_from_params(base, params: dict[str, Any], cloud: Cloud, policies: dict[str, tuple[str, str]], *,
+def config_from_params(base, params: dict[str, Any], cloud: KnowledgeStore, policies: dict[str, tuple[str, str]], *,
                        epochs: int | None = None, provenance: dict[str, Any] | None = None):
     """``base`` trained with a study's parameters (the policy's JSON read from the cloud)."""
     policy = None
@@ -129,7 +130,7 @@ def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, t
     return out
 
 
-def evidence_params(cloud: Cloud, recommendation: dict[str, Any]) -> dict[str, dict[str, str]]:
+def evidence_params(cloud: KnowledgeStore, recommendation: dict[str, Any]) -> dict[str, dict[str, str]]:
     """MLflow params of the training runs behind the architecture suggestions (those still in the cloud)."""
     out = {}
     for item in recommendation.get("scenarios", {}).get("architecture", {}).get("items", []):
@@ -172,7 +173,7 @@ def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], s
     return space
 
 
-def run_study(base, cloud: Cloud, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
+def run_study(base, cloud: KnowledgeStore, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
               recommendation: dict[str, Any] | None = None, top_k: int = 3, widen: bool = False, seed: int = 0,
               contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
               heartbeat: int = DEFAULT_HEARTBEAT) -> StudyResult:
@@ -219,7 +220,7 @@ def retried_from(trial) -> int | None:
     return trial.system_attrs.get("failed_trial", trial.user_attrs.get("failed_trial"))
 
 
-def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+def _lost_trial(cloud: KnowledgeStore) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """Called when a dead worker's trial is marked FAIL: fail its MLflow run too, and run its configuration again."""
     with warnings.catch_warnings():  # renamed in Optuna 4.9; both are "experimental"
         warnings.simplefilter("ignore")
@@ -235,7 +236,7 @@ def _lost_trial(cloud: Cloud) -> Callable[[optuna.Study, optuna.trial.FrozenTria
     return lost
 
 
-def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> str:
+def _parent_run(study: optuna.Study, cloud: KnowledgeStore, base, space: SearchSpace) -> str:
     """The study's MLflow run, created by the first worker and found by the others through a study attr."""
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
     if existing:
@@ -254,7 +255,7 @@ def _parent_run(study: optuna.Study, cloud: Cloud, base, space: SearchSpace) -> 
     return study.user_attrs.get(PARENT_RUN_ATTR, run_id)
 
 
-def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple[str, str]], parent: str):
+def _objective(base, cloud: KnowledgeStore, space: SearchSpace, policies: dict[str, tuple[str, str]], parent: str):
     from tfp_mlflow.train import train
     from tfp_mlflow.tune.pruning import PruningCallback
 
@@ -281,7 +282,7 @@ def _objective(base, cloud: Cloud, space: SearchSpace, policies: dict[str, tuple
     return objective
 
 
-def _finish(study: optuna.Study, cloud: Cloud, base, parent: str, space: SearchSpace,
+def _finish(study: optuna.Study, cloud: KnowledgeStore, base, parent: str, space: SearchSpace,
             policies: dict[str, tuple[str, str]], suggestions: list, storage: str, contribute: bool) -> StudyResult:
     run = cloud.recorder(parent)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -304,7 +305,7 @@ def _finish(study: optuna.Study, cloud: Cloud, base, parent: str, space: SearchS
     return result
 
 
-def _contribute_best(cloud: Cloud, base, best: optuna.trial.FrozenTrial,
+def _contribute_best(cloud: KnowledgeStore, base, best: optuna.trial.FrozenTrial,
                      policies: dict[str, tuple[str, str]]) -> list[str]:
     """The best configuration as knowledge of the target (content-keyed: every worker writes it once)."""
     params, run_id = best.params, best.user_attrs.get("run_id", "")

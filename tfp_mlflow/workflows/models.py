@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind, Tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.progress import Progress
@@ -20,7 +20,7 @@ _NOTE = ("transferability scores did not reliably predict fine-tuned performance
          "MICCAI 2023); weigh them with the cloud's measured evidence")
 
 
-def rank_models(data: str | os.PathLike, cloud: Cloud | str | None = None, *,
+def rank_models(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None, *,
                 candidates: Sequence[str] | None = None, scores: Sequence[str] = ("logme",), samples: int = 500,
                 weights: str | None = None, batch_size: int = 32, device: str | None = None, seed: int = 0,
                 progress: bool = True, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def rank_models(data: str | os.PathLike, cloud: Cloud | str | None = None, *,
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
         raise BadInputError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
-    cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
+    cloud = Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
     if candidates:
         names = list(candidates)
     else:
@@ -67,7 +67,7 @@ def rank_models(data: str | os.PathLike, cloud: Cloud | str | None = None, *,
     return payload
 
 
-def _log(cloud: Cloud, payload: dict) -> str:
+def _log(cloud: KnowledgeStore, payload: dict) -> str:
     from tfp_mlflow.plots import plot_ranking
 
     with cloud.record(Kind.MODEL_RANKING, {Tag.ORDERED_BY: payload["ordered_by"]},

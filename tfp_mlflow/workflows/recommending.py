@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
@@ -50,7 +50,7 @@ def query_draws(samples: int | None, spec_samples: int) -> tuple[int, str]:
     return (spec_samples if device == "cuda" else min(spec_samples, QUERY_DRAWS_CPU)), device
 
 
-def target_fingerprint(data: Target, cloud: Cloud, *, samples: int | None = None, name: str | None = None,
+def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | None = None, name: str | None = None,
                        keywords: Sequence[str] = (), progress: bool = True, on_note=None) -> Fingerprint | None:
     """``data`` as a fingerprint: returned as it is, loaded from a ``.npz``, or extracted from a dataset with the
     cloud's spec (the shipped default while the cloud has none) and :func:`query_draws` draws. ``None`` stays
@@ -71,7 +71,7 @@ def target_fingerprint(data: Target, cloud: Cloud, *, samples: int | None = None
                                progress=progress)
 
 
-def ensure_reference(cloud: Cloud, on_note=None) -> bool:
+def ensure_reference(cloud: KnowledgeStore, on_note=None) -> bool:
     """Import the reference into ``cloud`` when it holds no task at all (idempotent); True when it imported."""
     if cloud.tasks():
         return False
@@ -85,7 +85,8 @@ def ensure_reference(cloud: Cloud, on_note=None) -> bool:
     return True
 
 
-def plan_query(cloud: Cloud, selector: str, keywords: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:
+def plan_query(cloud: KnowledgeStore, selector: str, keywords: Sequence[str], *,
+               has_target: bool) -> tuple[str, str | None]:
     """Which selector can answer on this cloud, before any extraction: ``(selector, note)``.
 
     A fingerprint selector on a cloud whose tasks are all known by keywords only falls back to ``manual`` when
@@ -125,7 +126,7 @@ def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -
     return steps
 
 
-def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keywords: Sequence[str] | str = (),
+def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None, *, keywords: Sequence[str] | str = (),
                   name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
                   scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None,
@@ -161,7 +162,7 @@ def recommend_for(data: Target = None, cloud: Cloud | str | None = None, *, keyw
     'tf_efficientnet_lite1'
     """
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
-    if not isinstance(cloud, Cloud):
+    if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
     words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str) else list(keywords))
     dataset = None if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data) else str(data)

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import KnowledgeKind
-from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords, validate_task_name
 from tfp_mlflow.workflows.claims import claim_each
@@ -125,7 +125,7 @@ def read_plan(plan: str | Path) -> list[SeedEntry]:
     return entries
 
 
-def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples: int = 1000, epochs: int = 3,
+def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *, samples: int = 1000, epochs: int = 3,
                image_size: int = 128, shrink: int | None = None, baseline: bool = True, tune_trials: int = 0,
                transfer: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                storage: str | None = None, heartbeat: int = 60,
@@ -154,7 +154,7 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: Cloud, *, samples:
 class _Seeder:
     """The steps of one dataset, each skipped when its result is already in the cloud."""
 
-    def __init__(self, cloud: Cloud, entries: list[SeedEntry], training: SeedTraining, work: SeedWork, *,
+    def __init__(self, cloud: KnowledgeStore, entries: list[SeedEntry], training: SeedTraining, work: SeedWork, *,
                  on_step: Callable[[SeedStep], None] | None) -> None:
         from tfp_mlflow.cloud.records import contributor
 
@@ -281,7 +281,7 @@ def _task_name(source: str, *, open_data: bool) -> str | None:
     return validate_task_name(path.stem if path.suffix.lower() == ".csv" else path.name)
 
 
-def _fingerprint_and_contribute(cloud: Cloud, entry: SeedEntry, name: str, *, samples: int, device: str | None,
+def _fingerprint_and_contribute(cloud: KnowledgeStore, entry: SeedEntry, name: str, *, samples: int, device: str | None,
                                 published: bool, progress: bool) -> str:
     from tfp_mlflow.extract import fingerprint_dataset
     from tfp_mlflow.spec import default_spec
@@ -303,7 +303,7 @@ def _fingerprint_and_contribute(cloud: Cloud, entry: SeedEntry, name: str, *, sa
         f" ({fingerprint.num_images:,} images, {fingerprint.num_draws:,} draws)"
 
 
-def _train(cloud: Cloud, entry: SeedEntry, name: str, training: SeedTraining, *, scenario: str = "baseline",
+def _train(cloud: KnowledgeStore, entry: SeedEntry, name: str, training: SeedTraining, *, scenario: str = "baseline",
            source: str = "", source_data: str | None = None):
     from tfp_mlflow.train import TrainConfig, train
 
@@ -313,7 +313,7 @@ def _train(cloud: Cloud, entry: SeedEntry, name: str, training: SeedTraining, *,
     return train(config, cloud=cloud, contribute=True, progress=training.progress, log_model=False)
 
 
-def _tune(cloud: Cloud, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
+def _tune(cloud: KnowledgeStore, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
     """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
 
     from tfp_mlflow.workflows.tuning import tune_for

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.store import DEFAULT_HOME
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords
@@ -21,7 +21,7 @@ from tfp_mlflow.workflows.recommending import plan_query, recommend_for
 __all__ = ["tune_for", "default_storage"]
 
 
-def default_storage(cloud: Cloud) -> str:
+def default_storage(cloud: KnowledgeStore) -> str:
     """The Optuna storage beside the cloud: ``sqlite:///<cloud folder>/optuna.db``."""
     folder = (Path(cloud.uri.removeprefix("sqlite:///")).parent if cloud.uri.startswith("sqlite:///")
               else Path(DEFAULT_HOME))
@@ -29,7 +29,7 @@ def default_storage(cloud: Cloud) -> str:
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
-def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study_name: str | None = None,
+def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None, *, study_name: str | None = None,
          storage: str | None = None, n_trials: int = 8, space_path: str | None = None,
          fingerprint: str | os.PathLike | None = None, selector: str = "bkld-small-target",
          keywords: Sequence[str] | str = (), top_k: int = 3, warm_start: bool = True, widen: bool = False,
@@ -46,7 +46,7 @@ def tune_for(data: str | os.PathLike, cloud: Cloud | str | None = None, *, study
     from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
     from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
 
-    cloud = cloud if isinstance(cloud, Cloud) else Cloud(cloud)
+    cloud = Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
     note = on_note or (lambda line: None)
     base = TrainConfig(target=str(data), name=name, image_size=image_size, batch_size=batch_size, seed=seed,
                        workers=workers, shrink=shrink, device=device).validate()

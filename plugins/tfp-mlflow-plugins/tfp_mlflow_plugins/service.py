@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow.cloud import Cloud, CloudTask
+from tfp_mlflow.cloud import CloudTask, KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
 from tfp_mlflow.evidence import fit_track_record
@@ -32,7 +32,7 @@ def _task_json(task: CloudTask, kinds: list[str]) -> dict[str, Any]:
             "knowledge": kinds}
 
 
-def knowledge_kinds(cloud: Cloud) -> dict[str, list[str]]:
+def knowledge_kinds(cloud: KnowledgeStore) -> dict[str, list[str]]:
     """Kinds of knowledge per task, from one search over the knowledge runs' tags."""
     out: dict[str, set[str]] = {}
     for run in cloud.find_runs(Kind.KNOWLEDGE):
@@ -40,25 +40,25 @@ def knowledge_kinds(cloud: Cloud) -> dict[str, list[str]]:
     return {task: sorted(kinds) for task, kinds in out.items()}
 
 
-def tasks(cloud: Cloud) -> list[dict[str, Any]]:
+def tasks(cloud: KnowledgeStore) -> list[dict[str, Any]]:
     """Every task with its fields and which knowledge it has (quarantined ones left out: see :func:`quarantined`)."""
     kinds = knowledge_kinds(cloud)
     return [_task_json(t, kinds.get(t.name, [])) for t in cloud.conforming(cloud.tasks())]
 
 
-def quarantined(cloud: Cloud) -> list[dict[str, str]]:
+def quarantined(cloud: KnowledgeStore) -> list[dict[str, str]]:
     """The runs every reader leaves out, with the reason."""
     return cloud.quarantined()
 
 
-def _require_task(cloud: Cloud, name: str) -> CloudTask:
+def _require_task(cloud: KnowledgeStore, name: str) -> CloudTask:
     task = cloud.task(name)
     if task is None:
         raise NotFoundError(f"the cloud holds no task named {name!r}; GET /tfp/api/tasks lists them")
     return task
 
 
-def task_detail(cloud: Cloud, name: str, nearest: int = 5) -> dict[str, Any]:
+def task_detail(cloud: KnowledgeStore, name: str, nearest: int = 5) -> dict[str, Any]:
     """A task, its knowledge rows and its nearest tasks by the default selector (when it has a fingerprint)."""
     task = _require_task(cloud, name)
     knowledge = cloud.knowledge(name)
@@ -81,7 +81,7 @@ def task_detail(cloud: Cloud, name: str, nearest: int = 5) -> dict[str, Any]:
     return out
 
 
-def fingerprint_png(cloud: Cloud, name: str) -> bytes:
+def fingerprint_png(cloud: KnowledgeStore, name: str) -> bytes:
     """The task's fingerprint heatmap (cached by the fingerprint's checksum)."""
     task = _require_task(cloud, name)
     if not task.has_fingerprint:
@@ -97,12 +97,12 @@ def fingerprint_png(cloud: Cloud, name: str) -> bytes:
     return path.read_bytes()
 
 
-def knowledge_map(cloud: Cloud, selector: str = DEFAULT_SELECTOR) -> dict[str, Any]:
+def knowledge_map(cloud: KnowledgeStore, selector: str = DEFAULT_SELECTOR) -> dict[str, Any]:
     """2-D map of the tasks (:func:`tfp_mlflow.knowledge_map.knowledge_map`)."""
     return _knowledge_map(cloud, selector)
 
 
-def recommend_upload(cloud: Cloud, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
+def recommend_upload(cloud: KnowledgeStore, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
                      scenario: str = "all", metric: str = "balanced_accuracy", keywords: str = "",
                      name: str | None = None, log: bool = False, trusted: str | None = None,
                      include_flagged: bool = False) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""The knowledge log: measured knowledge of the cloud's tasks, one complete run per table (:class:`KnowledgeLog`,
+a part of :class:`~tfp_mlflow.cloud.store.Cloud`).
+
+Contract (the "idempotent knowledge" and "isolation" clauses of :mod:`tfp_mlflow.cloud.base`): a table is
+validated before anything is written; the same content by the same contributor is stored once; a table is read
+within its size and row bounds before a single row becomes an object, and one that fails a check is quarantined,
+never the error of a query. Torch-free.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from tfp_mlflow import _json
+from tfp_mlflow.cloud.integrity import VerifiedArtifacts
+from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.records import safe_file, short, validate_knowledge
+from tfp_mlflow.cloud.runs import RunLog
+from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Kind, Metric, Param, Tag, artifact_limit, complete_filter
+from tfp_mlflow.errors import BadInputError, TamperedError
+from tfp_mlflow.fingerprint import validate_task_name
+
+__all__ = ["KnowledgeLog"]
+
+
+class KnowledgeLog:
+    """Knowledge runs: written through the run log, read through the verified artifact reader."""
+
+    def __init__(self, runs: RunLog, artifacts: VerifiedArtifacts) -> None:
+        self.runs, self.artifacts = runs, artifacts
+
+    def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
+        """Store one knowledge run (idempotent: returns the existing run id when the same contributor already
+        stored the same content; another contributor's run with that content key is a different item)."""
+        validate_knowledge(knowledge)
+        key = knowledge.key()
+        contributor = contributor or knowledge.contributor or current_contributor()
+        for run in self.runs.search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key, contributor=contributor)):
+            return run.info.run_id
+        tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
+                Tag.CONTRIBUTOR: contributor,
+                Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
+        with self.runs.record(Kind.KNOWLEDGE, tags) as run:
+            table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
+                     "rows": [asdict(r) for r in knowledge.rows]}
+            run.log_file(f"knowledge/{knowledge.kind}.json", lambda p: p.write_text(json.dumps(table, sort_keys=True)))
+            for policy_id, policy in sorted(knowledge.policies.items()):
+                run.log_file(f"policy/{safe_file(policy_id)}.json",
+                             lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
+            best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
+            if best:
+                run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})
+            run.log_params({Param.ROWS: len(knowledge.rows)})
+        return run.run_id
+
+    def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
+        """Complete knowledge of a task (all kinds, or the given ones), oldest first."""
+        runs = self.runs.search(complete_filter(Kind.KNOWLEDGE, task=validate_task_name(task)))
+        out = []
+        for run in reversed(runs):
+            kind = run.data.tags.get(Tag.KNOWLEDGE, "")
+            if kinds is not None and kind not in kinds:
+                continue
+            try:
+                out.append(self._read_knowledge(run, task, kind))
+            except (BadInputError, TamperedError) as exc:
+                self.artifacts.quarantine("knowledge", run, str(exc), task=task)
+        return out
+
+    def knowledge_runs(self, kinds: Sequence[str]) -> list:
+        """The complete knowledge runs of the given kinds, of every task (newest first; one search per kind, not
+        one per task): read each with :meth:`read_knowledge`."""
+        return [run for kind in kinds for run in self.runs.search(complete_filter(Kind.KNOWLEDGE, knowledge=kind))]
+
+    def read_knowledge(self, run) -> Knowledge | None:
+        """A run from :meth:`knowledge_runs` as :class:`Knowledge`, verified; ``None`` (and quarantined) when it
+        fails a check."""
+        tags = run.data.tags
+        try:
+            return self._read_knowledge(run, validate_task_name(tags.get(Tag.TASK, "")), tags.get(Tag.KNOWLEDGE, ""))
+        except (BadInputError, TamperedError) as exc:
+            self.artifacts.quarantine("knowledge", run, str(exc), task=tags.get(Tag.TASK, ""))
+            return None
+
+    def _read_knowledge(self, run, task: str, kind: str) -> Knowledge:
+        """One knowledge run's table, verified and validated (what a contributor's ``validate_knowledge`` checks)."""
+        if kind not in KNOWLEDGE_KINDS:
+            raise BadInputError(f"knowledge kind {kind[:40]!r} is unknown")
+        artifact = f"knowledge/{kind}.json"
+        table = _json.loads(self.artifacts.artifact(run, artifact).read_bytes(), f"{artifact} of run {run.info.run_id}",
+                            max_bytes=artifact_limit(artifact))
+        if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+            raise BadInputError(f"{artifact} of run {run.info.run_id} is not a knowledge table")
+        if len(table["rows"]) > MAX_ROWS:   # before a single row becomes an object
+            raise BadInputError(f"{artifact} of run {run.info.run_id} has {len(table['rows']):,} rows; at most "
+                                f"{MAX_ROWS:,} are accepted")
+        fields = KnowledgeRow.__dataclass_fields__
+        try:
+            rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in fields}) for r in table["rows"])
+        except (TypeError, AttributeError):
+            raise BadInputError(f"{artifact} of run {run.info.run_id} holds rows that are not results") from None
+        knowledge = Knowledge(task=task, kind=kind, rows=rows, run_id=run.info.run_id,
+                              provenance=str(table.get("provenance", "")),
+                              contributor=run.data.tags.get(Tag.CONTRIBUTOR, ""))
+        validate_knowledge(knowledge)
+        return knowledge
+
+    def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
+        """The albumentations JSON of a policy, as contributed (verified by the checksum its run recorded)."""
+        artifact = f"policy/{safe_file(policy_id)}.json"
+        policy = _json.loads(self.artifacts.artifact(self.runs.run(knowledge_run_id), artifact).read_bytes(),
+                             f"{artifact} of run {knowledge_run_id}")
+        if not isinstance(policy, dict):
+            raise BadInputError(f"{artifact} of run {knowledge_run_id} is not an albumentations policy")
+        return policy

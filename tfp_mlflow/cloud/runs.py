@@ -1,0 +1,264 @@
+"""The run log: a cloud's experiments and runs on one MLflow tracking store (:class:`RunLog`, a part of
+:class:`~tfp_mlflow.cloud.store.Cloud`), and the process settings a program that owns its process may apply
+(:func:`configure_process`).
+
+Contract (the "visibility" and "errors" clauses of :mod:`tfp_mlflow.cloud.base`, for runs):
+
+* :meth:`RunLog.record` is the only way tfp writes a run: artifacts and fields inside the ``with`` block,
+  ``tfp.complete`` last on a normal exit, FAILED on an exception. Searches for complete runs therefore never see
+  half a run.
+* An experiment is created on first use; one that was deleted is restored. Its artifact location is next to a
+  SQLite store (``<folder of mlflow.db>/artifacts/<experiment>``), the server's own behind ``http(s)://``.
+* A store that cannot be reached raises :class:`~tfp_mlflow.errors.CloudError` in one line; a refusal by the
+  server's accounts says which account may not write where.
+
+Torch-free.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from tfp_mlflow._version import __version__
+from tfp_mlflow.cloud.context import active_cloud
+from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
+from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.schema import Tag, complete_filter
+from tfp_mlflow.errors import CloudError
+
+__all__ = ["RunLog", "configure_process", "create_sqlite_store", "mlflow_client"]
+
+#: Environment defaults for a process tfp owns (see :func:`configure_process`).
+PROCESS_DEFAULTS = {
+    # Fail in seconds, not minutes, when a server is down.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow prints run URLs to stdout for http servers, which would corrupt `tfp recommend --json`.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+def configure_process() -> None:
+    """Settings for a process that tfp owns (the ``tfp`` command, ``mlflow run`` recipes, the test suite): MLflow's
+    HTTP retries and timeout short enough that a server that is down is reported in seconds, no progress bars or
+    run URLs on stdout, and no INFO lines for a new SQLite store's schema. Variables already set are kept.
+
+    A library user's process is left alone: constructing a :class:`~tfp_mlflow.cloud.store.Cloud` changes nothing
+    outside it."""
+    for key, value in PROCESS_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def mlflow_client(uri: str):
+    """An ``MlflowClient`` of ``uri``; a SQLite store's folder is created, and its creation (MLflow's schema creation
+    and migrations, run when the client is constructed) is serialised across processes.
+
+    Several processes creating one new database's tables at once collide (``table _alembic_tmp_latest_metrics
+    already exists``, ``duplicate column name: step``); an exclusive lock on ``<database>.lock`` makes the first
+    create the schema while the others wait, then find it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    database = _sqlite_path(uri)
+    if database is None:
+        return MlflowClient(tracking_uri=uri)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:          # Windows: no advisory locks; first writers there should not start at once
+        return MlflowClient(tracking_uri=uri)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)    # the store is created here, under the lock
+            return client
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def create_sqlite_store(database: str | os.PathLike) -> str:
+    """Create (or migrate) the MLflow SQLite store at ``database`` and return its ``sqlite:///`` URI; the schema
+    is MLflow's own at this MLflow's head revision. Its folder is created."""
+    uri = f"sqlite:///{Path(database).absolute()}"
+    mlflow_client(uri)
+    return uri
+
+
+class RunLog:
+    """A cloud's experiments and runs: starting, finding and ending runs in its experiments (the cloud's own by
+    default). The only part of the cloud that talks to MLflow's tracking API for runs and experiments.
+
+    Parameters
+    ----------
+    client : MlflowClient
+        The store's client (:func:`mlflow_client`).
+    uri : str
+        The store's tracking URI.
+    experiment : str
+        The name of the cloud's own experiment.
+    """
+
+    #: Runs per search page (MLflow's own maximum is 50,000; 1,000 keeps each response small).
+    page_size: int = 1000
+
+    def __init__(self, client, uri: str, experiment: str) -> None:
+        self.client, self.uri, self.experiment = client, uri, experiment
+        self._experiment_ids: dict[str, str] = {}
+
+    # -- experiments --------------------------------------------------------------------------------------------
+    def _artifact_location(self, name: str) -> str | None:
+        database = _sqlite_path(self.uri)
+        return (database.parent / "artifacts" / name).as_uri() if database is not None else None
+
+    def experiment_id(self, name: str | None = None) -> str:
+        """Id of the named experiment (default: the cloud's own), created on first use."""
+        name = name or self.experiment
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        try:
+            experiment_id = self._find_or_create(name)
+        except CloudError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"cannot reach the cloud at {self.uri} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); start the server or check "
+                             f"--tracking-uri / MLFLOW_TRACKING_URI") from None
+        self._experiment_ids[name] = experiment_id
+        return experiment_id
+
+    def _find_or_create(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, self._artifact_location(name))
+        except Exception:  # created concurrently by another contributor
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def experiment_tags(self, name: str | None = None) -> dict[str, str]:
+        """The tags of an experiment (default: the cloud's own)."""
+        return dict(self.client.get_experiment(self.experiment_id(name)).tags)
+
+    def set_experiment_tag(self, key: str, value: str, *, retries: int = 5) -> None:
+        """Set a tag of the cloud's experiment (SQLite: two writers inserting one tag at once collide; the next try
+        updates)."""
+        for attempt in range(retries):
+            try:
+                self.client.set_experiment_tag(self.experiment_id(), key, value)
+                return
+            except Exception:
+                if attempt == retries - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def spec_id(self) -> str | None:
+        """The cloud's spec id (its experiment's ``tfp.spec_id`` tag), or ``None`` while no spec is set."""
+        return self.experiment_tags().get(Tag.SPEC_ID)
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def search(self, filter_string: str, experiment: str | None = None, *, max_results: int | None = None,
+               order_by: str = "attributes.start_time DESC") -> list:
+        """Active runs matching the filter (MLflow entities; they stay in this package), following MLflow's pages;
+        all of them, or the first ``max_results``."""
+        runs, token = [], None
+        experiment_id = self.experiment_id(experiment)
+        while True:
+            size = self.page_size if max_results is None else min(self.page_size, max_results - len(runs))
+            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=size,
+                                           page_token=token, order_by=[order_by])
+            runs.extend(page)
+            token = page.token
+            if not token or (max_results is not None and len(runs) >= max_results):
+                return runs
+
+    def run(self, run_id: str):
+        """One run as an MLflow entity (for the cloud's other parts)."""
+        return self.client.get_run(run_id)
+
+    @contextlib.contextmanager
+    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
+               parent_run_id: str | None = None, complete: bool = True) -> Iterator[RunRecorder]:
+        """Start a run of ``kind`` and yield its :class:`RunRecorder`; the run's life is the ``with`` block.
+
+        On a normal exit ``tfp.complete`` is written last (unless ``complete=False``: runs that no query reads)
+        and the run ends FINISHED; on an exception it ends FAILED and the exception propagates. MLflow's
+        run-context providers (tfp's own plugin among them) add their tags to ``tags``.
+        """
+        recorder = self.start_run(kind, tags, experiment=experiment, parent_run_id=parent_run_id)
+        try:
+            yield recorder
+        except BaseException:
+            recorder.finish("FAILED")
+            raise
+        recorder.finish(complete=complete)
+
+    def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
+                  parent_run_id: str | None = None) -> RunRecorder:
+        """Start a run that outlives one block (a study's run, which several workers write); end it with
+        :meth:`RunRecorder.finish`. Prefer :meth:`record`."""
+        tags = dict(tags)
+        if parent_run_id:
+            tags[Tag.MLFLOW_PARENT_RUN] = parent_run_id
+        run = self._start_run(kind, tags, experiment)
+        return RunRecorder(self.client, self.uri, run.info.run_id, start_time=run.info.start_time)
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        """A recorder for a run that is already open (started by another worker of the same study)."""
+        return RunRecorder(self.client, self.uri, run_id)
+
+    def find_runs(self, kind: str, *, experiment: str | None = None, **tags: str) -> list[StoredRun]:
+        """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first."""
+        return [StoredRun.from_mlflow(run) for run in self.search(complete_filter(kind, **tags), experiment)]
+
+    def get_run(self, run_id: str) -> StoredRun:
+        return StoredRun.from_mlflow(self.client.get_run(run_id))
+
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
+        """End a run some other process started (a trial Optuna pruned, a worker that died): tags, then status."""
+        for key, value in dict(tags).items():
+            self.client.set_tag(run_id, key, value)
+        self.client.set_terminated(run_id, status)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run where the server allows it; ``False`` when its accounts refuse (behind ``tfp-basic-auth`` a
+        complete run is immutable)."""
+        try:
+            self.client.delete_run(run_id)
+            return True
+        except Exception as exc:
+            if getattr(exc, "error_code", "") != "PERMISSION_DENIED":
+                raise
+            return False
+
+    def _start_run(self, kind: str, tags: dict[str, str], experiment: str | None = None):
+        from mlflow.tracking.context.registry import resolve_tags
+
+        active_cloud(self.uri, self.spec_id())
+        base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, Tag.MLFLOW_USER: current_contributor()}
+        try:
+            return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
+        except Exception as exc:
+            if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+                said = getattr(exc, "message", "")  # tfp-basic-auth's own reason, when it gave one
+                raise CloudError(said if "may not contribute as" in said else
+                                 f"MLflow user {current_contributor()!r} may not write to experiment "
+                                 f"{experiment or self.experiment} "
+                                 f"at {self.uri}; ask an admin for EDIT permission on it") from None
+            raise
