@@ -56,6 +56,13 @@ class CloudError(TfpError):
             self.http_status = http_status
 
 
+class ArtifactsOnServerError(CloudError):
+    """An experiment keeps its artifacts behind a tracking server (``mlflow-artifacts:/...``) while this client
+    opened the store directly (``sqlite:///...``), where no such artifact can be written or read."""
+
+    http_status = 409
+
+
 class TamperedError(CloudError):
     """Content a cloud serves is not what its run recorded when it was written (its SHA-256 differs, or it does not
     parse as what tfp wrote). Readers quarantine the run instead of failing the whole query."""

@@ -26,7 +26,7 @@ from tfp_mlflow.cloud.schema import (
     Tag,
 )
 from tfp_mlflow.cloud.store import CloudTask
-from tfp_mlflow.errors import BadInputError, SpecMismatchError
+from tfp_mlflow.errors import ArtifactsOnServerError, BadInputError, SpecMismatchError
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
@@ -158,7 +158,10 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     if result.quarantined:
         notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")
     if log:
-        result.run_id = _log(cloud, result)
+        try:
+            result.run_id = _log(cloud, result)
+        except ArtifactsOnServerError as exc:   # the answer stands; only its record could not be written here
+            notes.append(f"not logged as a run: {exc}")
     return result
 
 

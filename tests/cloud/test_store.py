@@ -410,3 +410,29 @@ def test_hostile_catalogue_is_refused_with_one_line_writes_nothing_and_the_serve
     good = make_fingerprint("hostile_ok", seed=9).save(tmp_path / "ok2.npz")
     result = runner.invoke(main, ["contribute", str(good)], env=env)  # the server still serves
     assert result.exit_code == 0, result.output
+
+
+def test_an_experiment_whose_artifacts_only_a_server_reaches_is_one_line_not_a_traceback(tmp_path, fingerprints,
+                                                                                           small_spec):
+    """A SQLite cloud a server once created an experiment in with ``mlflow-artifacts:/`` (before tfp placed them
+    beside the cloud's): a local recommendation still answers, saying it was not logged; a cloud whose own
+    experiment lives behind a server is refused in one line naming what to run instead."""
+    from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT
+
+    uri = sqlite_uri(tmp_path / "cloud" / "mlflow.db")
+    cloud = Cloud(uri, cache_dir=tmp_path / "cache")
+    fill(cloud, fingerprints, small_spec)
+    cloud.client.create_experiment(RECOMMENDATION_EXPERIMENT, artifact_location="mlflow-artifacts:/7")
+    result = recommend(Cloud(uri, cache_dir=tmp_path / "cache"), fingerprints["a_target"], top_k=2)
+    assert result.run_id == "" and result.ranking[0]["source"] in {"a_1", "a_2"}
+    assert any(n.startswith("not logged as a run: experiment 'tfp-recommendations' keeps its artifacts on a "
+                            "tracking server") for n in result.notes), result.notes
+    other = sqlite_uri(tmp_path / "served" / "mlflow.db")
+    Cloud(other, cache_dir=tmp_path / "c2").client.create_experiment("tfp-cloud",
+                                                                      artifact_location="mlflow-artifacts:/1")
+    target = fingerprints["a_target"].save(tmp_path / "target.npz")
+    out = CliRunner().invoke(main, ["recommend", str(target)], env={"MLFLOW_TRACKING_URI": other,
+                                                                   "TFP_CACHE_DIR": str(tmp_path / "c3")})
+    assert out.exit_code == 1, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "point --tracking-uri / MLFLOW_TRACKING_URI at that server" in lines[0], out.stderr

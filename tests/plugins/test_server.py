@@ -137,6 +137,43 @@ def test_cli_recommend_uses_the_server_and_falls_back_on_a_plain_one(tfp_server,
     assert "has no tfp app" in result.stderr and json.loads(result.stdout)["ranking"][0]["source"] in {"a_1", "a_2"}
 
 
+def test_one_sqlite_cloud_serves_the_command_line_and_the_server_in_any_order(fingerprints, small_spec, tmp_path):
+    """Contribute locally, open the page and query through it, stop it, recommend locally again: the experiments the
+    server created keep their artifacts where the command line reaches them too."""
+    from tfp_mlflow.cloud.schema import RECOMMENDATION_EXPERIMENT
+    from tfp_mlflow.testing.stores import sqlite_uri
+
+    home = tmp_path / "tfp-cloud"                       # mlflow.db and artifacts/, as docs/server.md sets it up
+    local_uri = sqlite_uri(home / "mlflow.db")
+    _fill(Cloud(local_uri, cache_dir=tmp_path / "local"), fingerprints, small_spec)
+    target = fingerprints["a_target"].save(tmp_path / "target.npz")
+    runner = CliRunner()
+    env = {"TFP_CACHE_DIR": str(tmp_path / "cli-cache")}
+    with LocalServer(home, app_name="tfp", env={"TFP_CACHE_DIR": str(tmp_path / "server-cache")}) as server:
+        assert _call(f"{server.url}/tfp/")[0] == 200
+        remote = runner.invoke(main, ["recommend", str(target), "--server", server.url, "--json"], env=env)
+        assert remote.exit_code == 0, remote.output
+        assert json.loads(remote.stdout)["run_id"]         # logged by the server, into an experiment it created
+        status, upload = _call(f"{server.url}/tfp/api/recommend?top_k=2", target.read_bytes())
+        assert status == 200 and upload["ranking"]
+    created = Cloud(local_uri, cache_dir=tmp_path / "check").client.get_experiment_by_name(RECOMMENDATION_EXPERIMENT)
+    assert created.artifact_location == (home / "artifacts" / RECOMMENDATION_EXPERIMENT).as_uri()
+    for _ in range(2):                                  # and a rerun, as the demo reruns
+        local = runner.invoke(main, ["recommend", str(target), "--json", "--top-k", "2"],
+                              env={**env, "MLFLOW_TRACKING_URI": local_uri})
+        assert local.exit_code == 0, local.output
+        payload = json.loads(local.stdout)
+        assert payload["run_id"] and {r["source"] for r in payload["ranking"][:2]} == {"a_1", "a_2"}
+        artifacts = {a.path for a in Cloud(local_uri, cache_dir=tmp_path / "check").client.list_artifacts(
+            payload["run_id"])}
+        assert "recommendation.json" in artifacts
+    with LocalServer(home, app_name="tfp", env={"TFP_CACHE_DIR": str(tmp_path / "server-cache")}) as server:
+        remote = runner.invoke(main, ["recommend", str(target), "--server", server.url, "--json"], env=env)
+        assert remote.exit_code == 0, remote.output      # and the server goes on logging beside the local runs
+        run = Cloud(server.url, cache_dir=tmp_path / "c").client.get_run(payload["run_id"])
+        assert run.info.experiment_id == created.experiment_id
+
+
 # -- the web page in a real browser ---------------------------------------------------------------------------------
 
 def _browser(playwright):

@@ -28,7 +28,7 @@ from tfp_mlflow.cloud.context import active_cloud
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import Tag, complete_filter
-from tfp_mlflow.errors import CloudError
+from tfp_mlflow.errors import ArtifactsOnServerError, CloudError
 
 __all__ = ["RunLog", "configure_process", "create_sqlite_store", "mlflow_client"]
 
@@ -119,8 +119,30 @@ class RunLog:
 
     # -- experiments --------------------------------------------------------------------------------------------
     def _artifact_location(self, name: str) -> str | None:
+        """Where a new experiment keeps its artifacts: beside a SQLite store's database; through a server, beside
+        the cloud's own experiment when that one keeps them in a folder (a SQLite cloud a server now serves), so
+        that a client opening the store directly and one going through the server both reach them; else where the
+        server puts them."""
         database = _sqlite_path(self.uri)
-        return (database.parent / "artifacts" / name).as_uri() if database is not None else None
+        if database is not None:
+            return (database.parent / "artifacts" / name).as_uri()
+        if name == self.experiment:
+            return None
+        own = self.client.get_experiment_by_name(self.experiment)
+        location = (own.artifact_location or "") if own is not None else ""
+        if location.startswith("file:"):
+            return f"{location.rstrip('/').rsplit('/', 1)[0]}/{name}"
+        return None
+
+    def _reachable(self, experiment) -> None:
+        """Refuse, in one line, an experiment whose artifacts only a tracking server can reach when this client
+        opened the store directly."""
+        location = experiment.artifact_location or ""
+        if location.startswith("mlflow-artifacts:") and not self.uri.startswith(("http://", "https://")):
+            raise ArtifactsOnServerError(
+                f"experiment {experiment.name!r} keeps its artifacts on a tracking server ({location}), which this "
+                f"client cannot reach through {self.uri}; point --tracking-uri / MLFLOW_TRACKING_URI at that server "
+                f"(http://HOST:PORT), or start it with `mlflow server --backend-store-uri {self.uri}`")
 
     def experiment_id(self, name: str | None = None) -> str:
         """Id of the named experiment (default: the cloud's own), created on first use."""
@@ -141,6 +163,7 @@ class RunLog:
     def _find_or_create(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            self._reachable(experiment)
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
