@@ -14,7 +14,7 @@ PACKAGE = Path(tfp_mlflow.__file__).parent
 #: Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
     {"errors", "_version", "_paths", "_npz", "_json", "_threads", "progress", "cloud.schema", "cloud.context"},
-    {"spec", "fingerprint", "task", "policies", "scenarios"},
+    {"spec", "fingerprint", "task", "policies", "scenarios", "keywords"},
     {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
     {"cloud"},
     {"recommend", "evidence", "knowledge_map"},

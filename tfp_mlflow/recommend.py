@@ -29,6 +29,7 @@ from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import ArtifactsOnServerError, BadInputError, SpecMismatchError
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.keywords import match_keywords, vocabulary
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
 from tfp_mlflow.selectors import get_selector
@@ -124,10 +125,12 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     scenario_list, chooser, guard, keywords = _checked(selector, scenarios, metric, top_k, order_by, trusted,
                                                       keywords, target)
     target_name = name or (target.name if target else "query")
-    query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
-                 fingerprint=target)
     notes: list[str] = []
     pool = _candidates(cloud, chooser, guard, target, target_name, keywords, merge, notes)
+    if keywords and (not chooser.needs_fingerprint or pool.described):
+        keywords = _on_vocabulary(keywords, pool, notes)
+    query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
+                 fingerprint=target)
     ranking, signals = _rank(cloud, chooser, query, pool, merge)
     task_flags = _screen_fingerprints(cloud, guard, pool.tasks, pool.untrusted, notes)
     result = Recommendation(
@@ -230,6 +233,14 @@ def _candidates(cloud: KnowledgeStore, chooser, guard: Guard, target: Fingerprin
                             + (" from a trusted contributor; widen --trusted" if untrusted else
                                "; contribute tasks first (`tfp contribute`)"))
     return _Pool(cloud_tasks, described, untrusted)
+
+
+def _on_vocabulary(keywords: Sequence[str], pool: _Pool, notes: list[str]) -> tuple[str, ...]:
+    """The query's keywords in the words the pool's tasks use (``fundus`` → ``fundus_photography``); notes say
+    what was mapped and name a keyword that matches nothing with its nearest terms."""
+    match = match_keywords(keywords, vocabulary(t.keywords for t in [*pool.tasks, *pool.described]))
+    notes.extend(match.notes())
+    return match.keywords
 
 
 def _rank(cloud: KnowledgeStore, chooser, query: Task, pool: _Pool,

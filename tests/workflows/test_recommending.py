@@ -68,7 +68,21 @@ def test_the_embedded_cloud_answers_the_first_query_from_the_reference(unreadabl
     assert "next:" in result.output and "importing the reference" in result.output
     again = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "skin", "--no-log"])
     assert again.exit_code == 0 and "importing the reference" not in again.output         # imported once
-    assert len(Cloud(f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}").tasks()) == 71
+    tasks = Cloud(f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}").tasks()
+    assert len(tasks) == 71
+    # The README's day-one query: the reference says fundus_photography, the user says fundus.
+    fundus = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "eye,fundus", "--no-log",
+                                       "--json", "-"])
+    assert fundus.exit_code == 0, fundus.output
+    payload = json.loads(fundus.stdout)
+    by_name = {t.name: t for t in tasks}
+    assert "fundus_photography" in by_name[payload["ranking"][0]["source"]].keywords
+    assert payload["target"]["keywords"] == ["eye", "fundus_photography"]
+    assert "keyword 'fundus' matched fundus_photography" in payload["notes"]
+    listed = CliRunner().invoke(main, ["keywords", "--json"])
+    assert listed.exit_code == 0, listed.output
+    counts = json.loads(listed.stdout)["keywords"]
+    assert counts["medical"] == sum("medical" in t.keywords for t in tasks) and "fundus_photography" in counts
 
 
 def test_on_a_fresh_install_without_keywords_the_answer_is_an_error_at_once(unreadable_dataset, tmp_path,

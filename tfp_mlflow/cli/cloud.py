@@ -1,4 +1,4 @@
-"""Commands on the knowledge cloud: contribute, recommend, import-reference, seed."""
+"""Commands on the knowledge cloud: contribute, recommend, keywords, import-reference, seed."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from pathlib import Path as _Path
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import DATA_ROOT, TRACKING_URI, console, data_source, emit_json, err_console, main
+from tfp_mlflow.cli import DATA_ROOT, JSON_OUT, TRACKING_URI, console, data_source, emit_json, err_console, main
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.scenarios import scenario_names
@@ -253,6 +253,28 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
         return
     done = sum(s.status == "done" for s in steps)
     console.print(f"seeded {cloud.uri}: {done} steps run here, {len(steps) - done} already done")
+
+
+@main.command("keywords")
+@TRACKING_URI
+@JSON_OUT
+def keywords_command(tracking_uri: str | None, json_out: str | None) -> None:
+    """The words the cloud's tasks are described by, with how many tasks use each: what --keywords is matched
+    against (case, spaces, - and _ do not matter; a word that is part of a term reaches it: fundus ->
+    fundus_photography)."""
+    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.workflows.recommending import cloud_vocabulary
+
+    counts, origin = cloud_vocabulary(Cloud(tracking_uri))
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if emit_json({"source": origin, "keywords": dict(ordered)}, json_out):
+        return
+    table = Table(title=f"keywords of {origin}")
+    table.add_column("keyword")
+    table.add_column("tasks", justify="right")
+    for word, count in ordered:
+        table.add_row(word, str(count))
+    console.print(table)
 
 
 @main.group("cloud")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy.stats import rankdata
 
+from tfp_mlflow.keywords import canonical
 from tfp_mlflow.selectors._base import PreparedSources, Selector
 from tfp_mlflow.selectors._registry import register_selector
 from tfp_mlflow.task import Task
@@ -15,6 +16,7 @@ __all__ = ["ManualSelector"]
 
 class ManualSelector(Selector):
     """``1 - |K_S ∩ K_T| / |K_S ∪ K_T|`` on keyword sets; two empty sets are at distance 1 (nothing in common).
+    Keywords are compared in their :func:`~tfp_mlflow.keywords.canonical` spelling (``x-ray`` is ``x_ray``).
 
     Needs no fingerprint, so tasks known only by description (the imported reference) can be ranked.
 
@@ -34,7 +36,7 @@ class ManualSelector(Selector):
         self.tiebreak = tiebreak
 
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
-        keyword_sets = [set(task.keywords) for task in sources]
+        keyword_sets = [{canonical(k) for k in task.keywords} for task in sources]
         vocabulary = sorted(set().union(*keyword_sets))
         column = {word: j for j, word in enumerate(vocabulary)}
         membership = np.zeros((count, len(vocabulary)), dtype=np.float64)
@@ -50,9 +52,10 @@ class ManualSelector(Selector):
 
     def _distances(self, target: Task, prepared: PreparedSources) -> np.ndarray:
         column = prepared.arrays["vocabulary"]
-        known = [column[w] for w in target.keywords if w in column]
+        keywords = {canonical(k) for k in target.keywords}
+        known = [column[w] for w in keywords if w in column]
         intersection = prepared.arrays["membership"][:, known].sum(axis=1)
-        union = prepared.arrays["sizes"] + len(target.keywords) - intersection
+        union = prepared.arrays["sizes"] + len(keywords) - intersection
         iou = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
         return 1.0 - iou - prepared.arrays["shift"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.keywords import vocabulary
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
 from tfp_mlflow.recommend import Recommendation, check_query, recommend
 from tfp_mlflow.selectors import get_selector
@@ -83,6 +85,21 @@ def ensure_reference(cloud: KnowledgeStore, on_note=None) -> bool:
                 f"outcomes and policies; about half a minute, once)")
     import_reference(cloud, Reference.load(bundled_reference()))
     return True
+
+
+def cloud_vocabulary(cloud: KnowledgeStore) -> tuple[Counter, str]:
+    """How many of the cloud's tasks use each keyword (in its canonical spelling), and where the words came from:
+    the cloud's tasks, or, for a cloud with none yet, the reference study's (what the first recommendation imports;
+    nothing is written)."""
+    tasks = cloud.tasks()
+    if tasks:
+        return vocabulary(t.keywords for t in tasks), f"the {len(tasks)} tasks of {cloud.uri}"
+    from tfp_mlflow.reference import Reference, bundled_reference
+
+    reference = Reference.load(bundled_reference())
+    return (vocabulary(t.keywords for t in reference.tasks.values()),
+            f"the reference's {len(reference.tasks)} tasks ({cloud.uri} holds none yet; the first recommendation "
+            f"imports them)")
 
 
 def plan_query(cloud: KnowledgeStore, selector: str, keywords: Sequence[str], *,
