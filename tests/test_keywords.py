@@ -55,6 +55,11 @@ def test_a_recommendation_by_keywords_maps_them_and_says_so(tmp_path):
     assert result.target["keywords"] == ["eye", "fundus_photography", "retinaa"]
     assert "keyword 'fundus' matched fundus_photography" in result.notes
     assert any(n.startswith("keyword 'retinaa' matches no task") for n in result.notes)
+    shown = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "eye,fundus", "--no-log",
+                                      "--tracking-uri", cloud.uri])
+    assert shown.exit_code == 0, shown.output
+    assert "architecture: no suggestion: none of the sources within reach holds usable architecture" in shown.output
+    assert "architecture: top" not in shown.output      # no table of headers alone
     listed = CliRunner().invoke(main, ["keywords", "--tracking-uri", cloud.uri])
     assert listed.exit_code == 0 and "fundus_photography" in listed.output and "keywords of the 3 tasks" in \
         listed.output

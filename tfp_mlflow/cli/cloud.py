@@ -132,6 +132,12 @@ def _print_recommendation(result) -> None:
     console.print(ranking)
     for scenario, block in result.scenarios.items():
         ordered = block.get("ordered_by", "distance")
+        if not block["items"]:   # one line, not a table of headers
+            console.print(f"{scenario}: no suggestion: none of the sources within reach holds usable {scenario} "
+                          f"knowledge")
+            for note in block["notes"]:
+                console.print(f"  note: {note}")
+            continue
         table = Table(title=f"{scenario}: top {result.top_k} by {block['selector']}"
                             + ("" if ordered == "distance" else f", ordered by {ordered}"))
         table.add_column("rank")
