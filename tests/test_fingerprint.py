@@ -152,3 +152,19 @@ def test_a_file_declaring_a_gigabyte_is_refused_from_its_header_in_bounded_memor
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 1_000_000, peak
+
+
+def test_a_saved_fingerprint_has_the_mode_of_any_new_file(make_fingerprint, tmp_path):
+    """Written through a temporary file and renamed, yet readable as the user's other files (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = make_fingerprint("mode", seed=1).save(tmp_path / "mode.npz")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        private = make_fingerprint("mode", seed=1).save(tmp_path / "private.npz")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600     # a stricter umask is the user's choice
+    finally:
+        os.umask(previous)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tfp_mlflow import _json
+from tfp_mlflow._paths import as_ordinary_file
 from tfp_mlflow.errors import BadInputError
 
 #: Upper bound on the declared, uncompressed size of one archive (a large fingerprint with second moments of a
@@ -144,6 +145,7 @@ def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    as_ordinary_file(fd)
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     try:
         with os.fdopen(fd, "wb") as handle:

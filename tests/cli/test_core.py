@@ -105,3 +105,15 @@ def test_spec_mismatch_is_one_line(make_fingerprint, small_spec, tmp_path):
     b = make_fingerprint("b", spec=other).save(tmp_path / "b.npz")
     result = CliRunner().invoke(main, ["distances", str(a), str(b)])
     assert result.exit_code == 2 and "never compared" in result.output
+
+
+def test_usage_errors_are_one_line_naming_the_help_to_read():
+    runner = CliRunner()
+    for args, said in ((["recommend", "--top-k", "x"], "Invalid value for '--top-k'"),
+                       (["nosuch"], "No such command 'nosuch'"),
+                       (["cloud", "pack", "--bogus"], "No such option '--bogus'")):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], result.stderr
+        assert "--help` lists the options" in lines[0] and "Usage:" not in result.output

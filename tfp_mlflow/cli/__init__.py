@@ -29,12 +29,28 @@ err_console = Console(stderr=True)
 _TORCH_EXTRA = {"torch", "torchvision", "timm", "albumentations", "pytorch_lightning", "safetensors", "pydicom"}
 
 
+def _usage_error(exc: click.UsageError) -> None:
+    """A usage error as one line (not Click's usage, hint and error), exit code 2."""
+    where = exc.ctx.command_path if exc.ctx is not None else "tfp"
+    err_console.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} --help` lists the "
+                      f"options)", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
 class _Group(click.Group):
-    """Turns TfpError into one line on stderr and its exit code."""
+    """Turns TfpError and usage errors into one line on stderr and their exit codes."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except (TfpError, ModuleNotFoundError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -11,6 +11,7 @@ import click
 import numpy as np
 from rich.table import Table
 
+from tfp_mlflow._paths import as_ordinary_file
 from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
 
@@ -93,6 +94,7 @@ def _write_matrix_csv(path: str, sources: Sequence[str], targets: Sequence[str],
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    as_ordinary_file(fd)
     with os.fdopen(fd, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["", *targets])
