@@ -190,6 +190,8 @@ def bad_datasets(tmp_path):
     _huge_png(huge / "b" / "3.png")
     manifest = tmp_path / "nolabel.csv"
     manifest.write_text("path,class\na/1.png,a\n")
+    missing_rows = folder("listed", dict(good))
+    (missing_rows / "list.csv").write_text("path,label\na/1.png,a\na/2.png,a\nb/1.png,b\nb/gone.png,b\n")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("path,label\na/1.png,caf\xe9\n".encode("latin-1"))
     return {
@@ -201,6 +203,9 @@ def bad_datasets(tmp_path):
         "huge image": (huge, "megapixel limit"),
         "unreadable DICOM": (folder("dicom", {**good, "b/scan.dcm": b"not a dicom at all" * 10}), "scan.dcm"),
         "missing label column": (manifest, "no 'label' column"),
+        "manifest naming a missing file": (missing_rows / "list.csv", "names 1 files that do not exist, the first "
+                                                                      "'b/gone.png' on line 5"),
+        "a readme beside no class folders": (folder("readme", {"readme.txt": b"x"}), "; 1 other files were ignored"),
         "images without class folders": (folder("flat", {"1.png": ok}), "no class folders"),
         "missing dataset": (tmp_path / "nope", "does not exist"),
     }

@@ -86,8 +86,8 @@ def open_dataset(source: str | os.PathLike, *, split: str | None = "train", min_
     else:
         raise BadInputError(f"dataset {str(root)!r} does not exist")
     if len(dataset) == 0:
-        raise BadInputError(f"dataset {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                            f"{dataset.ignored} other files were ignored")
+        raise BadInputError(f"dataset {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                            + (f"; {dataset.ignored} other files were ignored" if dataset.ignored else ""))
     if len(dataset.classes) < min_classes:
         raise BadInputError(f"dataset {str(root)!r} has {len(dataset.classes)} class ({', '.join(dataset.classes)}); "
                             f"a classification task needs at least {min_classes}")
@@ -95,8 +95,9 @@ def open_dataset(source: str | os.PathLike, *, split: str | None = "train", min_
 
 
 def _from_folder(root: Path) -> ImageDataset:
-    paths, labels, ignored = [], [], 0
+    paths, labels = [], []
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ignored = sum(1 for p in root.iterdir() if p.is_file() and not p.name.startswith("."))   # a readme beside
     if not class_dirs and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
         raise BadInputError(f"{str(root)!r} holds images but no class folders; put each class's images in a "
                             f"sub-folder named after the class, or give a CSV manifest")
@@ -137,6 +138,13 @@ def _from_manifest(manifest: Path, split: str | None) -> ImageDataset:
         path = (manifest.parent / row["path"]).resolve()
         paths.append(path)
         labels.append(row["label"])
+    # Checked before any image is drawn: a missing file found at 64 % of the draws costs minutes.
+    missing = [(number, row["path"]) for number, (row, path) in enumerate(zip(rows, paths), start=2)
+               if not path.is_file()]
+    if missing:
+        number, name = missing[0]
+        raise BadInputError(f"manifest {str(manifest)!r} names {len(missing):,} files that do not exist, the first "
+                            f"{name!r} on line {number}; paths are relative to the manifest's folder")
     return ImageDataset(manifest, tuple(paths), tuple(labels), 0, manifest.stem)
 
 
