@@ -62,8 +62,8 @@ def main() -> None:
             fingerprint = fingerprint_dataset(path, samples=DEFAULT_PLAN.samples, workers=0, name=task.name,
                                               progress=False)
             items = recommend(cloud, fingerprint, name=task.name, top_k=5, scenarios=("architecture",),
-                              log=False).scenarios["architecture"]["items"]
-            named = list(dict.fromkeys(i["architecture"] for i in items))
+                              log=False).suggestions("architecture")
+            named = list(dict.fromkeys(i.architecture for i in items))
             values["cloud suggestion"] = {c: -(named.index(c) if c in named else len(named)) for c in candidates}
         bas = [accuracy[c] for c in candidates]
         line = [f"{task.name}: BA " + ", ".join(f"{c.removeprefix('tf_efficientnet_')} {accuracy[c]:.3f}"

@@ -37,19 +37,19 @@ def test_recommendations_follow_the_track_record_and_say_why(tmp_path):
     result = recommend(cloud, keywords=["x-ray", "chest"], name="new", selector="manual", log=False,
                        scenarios=["cotraining"])
     block = result.scenarios["cotraining"]
-    assert block["ordered_by"] == "track-record" and block["rule"]["inner_targets"] == len(SOURCES)
-    first = block["items"][0]
-    assert first["source"] == "hotel"                             # the best record, far down by distance
-    reasons = first["reasons"]
+    assert block.ordered_by == "track-record" and block.rule["inner_targets"] == len(SOURCES)
+    first = block.items[0]
+    assert first.source == "hotel"                             # the best record, far down by distance
+    reasons = first.reasons
     assert reasons["distance_rank"] > 2
     assert reasons["track_record"]["tried"] == len(SOURCES) - 1
     assert reasons["track_record"]["improved"] == len(SOURCES) - 1 and reasons["track_record"]["median_gain"] > 0.1
-    assert first["contributor"]
+    assert first.contributor
     by_distance = recommend(cloud, keywords=["x-ray", "chest"], name="new", selector="manual", log=False,
                             scenarios=["cotraining"], order_by="distance")
-    assert by_distance.scenarios["cotraining"]["ordered_by"] == "distance"
-    assert by_distance.scenarios["cotraining"]["items"][0]["source"] in ("alpha", "bravo")
-    assert "track_record" in by_distance.scenarios["cotraining"]["items"][0]["reasons"]
+    assert by_distance.scenarios["cotraining"].ordered_by == "distance"
+    assert by_distance.suggestions("cotraining")[0].source in ("alpha", "bravo")
+    assert "track_record" in by_distance.suggestions("cotraining")[0].reasons
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_the_querys_own_outcomes_never_move_its_recommendation(tmp_path):
         cloud = _cloud(tmp_path / str(attempt), target_outcomes=shaken)
         result = recommend(cloud, keywords=["x-ray", "chest"], name="alpha", selector="manual", log=False,
                            scenarios=["cotraining"], top_k=5)
-        orders.append([(i["source"], i["reasons"].get("score")) for i in result.scenarios["cotraining"]["items"]])
+        orders.append([(i.source, i.reasons.get("score")) for i in result.suggestions("cotraining")])
     assert orders[0] == orders[1]
 
 
@@ -72,7 +72,7 @@ def test_a_cloud_without_outcomes_says_so_and_orders_by_distance(tmp_path):
         cloud.contribute(None, name=name, keywords=["x-ray"], num_images=10, num_classes=2,
                          data_uri=f"file:///{name}", shareable=True)
     result = recommend(cloud, keywords=["x-ray"], name="new", selector="manual", log=False, scenarios=["cotraining"])
-    assert result.scenarios["cotraining"]["ordered_by"] == "distance"
+    assert result.scenarios["cotraining"].ordered_by == "distance"
     assert any("no measured transfer outcomes" in note for note in result.notes)
 
 

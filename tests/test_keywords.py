@@ -51,7 +51,7 @@ def test_a_recommendation_by_keywords_maps_them_and_says_so(tmp_path):
                            ("chest_a", ["x_ray", "chest"])]:
         cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
     result = recommend(cloud, keywords=["eye", "fundus", "retinaa"], selector="manual", log=False)
-    assert result.ranking[0]["source"] == "fundus_a"
+    assert result.ranking[0].source == "fundus_a"
     assert result.target["keywords"] == ["eye", "fundus_photography", "retinaa"]
     assert "keyword 'fundus' matched fundus_photography" in result.notes
     assert any(n.startswith("keyword 'retinaa' matches no task") for n in result.notes)

@@ -17,7 +17,7 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios", "keywords"},
     {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
     {"cloud"},
-    {"recommend", "evidence", "knowledge_map"},
+    {"recommend", "recommendation", "evidence", "knowledge_map"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows"},

@@ -43,13 +43,13 @@ def test_a_mixed_cloud_gives_one_ranking_whose_entries_name_their_signal(tmp_pat
         cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
     target = make_fingerprint("new", seed=7, shape=1.5, n=2000, keywords=("x-ray", "chest"))
     result = recommend(cloud, target, log=False)                       # the default rule: fingerprints first
-    assert [(r["source"], r["signal"]) for r in result.ranking] == [
+    assert [(r.source, r.signal) for r in result.ranking] == [
         ("fp_0", "bkld-small-target"), ("fp_1", "bkld-small-target"), ("kw_chest", "manual"), ("kw_skin", "manual")]
     interleaved = recommend(cloud, target, log=False, merge="interleave")
-    assert [r["source"] for r in interleaved.ranking] == ["fp_0", "kw_chest", "fp_1", "kw_skin"]
-    assert [r["rank"] for r in result.ranking] == [1, 2, 3, 4]
+    assert [r.source for r in interleaved.ranking] == ["fp_0", "kw_chest", "fp_1", "kw_skin"]
+    assert [r.rank for r in result.ranking] == [1, 2, 3, 4]
     assert any("ranked by manual and merged" in note for note in result.notes)
     fingerprints_only = recommend(cloud, target, log=False, merge=None)
-    assert [r["source"] for r in fingerprints_only.ranking] == ["fp_0", "fp_1"]
+    assert [r.source for r in fingerprints_only.ranking] == ["fp_0", "fp_1"]
     assert any("give the new task's --keywords" in note for note in
                recommend(cloud, make_fingerprint("new", seed=7, shape=1.5, n=2000, keywords=()), log=False).notes)

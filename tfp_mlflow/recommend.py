@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
 from tfp_mlflow.cloud.schema import (
@@ -31,50 +30,15 @@ from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import match_keywords, vocabulary
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
+from tfp_mlflow.recommendation import RECOMMENDATION_SCHEMA, RankedTask, Recommendation, ScenarioAdvice, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
 
 __all__ = ["Recommendation", "recommend", "check_query", "RECOMMENDATION_SCHEMA"]
 
-RECOMMENDATION_SCHEMA = "tfp.recommendation/1"
 #: How far down the ranking a scenario looks for sources with usable knowledge.
 WALK_FACTOR = 5
-
-
-@dataclass
-class Recommendation:
-    """The answer to one query; :meth:`to_json` is the stable format of ``tfp recommend --json``."""
-
-    target: dict[str, Any]
-    selector: str
-    top_k: int
-    metric: str
-    cloud: str
-    ranking: list[dict[str, Any]]
-    scenarios: dict[str, dict[str, Any]]
-    run_id: str = ""
-    notes: list[str] = field(default_factory=list)
-    #: What the poisoning guard flagged: ``{"what": "task" | "knowledge", "source", "contributor", "reason", ...}``.
-    flagged: list[dict[str, Any]] = field(default_factory=list)
-    #: The ``--trusted`` contributor patterns (``None``: everyone).
-    trusted: list[str] | None = None
-    #: The commands that act on it (``tfp train ... --from-recommendation``, ``tfp tune ...``).
-    next_steps: list[str] = field(default_factory=list)
-    #: Runs every reader passes over, with the reason (:meth:`Cloud.quarantined`): a task whose fields do not
-    #: parse, a fingerprint that does not conform, content whose checksum differs, a non-finite distance.
-    quarantined: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema": RECOMMENDATION_SCHEMA, "tfp_version": __version__, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> Recommendation:
-        """Read the stable JSON back (as a server's ``POST /tfp/api/recommend`` answers it)."""
-        if payload.get("schema") != RECOMMENDATION_SCHEMA:
-            raise BadInputError(f"not a recommendation in {RECOMMENDATION_SCHEMA} format "
-                                f"(schema {payload.get('schema')!r}); upgrade tfp-mlflow on both sides")
-        return cls(**{name: payload[name] for name in cls.__dataclass_fields__ if name in payload})
 
 
 def check_query(selector: str, keywords: Sequence[str], *, has_target: bool) -> None:
@@ -91,7 +55,7 @@ def check_query(selector: str, keywords: Sequence[str], *, has_target: bool) -> 
 def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
               name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
               scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
-              log: bool = True, rerank: Callable[[list[dict]], tuple[str, list[dict]]] | None = None,
+              log: bool = True, rerank: Callable[[list[Suggestion]], tuple[str, list[Suggestion]]] | None = None,
               trusted: str | Sequence[str] | None = None, include_flagged: bool = False,
               merge: str | None = DEFAULT_MERGE_RULE, order_by: str = "auto") -> Recommendation:
     """Rank the cloud's tasks for ``target`` and recommend, per scenario, what worked on the closest ones.
@@ -151,12 +115,12 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     walk = _Walk(cloud, guard, pool.by_name, signals, task_flags, result, metric, top_k, include_flagged)
     for scenario in scenario_list:
         ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
-        block = walk.scenario(scenario, ordered, rule, reasons, evidence.outcomes if evidence else 0)
-        if scenario.item == ITEM_ARCHITECTURE and rerank is not None and block["items"]:
-            block["ordered_by"], block["items"] = rerank(block["items"])
-            block["notes"].append(f"re-ordered by {block['ordered_by']} on the target's images (the sources' "
-                                  f"distances found the candidates)")
-        result.scenarios[scenario.name] = {"selector": selector, **block, "rule": rule.to_json() if rule else None}
+        advice = walk.scenario(scenario, ordered, rule, reasons, evidence.outcomes if evidence else 0)
+        if scenario.item == ITEM_ARCHITECTURE and rerank is not None and advice.items:
+            advice.ordered_by, advice.items = rerank(advice.items)
+            advice.notes.append(f"re-ordered by {advice.ordered_by} on the target's images (the sources' "
+                                f"distances found the candidates)")
+        result.scenarios[scenario.name] = advice
     result.quarantined = cloud.quarantined()
     if result.quarantined:
         notes.append(f"{len(result.quarantined)} runs failed a check and were left out (see quarantined)")
@@ -281,8 +245,8 @@ class _Walk:
         return self._knowledge[source]
 
     def scenario(self, scenario, ordered: list[RankedSource], rule, reasons: dict[str, Any],
-                 outcomes: int) -> dict[str, Any]:
-        """``{"items", "notes", "ordered_by"}`` of one scenario: the first ``top_k`` sources with usable knowledge."""
+                 outcomes: int) -> ScenarioAdvice:
+        """One scenario's advice: the first ``top_k`` sources with usable knowledge, and notes on what was not."""
         top_k, flagged = self.top_k, self.result.flagged
         items, skipped, passed_over = [], 0, 0
         by_record = rule is not None and rule.uses_track_record
@@ -303,9 +267,9 @@ class _Walk:
             if self.include_flagged:  # flagged results were kept: mark the items built on them
                 run = item["evidence"].get("knowledge_run")
                 flags += [f["reason"] for f in flagged if f.get("knowledge_run") == run and run]
-            items.append({"rank": entry.rank, "source": entry.name, "distance": entry.distance,
-                          "signal": self.signals[entry.name], "flags": flags, "contributor": task.contributor,
-                          "reasons": reasons[entry.name], **item})
+            items.append(Suggestion(item=scenario.item, rank=entry.rank, source=entry.name, distance=entry.distance,
+                                    signal=self.signals[entry.name], flags=flags, contributor=task.contributor,
+                                    reasons=reasons[entry.name], **item))
         notes = [line for line in [describe(rule, scenario.name, outcomes)] if line]
         if passed_over:
             notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
@@ -317,7 +281,9 @@ class _Walk:
         if len(items) < top_k:
             notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
                          f"knowledge")
-        return {"items": items, "notes": notes, "ordered_by": "track-record" if by_record else "distance"}
+        return ScenarioAdvice(selector=self.result.selector, items=items, notes=notes,
+                              ordered_by="track-record" if by_record else "distance",
+                              rule=rule.to_json() if rule else None)
 
 
 def _finite(cloud: KnowledgeStore, ranking: list[RankedSource], by_name: dict[str, CloudTask],
@@ -333,12 +299,11 @@ def _finite(cloud: KnowledgeStore, ranking: list[RankedSource], by_name: dict[st
     return [replace(r, rank=rank) for rank, r in enumerate((r for r in ranking if math.isfinite(r.distance)), 1)]
 
 
-def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]],
-            signal: str) -> dict[str, Any]:
-    return {"rank": entry.rank, "source": entry.name, "distance": entry.distance, "signal": signal,
-            "num_images": entry.num_images,
-            "domain": task.domain, "keywords": list(task.keywords), "run_id": task.run_id,
-            "shareable": task.shareable, "contributor": task.contributor, "flags": task_flags.get(entry.name, [])}
+def _ranked(entry: RankedSource, task: CloudTask, task_flags: dict[str, list[str]], signal: str) -> RankedTask:
+    return RankedTask(rank=entry.rank, source=entry.name, distance=entry.distance, signal=signal,
+                      num_images=entry.num_images, domain=task.domain, keywords=list(task.keywords),
+                      run_id=task.run_id, shareable=task.shareable, contributor=task.contributor,
+                      flags=task_flags.get(entry.name, []))
 
 
 def _screen_fingerprints(cloud: KnowledgeStore, guard: Guard, tasks: Sequence[CloudTask],
@@ -423,11 +388,11 @@ def _log(cloud: KnowledgeStore, result: Recommendation) -> str:
                         Param.TARGET: result.target["name"]})
         shown = result.ranking[:10]
         if shown:
-            run.log_metrics({Metric.BEST_DISTANCE: shown[0]["distance"]})
+            run.log_metrics({Metric.BEST_DISTANCE: shown[0].distance})
         run.log_file(Artifact.RECOMMENDATION, lambda p: p.write_text(json.dumps(result.to_json(), indent=1,
                                                                                 sort_keys=True)))
         if shown:
             run.log_file(Artifact.RANKING_PLOT, lambda p: plot_ranking(
-                [r["source"] for r in shown], [r["distance"] for r in shown], p,
+                [r.source for r in shown], [r.distance for r in shown], p,
                 title=f"closest tasks to {result.target['name']} ({result.selector})"))
     return run.run_id

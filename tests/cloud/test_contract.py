@@ -89,20 +89,20 @@ def test_contribute_then_recommend_round_trip(store, fingerprints, small_spec):
     assert [t.name for t in store.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
     assert store.spec().id == small_spec.id
     result = recommend(store, fingerprints["a_target"], top_k=2)
-    assert {r["source"] for r in result.ranking[:2]} == {"a_1", "a_2"}       # the target's own family first
-    arch = result.scenarios["architecture"]["items"]
-    assert [i["architecture"] for i in arch] == [f"arch_{i['source']}" for i in arch]
-    assert arch[0]["balanced_accuracy"] == pytest.approx(0.8) and arch[0]["evidence"]["training_run"] == "r1"
-    assert result.scenarios["augmentation"]["items"][0]["policy_id"].endswith("-policy")
-    pre = result.scenarios["pretraining"]["items"]
-    assert "a_2" not in [i["source"] for i in pre] and pre[0]["data_uri"].startswith("/data/")
+    assert {r.source for r in result.ranking[:2]} == {"a_1", "a_2"}       # the target's own family first
+    arch = result.suggestions("architecture")
+    assert [i.architecture for i in arch] == [f"arch_{i.source}" for i in arch]
+    assert arch[0].balanced_accuracy == pytest.approx(0.8) and arch[0].evidence["training_run"] == "r1"
+    assert result.suggestions("augmentation")[0].policy_id.endswith("-policy")
+    pre = result.suggestions("pretraining")
+    assert "a_2" not in [i.source for i in pre] and pre[0].data_uri.startswith("/data/")
     payload = result.to_json()
     assert payload["schema"] == "tfp.recommendation/1" and payload["selector"] == "bkld-small-target"
     run = store.get_run(result.run_id)
     artifacts = {a.path for a in store.client.list_artifacts(result.run_id)}
     assert {"recommendation.json", "ranking.png"} <= artifacts and run.params["top_k"] == "2"
-    item = result.scenarios["augmentation"]["items"][0]
-    assert store.policy(item["policy"]["knowledge_run"], item["policy_id"])["transform"]
+    item = result.suggestions("augmentation")[0]
+    assert store.policy(item.policy["knowledge_run"], item.policy_id)["transform"]
 
 
 def test_recontribution_updates_instead_of_duplicating(store, fingerprints, small_spec):
@@ -129,7 +129,7 @@ def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(store, fing
     assert list((store.cache.root / "prepared").iterdir()) == folders   # served from the cache
     store.contribute(fingerprints["a_target"], name="a_3")
     changed = recommend(store, fingerprints["a_target"], name="query", log=False)
-    assert changed.ranking[0]["source"] == "a_3"            # the target's own fingerprint, now a source
+    assert changed.ranking[0].source == "a_3"            # the target's own fingerprint, now a source
     assert len(list((store.cache.root / "prepared").iterdir())) == 2
 
 
@@ -139,8 +139,8 @@ def test_manual_selector_ranks_tasks_without_fingerprints(store):
     with pytest.raises(BadInputError, match="needs the target's fingerprint"):
         recommend(store, None, keywords=["x-ray"], log=False)
     result = recommend(store, None, keywords=["x-ray", "chest"], selector="manual", log=False)
-    assert [r["source"] for r in result.ranking] == ["chest_a", "chest_b", "skin_a"]
-    assert result.scenarios["architecture"]["items"] == [] and result.scenarios["architecture"]["notes"]
+    assert [r.source for r in result.ranking] == ["chest_a", "chest_b", "skin_a"]
+    assert result.suggestions("architecture") == [] and result.scenarios["architecture"].notes
 
 
 def test_spec_mismatch_is_refused(store, fingerprints, small_spec, make_fingerprint):

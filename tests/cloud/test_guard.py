@@ -195,47 +195,47 @@ def test_recommend_shows_flagged_sources_and_results_without_using_them(poisoned
     cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=3, n=300, draw=1)   # drawn like h3: Mallory's copy ranks first
     result = recommend(cloud, target, top_k=3, scenarios=("architecture",), log=False)
-    ranked = {r["source"]: r for r in result.ranking}
+    ranked = {r.source: r for r in result.ranking}
     assert {"mallory_task", "h3"} <= set(list(ranked)[:3])
-    assert ranked["mallory_task"]["flags"] and ranked["mallory_task"]["contributor"] == "mallory"
-    items = result.scenarios["architecture"]["items"]
-    assert len(items) == 3 and not {"mallory_task", "h3"} & {i["source"] for i in items}
-    assert all(i["architecture"] == "resnet18" and i["flags"] == [] for i in items)
+    assert ranked["mallory_task"].flags and ranked["mallory_task"].contributor == "mallory"
+    items = result.suggestions("architecture")
+    assert len(items) == 3 and not {"mallory_task", "h3"} & {i.source for i in items}
+    assert all(i.architecture == "resnet18" and i.flags == [] for i in items)
     assert any("flagged by the poisoning guard were passed over" in n
-               for n in result.scenarios["architecture"]["notes"])
+               for n in result.scenarios["architecture"].notes)
     knowledge_flags = [f for f in result.flagged if f["what"] == "knowledge"]
-    if "h5" in [i["source"] for i in items]:   # Mallory's 0.99 on h5 was read and refused
+    if "h5" in [i.source for i in items]:   # Mallory's 0.99 on h5 was read and refused
         assert knowledge_flags and knowledge_flags[0]["contributor"] == "mallory"
     assert {f["source"] for f in result.flagged if f["what"] == "task"} == {"mallory_task", "h3"}
     # --include-flagged uses them, marked.
     loose = recommend(cloud, target, top_k=3, scenarios=("architecture",), log=False, include_flagged=True)
-    first = loose.scenarios["architecture"]["items"][0]
-    assert first["source"] in {"mallory_task", "h3"} and first["flags"]
+    first = loose.suggestions("architecture")[0]
+    assert first.source in {"mallory_task", "h3"} and first.flags
 
 
 def test_contradicting_knowledge_is_flagged_and_passed_over(poisoned_cloud, spec):
     cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=5, n=300, draw=1)   # drawn like h5
     result = recommend(cloud, target, top_k=1, scenarios=("architecture",), log=False, trusted="alice,mallory")
-    item = result.scenarios["architecture"]["items"][0]
-    assert item["source"] == "h5" and item["architecture"] == "resnet18"
+    item = result.suggestions("architecture")[0]
+    assert item.source == "h5" and item.architecture == "resnet18"
     [flag] = [f for f in result.flagged if f["what"] == "knowledge"]
     assert flag["source"] == "h5" and flag["contributor"] == "mallory" and "+0.440" in flag["reason"]
     loose = recommend(cloud, target, top_k=1, scenarios=("architecture",), log=False, include_flagged=True)
-    item = loose.scenarios["architecture"]["items"][0]
-    assert item["architecture"] == "mallory_net" and "over the task's own baseline" in item["flags"][0]
+    item = loose.suggestions("architecture")[0]
+    assert item.architecture == "mallory_net" and "over the task's own baseline" in item.flags[0]
 
 
 def test_trusted_contributors_restrict_sources_and_knowledge(poisoned_cloud, spec):
     cloud, _ = poisoned_cloud
     target = _honest(spec, "target", seed=3, n=300, draw=1)
     result = recommend(cloud, target, top_k=3, log=False, trusted=["alice", "bob"])
-    assert "mallory_task" not in [r["source"] for r in result.ranking]
+    assert "mallory_task" not in [r.source for r in result.ranking]
     assert result.trusted == ["alice", "bob"] and "1 tasks by contributors outside --trusted" in result.notes[0]
     # Nothing of Mallory's is read: her result on h5 is not even flagged, it is not considered.
     assert not [f for f in result.flagged if f["contributor"] == "mallory"]
     # Mallory's copy cannot knock out the trusted original: with trust given, only the copy is flagged.
-    assert result.flagged == [] and all(r["flags"] == [] for r in result.ranking)
+    assert result.flagged == [] and all(r.flags == [] for r in result.ranking)
     with pytest.raises(BadInputError, match="widen --trusted"):
         recommend(cloud, target, log=False, trusted="nobody")
     runner = CliRunner()

@@ -38,9 +38,9 @@ def test_poisoned_runs_on_an_unauthenticated_cloud_are_quarantined(tmp_path, fin
         cloud.client.set_tag(run.info.run_id, Tag.COMPLETE, "1")
     reader = Cloud(cloud.uri, cache_dir=tmp_path / "reader")
     result = recommend(reader, fingerprints["a_target"], top_k=2, log=False)
-    assert result.ranking[0]["source"] in {"a_1", "a_2"}
-    assert not any(r["source"].startswith("poison") for r in result.ranking)
+    assert result.ranking[0].source in {"a_1", "a_2"}
+    assert not any(r.source.startswith("poison") for r in result.ranking)
     quarantined = {q["task"] for q in result.quarantined}
     assert set(_poisons(small_spec)) <= quarantined, sorted(quarantined)
     manual = recommend(reader, None, keywords=("x-ray",), selector="manual", log=False)
-    assert manual.ranking and not any(r["source"].startswith("poison") for r in manual.ranking)
+    assert manual.ranking and not any(r.source.startswith("poison") for r in manual.ranking)

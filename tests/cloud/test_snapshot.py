@@ -65,7 +65,7 @@ def test_a_forged_snapshot_member_is_skipped_and_the_real_fingerprint_downloaded
     downloads.clear()
     reader = Cloud(uri, cache_dir=tmp_path / "reader")
     answer = recommend(reader, make_fingerprint("target", seed=0), top_k=2, log=False)
-    assert answer.ranking[0]["source"] == "t0" and not answer.quarantined     # the real t0, closest to seed 0
+    assert answer.ranking[0].source == "t0" and not answer.quarantined     # the real t0, closest to seed 0
     assert downloads.count(Artifact.FINGERPRINT) == 3, downloads
 
 

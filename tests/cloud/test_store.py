@@ -424,7 +424,7 @@ def test_an_experiment_whose_artifacts_only_a_server_reaches_is_one_line_not_a_t
     fill(cloud, fingerprints, small_spec)
     cloud.client.create_experiment(RECOMMENDATION_EXPERIMENT, artifact_location="mlflow-artifacts:/7")
     result = recommend(Cloud(uri, cache_dir=tmp_path / "cache"), fingerprints["a_target"], top_k=2)
-    assert result.run_id == "" and result.ranking[0]["source"] in {"a_1", "a_2"}
+    assert result.run_id == "" and result.ranking[0].source in {"a_1", "a_2"}
     assert any(n.startswith("not logged as a run: experiment 'tfp-recommendations' keeps its artifacts on a "
                             "tracking server") for n in result.notes), result.notes
     other = sqlite_uri(tmp_path / "served" / "mlflow.db")

@@ -143,12 +143,12 @@ def test_a_forged_knowledge_run_never_shadows_the_trusted_one(site, small_spec, 
         cache = tmp_path / "reader-cache"                                 # empty: the forged run is fetched first
         everyone = recommend(Cloud(site.url, cache_dir=cache), target, top_k=2, log=False, include_flagged=True)
         trusting = recommend(Cloud(site.url, cache_dir=cache), target, top_k=2, log=False, trusted="alice")
-    untrusted_items = everyone.scenarios["architecture"]["items"]
-    assert "forged_net" in [i["architecture"] for i in untrusted_items]   # mallory's run is there, as hers
-    items = trusting.scenarios["architecture"]["items"]
-    assert [i["architecture"] for i in items] == [f"honest_{i['source']}" for i in items] and items
-    a_1 = [i for i in items if i["source"] == "a_1"]
-    assert not a_1 or a_1[0]["evidence"]["knowledge_run"] == honest.run_id
+    untrusted_items = everyone.suggestions("architecture")
+    assert "forged_net" in [i.architecture for i in untrusted_items]   # mallory's run is there, as hers
+    items = trusting.suggestions("architecture")
+    assert [i.architecture for i in items] == [f"honest_{i.source}" for i in items] and items
+    a_1 = [i for i in items if i.source == "a_1"]
+    assert not a_1 or a_1[0].evidence["knowledge_run"] == honest.run_id
     # Alice contributing the same content again is a no-op for her, not mallory's run returned as hers.
     with as_user(site.alice):
         again = Cloud(site.url, cache_dir=tmp_path / "alice").add_knowledge(
@@ -307,10 +307,10 @@ def test_poisoned_tasks_are_quarantined_and_every_query_still_answers(site, smal
         reader = Cloud(site.url, cache_dir=tmp_path / "reader")
         for selector in ("bkld-small-target", "vdna"):
             result = recommend(reader, target, selector=selector, top_k=2, log=False)
-            assert result.ranking and not any(r["source"].startswith("poison") for r in result.ranking), selector
+            assert result.ranking and not any(r.source.startswith("poison") for r in result.ranking), selector
         manual = recommend(reader, None, keywords=("x-ray", "chest"), selector="manual", log=False)
         trusting = recommend(reader, target, trusted="alice", log=False)
-    assert trusting.ranking[0]["source"] in {"b_1", "b_2"}
+    assert trusting.ranking[0].source in {"b_1", "b_2"}
     quarantined = {q["task"]: q for q in result.quarantined}
     assert set(poisons) - {"poison_params"} <= set(quarantined), sorted(quarantined)
     assert "more than num_draws" in quarantined["poison_wrap"]["reason"]

@@ -205,7 +205,7 @@ def test_a_winning_policy_becomes_the_targets_own_recommendable_policy(setup):
     assert own.rows[0].policy_id == policy_id and own.rows[0].balanced_accuracy == 0.9
     assert cloud.policy(own.run_id, policy_id) == cloud.policy(cloud_policies(cloud)[policy_id][0], policy_id)
     rec = recommend(cloud, keywords=KEYWORDS, name="fundus_other", selector="manual", top_k=3, log=False)
-    sources = [i["source"] for i in rec.scenarios["augmentation"]["items"]]
+    sources = [i.source for i in rec.suggestions("augmentation")]
     assert "fundus_tuned" in sources
 
 

@@ -88,11 +88,11 @@ def test_seed_resumes_after_a_kill_and_attaches_published_tasks(plan, tmp_path):
         tmp_path / "new")
     target = fingerprint_dataset(folder, spec=cloud.spec(), samples=48, progress=False)
     answer = recommend(cloud, target, top_k=3, log=False)
-    ranked = {r["source"]: r for r in answer.ranking}
-    assert ranked["svhn"]["signal"] == "bkld-small-target"
+    ranked = {r.source: r for r in answer.ranking}
+    assert ranked["svhn"].signal == "bkld-small-target"
     published_runs = {k.run_id for k in published}
-    used = [item for scenario in answer.scenarios.values() for item in scenario["items"]
-            if item["source"] == "svhn" and item.get("evidence", {}).get("knowledge_run") in published_runs]
+    used = [item for advice in answer.scenarios.values() for item in advice.items
+            if item.source == "svhn" and item.evidence.get("knowledge_run") in published_runs]
     assert used, answer.scenarios
     # More knowledge later: a short study and the transfer outcomes between the seeded tasks; what is done is skipped.
     # --shrink and --device reach every training step: the study's trials as much as the transfers.

@@ -10,7 +10,7 @@ from rich.table import Table
 from tfp_mlflow.cli import DATA_ROOT, JSON_OUT, TRACKING_URI, console, data_source, emit_json, err_console, main
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
-from tfp_mlflow.scenarios import scenario_names
+from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, scenario_names
 
 
 @main.command("contribute")
@@ -121,48 +121,51 @@ def _why(reasons: dict) -> str:
     return "; ".join(parts)
 
 
+def _evidence(item, metric: str, ordered: str) -> str:
+    """A suggestion's evidence in one cell: what it measured, the run behind it, or the data's size."""
+    if item.item == ITEM_ARCHITECTURE:
+        value = item.metric(metric)
+        evidence = f"{metric} {value:.3f}" if value is not None else ""
+        if item.transferability:
+            score = item.transferability["value"]
+            evidence += f"; {ordered} {'n/a' if score is None else f'{score:.3g}'}"
+    elif item.item == ITEM_POLICY:
+        evidence = f"run {str(item.evidence.get('knowledge_run', ''))[:8]}"
+    else:
+        evidence = f"{item.num_images or 0:,} images"
+    if item.flags:
+        evidence += " [red](flagged, --include-flagged)[/red]"
+    return evidence
+
+
+def _advice_table(result, scenario: str, advice) -> Table:
+    ordered = advice.ordered_by
+    table = Table(title=f"{scenario}: top {result.top_k} by {advice.selector}"
+                        + ("" if ordered == "distance" else f", ordered by {ordered}"))
+    for column in ("rank", "source", "recommendation", "evidence",
+                   "why (distance rank; track record on other targets)", "from"):
+        table.add_column(column)
+    for item in advice.items:
+        table.add_row(str(item.rank), item.source, item.what, _evidence(item, result.metric, ordered),
+                      _why(item.reasons), item.contributor or "-")
+    return table
+
+
 def _print_recommendation(result) -> None:
     ranking = Table(title=f"closest tasks to {result.target['name']} by {result.selector} (lower is closer)")
     for column in ("rank", "source", "distance", "images", "domain", "shareable", "guard"):
         ranking.add_column(column)
     for row in result.ranking[:max(5, result.top_k)]:
-        ranking.add_row(str(row["rank"]), row["source"], f"{row['distance']:.4g}", f"{row['num_images']:,}",
-                        row["domain"] or "-", "yes" if row["shareable"] else "no",
-                        "[red]FLAGGED[/red]" if row.get("flags") else "")
+        ranking.add_row(str(row.rank), row.source, f"{row.distance:.4g}", f"{row.num_images:,}", row.domain or "-",
+                        "yes" if row.shareable else "no", "[red]FLAGGED[/red]" if row.flags else "")
     console.print(ranking)
-    for scenario, block in result.scenarios.items():
-        ordered = block.get("ordered_by", "distance")
-        if not block["items"]:   # one line, not a table of headers
+    for scenario, advice in result.scenarios.items():
+        if not advice.items:   # one line, not a table of headers
             console.print(f"{scenario}: no suggestion: none of the sources within reach holds usable {scenario} "
                           f"knowledge")
-            for note in block["notes"]:
-                console.print(f"  note: {note}")
-            continue
-        table = Table(title=f"{scenario}: top {result.top_k} by {block['selector']}"
-                            + ("" if ordered == "distance" else f", ordered by {ordered}"))
-        table.add_column("rank")
-        table.add_column("source")
-        table.add_column("recommendation")
-        table.add_column("evidence")
-        table.add_column("why (distance rank; track record on other targets)")
-        table.add_column("from")
-        for item in block["items"]:
-            if scenario == "architecture":
-                what = item["architecture"] or "(not published)"
-                evidence = (f"{result.metric} {item[result.metric]:.3f}" if item[result.metric] is not None else "")
-                if item.get("transferability"):
-                    value = item["transferability"]["value"]
-                    evidence += f"; {ordered} {'n/a' if value is None else f'{value:.3g}'}"
-            elif scenario == "augmentation":
-                what, evidence = item["policy_id"], f"run {item['evidence']['knowledge_run'][:8]}"
-            else:
-                what, evidence = item["data_uri"], f"{item['num_images']:,} images"
-            if item.get("flags"):
-                evidence += " [red](flagged, --include-flagged)[/red]"
-            table.add_row(str(item["rank"]), item["source"], what, evidence, _why(item.get("reasons") or {}),
-                          item.get("contributor") or "-")
-        console.print(table)
-        for note in block["notes"]:
+        else:
+            console.print(_advice_table(result, scenario, advice))
+        for note in advice.notes:
             console.print(f"  note: {note}")
     for note in result.notes:
         console.print(f"note: {note}")

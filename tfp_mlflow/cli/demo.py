@@ -1,7 +1,6 @@
 """`tfp demo-tasks`: write synthetic demo tasks to disk, to try every command without data of one's own."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -44,18 +43,16 @@ def _suggestions(path: Path):
     from rich.table import Table
 
     from tfp_mlflow.cli.cloud import _why
+    from tfp_mlflow.recommendation import Recommendation
 
-    payload = json.loads(path.read_text())
+    recommendation = Recommendation.read(path)
     table = Table(title="what was suggested, and why (track record: outcomes on other targets)")
     for column in ("scenario", "ordered by", "first suggestion", "why"):
         table.add_column(column)
-    for scenario, block in payload["scenarios"].items():
-        items = block["items"]
-        if items:
-            item = items[0]
-            what = item.get("architecture") or item.get("policy_id") or item.get("data_uri") or "-"
-            table.add_row(scenario, block.get("ordered_by", "distance"), f"{item['source']}: {what}",
-                          _why(item.get("reasons") or {}))
+    for scenario, advice in recommendation.scenarios.items():
+        if advice.items:
+            item = advice.items[0]
+            table.add_row(scenario, advice.ordered_by, f"{item.source}: {item.what}", _why(item.reasons))
     return table
 
 

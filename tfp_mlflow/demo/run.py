@@ -29,6 +29,7 @@ from tfp_mlflow.demo.cloud import (
     source_tasks,
 )
 from tfp_mlflow.errors import TfpError
+from tfp_mlflow.recommendation import Recommendation
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
 
@@ -119,11 +120,11 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
                                                contribute=False)
     recommendation = recommend(cloud, fingerprint, name=target.name, top_k=3)
     (home / "recommendation.json").write_text(json.dumps(recommendation.to_json(), indent=1, sort_keys=True))
-    tuned = _tune(cloud, target, target_path, space, plan, storage, recommendation.to_json(), seed, console)
+    tuned = _tune(cloud, target, target_path, space, plan, storage, recommendation, seed, console)
     step("recommend and tune")
 
     console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs each)")
-    results = _final_trainings(cloud, target, target_path, plan, seed, tuned, recommendation.to_json(), console)
+    results = _final_trainings(cloud, target, target_path, plan, seed, tuned, recommendation, console)
     step("final trainings")
 
     result = DemoResult(home=str(home), tracking_uri=cloud.uri, seed=seed, target=target.name,
@@ -137,7 +138,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     return result
 
 
-def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: dict, seed: int,
+def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: Recommendation, seed: int,
           console: Console):
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import run_study
@@ -153,7 +154,7 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
                          + (f" (warm start, rank {t.user_attrs['rank']})" if t.user_attrs.get('warm_start') else '')))
 
 
-def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: dict,
+def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: Recommendation,
                      console: Console) -> list[dict[str, Any]]:
     """Baseline, the tuned configuration and co-training with the closest shareable source, on the same split."""
     from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
@@ -186,13 +187,12 @@ def _recommended(recommendation) -> list[dict[str, Any]]:
     """Per closest task: its distance and what each scenario took from it."""
     rows = []
     for entry in recommendation.ranking[:recommendation.top_k]:
-        row = {"rank": entry["rank"], "source": entry["source"], "domain": entry["domain"],
-               "distance": entry["distance"], "gave": []}
-        for block in recommendation.scenarios.values():
-            for item in block["items"]:
-                if item["source"] == entry["source"]:
-                    gave = item.get("architecture") or item.get("policy_id") or "its data"
-                    row["gave"].append(gave.removeprefix("tf_efficientnet_"))
+        row = {"rank": entry.rank, "source": entry.source, "domain": entry.domain, "distance": entry.distance,
+               "gave": []}
+        for advice in recommendation.scenarios.values():
+            for item in advice.items:
+                if item.source == entry.source:
+                    row["gave"].append(item.what.removeprefix("tf_efficientnet_"))
         row["gave"] = list(dict.fromkeys(row["gave"]))
         rows.append(row)
     return rows

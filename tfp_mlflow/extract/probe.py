@@ -88,10 +88,10 @@ def transferability_reranker(data: str | os.PathLike, score_name: str, *, sample
     if score_name not in SCORES:
         raise BadInputError(f"unknown score {score_name!r} for --rerank; choose from {', '.join(SCORES)}")
 
-    def rerank(items: list[dict]) -> tuple[str, list[dict]]:
+    def rerank(items: list) -> tuple[str, list]:
         values: dict[str, float | None] = {}
-        for item in items:
-            name = item["architecture"]
+        for item in items:   # tfp_mlflow.recommendation.Suggestion of architecture scenarios
+            name = item.architecture
             if name not in values:
                 try:
                     probe = probe_model(data, name, samples=samples, device=device, seed=seed)
@@ -99,9 +99,9 @@ def transferability_reranker(data: str | os.PathLike, score_name: str, *, sample
                                          probabilities=probe.probabilities)
                 except TfpError as exc:  # weights not loadable here, or no source head for a label score
                     values[name] = None
-                    item.setdefault("notes", []).append(f"not scored: {exc}")
-            item["transferability"] = {"score": score_name, "value": values[name]}
-        ranked = sorted(items, key=lambda i: (values[i["architecture"]] is None, -(values[i["architecture"]] or 0)))
+                    item.notes.append(f"not scored: {exc}")
+            item.transferability = {"score": score_name, "value": values[name]}
+        ranked = sorted(items, key=lambda i: (values[i.architecture] is None, -(values[i.architecture] or 0)))
         return score_name, ranked
 
     return rerank

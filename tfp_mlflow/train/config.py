@@ -7,7 +7,6 @@ probability). ``truncate`` (TruncatedTL) applies to any of them.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +15,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.scenarios import BASELINE, get_scenario, scenario_names
+from tfp_mlflow.recommendation import Recommendation
+from tfp_mlflow.scenarios import BASELINE, ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario, scenario_names
 
 __all__ = ["TrainConfig", "TRAIN_SCENARIOS", "DEFAULT_ARCHITECTURE", "config_from_recommendation", "resolve_source",
            "PAPER_SETTINGS"]
@@ -162,42 +162,34 @@ def _reachable_data(source: str, uri: str) -> str:
     return path
 
 
-def config_from_recommendation(recommendation: dict[str, Any] | str | os.PathLike, scenario: str, rank: int,
-                               base: TrainConfig, cloud=None) -> TrainConfig:
+def config_from_recommendation(recommendation: Recommendation | dict[str, Any] | str | os.PathLike, scenario: str,
+                               rank: int, base: TrainConfig, cloud=None) -> TrainConfig:
     """``base`` with the ``rank``-th (1-based) suggestion of ``scenario`` from a ``tfp recommend --json`` result.
 
     The policy of an augmentation suggestion is read from ``cloud`` (the recommendation's cloud by default).
     """
-    if not isinstance(recommendation, dict):
-        try:
-            recommendation = json.loads(Path(recommendation).read_text())
-        except (OSError, ValueError) as exc:
-            raise BadInputError(f"cannot read the recommendation {str(recommendation)!r} ({exc}); give the file "
-                                f"written by `tfp recommend --json FILE`") from None
-    if recommendation.get("schema") != "tfp.recommendation/1":
-        raise BadInputError("the file is not a tfp recommendation (schema tfp.recommendation/1); write one with "
-                            "`tfp recommend --json FILE`")
-    if scenario == "baseline":
+    recommendation = Recommendation.read(recommendation)
+    if scenario == BASELINE:
         raise BadInputError("a baseline takes nothing from a recommendation; choose a transfer scenario")
-    items = recommendation.get("scenarios", {}).get(scenario, {}).get("items", [])
+    scenario = get_scenario(scenario).name
+    items = recommendation.suggestions(scenario)
     if not 1 <= rank <= len(items):
         raise BadInputError(f"the recommendation has {len(items)} {scenario} suggestions; --rank must lie in "
                             f"1..{len(items)}" if items else f"the recommendation has no {scenario} suggestion")
     item = items[rank - 1]
-    provenance = {"source": item["source"], "distance": item["distance"], "rank": item["rank"],
-                  "selector": recommendation.get("selector", ""),
-                  "recommendation_run": recommendation.get("run_id", "")}
-    changes: dict[str, Any] = {"scenario": scenario, "source": item["source"], "provenance": provenance}
-    if scenario == "architecture":
-        if not item.get("architecture"):
-            raise BadInputError(f"source {item['source']!r} recorded no architecture name; choose another --rank")
-        changes["architecture"] = item["architecture"]
-    elif scenario == "augmentation":
+    provenance = {"source": item.source, "distance": item.distance, "rank": item.rank,
+                  "selector": recommendation.selector, "recommendation_run": recommendation.run_id}
+    changes: dict[str, Any] = {"scenario": scenario, "source": item.source, "provenance": provenance}
+    if item.item == ITEM_ARCHITECTURE:
+        if not item.architecture:
+            raise BadInputError(f"source {item.source!r} recorded no architecture name; choose another --rank")
+        changes["architecture"] = item.architecture
+    elif item.item == ITEM_POLICY:
         from tfp_mlflow.cloud.store import Cloud
 
-        cloud = cloud or Cloud(recommendation.get("cloud"))
-        changes["policy"] = cloud.policy(item["policy"]["knowledge_run"], item["policy_id"])
-        changes["policy_id"] = item["policy_id"]
+        cloud = cloud or Cloud(recommendation.cloud)
+        changes["policy"] = cloud.policy((item.policy or {}).get("knowledge_run", ""), item.policy_id or "")
+        changes["policy_id"] = item.policy_id
     else:
-        changes["source_data"] = _reachable_data(item["source"], item.get("data_uri", ""))
+        changes["source_data"] = _reachable_data(item.source, item.data_uri or "")
     return replace(base, **changes)

@@ -30,6 +30,8 @@ from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import RunRecorder
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.recommendation import Recommendation, Suggestion
+from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_storage
 
@@ -95,7 +97,7 @@ def config_from_params(base, params: dict[str, Any], cloud: KnowledgeStore, poli
                    epochs=epochs or base.epochs, provenance=provenance or {})
 
 
-def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, top_k: int,
+def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], space: SearchSpace, top_k: int,
                            evidence: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Per rank i <= k: the architecture and policy suggested at rank i, with the numeric values that went with them.
 
@@ -106,41 +108,51 @@ def warm_start_suggestions(recommendation: dict[str, Any], space: SearchSpace, t
     first architecture, one without a policy uses ``none``.
     """
     evidence = evidence or {}
-    scenarios = recommendation.get("scenarios", {})
-    architectures = [i for i in scenarios.get("architecture", {}).get("items", []) if i.get("architecture")]
-    policies = scenarios.get("augmentation", {}).get("items", [])
+    recommendation = Recommendation.read(recommendation)
+    architectures = [i for i in _items(recommendation, ITEM_ARCHITECTURE) if i.architecture]
+    policies = _items(recommendation, ITEM_POLICY)
     out = []
     for rank in range(min(top_k, max(len(architectures), len(policies)))):
         arch = architectures[rank] if rank < len(architectures) else None
         policy = policies[rank] if rank < len(policies) else None
-        measured = evidence.get(((arch or {}).get("evidence") or {}).get("training_run") or "", {})
-        params = {"architecture": arch["architecture"] if arch else space.architectures[0],
-                  "policy": policy["policy_id"] if policy else NO_POLICY,
+        measured_run = (arch.evidence.get("training_run") or "") if arch else ""
+        measured = evidence.get(measured_run, {})
+        params = {"architecture": arch.architecture if arch else space.architectures[0],
+                  "policy": policy.policy_id if policy else NO_POLICY,
                   "lr": _inside(measured.get("lr"), space.lr),
                   "weight_decay": _inside(measured.get("weight_decay"), space.weight_decay),
                   "truncate": _truncation(measured.get("truncation"), space.truncate)}
-        attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.get("selector", ""),
-                 "recommendation_run": recommendation.get("run_id", ""),
-                 "architecture_source": arch["source"] if arch else "",
-                 "architecture_distance": arch["distance"] if arch else None,
-                 "policy_source": policy["source"] if policy else "",
-                 "policy_distance": policy["distance"] if policy else None,
-                 "numeric_from": ((arch or {}).get("evidence") or {}).get("training_run") or "" if measured else ""}
+        attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.selector,
+                 "recommendation_run": recommendation.run_id,
+                 "architecture_source": arch.source if arch else "",
+                 "architecture_distance": arch.distance if arch else None,
+                 "policy_source": policy.source if policy else "",
+                 "policy_distance": policy.distance if policy else None,
+                 "numeric_from": measured_run if measured else ""}
         out.append({"params": params, "user_attrs": attrs})
     return out
 
 
-def evidence_params(cloud: KnowledgeStore, recommendation: dict[str, Any]) -> dict[str, dict[str, str]]:
+def evidence_params(cloud: KnowledgeStore,
+                    recommendation: Recommendation | dict[str, Any]) -> dict[str, dict[str, str]]:
     """MLflow params of the training runs behind the architecture suggestions (those still in the cloud)."""
     out = {}
-    for item in recommendation.get("scenarios", {}).get("architecture", {}).get("items", []):
-        run_id = (item.get("evidence") or {}).get("training_run")
+    for item in _items(Recommendation.read(recommendation), ITEM_ARCHITECTURE):
+        run_id = item.evidence.get("training_run")
         if run_id and run_id not in out:
             try:
                 out[run_id] = cloud.get_run(run_id).params
             except Exception:  # a run recorded elsewhere (another server): fall back to the middle of the ranges
                 continue
     return out
+
+
+def _items(recommendation: Recommendation, kind: str) -> list[Suggestion]:
+    """The suggestions of the (first) scenario whose items are of ``kind`` (through the registry)."""
+    for scenario in list_scenarios():
+        if scenario.item == kind and scenario.name in recommendation.scenarios:
+            return recommendation.suggestions(scenario.name)
+    return []
 
 
 def _inside(value: str | None, bounds: tuple[float, float]) -> float:
@@ -174,7 +186,8 @@ def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], s
 
 
 def run_study(base, cloud: KnowledgeStore, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
-              recommendation: dict[str, Any] | None = None, top_k: int = 3, widen: bool = False, seed: int = 0,
+              recommendation: Recommendation | dict[str, Any] | None = None, top_k: int = 3, widen: bool = False,
+              seed: int = 0,
               contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
               heartbeat: int = DEFAULT_HEARTBEAT) -> StudyResult:
     """Create or join the study and run trials until it holds ``n_trials`` finished ones (see the module doc).

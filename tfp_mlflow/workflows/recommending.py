@@ -20,6 +20,7 @@ from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import vocabulary
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
 from tfp_mlflow.recommend import Recommendation, check_query, recommend
+from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario
 from tfp_mlflow.selectors import get_selector
 
 __all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file", "plan_query", "ensure_reference",
@@ -133,12 +134,14 @@ def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -
     data = data or "DATA"
     rec = saved_as or "rec.json"
     steps = [] if saved_as else [f"save this recommendation: add --json {rec} to the same command"]
-    for scenario, block in result.scenarios.items():
-        if block.get("items"):
+    for scenario, advice in result.scenarios.items():
+        if advice.items:
             steps.append(f"tfp train {data} --scenario {scenario} --from-recommendation {rec} --rank 1 --contribute")
-    if result.scenarios.get("architecture", {}).get("items") or result.scenarios.get("augmentation", {}).get("items"):
+    # A study searches architectures and policies: it starts from the scenarios whose items are those.
+    if any(advice.items and get_scenario(name).item in (ITEM_ARCHITECTURE, ITEM_POLICY)
+           for name, advice in result.scenarios.items()):
         steps.append(f"tfp tune {data} --n-trials 8      # a study warm-started from the same suggestions")
-    if not any(block.get("items") for block in result.scenarios.values()):
+    if not any(advice.items for advice in result.scenarios.values()):
         steps.append(f"tfp rank-models {data}      # architecture advice from your own images, without a cloud")
     return steps
 
@@ -175,7 +178,7 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     Example
     -------
     >>> from tfp_mlflow import recommend_for                                    # doctest: +SKIP
-    >>> recommend_for("data/fundus_1", top_k=3).scenarios["architecture"]["items"][0]["architecture"]
+    >>> recommend_for("data/fundus_1", top_k=3).suggestions("architecture")[0].architecture
     'tf_efficientnet_lite1'
     """
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")

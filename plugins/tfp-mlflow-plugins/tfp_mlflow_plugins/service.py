@@ -75,7 +75,8 @@ def task_detail(cloud: KnowledgeStore, name: str, nearest: int = 5) -> dict[str,
         out["num_draws"] = target.num_draws
         out["selector"] = DEFAULT_SELECTOR
         try:
-            out["nearest"] = recommend(cloud, target, name=name, top_k=1, scenarios=(), log=False).ranking[:nearest]
+            ranked = recommend(cloud, target, name=name, top_k=1, scenarios=(), log=False).ranking[:nearest]
+            out["nearest"] = [row.to_json() for row in ranked]
         except BadInputError:
             pass  # no other task with a fingerprint yet
     return out
