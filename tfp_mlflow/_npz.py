@@ -1,14 +1,15 @@
 """Safe reading and atomic writing of the ``.npz`` files tfp-mlflow exchanges (fingerprints, specs).
 
-Nothing here unpickles: arrays are read with ``allow_pickle=False`` and metadata is a JSON string stored as a 0-d
-unicode array. Archives are checked before any array is decompressed (declared sizes, member names), so a zip bomb
-or a stray member is refused without reading it.
+Nothing here unpickles: arrays are read from their checked headers into plain arrays (object dtypes refused), and
+metadata is a JSON string stored as a 0-d unicode array. Archives are checked before any array is decompressed
+(declared sizes, member names), so a zip bomb or a stray member is refused without reading it.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +26,12 @@ from tfp_mlflow.errors import BadInputError
 MAX_ARCHIVE_BYTES = 1 << 30
 #: Largest JSON member (metadata) accepted.
 MAX_JSON_MEMBER_BYTES = 4 * 1024 * 1024
+
+#: numpy parses a ``.npy`` header with :func:`ast.literal_eval`, and CPython 3.11 before 3.11.9 can fail with
+#: ``SystemError: AST constructor recursion depth mismatch`` when two threads build syntax trees at once (CPython
+#: gh-106905; a server reads fingerprints on a thread per core). Every header is parsed under this lock (a few
+#: microseconds); the data itself is read in parallel, without numpy's parser.
+HEADER_LOCK = threading.Lock()
 
 #: A member's declared layout, read from its ``.npy`` header before anything is decompressed.
 Header = tuple[tuple[int, ...], np.dtype]
@@ -69,18 +76,16 @@ def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional
                        and name[len(optional_prefix):].isidentifier())}
     if unknown:
         raise BadInputError(f"{where} holds unexpected members {', '.join(sorted(unknown))}; re-create it with tfp")
-    headers = _headers(path, infos, where)
+    headers, layout = _headers(path, infos, where)
     if check_headers is not None:
         check_headers(headers)
+    by_name = {info.filename.removesuffix(".npy"): info for info in infos}
     arrays: dict[str, np.ndarray] = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with zipfile.ZipFile(path) as archive:
             for name in sorted(names - set(skip)):
-                arrays[name] = npz[name]
+                arrays[name] = _read_member(archive, by_name[name], headers[name], layout[name])
     except ValueError as exc:
-        if "allow_pickle" in str(exc) or "object" in str(exc).lower():
-            raise BadInputError(f"{where} contains pickled objects, which tfp never loads; re-create it with "
-                                f"tfp") from None
         raise BadInputError(f"{where} holds a malformed array ({exc}); re-create it") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise BadInputError(f"{where} is truncated or corrupt ({exc}); re-create it") from None
@@ -90,19 +95,42 @@ def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional
     return arrays
 
 
-def _headers(path: Path, infos: list[zipfile.ZipInfo], where: str) -> dict[str, Header]:
-    """Each member's declared (shape, dtype), checked against its declared size; nothing is decompressed."""
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: Header,
+                 layout: tuple[int, bool]) -> np.ndarray:
+    """One member's array from its checked header: the data is read into an array of the declared layout, 256 kB
+    at a time (decompression releases the GIL, so several threads read in parallel), never parsed by numpy again."""
+    shape, dtype = header
+    offset, fortran = layout
+    array = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
+    raw = array.view(np.uint8)
+    with archive.open(info) as member:
+        member.read(offset)
+        filled = 0
+        while filled < raw.size:
+            chunk = member.read(min(1 << 18, raw.size - filled))
+            if not chunk:
+                raise EOFError(f"member {info.filename!r} ends after {filled:,} of {raw.size:,} bytes")
+            raw[filled:filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            filled += len(chunk)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _headers(path: Path, infos: list[zipfile.ZipInfo],
+             where: str) -> tuple[dict[str, Header], dict[str, tuple[int, bool]]]:
+    """Each member's declared (shape, dtype), checked against its declared size, and where its data starts (and
+    whether it is in Fortran order); nothing is decompressed."""
     headers: dict[str, Header] = {}
+    layout: dict[str, tuple[int, bool]] = {}
     try:
         with zipfile.ZipFile(path) as archive:
             for info in infos:
                 name = info.filename.removesuffix(".npy")
-                with archive.open(info) as member:
+                with archive.open(info) as member, HEADER_LOCK:
                     version = np.lib.format.read_magic(member)
                     if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
                     elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
                     else:
                         raise ValueError(f"unsupported .npy version {version}")
                     offset = member.tell()
@@ -116,11 +144,12 @@ def _headers(path: Path, infos: list[zipfile.ZipInfo], where: str) -> dict[str, 
                     raise BadInputError(f"{where}: member {name!r} declares shape {shape} ({nbytes:,} bytes) but "
                                         f"holds {info.file_size - offset:,}; the file is corrupt or forged")
                 headers[name] = (tuple(int(d) for d in shape), dtype)
+                layout[name] = (offset, bool(fortran))
     except BadInputError:
         raise
     except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as exc:
         raise BadInputError(f"{where} holds a malformed array header ({str(exc)[:160]}); re-create it") from None
-    return headers
+    return headers, layout
 
 
 def read_json_member(arrays: Mapping[str, np.ndarray], name: str, where: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tfp_mlflow._npz import HEADER_LOCK
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import check_same_spec
@@ -97,7 +98,8 @@ class PreparedSources:
                 raise ValueError(f"format {meta.get('format')!r}")
 
             def array(key: str) -> np.ndarray:
-                return np.load(folder / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+                with HEADER_LOCK:   # a memory map: only the header is parsed here
+                    return np.load(folder / f"{key}.npy", mmap_mode="r", allow_pickle=False)
 
             arrays: dict[str, Any] = {key: tuple(value) if key in meta["tuples"] else value
                                       for key, value in meta["json"].items()}
