@@ -54,11 +54,11 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     names = {t.name for t in tasks}
     # One search per kind for the whole cloud; the fitted model is reused while the same runs back it.
     runs = [run for run in cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS])
-            if run.data.tags.get(Tag.TASK) in names
-            and (trusts is None or trusts(run.data.tags.get(Tag.CONTRIBUTOR, "")))]
-    if not any(run.data.tags.get(Tag.KNOWLEDGE) in _KINDS for run in runs):
+            if run.tags.get(Tag.TASK) in names
+            and (trusts is None or trusts(run.tags.get(Tag.CONTRIBUTOR, "")))]
+    if not any(run.tags.get(Tag.KNOWLEDGE) in _KINDS for run in runs):
         return None
-    key = (cloud.uri, selector, tuple(sorted(run.info.run_id for run in runs)), tuple(sorted(names)))
+    key = (cloud.uri, selector, tuple(sorted(run.run_id for run in runs)), tuple(sorted(names)))
     with _LOCK:
         if key in _FITTED:
             return _FITTED[key]

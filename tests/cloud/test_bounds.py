@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud import cache as cache_module
+from tfp_mlflow.cloud.runs import RunLog
 from tfp_mlflow.cloud.schema import Kind, Tag, artifact_limit, sha256_tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.spec import FingerprintSpec
@@ -48,10 +48,9 @@ def test_an_oversized_knowledge_table_is_quarantined_without_being_downloaded(tm
     assert len(many) < limit
     many_run = _stored(cloud, "victim", "knowledge/architecture.json", many)
     downloaded = []
-    real = cache_module._download
-    monkeypatch.setattr(cache_module, "_download",
-                        lambda client, run_id, path, folder: downloaded.append(run_id) or real(client, run_id, path,
-                                                                                              folder))
+    real = RunLog.download
+    monkeypatch.setattr(RunLog, "download",
+                        lambda log, run_id, path, folder: downloaded.append(run_id) or real(log, run_id, path, folder))
     reader = Cloud(cloud.uri, cache_dir=tmp_path / "reader")
     kinds = [k.kind for k in reader.knowledge("victim")]
     assert kinds == ["baseline"]

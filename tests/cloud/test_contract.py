@@ -1,5 +1,6 @@
-"""The storage contract of :class:`tfp_mlflow.cloud.base.KnowledgeStore`, one suite run over every backend: a SQLite
-store, a real `mlflow server` on SQLite and a real `mlflow server` on PostgreSQL (the team set-up).
+"""The storage contract of :class:`tfp_mlflow.cloud.base.KnowledgeStore`, one suite run over every backend: the cloud
+in memory (:mod:`tfp_mlflow.testing.memory`), a SQLite store, a real `mlflow server` on SQLite and a real `mlflow
+server` on PostgreSQL (the team set-up).
 
 Each test gets a cloud of its own: its own experiment on the module's server, or its own SQLite file.
 """
@@ -16,11 +17,12 @@ from tfp_mlflow import BadInputError, SpecMismatchError
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow, KnowledgeStore
 from tfp_mlflow.cloud.schema import Kind, Tag
 from tfp_mlflow.recommend import recommend
+from tfp_mlflow.testing.memory import memory_cloud
 from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.testing.stores import sqlite_uri
 
-# SQLite on the quick path; the servers on the full run.
-BACKENDS = ["sqlite", pytest.param("server", marks=[pytest.mark.slow, pytest.mark.server]),
+# Memory and SQLite on the quick path; the servers on the full run.
+BACKENDS = ["memory", "sqlite", pytest.param("server", marks=[pytest.mark.slow, pytest.mark.server]),
             pytest.param("server-postgresql", marks=[pytest.mark.slow, pytest.mark.server, pytest.mark.postgres])]
 
 
@@ -39,6 +41,8 @@ def postgres_server(tmp_path_factory, postgres):
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path) -> Cloud:
+    if request.param == "memory":
+        return memory_cloud(tmp_path / "cache")
     if request.param == "sqlite":
         return Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
     url = request.getfixturevalue("plain_server" if request.param == "server" else "postgres_server")
@@ -99,7 +103,7 @@ def test_contribute_then_recommend_round_trip(store, fingerprints, small_spec):
     payload = result.to_json()
     assert payload["schema"] == "tfp.recommendation/1" and payload["selector"] == "bkld-small-target"
     run = store.get_run(result.run_id)
-    artifacts = {a.path for a in store.client.list_artifacts(result.run_id)}
+    artifacts = set(store.list_artifacts(result.run_id))
     assert {"recommendation.json", "ranking.png"} <= artifacts and run.params["top_k"] == "2"
     item = result.suggestions("augmentation")[0]
     assert store.policy(item.policy["knowledge_run"], item.policy_id)["transform"]
@@ -183,3 +187,13 @@ def test_a_recorded_run_is_visible_only_when_its_block_completes(store):
     assert store.find_runs(Kind.STUDY) == []
     long.finish()
     assert len(store.get_run(long.run_id).params["space"]) == 6000 and len(store.find_runs(Kind.STUDY)) == 1
+
+
+def test_the_memory_run_log_has_every_method_of_the_mlflow_one():
+    """The parts of a cloud talk to a run log; the in-memory one answers every call the MLflow one does."""
+    from tfp_mlflow.cloud.runs import RunLog
+    from tfp_mlflow.testing.memory import MemoryRunLog
+
+    for name, member in _declared(RunLog).items():
+        assert hasattr(MemoryRunLog, name), f"MemoryRunLog lacks {name}"
+        assert list(inspect.signature(getattr(MemoryRunLog, name)).parameters) == list(member.parameters), name

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud import cache as cache_module
+from tfp_mlflow.cloud.runs import RunLog
 from tfp_mlflow.cloud.schema import Artifact, Kind, Tag
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.stores import sqlite_uri
@@ -21,12 +21,12 @@ pytestmark = pytest.mark.slow
 def downloads(monkeypatch):
     """Every artifact a reader downloads (the real download, counted)."""
     seen: list[str] = []
-    real = cache_module._download
+    real = RunLog.download
 
-    def counting(client, run_id, artifact_path, folder):
+    def counting(log, run_id, artifact_path, folder):
         seen.append(artifact_path)
-        return real(client, run_id, artifact_path, folder)
-    monkeypatch.setattr(cache_module, "_download", counting)
+        return real(log, run_id, artifact_path, folder)
+    monkeypatch.setattr(RunLog, "download", counting)
     return seen
 
 

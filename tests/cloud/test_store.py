@@ -15,6 +15,7 @@ from tests.cloud.conftest import fill
 from tfp_mlflow import BadInputError
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.schema import Kind
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer
 from tfp_mlflow.testing.stores import sqlite_uri
@@ -59,7 +60,7 @@ def test_search_follows_pages(sqlite_cloud, fingerprints, small_spec):
     fill(sqlite_cloud, fingerprints, small_spec)
     sqlite_cloud.runs.page_size = 3                                # real MLflow page tokens, 4 tasks over 2 pages
     assert [t.name for t in sqlite_cloud.tasks()] == ["a_1", "a_2", "b_1", "b_2"]
-    assert len(sqlite_cloud.runs.search("attributes.status = 'FINISHED'")) > 3
+    assert len(sqlite_cloud.runs.find_runs(Kind.KNOWLEDGE)) > 3
 
 
 KILLED = """

@@ -96,12 +96,12 @@ class KnowledgeStore(Protocol):
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """A task's knowledge records (all kinds, or the given ones), oldest first."""
 
-    def knowledge_runs(self, kinds: Sequence[str]) -> list:
-        """Handles of the complete knowledge runs of these kinds, of every task, newest first (one search per kind,
-        not one per task); each is read with :meth:`read_knowledge`."""
+    def knowledge_runs(self, kinds: Sequence[str]) -> list[StoredRun]:
+        """The complete knowledge runs of these kinds, of every task, newest first (one search per kind, not one per
+        task); each is read with :meth:`read_knowledge`."""
 
-    def read_knowledge(self, run) -> Knowledge | None:
-        """A handle from :meth:`knowledge_runs` as verified :class:`Knowledge`; ``None`` (and quarantined) when it
+    def read_knowledge(self, run: StoredRun) -> Knowledge | None:
+        """A run from :meth:`knowledge_runs` as verified :class:`Knowledge`; ``None`` (and quarantined) when it
         fails a check."""
 
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
@@ -146,3 +146,6 @@ class KnowledgeStore(Protocol):
 
     def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ...) -> None:
         """End a run another process started (pruned, lost), after setting ``tags``."""
+
+    def list_artifacts(self, run_id: str) -> list[str]:
+        """The paths of every file a run holds."""

@@ -11,28 +11,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import re
 import shutil
 import tempfile
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud.schema import artifact_limit
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.selectors import PreparedSources
 
-__all__ = ["LocalCache", "default_cache_dir", "PREPARED_KEEP"]
+__all__ = ["ArtifactSource", "LocalCache", "default_cache_dir", "PREPARED_KEEP"]
 
 #: Prepared source sets kept (one per selector and cloud state seen recently).
 PREPARED_KEEP = 4
+
+
+class ArtifactSource(Protocol):
+    """Where the cache downloads from: the cloud's run log (:class:`tfp_mlflow.cloud.runs.RunLog`)."""
+
+    def artifact_size(self, run_id: str, artifact_path: str) -> int | None:
+        """The stored size, before any download (``None``: not listed)."""
+
+    def download(self, run_id: str, artifact_path: str, folder: Path) -> Path:
+        """The artifact, downloaded into ``folder``."""
 
 
 class LocalCache:
@@ -45,8 +52,10 @@ class LocalCache:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         return self.root / f"{safe}{Path(artifact_path).suffix}"
 
-    def fetch(self, client, run_id: str, artifact_path: str, *, key: str, sha256: str | None = None) -> Path:
-        """Local path of a run's artifact, downloading it only when the key is not cached yet.
+    def fetch(self, source: ArtifactSource, run_id: str, artifact_path: str, *, key: str,
+              sha256: str | None = None) -> Path:
+        """Local path of a run's artifact, downloaded from ``source`` (the cloud's run log) only when the key is not
+        cached yet.
 
         The stored size is read from the artifact listing first and an artifact larger than a conforming one of its
         kind (:data:`~tfp_mlflow.cloud.schema.ARTIFACT_LIMITS`) is refused (:class:`TamperedError`) before any
@@ -57,11 +66,14 @@ class LocalCache:
             return target
         max_bytes = artifact_limit(artifact_path)
         if max_bytes is not None:
-            _check_stored_size(client, run_id, artifact_path, max_bytes)
+            size = source.artifact_size(run_id, artifact_path)
+            if size is not None and size > max_bytes:
+                raise TamperedError(f"{artifact_path} of run {run_id} is stored as {size:,} bytes; a conforming one "
+                                    f"is at most {max_bytes:,}, so it is not downloaded")
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root) as tmp:
             try:
-                local = _download(client, run_id, artifact_path, Path(tmp))
+                local = source.download(run_id, artifact_path, Path(tmp))
             except Exception as exc:
                 raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''})",
@@ -79,7 +91,7 @@ class LocalCache:
             os.replace(staged, target)
         return target
 
-    def fetch_many(self, client, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
+    def fetch_many(self, source: ArtifactSource, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
         """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum,
         each within its kind's size limit), ``workers`` at once."""
         from tfp_mlflow._threads import thread_map
@@ -91,7 +103,7 @@ class LocalCache:
         def fetch(item: tuple[str, str, str]) -> Path | None:
             run_id, artifact_path, sha256 = item
             try:
-                return self.fetch(client, run_id, artifact_path, key=sha256, sha256=sha256)
+                return self.fetch(source, run_id, artifact_path, key=sha256, sha256=sha256)
             except TamperedError:
                 return None   # not cached: its reader meets the same check and quarantines that run alone
         # Each download runs in a copy of the caller's context, so credentials forwarded by the server go along.
@@ -187,43 +199,3 @@ def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _check_stored_size(client, run_id: str, artifact_path: str, max_bytes: int) -> None:
-    """Refuse an artifact whose listed size exceeds ``max_bytes`` (before downloading it)."""
-
-    folder = posixpath.dirname(artifact_path) or None
-    try:
-        listed = {f.path: f.file_size for f in client.list_artifacts(run_id, folder)}
-    except Exception:
-        return   # no listing (an artifact store without sizes): the size is checked after the download
-    size = listed.get(artifact_path)
-    if size is not None and size > max_bytes:
-        raise TamperedError(f"{artifact_path} of run {run_id} is stored as {size:,} bytes; a conforming one is at "
-                            f"most {max_bytes:,}, so it is not downloaded")
-
-
-def _download(client, run_id: str, artifact_path: str, folder: Path) -> Path:
-    """Download one artifact into ``folder``.
-
-    Inside the server's ``/tfp/`` routes the caller's credentials are forwarded per request, and MLflow downloads
-    in a thread pool of its own, which would not carry them; there the file is fetched in this thread from the
-    server's ``/get-artifact`` route instead (MLflow checks the caller's READ permission on it).
-    """
-    from tfp_mlflow.cloud.context import current_authorization
-
-    authorization = current_authorization()
-    if not authorization or not str(client.tracking_uri).startswith(("http://", "https://")):
-        return Path(client.download_artifacts(run_id, artifact_path, str(folder)))
-
-    query = urllib.parse.urlencode({"run_id": run_id, "path": artifact_path})
-    request = urllib.request.Request(f"{str(client.tracking_uri).rstrip('/')}/get-artifact?{query}",
-                                     headers={"Authorization": authorization})
-    target = folder / Path(artifact_path).name
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response, open(target, "wb") as out:
-            shutil.copyfileobj(response, out)
-    except urllib.error.HTTPError as exc:
-        raise CloudError(f"the server answered {exc.code} for {artifact_path} of run {run_id}",
-                         http_status=exc.code) from None
-    return target

@@ -17,10 +17,10 @@ from dataclasses import asdict
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
-from tfp_mlflow.cloud.records import CloudTask, LazyTasks, dataset_input, short, task_from_run, validate_knowledge
+from tfp_mlflow.cloud.records import CloudTask, LazyTasks, short, task_from_run, validate_knowledge
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.runs import RunLog
-from tfp_mlflow.cloud.schema import Artifact, Kind, Param, Tag, complete_filter
+from tfp_mlflow.cloud.schema import Artifact, Kind, Param, Tag
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -47,9 +47,9 @@ class Catalogue:
         spec_id = self.spec_id()
         if spec_id is None:
             return None
-        runs = self.runs.search(complete_filter(Kind.SPEC, spec_id=spec_id))
+        runs = self.runs.find_runs(Kind.SPEC, spec_id=spec_id)
         for run in reversed(runs):   # the first spec run wins; one whose file is not that spec is passed over
-            if self.artifacts.is_quarantined(run.info.run_id):
+            if self.artifacts.is_quarantined(run.run_id):
                 continue   # judged once: a hostile spec run costs its first reader only
             try:
                 spec = FingerprintSpec.load(self.artifacts.artifact(run, Artifact.SPEC))
@@ -86,9 +86,9 @@ class Catalogue:
         repeated query makes two small calls instead of searching every task run again.
         """
         stamp = self.runs.experiment_tags().get(Tag.TASKS_VERSION, "")
-        newest = self.runs.search(complete_filter(Kind.TASK), max_results=1, order_by="attributes.end_time DESC")
+        newest = self.runs.find_runs(Kind.TASK, max_results=1, newest="end")
         state = [self.uri, stamp,
-                 [(r.info.run_id, r.info.end_time) for r in newest]]
+                 [(r.run_id, r.end_time) for r in newest]]
         key = "tasks-" + hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
         cached = self.artifacts.cache.read_json(key)
         versions = None
@@ -112,19 +112,19 @@ class Catalogue:
         """The newest version of each task by each contributor, newest first; and the runs that do not parse."""
         versions: dict[tuple[str, str], CloudTask] = {}
         quarantined = []
-        for run in self.runs.search(complete_filter(Kind.TASK)):
+        for run in self.runs.find_runs(Kind.TASK):
             try:
                 task = task_from_run(run)
             except BadInputError as exc:
                 self.artifacts.quarantine("task", run, f"the task run is unusable: {exc}")
-                quarantined.append(self.artifacts.entry(run.info.run_id))
+                quarantined.append(self.artifacts.entry(run.run_id))
                 continue
             versions.setdefault((task.name, task.contributor), task)  # runs come newest first
         return list(versions.values()), quarantined
 
     def task(self, name: str) -> CloudTask | None:
         """The newest complete version of a task, or ``None``."""
-        for run in self.runs.search(complete_filter(Kind.TASK, task=validate_task_name(name))):
+        for run in self.runs.find_runs(Kind.TASK, task=validate_task_name(name)):
             try:
                 return task_from_run(run)
             except BadInputError as exc:
@@ -186,7 +186,7 @@ class Catalogue:
                 params[Param.NUM_DRAWS] = str(fingerprint.num_draws)
                 sha = run.log_file(Artifact.FINGERPRINT, fingerprint.save)
                 run.set_tags({Tag.SPEC_ID: fingerprint.spec_id})
-                self.runs.client.log_inputs(run.run_id, datasets=[dataset_input(name, sha, fields[Tag.DATA_URI])])
+                self.runs.log_dataset(run.run_id, name, sha, fields[Tag.DATA_URI])
             elif previous is not None and previous.has_fingerprint:
                 # Keep the earlier fingerprint: copy it into the new version.
                 old = self.artifacts.fetch(previous.run_id, Artifact.FINGERPRINT, previous.fingerprint_sha256)
@@ -196,7 +196,7 @@ class Catalogue:
         self._retire_older(name, contributor, run.run_id, run.start_time)
         # Renewed after the retirement, so a cached task list never outlives this change.
         self._renew_tasks_version()
-        return self.task(name) or task_from_run(self.runs.run(run.run_id))
+        return self.task(name) or task_from_run(self.runs.get_run(run.run_id))
 
     def _admit_fingerprint(self, name: str, fingerprint: Fingerprint, spec: FingerprintSpec | None) -> None:
         """Check a contributed fingerprint against the cloud's spec; the first one sets the spec (``spec``, else the
@@ -219,9 +219,9 @@ class Catalogue:
     def _retire_older(self, name: str, contributor: str, run_id: str, start_time: int) -> None:
         """Delete this contributor's older versions of a task where the server allows it (behind tfp-basic-auth a
         complete run is immutable: they stay, and readers take the newest)."""
-        for old in self.runs.search(complete_filter(Kind.TASK, task=name, contributor=contributor)):
-            if old.info.run_id != run_id and old.info.start_time <= start_time:
-                self.runs.delete_run(old.info.run_id)
+        for old in self.runs.find_runs(Kind.TASK, task=name, contributor=contributor):
+            if old.run_id != run_id and old.start_time <= start_time:
+                self.runs.delete_run(old.run_id)
 
     def _renew_tasks_version(self) -> None:
         """A new task-list version stamp: every cached task list is stale from now on."""

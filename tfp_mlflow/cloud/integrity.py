@@ -21,9 +21,10 @@ from pathlib import Path
 
 from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.cache import LocalCache
+from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import CloudTask, contributor
 from tfp_mlflow.cloud.runs import RunLog
-from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, complete_filter, sha256_tag
+from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, sha256_tag
 from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
@@ -50,23 +51,22 @@ class VerifiedArtifacts:
         self._quarantined: dict[str, dict[str, str]] = {}
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def artifact(self, run, artifact_path: str) -> Path:
+    def artifact(self, run: StoredRun, artifact_path: str) -> Path:
         """A run's artifact through the local cache, keyed and verified by the SHA-256 the run recorded when the
         file was written (:func:`~tfp_mlflow.cloud.schema.sha256_tag`), never by a name a writer chooses.
 
         A run written before checksums were recorded is cached under its own run id: no other run can shadow it.
         """
-        sha = run.data.tags.get(sha256_tag(artifact_path))
+        sha = run.tags.get(sha256_tag(artifact_path))
         if sha is None and artifact_path == Artifact.FINGERPRINT:
-            sha = run.data.tags.get(Tag.FINGERPRINT_SHA256) or None
+            sha = run.tags.get(Tag.FINGERPRINT_SHA256) or None
         if sha is not None:
-            return self.fetch(run.info.run_id, artifact_path, sha)
-        return self.cache.fetch(self.runs.client, run.info.run_id, artifact_path,
-                                key=f"run-{run.info.run_id}-{artifact_path}")
+            return self.fetch(run.run_id, artifact_path, sha)
+        return self.cache.fetch(self.runs, run.run_id, artifact_path, key=f"run-{run.run_id}-{artifact_path}")
 
     def fetch(self, run_id: str, artifact_path: str, sha256: str) -> Path:
         """The artifact whose recorded checksum is ``sha256``, from the cache or downloaded and verified."""
-        return self.cache.fetch(self.runs.client, run_id, artifact_path, key=sha256, sha256=sha256)
+        return self.cache.fetch(self.runs, run_id, artifact_path, key=sha256, sha256=sha256)
 
     def fingerprint(self, task: CloudTask, spec: FingerprintSpec | None = None,
                     variants: Sequence[str] | None = None, moments: bool = True) -> Fingerprint:
@@ -83,9 +83,10 @@ class VerifiedArtifacts:
 
     # -- quarantine ---------------------------------------------------------------------------------------------
     def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
-        """Leave a run (an MLflow run or a :class:`CloudTask`) out of every query from now on, with the reason."""
-        tags = run.data.tags if hasattr(run, "data") else {}
-        run_id = run.info.run_id if hasattr(run, "info") else run.run_id
+        """Leave a run (a :class:`StoredRun` or a :class:`CloudTask`) out of every query from now on, with the
+        reason."""
+        tags = getattr(run, "tags", {})
+        run_id = run.run_id
         self._quarantined[run_id] = {
             "what": what, "run_id": run_id, "task": task or tags.get(Tag.TASK, getattr(run, "name", "")),
             "contributor": tags.get(Tag.CONTRIBUTOR, getattr(run, "contributor", "")),
@@ -162,14 +163,14 @@ class VerifiedArtifacts:
         if len(missing) >= SNAPSHOT_MIN_MISSING:
             # The cloud's owner's newest snapshot: who wrote it decides, never a start time a writer chose.
             owner = self.runs.experiment_tags().get(Tag.OWNER)
-            snapshots = [run for run in self.runs.search(complete_filter(Kind.SNAPSHOT))
-                         if owner is None or run.data.tags.get(Tag.CONTRIBUTOR) == owner]
+            snapshots = [run for run in self.runs.find_runs(Kind.SNAPSHOT)
+                         if owner is None or run.tags.get(Tag.CONTRIBUTOR) == owner]
             for run in snapshots[:1]:
                 try:
                     self.cache.unpack(self.artifact(run, Artifact.SNAPSHOT), set(missing))
                 except (CloudError, BadInputError):
                     pass   # no usable snapshot: download one by one
-        self.cache.fetch_many(self.runs.client,
+        self.cache.fetch_many(self.runs,
                               [(t.run_id, Artifact.FINGERPRINT, sha) for sha, t in missing.items()])
 
     def pack(self, tasks: Sequence[CloudTask]) -> dict[str, int | str]:

@@ -15,10 +15,11 @@ from dataclasses import asdict
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
 from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.records import safe_file, short, validate_knowledge
 from tfp_mlflow.cloud.runs import RunLog
-from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Kind, Metric, Param, Tag, artifact_limit, complete_filter
+from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Kind, Metric, Param, Tag, artifact_limit
 from tfp_mlflow.errors import BadInputError, TamperedError
 from tfp_mlflow.fingerprint import validate_task_name
 
@@ -37,8 +38,8 @@ class KnowledgeLog:
         validate_knowledge(knowledge)
         key = knowledge.key()
         contributor = contributor or knowledge.contributor or current_contributor()
-        for run in self.runs.search(complete_filter(Kind.KNOWLEDGE, knowledge_key=key, contributor=contributor)):
-            return run.info.run_id
+        for run in self.runs.find_runs(Kind.KNOWLEDGE, knowledge_key=key, contributor=contributor):
+            return run.run_id
         tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
                 Tag.CONTRIBUTOR: contributor,
                 Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
@@ -57,10 +58,10 @@ class KnowledgeLog:
 
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """Complete knowledge of a task (all kinds, or the given ones), oldest first."""
-        runs = self.runs.search(complete_filter(Kind.KNOWLEDGE, task=validate_task_name(task)))
+        runs = self.runs.find_runs(Kind.KNOWLEDGE, task=validate_task_name(task))
         out = []
         for run in reversed(runs):
-            kind = run.data.tags.get(Tag.KNOWLEDGE, "")
+            kind = run.tags.get(Tag.KNOWLEDGE, "")
             if kinds is not None and kind not in kinds:
                 continue
             try:
@@ -69,48 +70,48 @@ class KnowledgeLog:
                 self.artifacts.quarantine("knowledge", run, str(exc), task=task)
         return out
 
-    def knowledge_runs(self, kinds: Sequence[str]) -> list:
+    def knowledge_runs(self, kinds: Sequence[str]) -> list[StoredRun]:
         """The complete knowledge runs of the given kinds, of every task (newest first; one search per kind, not
         one per task): read each with :meth:`read_knowledge`."""
-        return [run for kind in kinds for run in self.runs.search(complete_filter(Kind.KNOWLEDGE, knowledge=kind))]
+        return [run for kind in kinds for run in self.runs.find_runs(Kind.KNOWLEDGE, knowledge=kind)]
 
-    def read_knowledge(self, run) -> Knowledge | None:
+    def read_knowledge(self, run: StoredRun) -> Knowledge | None:
         """A run from :meth:`knowledge_runs` as :class:`Knowledge`, verified; ``None`` (and quarantined) when it
         fails a check."""
-        tags = run.data.tags
+        tags = run.tags
         try:
             return self._read_knowledge(run, validate_task_name(tags.get(Tag.TASK, "")), tags.get(Tag.KNOWLEDGE, ""))
         except (BadInputError, TamperedError) as exc:
             self.artifacts.quarantine("knowledge", run, str(exc), task=tags.get(Tag.TASK, ""))
             return None
 
-    def _read_knowledge(self, run, task: str, kind: str) -> Knowledge:
+    def _read_knowledge(self, run: StoredRun, task: str, kind: str) -> Knowledge:
         """One knowledge run's table, verified and validated (what a contributor's ``validate_knowledge`` checks)."""
         if kind not in KNOWLEDGE_KINDS:
             raise BadInputError(f"knowledge kind {kind[:40]!r} is unknown")
         artifact = f"knowledge/{kind}.json"
-        table = _json.loads(self.artifacts.artifact(run, artifact).read_bytes(), f"{artifact} of run {run.info.run_id}",
+        table = _json.loads(self.artifacts.artifact(run, artifact).read_bytes(), f"{artifact} of run {run.run_id}",
                             max_bytes=artifact_limit(artifact))
         if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
-            raise BadInputError(f"{artifact} of run {run.info.run_id} is not a knowledge table")
+            raise BadInputError(f"{artifact} of run {run.run_id} is not a knowledge table")
         if len(table["rows"]) > MAX_ROWS:   # before a single row becomes an object
-            raise BadInputError(f"{artifact} of run {run.info.run_id} has {len(table['rows']):,} rows; at most "
+            raise BadInputError(f"{artifact} of run {run.run_id} has {len(table['rows']):,} rows; at most "
                                 f"{MAX_ROWS:,} are accepted")
         fields = KnowledgeRow.__dataclass_fields__
         try:
             rows = tuple(KnowledgeRow(**{k: v for k, v in r.items() if k in fields}) for r in table["rows"])
         except (TypeError, AttributeError):
-            raise BadInputError(f"{artifact} of run {run.info.run_id} holds rows that are not results") from None
-        knowledge = Knowledge(task=task, kind=kind, rows=rows, run_id=run.info.run_id,
+            raise BadInputError(f"{artifact} of run {run.run_id} holds rows that are not results") from None
+        knowledge = Knowledge(task=task, kind=kind, rows=rows, run_id=run.run_id,
                               provenance=str(table.get("provenance", "")),
-                              contributor=run.data.tags.get(Tag.CONTRIBUTOR, ""))
+                              contributor=run.tags.get(Tag.CONTRIBUTOR, ""))
         validate_knowledge(knowledge)
         return knowledge
 
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:
         """The albumentations JSON of a policy, as contributed (verified by the checksum its run recorded)."""
         artifact = f"policy/{safe_file(policy_id)}.json"
-        policy = _json.loads(self.artifacts.artifact(self.runs.run(knowledge_run_id), artifact).read_bytes(),
+        policy = _json.loads(self.artifacts.artifact(self.runs.get_run(knowledge_run_id), artifact).read_bytes(),
                              f"{artifact} of run {knowledge_run_id}")
         if not isinstance(policy, dict):
             raise BadInputError(f"{artifact} of run {knowledge_run_id} is not an albumentations policy")

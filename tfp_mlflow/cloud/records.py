@@ -67,7 +67,7 @@ class LazyTasks(SequenceABC):
 def task_from_run(run) -> CloudTask:
     """The task a run describes; :class:`BadInputError` saying which field is unusable when one is (a run written
     through MLflow's API by hand can hold anything: its readers quarantine it)."""
-    tags, params = run.data.tags, run.data.params
+    tags, params = run.tags, run.params
 
     def count(key: str) -> int:
         value = params.get(key, "0")
@@ -87,7 +87,7 @@ def task_from_run(run) -> CloudTask:
     if sha and not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise BadInputError(f"tag {Tag.FINGERPRINT_SHA256} is not a SHA-256")
     keywords = validate_keywords([k for k in tags.get(Tag.KEYWORDS, "").split(",") if k])
-    return CloudTask(name=validate_task_name(tags.get(Tag.TASK, "")), run_id=run.info.run_id,
+    return CloudTask(name=validate_task_name(tags.get(Tag.TASK, "")), run_id=run.run_id,
                      keywords=keywords, domain=tags.get(Tag.DOMAIN, ""), num_images=count(Param.NUM_IMAGES),
                      num_classes=count(Param.NUM_CLASSES),
                      shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),

@@ -19,14 +19,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
+import shutil
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tfp_mlflow._version import __version__
-from tfp_mlflow.cloud.context import active_cloud
+from tfp_mlflow.cloud.context import active_cloud, current_authorization
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.records import dataset_input
 from tfp_mlflow.cloud.schema import Tag, complete_filter
 from tfp_mlflow.errors import ArtifactsOnServerError, CloudError
 
@@ -98,7 +104,10 @@ def create_sqlite_store(database: str | os.PathLike) -> str:
 
 class RunLog:
     """A cloud's experiments and runs: starting, finding and ending runs in its experiments (the cloud's own by
-    default). The only part of the cloud that talks to MLflow's tracking API for runs and experiments.
+    default), and downloading their artifacts. The only part of the cloud that talks to MLflow's tracking API; what
+    it hands the other parts are :class:`StoredRun` values, never MLflow entities. Its public methods are the run
+    log's interface: :class:`tfp_mlflow.testing.memory.MemoryRunLog` is the other implementation (a cloud in
+    memory), held to the same methods by the contract suite.
 
     Parameters
     ----------
@@ -196,9 +205,9 @@ class RunLog:
         return self.experiment_tags().get(Tag.SPEC_ID)
 
     # -- runs ---------------------------------------------------------------------------------------------------
-    def search(self, filter_string: str, experiment: str | None = None, *, max_results: int | None = None,
-               order_by: str = "attributes.start_time DESC") -> list:
-        """Active runs matching the filter (MLflow entities; they stay in this package), following MLflow's pages;
+    def _search(self, filter_string: str, experiment: str | None = None, *, max_results: int | None = None,
+                order_by: str = "attributes.start_time DESC") -> list:
+        """Active runs matching the filter (MLflow entities, which stay in this module), following MLflow's pages;
         all of them, or the first ``max_results``."""
         runs, token = [], None
         experiment_id = self.experiment_id(experiment)
@@ -210,10 +219,6 @@ class RunLog:
             token = page.token
             if not token or (max_results is not None and len(runs) >= max_results):
                 return runs
-
-    def run(self, run_id: str):
-        """One run as an MLflow entity (for the cloud's other parts)."""
-        return self.client.get_run(run_id)
 
     @contextlib.contextmanager
     def record(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
@@ -246,9 +251,13 @@ class RunLog:
         """A recorder for a run that is already open (started by another worker of the same study)."""
         return RunRecorder(self.client, self.uri, run_id)
 
-    def find_runs(self, kind: str, *, experiment: str | None = None, **tags: str) -> list[StoredRun]:
-        """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first."""
-        return [StoredRun.from_mlflow(run) for run in self.search(complete_filter(kind, **tags), experiment)]
+    def find_runs(self, kind: str, *, experiment: str | None = None, max_results: int | None = None,
+                  newest: str = "start", **tags: str) -> list[StoredRun]:
+        """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first by start
+        time (``newest="end"``: by end time); all of them, or the first ``max_results``."""
+        order = "attributes.end_time DESC" if newest == "end" else "attributes.start_time DESC"
+        return [StoredRun.from_mlflow(run) for run in self._search(complete_filter(kind, **tags), experiment,
+                                                                   max_results=max_results, order_by=order)]
 
     def get_run(self, run_id: str) -> StoredRun:
         return StoredRun.from_mlflow(self.client.get_run(run_id))
@@ -269,6 +278,51 @@ class RunLog:
             if getattr(exc, "error_code", "") != "PERMISSION_DENIED":
                 raise
             return False
+
+    def log_dataset(self, run_id: str, name: str, digest: str, data_uri: str) -> None:
+        """Link a task run to its data as an MLflow dataset input (the UI's "Datasets used")."""
+        self.client.log_inputs(run_id, datasets=[dataset_input(name, digest, data_uri)])
+
+    # -- artifacts ----------------------------------------------------------------------------------------------
+    def artifacts(self, run_id: str) -> list[str]:
+        """The paths of every file a run holds."""
+        out, folders = [], [None]
+        while folders:
+            for entry in self.client.list_artifacts(run_id, folders.pop()):
+                (folders if entry.is_dir else out).append(entry.path)
+        return sorted(out)
+
+    def artifact_size(self, run_id: str, artifact_path: str) -> int | None:
+        """The stored size of an artifact from its listing, before any download; ``None`` when the store lists no
+        size (the size is then checked after the download)."""
+        folder = posixpath.dirname(artifact_path) or None
+        try:
+            listed = {f.path: f.file_size for f in self.client.list_artifacts(run_id, folder)}
+        except Exception:
+            return None
+        return listed.get(artifact_path)
+
+    def download(self, run_id: str, artifact_path: str, folder: Path) -> Path:
+        """Download one artifact into ``folder``.
+
+        Inside the server's ``/tfp/`` routes the caller's credentials are forwarded per request, and MLflow
+        downloads in a thread pool of its own, which would not carry them; there the file is fetched in this thread
+        from the server's ``/get-artifact`` route instead (MLflow checks the caller's READ permission on it).
+        """
+        authorization = current_authorization()
+        if not authorization or not self.uri.startswith(("http://", "https://")):
+            return Path(self.client.download_artifacts(run_id, artifact_path, str(folder)))
+        query = urllib.parse.urlencode({"run_id": run_id, "path": artifact_path})
+        request = urllib.request.Request(f"{self.uri.rstrip('/')}/get-artifact?{query}",
+                                         headers={"Authorization": authorization})
+        target = Path(folder) / Path(artifact_path).name
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response, open(target, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except urllib.error.HTTPError as exc:
+            raise CloudError(f"the server answered {exc.code} for {artifact_path} of run {run_id}",
+                             http_status=exc.code) from None
+        return target
 
     def _start_run(self, kind: str, tags: dict[str, str], experiment: str | None = None):
         from mlflow.tracking.context.registry import resolve_tags

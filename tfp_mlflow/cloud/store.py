@@ -64,6 +64,9 @@ class Cloud:
         Local content-addressed cache of downloaded fingerprints and knowledge (default ``~/.cache/tfp-mlflow``).
     experiment : str
         The MLflow experiment that holds the cloud (default ``tfp-cloud``); one server can hold several clouds.
+    runs : RunLog, optional
+        Another run log in place of MLflow's (``tfp_mlflow.testing.memory.MemoryRunLog``: a cloud in memory);
+        ``tracking_uri`` and ``experiment`` are then its own.
 
     Attributes
     ----------
@@ -74,12 +77,14 @@ class Cloud:
     """
 
     def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None,
-                 experiment: str = CLOUD_EXPERIMENT) -> None:
-        self.uri = tracking_uri or default_tracking_uri()
-        self.experiment = experiment
-        self.client = mlflow_client(self.uri)
+                 experiment: str = CLOUD_EXPERIMENT, runs: RunLog | None = None) -> None:
+        if runs is None:
+            uri = tracking_uri or default_tracking_uri()
+            runs = RunLog(mlflow_client(uri), uri, experiment)
+        self.uri, self.experiment = runs.uri, runs.experiment
+        self.client = getattr(runs, "client", None)
         self.cache = LocalCache(cache_dir)
-        self.runs = RunLog(self.client, self.uri, experiment)
+        self.runs = runs
         self.artifacts = VerifiedArtifacts(self.runs, self.cache)
         self.knowledge_log = KnowledgeLog(self.runs, self.artifacts)
         self.catalogue = Catalogue(self.runs, self.artifacts, self.knowledge_log)
@@ -114,6 +119,10 @@ class Cloud:
     def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
         """End a run another process started, after setting ``tags``."""
         self.runs.end_run(run_id, status, tags)
+
+    def list_artifacts(self, run_id: str) -> list[str]:
+        """The paths of every file a run holds."""
+        return self.runs.artifacts(run_id)
 
     # -- spec and tasks (Catalogue) -----------------------------------------------------------------------------
     def spec_id(self) -> str | None:
@@ -175,11 +184,11 @@ class Cloud:
         """A task's knowledge records (all kinds, or the given ones), oldest first."""
         return self.knowledge_log.knowledge(task, kinds)
 
-    def knowledge_runs(self, kinds: Sequence[str]) -> list:
+    def knowledge_runs(self, kinds: Sequence[str]) -> list[StoredRun]:
         """The complete knowledge runs of the given kinds, of every task: read each with :meth:`read_knowledge`."""
         return self.knowledge_log.knowledge_runs(kinds)
 
-    def read_knowledge(self, run) -> Knowledge | None:
+    def read_knowledge(self, run: StoredRun) -> Knowledge | None:
         """A run from :meth:`knowledge_runs`, verified; ``None`` (and quarantined) when it fails a check."""
         return self.knowledge_log.read_knowledge(run)
 

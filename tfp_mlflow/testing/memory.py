@@ -14,6 +14,7 @@ FAILED on an exception, params cut at MLflow's cap, newest first. Nothing persis
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import itertools
@@ -32,6 +33,7 @@ from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, PARAM_LIMIT, Tag, sha256_tag
+from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError, CloudError
 
 __all__ = ["MemoryRecorder", "MemoryRunLog", "memory_cloud"]
@@ -146,7 +148,8 @@ class MemoryRunLog:
             self.experiment_id(name)
             return dict(self._experiments[name or self.experiment][1])
 
-    def set_experiment_tag(self, key: str, value: str) -> None:
+    def set_experiment_tag(self, key: str, value: str, *, retries: int = 5) -> None:
+        """Set a tag of the cloud's experiment (``retries``: nothing collides in memory)."""
         with self._lock:
             self.experiment_id()
             self._experiments[self.experiment][1][key] = str(value)
@@ -232,11 +235,7 @@ class MemoryRunLog:
 def memory_cloud(cache_dir: str | os.PathLike | None = None, *, experiment: str = CLOUD_EXPERIMENT):
     """A :class:`~tfp_mlflow.cloud.store.Cloud` over a new :class:`MemoryRunLog`; its local cache lives in
     ``cache_dir`` (a temporary folder removed at exit when not given)."""
-    from tfp_mlflow.cloud.store import Cloud
-
     if cache_dir is None:
         cache_dir = tempfile.mkdtemp(prefix="tfp-memory-cloud-")
-        import atexit
-
         atexit.register(shutil.rmtree, cache_dir, True)
     return Cloud(runs=MemoryRunLog(experiment), cache_dir=cache_dir, experiment=experiment)
