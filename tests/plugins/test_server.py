@@ -89,7 +89,7 @@ def test_rest_api_lists_tasks_and_answers_like_the_cli(tfp_server, fingerprints,
     local = recommend(Cloud(url, cache_dir=tmp_path / "cache"), fingerprints["a_target"], top_k=2, log=False)
     assert server_side["schema"] == "tfp.recommendation/1"
     assert [(r["source"], pytest.approx(r["distance"])) for r in server_side["ranking"]] == \
-        [(r["source"], r["distance"]) for r in local.ranking]
+        [(r.source, r.distance) for r in local.ranking]
     assert server_side["scenarios"]["architecture"]["items"] == local.to_json()["scenarios"]["architecture"]["items"]
     assert _call(f"{url}/tfp/api/tasks/nope")[0] == 404
 

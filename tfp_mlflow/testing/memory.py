@@ -15,7 +15,6 @@ FAILED on an exception, params cut at MLflow's cap, newest first. Nothing persis
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import itertools
 import os
@@ -24,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.runs import RunLog
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, PARAM_LIMIT, Tag, sha256_tag
 from tfp_mlflow.cloud.store import Cloud
 from tfp_mlflow.errors import BadInputError, CloudError
@@ -173,16 +173,8 @@ class MemoryRunLog:
         with self._lock:
             return self._get(run_id).stored()
 
-    @contextlib.contextmanager
-    def record(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
-               parent_run_id: str | None = None, complete: bool = True) -> Iterator[MemoryRecorder]:
-        recorder = self.start_run(kind, tags, experiment=experiment, parent_run_id=parent_run_id)
-        try:
-            yield recorder
-        except BaseException:
-            recorder.finish("FAILED")
-            raise
-        recorder.finish(complete=complete)
+    #: A run whose life is a ``with`` block: the run log's own, over this log's :meth:`start_run`.
+    record = RunLog.record
 
     def start_run(self, kind: str, tags: Mapping[str, str], *, experiment: str | None = None,
                   parent_run_id: str | None = None) -> MemoryRecorder:
