@@ -19,7 +19,7 @@ import numpy as np
 
 from tfp_mlflow import _json
 from tfp_mlflow._paths import as_ordinary_file
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, first_line
 
 #: Upper bound on the declared, uncompressed size of one archive (a large fingerprint with second moments of a
 #: 4096-feature backbone stays far below it).
@@ -148,7 +148,7 @@ def _headers(path: Path, infos: list[zipfile.ZipInfo],
     except BadInputError:
         raise
     except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as exc:
-        raise BadInputError(f"{where} holds a malformed array header ({str(exc)[:160]}); re-create it") from None
+        raise BadInputError(f"{where} holds a malformed array header ({first_line(exc)}); re-create it") from None
     return headers, layout
 
 

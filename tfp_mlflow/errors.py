@@ -5,8 +5,17 @@ message says what is wrong *and* how to fix it.
 """
 from __future__ import annotations
 
+import textwrap
+
 __all__ = ["TfpError", "BadInputError", "SpecMismatchError", "TooLargeError", "NotFoundError", "CloudError",
-           "TamperedError"]
+           "TamperedError", "ArtifactsOnServerError", "first_line"]
+
+
+def first_line(reason: object, limit: int = 160) -> str:
+    """The first line of another library's message (an exception or text), at most ``limit`` characters, shortened
+    at a word boundary (``...``), never cut mid-word; ``""`` when there is none."""
+    lines = str(reason).strip().splitlines()
+    return textwrap.shorten(lines[0], width=limit, placeholder=" ...") if lines else ""
 
 
 class TfpError(Exception):

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, first_line
 
 __all__ = ["read_policy", "validate_policy", "translate_policy", "load_policy", "MAX_POLICY_BYTES"]
 
@@ -139,5 +139,5 @@ def load_policy(policy: dict[str, Any], image_side: int | None = None):
             return albumentations.from_dict(translate_policy(policy, image_side))
     except Exception as exc:  # albumentations raises ValueError, KeyError, TypeError, pydantic errors
         raise BadInputError(f"the policy cannot be built by albumentations {albumentations.__version__} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") \
+                            f"({type(exc).__name__}: {first_line(exc)})") \
             from None

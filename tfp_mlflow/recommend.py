@@ -35,7 +35,7 @@ from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.task import Task
 
-__all__ = ["Recommendation", "recommend", "check_query", "RECOMMENDATION_SCHEMA"]
+__all__ = ["Recommendation", "recommend", "check_options", "check_query", "RECOMMENDATION_SCHEMA"]
 
 #: How far down the ranking a scenario looks for sources with usable knowledge.
 WALK_FACTOR = 5
@@ -132,16 +132,24 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     return result
 
 
-def _checked(selector: str, scenarios: Sequence[str] | None, metric: str, top_k: int, order_by: str,
-             trusted: str | Sequence[str] | None, keywords: Sequence[str], target: Fingerprint | None):
-    """The query's parameters checked before the cloud is read: ``(scenarios, selector, guard, keywords)``."""
+def check_options(*, selector: str, top_k: int, metric: str, order_by: str = "auto",
+                  scenarios: Sequence[str] | None = None) -> list:
+    """A query's options, checked before any cloud is opened or image drawn; returns its scenarios."""
     if order_by not in ORDERS:
         raise BadInputError(f"--order must be one of {', '.join(ORDERS)}, got {order_by!r}")
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
-    scenario_list = [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
     if metric not in BASE_METRICS:
         raise BadInputError(f"--metric must be balanced_accuracy or auroc, got {metric!r}")
+    get_selector(selector)
+    return [get_scenario(s) for s in (scenario_names() if scenarios is None else scenarios)]
+
+
+def _checked(selector: str, scenarios: Sequence[str] | None, metric: str, top_k: int, order_by: str,
+             trusted: str | Sequence[str] | None, keywords: Sequence[str], target: Fingerprint | None):
+    """The query's parameters checked before the cloud is read: ``(scenarios, selector, guard, keywords)``."""
+    scenario_list = check_options(selector=selector, top_k=top_k, metric=metric, order_by=order_by,
+                                  scenarios=scenarios)
     chooser = get_selector(selector)
     guard = Guard(trusted=parse_trusted(trusted))
     keywords = validate_keywords(list(keywords) or list(target.keywords if target else ()))

@@ -92,3 +92,14 @@ def test_on_a_fresh_install_without_keywords_the_answer_is_an_error_at_once(unre
     result = CliRunner().invoke(main, ["recommend", str(unreadable_dataset)])
     assert result.exit_code == 2 and "holds no task yet" in result.output and "--keywords" in result.output
     assert "importing the reference" not in result.output                 # nothing imported, nothing drawn
+
+
+def test_a_wrong_option_is_one_line_before_any_cloud_is_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args, said in ((["--top-k", "0"], "--top-k must be at least 1"),
+                       (["--metric", "f1"], "'--metric'"),
+                       (["--selector", "nosuch"], "nosuch")):
+        result = CliRunner().invoke(main, ["recommend", "--keywords", "chest", *args])
+        assert result.exit_code == 2 and said in result.output, (args, result.output)
+    assert not (tmp_path / "tfp-cloud").exists()          # nothing was created for a query that could not run

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud.schema import artifact_limit
-from tfp_mlflow.errors import BadInputError, CloudError, TamperedError
+from tfp_mlflow.errors import BadInputError, CloudError, TamperedError, first_line
 from tfp_mlflow.selectors import PreparedSources
 
 __all__ = ["ArtifactSource", "LocalCache", "default_cache_dir", "PREPARED_KEEP"]
@@ -76,7 +76,7 @@ class LocalCache:
                 local = source.download(run_id, artifact_path, Path(tmp))
             except Exception as exc:
                 raise CloudError(f"cannot download {artifact_path} of run {run_id} ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})",
+                                 f"{first_line(exc)})",
                                  http_status=exc.http_status if isinstance(exc, CloudError) else None) from None
             if max_bytes is not None and local.stat().st_size > max_bytes:
                 raise TamperedError(f"{artifact_path} of run {run_id} is {local.stat().st_size:,} bytes; a "

@@ -34,7 +34,7 @@ from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.records import dataset_input
 from tfp_mlflow.cloud.schema import Tag, complete_filter
-from tfp_mlflow.errors import ArtifactsOnServerError, CloudError
+from tfp_mlflow.errors import ArtifactsOnServerError, CloudError, first_line
 
 __all__ = ["RunLog", "configure_process", "create_sqlite_store", "mlflow_client"]
 
@@ -164,7 +164,7 @@ class RunLog:
             raise
         except Exception as exc:
             raise CloudError(f"cannot reach the cloud at {self.uri} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); start the server or check "
+                             f"{first_line(exc)}); start the server or check "
                              f"--tracking-uri / MLFLOW_TRACKING_URI") from None
         self._experiment_ids[name] = experiment_id
         return experiment_id

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tfp_mlflow._paths import default_cache_dir
-from tfp_mlflow.errors import BadInputError, TfpError
+from tfp_mlflow.errors import BadInputError, TfpError, first_line
 
 __all__ = ["Backbone", "create_model", "normalisation", "register_offline_weights", "load_backbone",
            "list_offline_backbones", "weights_checksum", "DEFAULT_BACKBONE"]
@@ -190,7 +190,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, num_cla
         hint = ("pass --weights FILE (safetensors or a state dict)" if path is None
                 else "check that the file holds this architecture's weights")
         raise TfpError(f"could not load ImageNet weights for {name} from {source} "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {hint}") from None
+                       f"({type(exc).__name__}: {first_line(exc)}); {hint}") from None
     return model, source
 
 

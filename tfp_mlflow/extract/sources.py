@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tfp_mlflow._paths import default_cache_dir
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, first_line
 
 __all__ = ["resolve_source", "is_library_source", "with_columns", "MEDMNIST_SIZES"]
 
@@ -180,7 +180,7 @@ def _huggingface(source: str, saved: Path | None = None) -> Path:
     except Exception as exc:
         where = str(saved) if saved is not None else path
         raise BadInputError(f"dataset {where!r} cannot be loaded ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); check the name, or with no "
+                            f"{first_line(exc)}); check the name, or with no "
                             f"network give a local copy (a folder saved with save_to_disk, or parquet files)") \
             from None
     parts = dict(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else {split or "train": loaded}

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, first_line
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
 
@@ -61,7 +61,7 @@ def _contributor(uri: str, spec_path: str, cache: str, process: int, tasks: int,
                 break
             except Exception as exc:  # counted and retried: a contribution is atomic and can be re-run
                 errors += 1
-                messages.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                messages.append(f"{type(exc).__name__}: {first_line(exc, 200)}")
                 time.sleep(0.2 * (attempt + 1))
     queue.put({"role": "contributor", "done": done, "errors": errors, "messages": messages[:5],
                "seconds": time.perf_counter() - started})
@@ -94,7 +94,7 @@ def _querier(uri: str, cache: str, stop, queue) -> None:
             latencies.append(time.perf_counter() - started)
         except Exception as exc:
             errors += 1
-            messages.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            messages.append(f"{type(exc).__name__}: {first_line(exc, 200)}")
         time.sleep(0.05)
     queue.put({"role": "querier", "latencies": latencies, "errors": errors, "half_written": half_written,
                "messages": messages[:5]})

@@ -28,7 +28,7 @@ from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TRAINING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import Cloud, RunRecorder
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, first_line
 from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.config import TrainConfig
 from tfp_mlflow.train.data import ImageClassificationData, TaskSplit, build_transforms, mixed_sampler, split_task
@@ -280,7 +280,7 @@ def _trainer(config, **kwargs):
     except Exception as exc:   # MisconfigurationException, ValueError: a combination this machine cannot run
         raise BadInputError(f"Lightning cannot train with precision={config.precision}, devices={config.devices}, "
                             f"num_nodes={config.num_nodes}, strategy={config.strategy} here: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+                            f"{first_line(exc, 200) or type(exc).__name__}") from None
 
 
 def _accelerator(device: str | None) -> str:

@@ -19,7 +19,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import vocabulary
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
-from tfp_mlflow.recommend import Recommendation, check_query, recommend
+from tfp_mlflow.recommend import Recommendation, check_options, check_query, recommend
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario
 from tfp_mlflow.selectors import get_selector
 
@@ -181,6 +181,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     >>> recommend_for("data/fundus_1", top_k=3).suggestions("architecture")[0].architecture
     'tf_efficientnet_lite1'
     """
+    # Options first: a wrong one costs nothing, not even a new cloud's database.
+    check_options(selector=selector, top_k=top_k, metric=metric, order_by=order_by, scenarios=scenarios)
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
