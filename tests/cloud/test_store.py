@@ -437,3 +437,15 @@ def test_an_experiment_whose_artifacts_only_a_server_reaches_is_one_line_not_a_t
     assert out.exit_code == 1, out.output
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "point --tracking-uri / MLFLOW_TRACKING_URI at that server" in lines[0], out.stderr
+
+
+def test_a_relative_sqlite_uri_is_the_callers_folder_made_absolute(tmp_path, monkeypatch):
+    from tfp_mlflow.cloud.runs import absolute_uri
+
+    monkeypatch.chdir(tmp_path)
+    cloud = Cloud("sqlite:///tfp-cloud/mlflow.db", cache_dir=tmp_path / "cache")
+    assert cloud.uri == f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}"
+    cloud.contribute(None, name="t", keywords=["x"], num_images=4, num_classes=2)   # artifact locations resolve too
+    assert (tmp_path / "tfp-cloud" / "mlflow.db").is_file()
+    assert absolute_uri("http://host:5000") == "http://host:5000" and absolute_uri("sqlite:////a/b.db") == \
+        "sqlite:////a/b.db"

@@ -95,22 +95,31 @@ def _mlflow_run(entry: str, params: dict[str, str], cwd: Path, tracking_uri: str
     return done.stdout + done.stderr
 
 
-def test_recipes_fingerprint_and_recommend_run_as_mlflow_projects(tmp_path):
-    tracking_uri = sqlite_uri(tmp_path / 'cloud' / 'mlflow.db')
+def test_recipes_run_as_mlflow_projects_from_any_folder_with_a_relative_sqlite_uri(tmp_path):
+    """`mlflow run /path/to/recipes` from the user's folder, MLFLOW_TRACKING_URI=sqlite:///cloud/mlflow.db (relative,
+    as the README writes it): the store, the outputs and the plots are the caller's; the checkout stays clean."""
+    work = tmp_path / "work"
+    work.mkdir()
+    relative_uri = "sqlite:///cloud/mlflow.db"
     folders = {name: DemoTask(name, family, num_classes=2, num_images=16, image_size=40, seed=i).write(
         tmp_path / name) for i, (name, family) in enumerate([("fundus_a", "fundus"), ("histology_a", "histology"),
                                                              ("fundus_b", "fundus")])}
-    out = tmp_path / "fundus_a.npz"
-    _mlflow_run("fingerprint", {"data": folders["fundus_a"], "out": out, "samples": 40}, tmp_path, tracking_uri)
-    _mlflow_run("contribute", {"fingerprint": out, "data_uri": folders["fundus_a"], "shareable": 1}, tmp_path,
-                tracking_uri)
-    cloud = Cloud(tracking_uri)
+    before = sorted(p.name for p in RECIPES.iterdir())
+    _mlflow_run("fingerprint", {"data": folders["fundus_a"], "out": "fundus_a.npz", "samples": 40}, work,
+                relative_uri)
+    _mlflow_run("contribute", {"fingerprint": work / "fundus_a.npz", "data_uri": folders["fundus_a"],
+                               "shareable": 1}, work, relative_uri)
+    cloud = Cloud(f"sqlite:///{work / 'cloud' / 'mlflow.db'}")
     cloud.contribute(fingerprint_dataset(folders["histology_a"], samples=40, workers=0, progress=False))
-    answer = tmp_path / "recommendation.json"
-    _mlflow_run("recommend", {"data": folders["fundus_b"], "samples": 40, "out": answer}, tmp_path, tracking_uri)
-    ranking = json.loads(answer.read_text())["ranking"]
+    _mlflow_run("recommend", {"data": folders["fundus_b"], "samples": 40, "out": "recommendation.json"}, work,
+                relative_uri)
+    ranking = json.loads((work / "recommendation.json").read_text())["ranking"]
     assert [r["source"] for r in ranking] == ["fundus_a", "histology_a"]
     assert cloud.task("fundus_a").shareable and cloud.task("fundus_a").data_uri == str(folders["fundus_a"])
+    evaluated = _mlflow_run("evaluate", {"bootstraps": 10}, work, relative_uri)
+    assert "bkld-small" in evaluated and "manual" in evaluated            # two selectors compared, not one
+    assert (work / "evaluation.json").is_file() and (work / "evaluation-plots").is_dir()
     projects = cloud.client.search_runs([cloud.client.get_experiment_by_name("Default").experiment_id])
     assert sorted(r.data.tags.get("mlflow.project.entryPoint") for r in projects) == [
-        "contribute", "fingerprint", "recommend"]
+        "contribute", "evaluate", "fingerprint", "recommend"]
+    assert sorted(p.name for p in RECIPES.iterdir()) == before            # nothing written into the checkout

@@ -36,7 +36,7 @@ from tfp_mlflow.cloud.records import dataset_input
 from tfp_mlflow.cloud.schema import Tag, complete_filter
 from tfp_mlflow.errors import ArtifactsOnServerError, CloudError, first_line
 
-__all__ = ["RunLog", "configure_process", "create_sqlite_store", "mlflow_client"]
+__all__ = ["RunLog", "absolute_uri", "configure_process", "create_sqlite_store", "mlflow_client"]
 
 #: Environment defaults for a process tfp owns (see :func:`configure_process`).
 PROCESS_DEFAULTS = {
@@ -60,6 +60,15 @@ def configure_process() -> None:
         os.environ.setdefault(key, value)
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def absolute_uri(uri: str) -> str:
+    """A SQLite URI with a relative path (``sqlite:///tfp-cloud/mlflow.db``) made absolute against the current
+    folder, so that every part, artifact location and subprocess reads the same store; any other URI as it is."""
+    database = _sqlite_path(uri)
+    if database is None or database.is_absolute() or str(database) == ":memory:":
+        return uri
+    return f"sqlite:///{database.absolute()}"
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -31,7 +31,7 @@ from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
-from tfp_mlflow.cloud.runs import RunLog, create_sqlite_store, mlflow_client
+from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store, mlflow_client
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.selectors import PreparedSources, Selector
@@ -79,7 +79,7 @@ class Cloud:
     def __init__(self, tracking_uri: str | None = None, *, cache_dir: str | os.PathLike | None = None,
                  experiment: str = CLOUD_EXPERIMENT, runs: RunLog | None = None) -> None:
         if runs is None:
-            uri = tracking_uri or default_tracking_uri()
+            uri = absolute_uri(tracking_uri or default_tracking_uri())
             runs = RunLog(mlflow_client(uri), uri, experiment)
         self.uri, self.experiment = runs.uri, runs.experiment
         self.client = getattr(runs, "client", None)
