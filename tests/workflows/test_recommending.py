@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -103,3 +104,31 @@ def test_a_wrong_option_is_one_line_before_any_cloud_is_created(tmp_path, monkey
         result = CliRunner().invoke(main, ["recommend", "--keywords", "chest", *args])
         assert result.exit_code == 2 and said in result.output, (args, result.output)
     assert not (tmp_path / "tfp-cloud").exists()          # nothing was created for a query that could not run
+
+
+@pytest.mark.torch
+def test_a_query_fingerprint_is_drawn_once_for_the_same_files(tmp_path, monkeypatch):
+    """`tfp recommend DATA` then `tfp tune DATA`: the second reuses the draws; a changed file draws again."""
+    import os
+
+    import tfp_mlflow.extract as extract
+    from tfp_mlflow.demo.tasks import DemoTask
+    from tfp_mlflow.workflows.recommending import target_fingerprint
+
+    monkeypatch.setenv("TFP_CACHE_DIR", str(tmp_path / "cache"))
+    data = DemoTask("fundus_q", "fundus", num_classes=2, num_images=12, image_size=40, seed=3).write(tmp_path / "q")
+    cloud = Cloud(sqlite_uri(tmp_path / "cloud" / "mlflow.db"), cache_dir=tmp_path / "cloud-cache")
+    drawn, real = [], extract.fingerprint_dataset
+    monkeypatch.setattr(extract, "fingerprint_dataset", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    notes: list[str] = []
+    first = target_fingerprint(data, cloud, samples=16, progress=False, on_note=notes.append)
+    again = target_fingerprint(data, cloud, samples=16, name="renamed", keywords=["eye"], progress=False,
+                               on_note=notes.append)
+    assert len(drawn) == 1 and any(n.startswith("reusing the fingerprint of q") for n in notes)
+    assert (again.name, again.keywords) == ("renamed", ("eye",))
+    np.testing.assert_array_equal(again.counts_of("small"), first.counts_of("small"))
+    target_fingerprint(data, cloud, samples=24, progress=False)                       # other draws: drawn
+    image = next(data.rglob("*.png"))
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # a changed file: drawn
+    target_fingerprint(data, cloud, samples=16, progress=False)
+    assert len(drawn) == 3

@@ -7,12 +7,15 @@ when no cloud is named) holds the reference (the published 71 tasks and their ou
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
@@ -67,11 +70,33 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | No
 
     spec = cloud.spec() or default_spec()
     draws, device = query_draws(samples, spec.samples)
+    kept = _drawn_before(data, spec.id, draws)
+    if kept.is_file():   # `tfp recommend DATA` then `tfp tune DATA`: the same files, spec and draws, drawn once
+        fingerprint = Fingerprint.load(kept)
+        if on_note is not None:
+            on_note(f"reusing the fingerprint of {Path(data).name} drawn before ({draws:,} draws, same files and "
+                    f"spec; {kept.parent})")
+        return replace(fingerprint, name=name or fingerprint.name, keywords=tuple(keywords) or fingerprint.keywords)
     if on_note is not None and device == "cpu":
         on_note(f"drawing {draws:,} crops of {Path(data).name} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
                 f"on 2 cores (--samples sets the number; {spec.samples:,} is the spec's, for a GPU)")
-    return fingerprint_dataset(str(data), spec=spec, samples=draws, name=name, keywords=list(keywords),
-                               progress=progress)
+    fingerprint = fingerprint_dataset(str(data), spec=spec, samples=draws, name=name, keywords=list(keywords),
+                                      progress=progress)
+    fingerprint.save(kept)
+    return fingerprint
+
+
+def _drawn_before(data: str | os.PathLike, spec_id: str, draws: int) -> Path:
+    """Where a query's fingerprint of ``data`` is kept: named by the spec, the draws and every image's path, size
+    and modification time, so a changed, added or removed file draws again."""
+    from tfp_mlflow.extract import open_dataset
+
+    dataset = open_dataset(str(data))
+    digest = hashlib.sha256(f"{spec_id}:{draws}:".encode())
+    for path, label in zip(dataset.paths, dataset.labels):
+        stat = Path(path).stat()
+        digest.update(f"{Path(path).absolute()}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return default_cache_dir() / "queries" / f"{digest.hexdigest()[:32]}.npz"
 
 
 def ensure_reference(cloud: KnowledgeStore, on_note=None) -> bool:
