@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -117,3 +118,14 @@ def test_usage_errors_are_one_line_naming_the_help_to_read():
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], result.stderr
         assert "--help` lists the options" in lines[0] and "Usage:" not in result.output
+
+
+def test_tables_written_to_a_file_are_not_cut_at_80_columns(tmp_path):
+    """A log file or a pipe gets tables 160 columns wide (COLUMNS overrides), not rich's 80."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = tmp_path / "selectors.log"
+    with open(out, "w") as log:
+        subprocess.run([sys.executable, "-m", "tfp_mlflow.cli", "selectors"], stdout=log, check=True, env=env)
+    lines = out.read_text().splitlines()
+    assert any("features weighted by softmax of the target's means" in line for line in lines)
+    assert max(len(line) for line in lines) > 80

@@ -21,8 +21,22 @@ from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.runs import configure_process
 from tfp_mlflow.errors import TfpError
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+#: Where output is not a terminal (a log file, a pipe, CI), tables get this width instead of rich's 80 columns, so
+#: no cell is cut short; COLUMNS sets it. A terminal keeps its own width.
+LOG_WIDTH = 160
+
+
+def _width(stream) -> int | None:
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        pass
+    return int(os.environ.get("COLUMNS") or LOG_WIDTH)
+
+
+console = Console(soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 #: Packages of the `torch` extra: a command that needs one says how to install it.
