@@ -1,30 +1,47 @@
-"""Progress where there is no terminal: plain lines at a steady pace, and a last line per task at the end."""
+"""Progress where there is no terminal: a plain line when a task moved (percent, time so far, rate, time left), no
+repeated line for a task that did not, and a last line per task only when it holds something new."""
 from __future__ import annotations
 
 import io
 import re
-import time
 
 from rich.console import Console
 
 from tfp_mlflow.progress import Progress
 
+RUNNING = re.compile(r"fingerprint fundus_0: \d+% \(\d+/1,000\) in \d+ s(, [\d.]+/s, about \d+ (s|min) left)?")
 
-def test_without_a_terminal_progress_prints_plain_lines_with_percent_rate_and_time_left():
+
+def _plain(out: io.StringIO) -> Progress:
+    # `every` far beyond the test: the background thread never reports, the test calls report() itself.
+    return Progress(console=Console(file=out, force_terminal=False, width=200), every=3600)
+
+
+def test_a_line_when_a_task_moved_and_none_when_it_did_not():
     out = io.StringIO()
-    with Progress(console=Console(file=out, force_terminal=False, width=200), every=0.05) as bar:
+    with _plain(out) as bar:
         job = bar.add_task("fingerprint fundus_0", total=1000)
-        for _ in range(8):
-            bar.advance(job, 50)
-            time.sleep(0.03)
-        time.sleep(0.12)                                       # at least one report while unfinished
+        bar.advance(job, 250)
+        bar.report()
+        bar.report()                                             # nothing moved: no second line
+        bar.advance(job, 250)
+        bar.report()
         unbounded = bar.add_task("probing", total=None)
         bar.advance(unbounded, 7)
     lines = out.getvalue().splitlines()
-    running = [line for line in lines if re.fullmatch(r"fingerprint fundus_0: \d+% \(\d+/1,000\), [\d.]+/s, "
-                                                      r"about \d+ (s|min) left", line)]
-    assert running and lines[-2:] == [running[-1], "probing: 7 done"]
-    assert "\x1b" not in out.getvalue()                       # no terminal codes in a log file
+    assert len(lines) == 3, lines                               # 25 %, 50 %, then probing's last line
+    assert all(RUNNING.fullmatch(line) for line in lines[:2]), lines
+    assert lines[0].startswith("fingerprint fundus_0: 25% (250/1,000)") and "50% (500/1,000)" in lines[1]
+    assert re.fullmatch(r"probing: 7 done in \d+ s", lines[2])
+    assert "\x1b" not in out.getvalue()                         # no terminal codes in a log file
+
+
+def test_a_finished_task_ends_with_its_last_state():
+    out = io.StringIO()
+    with _plain(out) as bar:
+        job = bar.add_task("fingerprint fundus_0", total=1000)
+        bar.advance(job, 1000)
+    assert out.getvalue().splitlines()[-1].startswith("fingerprint fundus_0: 100% (1,000/1,000) in ")
 
 
 def test_on_a_terminal_it_is_richs_own_bar():

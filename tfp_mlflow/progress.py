@@ -1,32 +1,38 @@
 """Progress that shows wherever output goes: rich's bars on a terminal; elsewhere (a log file, CI, ``nohup``, a
-cluster job) one plain line per task at a steady pace, with percent done, rate and time left.
+cluster job) one plain line per task when it moved, at most every ``every`` seconds, with percent done, time so
+far, rate and time left; a task that has not moved says so every ten periods, and a finished one once.
 
 >>> from tfp_mlflow.progress import Progress
 >>> with Progress(every=60) as bar:                                   # doctest: +SKIP
 ...     job = bar.add_task("fingerprint fundus_0", total=1000)
 ...     bar.advance(job, 250)
-fingerprint fundus_0: 25% (250/1,000), 41.7/s, about 18 s left
+fingerprint fundus_0: 25% (250/1,000) in 6 s, 41.7/s, about 18 s left
 """
 from __future__ import annotations
 
 import threading
+import time
 
 from rich import progress as _rich
 
 __all__ = ["Progress", "plain_line"]
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def plain_line(task: _rich.Task) -> str:
-    """One line for a task: ``description: 42% (420/1,000), 35.1/s, about 17 s left``."""
+    """One line for a task: ``description: 42% (420/1,000) in 12 s, 35.1/s, about 17 s left``."""
     done = f"{task.completed:,.0f}"
+    spent = f" in {_duration(task.elapsed)}" if task.elapsed is not None else ""
     if not task.total:
-        return f"{task.description}: {done} done"
-    line = f"{task.description}: {100 * task.completed / task.total:.0f}% ({done}/{task.total:,.0f})"
+        return f"{task.description}: {done} done{spent}"
+    line = f"{task.description}: {100 * task.completed / task.total:.0f}% ({done}/{task.total:,.0f}){spent}"
     if task.speed:
         line += f", {task.speed:.1f}/s"
         if task.remaining:
-            seconds = task.remaining / task.speed
-            line += f", about {seconds:.0f} s left" if seconds < 120 else f", about {seconds / 60:.0f} min left"
+            line += f", about {_duration(task.remaining / task.speed)} left"
     return line
 
 
@@ -40,6 +46,7 @@ class Progress(_rich.Progress):
         self._plain = not self.console.is_terminal and not kwargs.get("disable", False)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._shown: dict[int, tuple[float, float]] = {}   # task id -> (completed, monotonic time) last printed
 
     def start(self) -> None:
         if not self._plain:
@@ -56,10 +63,24 @@ class Progress(_rich.Progress):
             self._thread.join()
             self._thread = None
         for task in self.tasks:
-            self.console.print(plain_line(task), highlight=False, markup=False)
+            if self._shown.get(task.id, (None, 0.0))[0] != task.completed:   # its last state, unless just shown
+                self._show(task)
+
+    def report(self) -> None:
+        """One round of plain lines: each unfinished task that moved since its last line, and one that has not
+        moved for ten periods (so a stalled step is visible); what the background thread calls every period."""
+        now = time.monotonic()
+        for task in self.tasks:
+            if task.finished:
+                continue
+            completed, at = self._shown.get(task.id, (None, 0.0))
+            if completed != task.completed or now - at >= 10 * self._every:
+                self._show(task)
+
+    def _show(self, task: _rich.Task) -> None:
+        self._shown[task.id] = (task.completed, time.monotonic())
+        self.console.print(plain_line(task), highlight=False, markup=False)
 
     def _report(self) -> None:
         while not self._stopped.wait(self._every):
-            for task in self.tasks:
-                if not task.finished:
-                    self.console.print(plain_line(task), highlight=False, markup=False)
+            self.report()
