@@ -217,7 +217,7 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
         page.click("#recommend-button")
         page.wait_for_function("document.getElementById('recommend-error')?.innerText.includes('--trusted')",
                                timeout=60_000)
-        page.click("text=a_1")
+        page.click("#tasks a:text-is(\"a_1\")")                 # the list's link (the map names it too)
         page.wait_for_selector("#nearest")
         assert page.locator("#task-name").inner_text() == "a_1"
         page.wait_for_function("document.getElementById('fingerprint').naturalWidth > 100", timeout=60_000)
@@ -231,6 +231,11 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
         assert rows.count() == 2 and rows.nth(0).inner_text().split()[:2] == ["described", "-"]
         assert "name only" in rows.nth(1).inner_text() and "?" in rows.nth(1).inner_text()
         assert "registered by name only" in page.locator("#name-only-note").inner_text()
+        # The map and the form come first: a long list of tasks does not push them off the screen.
+        assert page.locator("#map").bounding_box()["y"] < page.locator("#recommend").bounding_box()["y"] < \
+            page.locator("#tasks").bounding_box()["y"]
+        page.goto(f"{tfp_server.url}/tfp/tasks/name_only")
+        assert "images ? classes ?" in " ".join(page.locator("table").first.inner_text().split())
         browser.close()
     assert errors == []
 
