@@ -65,12 +65,13 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | No
         return data
     if is_fingerprint_file(data):
         return Fingerprint.load(data)
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import fingerprint_dataset, open_dataset
     from tfp_mlflow.spec import default_spec
 
     spec = cloud.spec() or default_spec()
     draws, device = query_draws(samples, spec.samples)
-    kept = _drawn_before(data, spec.id, draws)
+    dataset = open_dataset(str(data))          # listed once: for the key below and for the draws
+    kept = _drawn_before(dataset, spec.id, draws)
     if kept.is_file():   # `tfp recommend DATA` then `tfp tune DATA`: the same files, spec and draws, drawn once
         fingerprint = Fingerprint.load(kept)
         if on_note is not None:
@@ -80,18 +81,15 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | No
     if on_note is not None and device == "cpu":
         on_note(f"drawing {draws:,} crops of {Path(data).name} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
                 f"on 2 cores (--samples sets the number; {spec.samples:,} is the spec's, for a GPU)")
-    fingerprint = fingerprint_dataset(str(data), spec=spec, samples=draws, name=name, keywords=list(keywords),
-                                      progress=progress)
+    fingerprint = fingerprint_dataset(dataset, spec=spec, samples=draws, name=name,
+                                      keywords=list(keywords), progress=progress)
     fingerprint.save(kept)
     return fingerprint
 
 
-def _drawn_before(data: str | os.PathLike, spec_id: str, draws: int) -> Path:
-    """Where a query's fingerprint of ``data`` is kept: named by the spec, the draws and every image's path, size
-    and modification time, so a changed, added or removed file draws again."""
-    from tfp_mlflow.extract import open_dataset
-
-    dataset = open_dataset(str(data))
+def _drawn_before(dataset, spec_id: str, draws: int) -> Path:
+    """Where a query's fingerprint of an opened dataset is kept: named by the spec, the draws and every image's
+    path, size and modification time, so a changed, added or removed file draws again."""
     digest = hashlib.sha256(f"{spec_id}:{draws}:".encode())
     for path, label in zip(dataset.paths, dataset.labels):
         stat = Path(path).stat()
