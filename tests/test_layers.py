@@ -14,8 +14,8 @@ PACKAGE = Path(tfp_mlflow.__file__).parent
 #: Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
     {"errors", "_version", "_paths", "_npz", "_json", "_threads", "progress", "cloud.schema", "cloud.context"},
-    {"spec", "fingerprint", "task", "policies", "scenarios", "keywords"},
-    {"extract", "selectors", "ranking", "transferability", "reference", "plots"},
+    {"spec", "fingerprint", "task", "policies", "scenarios", "keywords", "noise"},
+    {"extract", "selectors", "ranking", "transferability", "reference", "public_datasets", "plots"},
     {"cloud"},
     {"recommend", "recommendation", "evidence", "knowledge_map"},
     {"train", "tune"},

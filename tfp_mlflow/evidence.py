@@ -74,13 +74,15 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
                     baselines.setdefault((knowledge.task, metric), {})[int(row.repetition or 0)] = float(value)
                 elif row.source in names and row.source != knowledge.task:
                     transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
-                                      knowledge.task, float(value)))
+                                      knowledge.task, float(value), row.held_out))
     records = []
-    for scenario, metric, repetition, source, target, value in transfers:
+    for scenario, metric, repetition, source, target, value, held_out in transfers:
         known = baselines.get((target, metric), {})
+        # A baseline of the same repetition shares the outcome's held-out split; an average of others does not.
         baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
         records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": target,
-                        "p": value, "baseline": baseline})
+                        "p": value, "baseline": baseline,
+                        "n": held_out if repetition in known else math.nan})
     if not records:
         return None
     outcomes = Outcomes.from_records(records)

@@ -14,6 +14,7 @@ from typing import Any
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
+from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR
 from tfp_mlflow.cloud.schema import (
     BASE_METRICS,
     RECOMMENDATION_EXPERIMENT,
@@ -29,6 +30,8 @@ from tfp_mlflow.errors import ArtifactsOnServerError, BadInputError, SpecMismatc
 from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import match_keywords, vocabulary
+from tfp_mlflow.noise import at_chance, noise_reason
+from tfp_mlflow.public_datasets import public_dataset
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.recommendation import RECOMMENDATION_SCHEMA, RankedTask, Recommendation, ScenarioAdvice, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
@@ -256,7 +259,7 @@ class _Walk:
                  outcomes: int) -> ScenarioAdvice:
         """One scenario's advice: the first ``top_k`` sources with usable knowledge, and notes on what was not."""
         top_k, flagged = self.top_k, self.result.flagged
-        items, skipped, passed_over = [], 0, 0
+        items, skipped, passed_over, chance = [], 0, 0, 0
         by_record = rule is not None and rule.uses_track_record
         # Ordered by distance, the walk stays among the closest; ordered by record, it goes as far as it takes.
         walk = ordered if by_record else ordered[:WALK_FACTOR * top_k]
@@ -268,8 +271,9 @@ class _Walk:
                 continue
             task = self.by_name[entry.name]
             item = _ITEMS[scenario.item](entry, task, self.knowledge(entry.name), self.metric)
-            if item is None:
-                skipped += 1
+            if item is None or item == AT_CHANCE:
+                skipped += item is None
+                chance += item == AT_CHANCE
                 continue
             flags = list(self.task_flags.get(entry.name, []))
             if self.include_flagged:  # flagged results were kept: mark the items built on them
@@ -286,6 +290,9 @@ class _Walk:
             notes.append(scenario.reference_note)
         if skipped:
             notes.append(f"{skipped} closer sources had no usable {scenario.name} knowledge and were passed over")
+        if chance:
+            notes.append(f"{chance} closer sources measured only scores at chance level on their held-out split "
+                         f"(within noise of guessing) and were passed over")
         if len(items) < top_k:
             notes.append(f"only {len(items)} of the {len(walk)} closest sources had usable {scenario.name} "
                          f"knowledge")
@@ -350,15 +357,20 @@ def _screen_knowledge(source: str, knowledge: list, guard: Guard, metric: str, i
     return screened
 
 
-def _architecture(entry, task, knowledge, metric) -> dict | None:
+def _architecture(entry, task, knowledge, metric) -> dict | str | None:
     rows = [(k, r) for k in knowledge if k.kind == KnowledgeKind.ARCHITECTURE for r in k.rows
             if getattr(r, metric) is not None]
     if not rows:
         return None
+    # A score that guessing would reach on its held-out split is no evidence for its architecture.
+    rows = [(k, r) for k, r in rows if not at_chance(getattr(r, metric), metric, task.num_classes, r.held_out)]
+    if not rows:
+        return AT_CHANCE
     best_knowledge, best = max(rows, key=lambda kr: getattr(kr[1], metric))
     return {"architecture": best.architecture, "balanced_accuracy": best.balanced_accuracy, "auroc": best.auroc,
             "evidence": {"knowledge_run": best_knowledge.run_id, "training_run": best.evidence_run or None,
-                         "candidates": len(rows), "provenance": best_knowledge.provenance}}
+                         "candidates": len(rows), "provenance": best_knowledge.provenance,
+                         "noise": noise_reason(getattr(best, metric), metric, task.num_classes, best.held_out)}}
 
 
 def _augmentation(entry, task, knowledge, metric) -> dict | None:
@@ -375,14 +387,23 @@ def _augmentation(entry, task, knowledge, metric) -> dict | None:
 
 
 def _shared_data(entry, task, knowledge, metric) -> dict | None:
-    if not task.shareable or not task.data_uri:
+    public = public_dataset(task.name) if task.contributor == REFERENCE_CONTRIBUTOR else None
+    if (not task.shareable or not task.data_uri) and public is None:
         return None
     baselines = [r for k in knowledge if k.kind == KnowledgeKind.BASELINE for r in k.rows]
-    return {"data_uri": task.data_uri, "num_images": task.num_images, "num_classes": task.num_classes,
-            "evidence": {"task_run": task.run_id, "source_baseline": (baselines[0].balanced_accuracy
-                                                                      if baselines else None)}}
+    # The source's own baseline says how learnable its data is, unless it is at chance level.
+    useful = [r for r in baselines if r.balanced_accuracy is not None
+              and not at_chance(r.balanced_accuracy, Metric.BALANCED_ACCURACY, task.num_classes, r.held_out)]
+    shared = task.shareable and bool(task.data_uri)
+    return {"data_uri": task.data_uri if shared else None, "num_images": task.num_images,
+            "num_classes": task.num_classes, "dataset": None if shared else public.to_json(),
+            "evidence": {"task_run": task.run_id,
+                         "source_baseline": useful[0].balanced_accuracy if useful else None,
+                         "baseline_at_chance": bool(baselines) and not useful}}
 
 
+#: What an item builder answers for a source whose only results are at chance level.
+AT_CHANCE = "at chance"
 _ITEMS = {ITEM_ARCHITECTURE: _architecture, ITEM_POLICY: _augmentation, ITEM_DATA: _shared_data}
 
 

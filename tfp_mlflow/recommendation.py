@@ -26,7 +26,7 @@ RECOMMENDATION_SCHEMA = "tfp.recommendation/1"
 ITEM_FIELDS: dict[str, tuple[str, ...]] = {
     ITEM_ARCHITECTURE: ("architecture", "balanced_accuracy", "auroc"),
     ITEM_POLICY: ("policy_id", "policy"),
-    ITEM_DATA: ("data_uri", "num_images", "num_classes"),
+    ITEM_DATA: ("data_uri", "num_images", "num_classes", "dataset"),
 }
 _COMMON = ("rank", "source", "distance", "signal", "flags", "contributor", "reasons")
 
@@ -56,6 +56,8 @@ class Suggestion:
     data_uri: str | None = None
     num_images: int | None = None
     num_classes: int | None = None
+    #: A published study's source: its public dataset (``id``, ``name``, ``published``, ``url``), to download.
+    dataset: dict[str, str] | None = None
     #: Set when another signal re-ordered the block (``{"score", "value"}``).
     transferability: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -67,7 +69,11 @@ class Suggestion:
             return self.architecture or "(not published)"
         if self.item == ITEM_POLICY:
             return self.policy_id or ""
-        return self.data_uri or "its data"
+        if self.data_uri:
+            return self.data_uri
+        if self.dataset:
+            return f"{self.dataset['name']} (public: {self.dataset.get('url') or self.dataset.get('published')})"
+        return "its data"
 
     def metric(self, name: str) -> float | None:
         """The value of a base metric (``balanced_accuracy``, ``auroc``) the suggestion carries."""

@@ -95,8 +95,9 @@ def scenario_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-_NO_DATA_URI = ("reference tasks are public datasets, but no data location was recorded; attach one with "
-                "`tfp contribute --name TASK --data-uri URI --shareable`")
+_NO_DATA_URI = ("reference tasks are public datasets: their suggestions name the dataset and where it is published "
+                "(download it and train with --source-data PATH, or record where it is with "
+                "`tfp contribute --name TASK --data-uri URI --shareable`)")
 _HOOKS = "tfp_mlflow.train.scenarios"
 
 register_scenario(Scenario(

@@ -116,8 +116,10 @@ def _why(reasons: dict) -> str:
     record = reasons.get("track_record")
     if record and record["tried"]:
         gain = record["median_gain"]
+        noise = record.get("within_noise") or 0
         parts.append(f"improved {record['improved']} of {record['tried']} targets"
-                     + ("" if gain is None else f", median {gain:+.3f}") + f" ({record['evidence']} evidence)")
+                     + ("" if gain is None else f", median {gain:+.3f}")
+                     + (f", {noise} within noise" if noise else "") + f" ({record['evidence']} evidence)")
     elif record is not None:
         parts.append("no measured transfers yet")
     return "; ".join(parts)
@@ -128,6 +130,9 @@ def _evidence(item, metric: str, ordered: str) -> str:
     if item.item == ITEM_ARCHITECTURE:
         value = item.metric(metric)
         evidence = f"{metric} {value:.3f}" if value is not None else ""
+        held_out = item.evidence.get("noise", {}).get("held_out")
+        if value is not None and held_out:
+            evidence += f" on {held_out} images"
         if item.transferability:
             score = item.transferability["value"]
             evidence += f"; {ordered} {'n/a' if score is None else f'{score:.3g}'}"

@@ -56,6 +56,28 @@ def _suggestions(path: Path):
     return table
 
 
+def _outcome_table(result):
+    """The final comparison: mean over seeds (spread), and each gain with its standard error."""
+    from rich.table import Table
+
+    first = result.results[0]
+    seeds = len(first.get("seeds", [0]))
+    outcome = Table(title=f"{result.target}: balanced accuracy on {first.get('held_out', '?')} test images no study "
+                          f"saw, mean of {seeds} seed{'s' * (seeds > 1)}" + (" (± spread)" if seeds > 1 else ""),
+                    caption="± after a gain: its standard error (seeds and test images); within noise: under twice it")
+    for column in ("configuration", "what", "balanced acc.", "AUROC", "vs baseline"):
+        outcome.add_column(column)
+    for row in result.results:
+        score = f"{row['balanced_accuracy']:.3f}" + (f" ± {row['sd']:.3f}" if row.get("sd") is not None else "")
+        if row.get("at_chance"):
+            score += " (chance level)"
+        gain = "-" if row is first else (f"{row['gain']:+.3f} ± {row['gain_se']:.3f}"
+                                         + (" (within noise)" if row["within_noise"] else ""))
+        outcome.add_row(row["configuration"], row["what"], score,
+                        "-" if row["auroc"] is None else f"{row['auroc']:.3f}", gain)
+    return outcome
+
+
 @main.command("demo")
 @click.option("--home", default="tfp-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the demo's SQLite cloud, artifacts, study and tasks.")
@@ -75,14 +97,7 @@ def demo_command(home: str, quick: bool, seed: int) -> None:
     for row in result.recommended:
         closest.add_row(str(row["rank"]), row["source"], row["domain"] or "", f"{row['distance']:.3f}",
                         ", ".join(row["gave"]) or "-")
-    outcome = Table(title=f"{result.target}: held-out balanced accuracy")
-    for column in ("configuration", "what", "balanced acc.", "AUROC", "vs baseline"):
-        outcome.add_column(column)
-    baseline = result.results[0]["balanced_accuracy"]
-    for row in result.results:
-        outcome.add_row(row["configuration"], row["what"], f"{row['balanced_accuracy']:.3f}",
-                        "-" if row["auroc"] is None else f"{row['auroc']:.3f}",
-                        f"{row['balanced_accuracy'] - baseline:+.3f}")
+    outcome = _outcome_table(result)
     console.print(closest, _suggestions(Path(home) / "recommendation.json"), outcome)
     console.print(f"done in {result.seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.steps.items())})")
     console.print(f"browse it: mlflow ui --backend-store-uri {result.tracking_uri}   "

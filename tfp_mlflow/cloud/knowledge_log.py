@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
-from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow
+from tfp_mlflow.cloud.knowledge import MAX_ROWS, Knowledge, KnowledgeRow, row_json
 from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.records import safe_file, short, validate_knowledge
@@ -45,7 +44,7 @@ class KnowledgeLog:
                 Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
         with self.runs.record(Kind.KNOWLEDGE, tags) as run:
             table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
-                     "rows": [asdict(r) for r in knowledge.rows]}
+                     "rows": [row_json(r) for r in knowledge.rows]}
             run.log_file(f"knowledge/{knowledge.kind}.json", lambda p: p.write_text(json.dumps(table, sort_keys=True)))
             for policy_id, policy in sorted(knowledge.policies.items()):
                 run.log_file(f"policy/{safe_file(policy_id)}.json",

@@ -2,7 +2,8 @@
 
 Columns (CSV header or JSON keys of a list of objects): ``kind`` (architecture, baseline, augmentation,
 pretraining, cotraining, architecture_transfer; default architecture), ``architecture``, ``source``,
-``policy_id``, ``repetition``, ``balanced_accuracy``, ``auroc``, ``run_id``. Metrics are fractions in [0, 1].
+``policy_id``, ``repetition``, ``balanced_accuracy``, ``auroc``, ``run_id``, ``held_out`` (images the metrics were
+measured on). Metrics are fractions in [0, 1].
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from tfp_mlflow.errors import BadInputError
 __all__ = ["read_results"]
 
 MAX_RESULTS_BYTES = 64 * 2**20
-_COLUMNS = {"kind", "architecture", "source", "policy_id", "repetition", "balanced_accuracy", "auroc", "run_id"}
+_COLUMNS = {"kind", "architecture", "source", "policy_id", "repetition", "balanced_accuracy", "auroc", "run_id",
+            "held_out"}
 
 
 def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") -> list[Knowledge]:
@@ -70,7 +72,8 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
                                repetition=_number(record.get("repetition"), int),
                                balanced_accuracy=_number(record.get("balanced_accuracy"), float),
                                auroc=_number(record.get("auroc"), float),
-                               evidence_run=str(record.get("run_id") or "").strip()).validate(kind)
+                               evidence_run=str(record.get("run_id") or "").strip(),
+                               held_out=_number(record.get("held_out"), int, "held_out")).validate(kind)
         except (BadInputError, ValueError, TypeError, OverflowError) as exc:
             raise BadInputError(f"results file {str(path)!r} row {number}: {exc}") from None
         grouped[kind].append(row)
@@ -80,7 +83,7 @@ def read_results(path: str | os.PathLike, task: str, *, provenance: str = "") ->
             for kind, rows in grouped.items()]
 
 
-def _number(value, cast):
+def _number(value, cast, name: str = "repetition"):
     """A number from a CSV cell or a JSON value; a one-line reason for anything else."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -91,6 +94,6 @@ def _number(value, cast):
         raise ValueError(f"{value!r:.40} is not a finite number")
     if cast is int:
         if number != int(number) or abs(number) > 10**9:
-            raise ValueError(f"repetition {value!r:.40} is not a small whole number")
+            raise ValueError(f"{name} {value!r:.40} is not a small whole number")
         return int(number)
     return number

@@ -5,18 +5,22 @@
 3. measure each source's knowledge with a short study of its own (nothing invented);
 4. a held-out task plays the new user's dataset: fingerprint, ``recommend``, a warm-started ``tune``;
 5. the final trainings on it: the no-transfer baseline, the tuned configuration, co-training with the closest
-   shareable source; a summary table, ``summary.json`` and everything browsable in ``mlflow ui``.
+   shareable source, each with several seeds on all of the user's data, scored on fresh test images of the same
+   task that no study saw; a summary table with each gain's standard error, ``summary.json`` and everything
+   browsable in ``mlflow ui``.
 
 Running it again on the same folder reuses what is there (contributions and studies are idempotent).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from tfp_mlflow.demo.cloud import (
@@ -24,14 +28,16 @@ from tfp_mlflow.demo.cloud import (
     DemoPlan,
     contribute_task,
     demo_space,
+    final_manifest,
     held_out_task,
     measure_knowledge,
     source_tasks,
 )
 from tfp_mlflow.errors import TfpError
+from tfp_mlflow.noise import Z, at_chance, standard_error
 from tfp_mlflow.recommendation import Recommendation
 
-__all__ = ["DemoResult", "run_demo", "DEMO_SCHEMA"]
+__all__ = ["DemoResult", "run_demo", "compare", "DEMO_SCHEMA"]
 
 DEMO_SCHEMA = "tfp.demo/1"
 
@@ -123,7 +129,8 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     tuned = _tune(cloud, target, target_path, space, plan, storage, recommendation, seed, console)
     step("recommend and tune")
 
-    console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs each)")
+    console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs, "
+                  f"{plan.final_seeds} seed{'s' * (plan.final_seeds > 1)} each; {plan.test_images} test images)")
     results = _final_trainings(cloud, target, target_path, plan, seed, tuned, recommendation, console)
     step("final trainings")
 
@@ -156,11 +163,13 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
 
 def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: Recommendation,
                      console: Console) -> list[dict[str, Any]]:
-    """Baseline, the tuned configuration and co-training with the closest shareable source, on the same split."""
+    """Baseline, the tuned configuration and co-training with the closest shareable source, each trained with
+    ``plan.final_seeds`` seeds on all of the user's data and scored on a test split no study has seen."""
     from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
     from tfp_mlflow.tune.study import cloud_policies, config_from_params
 
-    base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed,
+    manifest = final_manifest(target, path, plan, path.parent)
+    base = TrainConfig(target=str(manifest), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed,
                        epochs=plan.final_epochs)
     configs = [("no-transfer baseline", "tf_efficientnet_lite0, no policy, lr 1e-3", base)]
     if tuned.best_params:
@@ -168,18 +177,50 @@ def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned
         configs.append(("tuned (warm-started study)", f"{p['architecture']}, policy {p['policy']}, lr {p['lr']:.2g}",
                         config_from_params(base, p, cloud, cloud_policies(cloud),
                                            provenance={"study": tuned.study_name})))
+    # The closest source whose data is here (a published study's source names a dataset to download instead).
     try:
-        cotrain = config_from_recommendation(recommendation, "cotraining", 1, base, cloud)
-        configs.append((f"co-training with {cotrain.source}", "closest shareable source, rank 1", cotrain))
+        rank = next((n for n, i in enumerate(recommendation.suggestions("cotraining"), 1) if i.data_uri), 1)
+        cotrain = config_from_recommendation(recommendation, "cotraining", rank, base, cloud)
+        configs.append((f"co-training with {cotrain.source}",
+                        f"the first suggestion with data here (number {rank})",
+                        cotrain))
     except TfpError as exc:
         console.print(f"    no co-training: {exc}")
+    seeds = [seed + offset for offset in range(plan.final_seeds)]
     out = []
     for label, what, config in configs:
-        result = train(config, cloud=cloud, progress=False, log_model=label.startswith("tuned"), contribute=True)
-        console.print(f"    {label}: balanced accuracy {result.balanced_accuracy:.3f} (run {result.run_id})")
-        out.append({"configuration": label, "what": what, "balanced_accuracy": result.balanced_accuracy,
-                    "auroc": result.auroc, "run_id": result.run_id, "scenario": config.scenario,
-                    "source": config.source})
+        runs = []
+        for number, each in enumerate(seeds):
+            result = train(replace(config, seed=each), cloud=cloud, progress=False, contribute=True,
+                           log_model=label.startswith("tuned") and number == 0)
+            console.print(f"    {label}, seed {each}: balanced accuracy {result.balanced_accuracy:.3f} "
+                          f"(run {result.run_id})")
+            runs.append(result)
+        out.append({"configuration": label, "what": what, "scenario": config.scenario, "source": config.source,
+                    "seeds": seeds, "run_id": runs[0].run_id, "run_ids": [r.run_id for r in runs],
+                    "per_seed": [r.balanced_accuracy for r in runs],
+                    "auroc": None if any(r.auroc is None for r in runs) else float(np.mean([r.auroc for r in runs]))})
+    return compare(out, held_out=plan.test_images, num_classes=target.num_classes)
+
+
+def compare(rows: list[dict[str, Any]], *, held_out: int, num_classes: int) -> list[dict[str, Any]]:
+    """Each configuration's mean balanced accuracy over seeds, its spread, and its gain over the baseline (the
+    first row) with a standard error that adds the seeds' spread of the paired gains to the test split's own noise
+    (:mod:`tfp_mlflow.noise`); a gain under twice that error is ``within_noise``, a mean that guessing reaches on
+    the test split is ``at_chance``."""
+    baseline = np.asarray(rows[0]["per_seed"], dtype=float)
+    out = []
+    for row in rows:
+        scores = np.asarray(row["per_seed"], dtype=float)
+        mean, gains = float(scores.mean()), scores - baseline
+        spread = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
+        split = math.hypot(standard_error(mean, held_out), standard_error(float(baseline.mean()), held_out))
+        error = math.hypot(spread, split) if row is not rows[0] else 0.0
+        out.append({**row, "balanced_accuracy": mean, "held_out": held_out,
+                    "sd": float(scores.std(ddof=1)) if len(scores) > 1 else None,
+                    "gain": float(gains.mean()), "gain_se": error,
+                    "within_noise": bool(abs(gains.mean()) < Z * error) if row is not rows[0] else None,
+                    "at_chance": at_chance(mean, "balanced_accuracy", num_classes, held_out)})
     return out
 
 

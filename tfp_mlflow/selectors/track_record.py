@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.noise import Z
 
 __all__ = ["Outcomes", "TrackRecord", "Rule", "Evidence", "TRACK_RECORD", "WEIGHTS", "SHRINKAGES"]
 
@@ -38,7 +39,7 @@ WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 SHRINKAGES = (1.0, 3.0, 10.0)
 #: Below this many inner targets a scenario's rule is distance: too little evidence to choose anything else.
 MIN_TARGETS = 5
-_COLUMNS = ["scenario", "metric", "r", "s", "t", "p", "baseline"]
+_COLUMNS = ["scenario", "metric", "r", "s", "t", "p", "baseline", "n"]
 _TIE = 1e-6   # the distance's share in any rule: equal records are ordered by distance
 
 
@@ -49,9 +50,10 @@ class Outcomes:
     Attributes
     ----------
     table : DataFrame
-        Columns ``scenario, metric, r, s, t, p, baseline``: the target ``t``'s performance ``p`` in ``metric``
-        after transfer from source ``s`` in ``scenario`` (repetition ``r``), and the target's no-transfer
-        ``baseline`` of that repetition (NaN where none was measured).
+        Columns ``scenario, metric, r, s, t, p, baseline, n``: the target ``t``'s performance ``p`` in ``metric``
+        after transfer from source ``s`` in ``scenario`` (repetition ``r``), the target's no-transfer
+        ``baseline`` of that repetition (NaN where none was measured) and the held-out images ``n`` both were
+        measured on (NaN where unknown: then no gain can be called within noise).
     groups : dict of str to frozenset of str
         Tasks that share images with a task (itself included), for group-out validation.
     """
@@ -61,11 +63,12 @@ class Outcomes:
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping], groups: Mapping[str, Iterable[str]] | None = None) -> Outcomes:
-        """From dicts with the keys of :attr:`table` (``baseline`` optional)."""
+        """From dicts with the keys of :attr:`table` (``baseline`` and ``n`` optional)."""
         table = pd.DataFrame(list(records), columns=_COLUMNS)
         if len(table):
             table["p"] = table["p"].astype(float)
             table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
+            table["n"] = pd.to_numeric(table["n"], errors="coerce")
             table["r"] = table["r"].fillna(0).astype(int)
         bad = table[~np.isfinite(table["p"].to_numpy(dtype=float))] if len(table) else table
         if len(bad):
@@ -93,6 +96,7 @@ class Outcomes:
                      ref.baseline_or_none(target, metric, repetition))
             baselines[(metric, target, repetition)] = np.nan if value is None else value
         table["baseline"] = [baselines[key] for key in zip(table["metric"], table["t"], table["r"])]
+        table["n"] = np.nan   # the study does not publish its held-out sizes
         groups: dict[str, set[str]] = {}
         for members in ref.groups.values():
             for task in members:
@@ -145,7 +149,9 @@ class Evidence:
     """A source's measured record in one scenario, on the targets a query may read (never the query's own).
 
     ``improved`` of ``tried`` targets gained in balanced accuracy over their baseline (mean over repetitions);
-    ``median_gain`` is the median of those gains; ``outcomes`` counts every measured case behind them.
+    ``median_gain`` is the median of those gains; ``within_noise`` of them moved their target by less than twice
+    the standard error of a difference on its held-out split (:mod:`tfp_mlflow.noise`; only where the split's
+    size is known); ``outcomes`` counts every measured case behind them.
     """
 
     tried: int
@@ -153,6 +159,7 @@ class Evidence:
     median_gain: float | None
     outcomes: int
     record: float
+    within_noise: int = 0
 
     @property
     def strength(self) -> str:
@@ -160,7 +167,8 @@ class Evidence:
 
     def to_json(self) -> dict:
         return {"tried": self.tried, "improved": self.improved, "median_gain": _round(self.median_gain),
-                "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength}
+                "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength,
+                "within_noise": self.within_noise}
 
 
 class _Scenario:
@@ -192,10 +200,19 @@ class _Scenario:
         self.filled = np.where(self.measured, self.values, 0.0)
         # Gain over the target's baseline in balanced accuracy (mean over repetitions), for the reasons.
         ba = table[(table["metric"] == "balanced_accuracy") & table["baseline"].notna()]
-        gain = (ba["p"] - ba["baseline"]).groupby([ba["s"], ba["t"]]).mean()
+        pairs = [ba["s"], ba["t"]]
+        gain = (ba["p"] - ba["baseline"]).groupby(pairs).mean()
+        # Twice the standard error of the difference on the held-out split (NaN where its size is unknown).
+        held_out = ba["n"].to_numpy(dtype=float)
+        spread = [_variance(ba["p"].to_numpy(dtype=float), held_out), _variance(ba["baseline"].to_numpy(dtype=float),
+                                                                              held_out)]
+        margin = pd.Series(Z * np.sqrt(spread[0] + spread[1]), index=ba.index).groupby(pairs).mean()
         self.gains = np.full(shape, np.nan)
+        self.margins = np.full(shape, np.nan)
         if len(gain):
-            self.gains[[row[s] for s, _ in gain.index], [col[t] for _, t in gain.index]] = gain.to_numpy()
+            at = ([row[s] for s, _ in gain.index], [col[t] for _, t in gain.index])
+            self.gains[at] = gain.to_numpy()
+            self.margins[at] = margin.reindex(gain.index).to_numpy()
         # Columns that share images with each target (itself included), for group-out.
         self.group_of = [np.array([col[m] for m in outcomes.group(t) if m in col]) for t in self.targets]
 
@@ -266,11 +283,14 @@ class TrackRecord:
         keep[hidden] = False
         i = self._row[source]
         measured = data.measured[i] & keep
-        gains = data.gains[i][measured & np.isfinite(data.gains[i])]
+        known = measured & np.isfinite(data.gains[i])
+        gains = data.gains[i][known]
+        margins = data.margins[i][known]
         record = float(data.filled[i][keep].sum() / (measured.sum() + self.shrinkages[0]))
         return Evidence(tried=int(measured.sum()), improved=int((gains > 0).sum()),
                         median_gain=float(np.median(gains)) if len(gains) else None,
-                        outcomes=int(data.cases[i][measured].sum()), record=record)
+                        outcomes=int(data.cases[i][measured].sum()), record=record,
+                        within_noise=int((np.abs(gains) < margins).sum()))
 
     def matrix(self, scenario: str, distances: pd.DataFrame, targets: Sequence[str],
                columns: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -372,6 +392,12 @@ def _centred_rank(values: np.ndarray) -> np.ndarray:
 
 def _group_map(groups: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
     return {task: frozenset({task, *members}) for task, members in groups.items()}
+
+
+def _variance(score: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+    """Squared standard error of scores on ``held_out`` images, as :func:`tfp_mlflow.noise.standard_error`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(score * (1 - score), 1.0 / held_out) / held_out
 
 
 def _round(value: float | None) -> float | None:

@@ -191,5 +191,9 @@ def config_from_recommendation(recommendation: Recommendation | dict[str, Any] |
         changes["policy"] = cloud.policy((item.policy or {}).get("knowledge_run", ""), item.policy_id or "")
         changes["policy_id"] = item.policy_id
     else:
+        if item.dataset and not item.data_uri:
+            raise BadInputError(f"source {item.source!r} is the public dataset {item.dataset['name']} "
+                                f"({item.dataset.get('url') or item.dataset.get('published') or 'address not recorded'}"
+                                f"): download it and pass --source-data PATH, or choose another --rank")
         changes["source_data"] = _reachable_data(item.source, item.data_uri or "")
     return replace(base, **changes)

@@ -365,7 +365,7 @@ def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
 def contribute_outcome(cloud: KnowledgeStore, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:
     """Add the run's outcome to the cloud as knowledge of the target (registering the task by name if new)."""
     row = {"balanced_accuracy": result.balanced_accuracy, "auroc": result.auroc, "evidence_run": result.run_id,
-           "repetition": config.seed}
+           "repetition": config.seed, "held_out": len(target.val)}
     provenance = f"tfp train {config.scenario}, run {result.run_id}, seed {config.seed}"
     items: list[Knowledge] = []
     plain_architecture = config.truncate is None and config.scenario in (BASELINE, "architecture")

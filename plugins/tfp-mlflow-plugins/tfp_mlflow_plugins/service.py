@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from tfp_mlflow.cloud import CloudTask, KnowledgeStore
-from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Tag
+from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Metric, Tag
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
 from tfp_mlflow.evidence import fit_track_record
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
 from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
+from tfp_mlflow.noise import noise_reason
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
@@ -63,8 +64,12 @@ def task_detail(cloud: KnowledgeStore, name: str, nearest: int = 5) -> dict[str,
     task = _require_task(cloud, name)
     knowledge = cloud.knowledge(name)
     out = _task_json(task, sorted({k.kind for k in knowledge}))
+    def row(r) -> dict[str, Any]:   # with what says whether its score is at chance on its held-out split
+        return {**asdict(r), "noise": noise_reason(r.balanced_accuracy, Metric.BALANCED_ACCURACY, task.num_classes,
+                                                   r.held_out)}
+
     out["knowledge_runs"] = [{"kind": k.kind, "run_id": k.run_id, "provenance": k.provenance,
-                              "contributor": k.contributor, "rows": [asdict(r) for r in k.rows]} for k in knowledge]
+                              "contributor": k.contributor, "rows": [row(r) for r in k.rows]} for k in knowledge]
     # How its knowledge transferred to the cloud's other targets, per scenario (what ranks it in a recommendation).
     fitted = fit_track_record(cloud, cloud.conforming(cloud.tasks()), selector="manual")
     out["track_record"] = ({scenario: fitted.model.evidence(scenario, name, "").to_json()
