@@ -24,7 +24,7 @@ import scipy.stats
 from tfp_mlflow import FingerprintBuilder, Task, default_spec, rank_sources
 from tfp_mlflow.demo.cloud import DEFAULT_PLAN, held_out_task, source_tasks
 from tfp_mlflow.demo.tasks import DemoTask
-from tfp_mlflow.extract import fingerprint_dataset, load_backbone
+from tfp_mlflow.extract import Draws, fingerprint_dataset, load_backbone
 from tfp_mlflow.extract.datasets import open_dataset
 from tfp_mlflow.extract.pipeline import iter_features, plan_draws
 
@@ -50,7 +50,8 @@ def main() -> None:
     sources = []
     for task in source_tasks(DEFAULT_PLAN):
         folder = task.write(root / task.name)
-        fp = fingerprint_dataset(folder, spec=spec, samples=1000, progress=False, backbone=backbone, workers=1)
+        fp = fingerprint_dataset(folder, spec=spec, progress=False, backbone=backbone, draws=Draws(samples=1000,
+                                                                                                   workers=1))
         sources.append(Task.from_fingerprint(fp))
     families = ("radiograph", "fundus", "dermoscopy")[: 1 if args.quick else 3]
     targets = [held_out_task(f, DEFAULT_PLAN) for f in families]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tfp_mlflow.demo.tasks import DemoTask
-from tfp_mlflow.extract import fingerprint_dataset, load_backbone
+from tfp_mlflow.extract import Draws, fingerprint_dataset, load_backbone
 from tfp_mlflow.extract.pipeline import default_device
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 
@@ -72,8 +72,9 @@ def main() -> None:
                 bare_forward(backbone, max(2, args.draws // args.batch_size), args.batch_size, device))
             for workers in args.workers:
                 started = time.perf_counter()
-                fingerprint_dataset(folder, spec=spec, backbone=backbone, samples=args.draws,
-                                    batch_size=args.batch_size, workers=workers, device=str(device), progress=False)
+                fingerprint_dataset(folder, spec=spec, backbone=backbone, progress=False,
+                                    draws=Draws(samples=args.draws, batch_size=args.batch_size, workers=workers,
+                                                device=str(device)))
                 rates.setdefault(f"end to end, {workers} workers", []).append(
                     args.draws / (time.perf_counter() - started))
         bare = statistics.median(rates["bare forward"])

@@ -21,7 +21,7 @@ import numpy as np
 
 from tfp_mlflow import Task, get_selector
 from tfp_mlflow.demo.tasks import DemoTask
-from tfp_mlflow.extract import fingerprint_dataset, load_backbone
+from tfp_mlflow.extract import Draws, fingerprint_dataset, load_backbone
 from tfp_mlflow.extract.pipeline import PRECISIONS
 from tfp_mlflow.spec import default_spec
 
@@ -61,8 +61,9 @@ def main() -> None:
                             seed=i).write(Path(tmp) / f"task{i}") for i in range(args.tasks)]
         for label, precision, seed in [(p, p, 0) for p in PRECISIONS] + [("32, seed 1", "32", 1)]:
             started = time.perf_counter()
-            made = [fingerprint_dataset(folder, spec=spec, samples=args.draws, device=args.device, progress=False,
-                                        backbone=backbone, precision=precision, workers=0, seed=seed)
+            made = [fingerprint_dataset(folder, spec=spec, progress=False, backbone=backbone,
+                                        draws=Draws(samples=args.draws, device=args.device, precision=precision,
+                                                    workers=0, seed=seed))
                     for folder in folders]
             results[label] = {"fingerprints": made, "seconds": time.perf_counter() - started,
                               "distances": distances(made)}

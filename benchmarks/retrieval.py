@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tfp_mlflow import Task, get_selector, list_selectors, rank_sources
 from tfp_mlflow.demo.tasks import demo_suite
-from tfp_mlflow.extract import fingerprint_dataset
+from tfp_mlflow.extract import Draws, fingerprint_dataset
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     suite = demo_suite(args.tasks_per_family, num_images=args.images, image_size=args.image_size, seed=args.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tasks = [Task.from_fingerprint(fingerprint_dataset(t.write(Path(tmp) / t.name), samples=args.samples,
-                                                           moments=True, progress=False, seed=i))
+        tasks = [Task.from_fingerprint(fingerprint_dataset(t.write(Path(tmp) / t.name), moments=True, progress=False,
+                                                           draws=Draws(samples=args.samples, seed=i)))
                  for i, t in enumerate(suite)]
     family = {t.name: t.family for t in suite}
     chance = (args.tasks_per_family - 1) / (len(suite) - 1)

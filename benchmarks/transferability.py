@@ -29,7 +29,7 @@ def main() -> None:
 
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.demo.cloud import DEFAULT_PLAN, held_out_task
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset
     from tfp_mlflow.extract.probe import probe_model
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.train import TrainConfig, train
@@ -59,8 +59,8 @@ def main() -> None:
             for s in SCORES:
                 values[s][name] = score(s, probe.labels, features=probe.features, probabilities=probe.probabilities)
         if cloud is not None:
-            fingerprint = fingerprint_dataset(path, samples=DEFAULT_PLAN.samples, workers=0, name=task.name,
-                                              progress=False)
+            fingerprint = fingerprint_dataset(path, name=task.name, progress=False,
+                                              draws=Draws(samples=DEFAULT_PLAN.samples, workers=0))
             items = recommend(cloud, fingerprint, name=task.name, top_k=5, scenarios=("architecture",),
                               log=False).suggestions("architecture")
             named = list(dict.fromkeys(i.architecture for i in items))

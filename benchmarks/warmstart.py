@@ -50,7 +50,7 @@ def main() -> None:
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
     from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import run_study
+    from tfp_mlflow.tune import StudyPlan, run_study
 
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -76,10 +76,10 @@ def main() -> None:
         base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16)
         for seed in range(args.seeds):
             for mode in ("warm", "cold"):
-                result = run_study(replace(base, seed=seed), cloud, space, study_name=f"{mode}-{target.name}-{seed}",
-                                   storage=storage, n_trials=args.trials,
-                                   recommendation=rec if mode == "warm" else None,
-                                   top_k=args.top_k, seed=seed, contribute=False)
+                plan_ = StudyPlan(f"{mode}-{target.name}-{seed}", storage, n_trials=args.trials, top_k=args.top_k,
+                                  seed=seed, contribute=False)
+                result = run_study(replace(base, seed=seed), cloud, space, plan_,
+                                   recommendation=rec if mode == "warm" else None)
                 values = [t["value"] if t["state"] == "COMPLETE" else 0.0 for t in result.trials][:args.trials]
                 curves[mode].append(list(np.maximum.accumulate(values)))
                 console.print(f"{target.name} seed {seed} {mode}: best {curves[mode][-1][-1]:.3f} "

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tfp_mlflow.demo.tasks import demo_suite
-from tfp_mlflow.extract import create_spec, fingerprint_dataset
+from tfp_mlflow.extract import Draws, create_spec, fingerprint_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "tfp_mlflow" / "data"
 
@@ -33,8 +33,8 @@ def main() -> None:
         spec.save(DATA / "default-spec.npz")
         print(f"default spec {spec.id} ({spec.num_features} features) -> {DATA / 'default-spec.npz'}")
         for task in examples:
-            fingerprint = fingerprint_dataset(folders[task.name], spec=spec, samples=args.examples_samples,
-                                              seed=0, name=task.name, keywords=task.keywords)
+            fingerprint = fingerprint_dataset(folders[task.name], spec=spec, name=task.name, keywords=task.keywords,
+                                              draws=Draws(samples=args.examples_samples, seed=0))
             path = fingerprint.save(DATA / "examples" / f"{task.name}.npz")
             print(f"example {task.name} -> {path} ({path.stat().st_size // 1024} KiB)")
 

@@ -17,7 +17,7 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios", "keywords", "noise"},
     {"extract", "selectors", "ranking", "transferability", "reference", "public_datasets", "plots"},
     {"cloud"},
-    {"recommend", "recommendation", "evidence", "knowledge_map"},
+    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows"},

@@ -19,15 +19,18 @@ from tfp_mlflow.task import Task
 __all__ = ["__version__", "TfpError", "BadInputError", "SpecMismatchError", "CloudError", "Fingerprint",
            "FingerprintBuilder", "merge", "FingerprintSpec", "default_spec", "Task", "Selector", "register_selector",
            "get_selector", "list_selectors", "describe_selector", "RankedSource", "rank_sources", "rank_order",
-           "recommend_for", "tune_for", "rank_models"]
+           "recommend_for", "tune_for", "rank_models", "QueryOptions", "StudyPlan"]
 
-_WORKFLOWS = {"recommend_for", "tune_for", "rank_models"}
+#: Imported on first use: the workflows and their option types pull in MLflow (and Optuna).
+_LAZY = {"recommend_for": "tfp_mlflow.workflows", "tune_for": "tfp_mlflow.workflows",
+         "rank_models": "tfp_mlflow.workflows", "QueryOptions": "tfp_mlflow.recommend",
+         "StudyPlan": "tfp_mlflow.tune.study"}
 
 
 def __getattr__(name: str):
     """The workflows, imported lazily (they pull in MLflow; importing ``tfp_mlflow`` stays light)."""
-    if name in _WORKFLOWS:
-        from tfp_mlflow import workflows
+    if name in _LAZY:
+        import importlib
 
-        return getattr(workflows, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tfp_mlflow' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Tag
 from tfp_mlflow.cloud.store import CloudTask
+from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
@@ -91,7 +92,7 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     chooser = get_selector(selector)
     if chooser.needs_fingerprint and not all(t.has_fingerprint for t in [*targets, *tasks]):
         selector, chooser = "manual", get_selector("manual")
-    prepared = (cloud.prepared(chooser, list(tasks)) if chooser.needs_fingerprint
+    prepared = (prepared_sources(cloud, chooser, list(tasks)) if chooser.needs_fingerprint
                 else chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False)))
     queries = cloud.as_tasks(targets, with_fingerprints=chooser.needs_fingerprint,
                              variants=chooser.variants or ("small",), moments=chooser.needs_moments)

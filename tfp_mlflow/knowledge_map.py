@@ -15,7 +15,8 @@ import numpy as np
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.selectors import get_selector
+from tfp_mlflow.prepared import prepared_sources
+from tfp_mlflow.selectors import DEFAULT_SELECTOR, get_selector
 
 __all__ = ["knowledge_map", "classical_mds", "MAP_MAX_TASKS"]
 
@@ -42,7 +43,7 @@ def classical_mds(distances: np.ndarray, dimensions: int = 2) -> np.ndarray:
     return coords
 
 
-def knowledge_map(cloud: KnowledgeStore, selector: str = "bkld-small-target", *,
+def knowledge_map(cloud: KnowledgeStore, selector: str = DEFAULT_SELECTOR, *,
                   max_tasks: int = MAP_MAX_TASKS) -> dict[str, Any]:
     """``{"selector", "points": [{"name", "domain", "num_images", "x", "y"}], "quarantined", "method", "left_out",
     "without_fingerprint"}`` for the cloud's conforming tasks with a fingerprint (the first ``max_tasks``)."""
@@ -60,7 +61,7 @@ def knowledge_map(cloud: KnowledgeStore, selector: str = "bkld-small-target", *,
         return cached
     points = []
     if drawn:
-        prepared = cloud.prepared(chooser, drawn)
+        prepared = prepared_sources(cloud, chooser, drawn)
         targets = cloud.as_tasks(drawn, with_fingerprints=True, variants=chooser.variants or ("small",),
                                  moments=chooser.needs_moments)
         matrix = np.stack([chooser.distances(t, prepared) for t in targets], axis=1)   # rows sources

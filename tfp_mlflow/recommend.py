@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tfp_mlflow.cloud.base import KnowledgeStore
@@ -31,14 +31,15 @@ from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import match_keywords, vocabulary
 from tfp_mlflow.noise import at_chance, noise_reason
+from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.public_datasets import public_dataset
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.recommendation import RECOMMENDATION_SCHEMA, RankedTask, Recommendation, ScenarioAdvice, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
-from tfp_mlflow.selectors import get_selector
+from tfp_mlflow.selectors import DEFAULT_SELECTOR, get_selector
 from tfp_mlflow.task import Task
 
-__all__ = ["Recommendation", "recommend", "check_options", "check_query", "RECOMMENDATION_SCHEMA"]
+__all__ = ["QueryOptions", "Recommendation", "recommend", "check_options", "check_query", "RECOMMENDATION_SCHEMA"]
 
 #: How far down the ranking a scenario looks for sources with usable knowledge.
 WALK_FACTOR = 5
@@ -56,7 +57,7 @@ def check_query(selector: str, keywords: Sequence[str], *, has_target: bool) -> 
 
 
 def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywords: Sequence[str] = (),
-              name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
+              name: str | None = None, selector: str = DEFAULT_SELECTOR, top_k: int = 3,
               scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
               log: bool = True, rerank: Callable[[list[Suggestion]], tuple[str, list[Suggestion]]] | None = None,
               trusted: str | Sequence[str] | None = None, include_flagged: bool = False,
@@ -133,6 +134,33 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
         except ArtifactsOnServerError as exc:   # the answer stands; only its record could not be written here
             notes.append(f"not logged as a run: {exc}")
     return result
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How a query ranks and what it answers, as one value from the command line, a recipe or the server's form to
+    :func:`recommend` (its keyword parameters of the same names), so no option is dropped on the way.
+
+    ``scenarios`` ``None``: every registered scenario. See :func:`recommend` for each field.
+    """
+
+    selector: str = DEFAULT_SELECTOR
+    top_k: int = 3
+    scenarios: tuple[str, ...] | None = None
+    metric: str = Metric.BALANCED_ACCURACY
+    trusted: str | tuple[str, ...] | None = None
+    include_flagged: bool = False
+    merge: str | None = DEFAULT_MERGE_RULE
+    order_by: str = "auto"
+
+    def check(self) -> list:
+        """:func:`check_options` on these options: their scenarios, or a one-line error."""
+        return check_options(selector=self.selector, top_k=self.top_k, metric=self.metric, order_by=self.order_by,
+                             scenarios=self.scenarios)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as :func:`recommend`'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def check_options(*, selector: str, top_k: int, metric: str, order_by: str = "auto",
@@ -223,7 +251,7 @@ def _rank(cloud: KnowledgeStore, chooser, query: Task, pool: _Pool,
     """The pool ranked for the query, and which signal placed each source (the selector, or ``manual``)."""
     selector = chooser.name
     # Fingerprint selectors read a cached, prepared stack (rebuilt only when the cloud changed).
-    sources = (cloud.prepared(chooser, pool.tasks) if chooser.needs_fingerprint
+    sources = (prepared_sources(cloud, chooser, pool.tasks) if chooser.needs_fingerprint
                else cloud.as_tasks(pool.tasks, with_fingerprints=False))
     ranking = _finite(cloud, rank_sources(chooser, query, sources), pool.by_name, selector)
     signals = dict.fromkeys((r.name for r in ranking), selector)

@@ -17,7 +17,7 @@ from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Artifact, Tag
 from tfp_mlflow.demo.cloud import QUICK_PLAN
 from tfp_mlflow.demo.tasks import DemoTask
-from tfp_mlflow.extract import fingerprint_dataset
+from tfp_mlflow.extract import Draws, fingerprint_dataset
 from tfp_mlflow.testing.stores import sqlite_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
@@ -110,7 +110,7 @@ def test_recipes_run_as_mlflow_projects_from_any_folder_with_a_relative_sqlite_u
     _mlflow_run("contribute", {"fingerprint": work / "fundus_a.npz", "data_uri": folders["fundus_a"],
                                "shareable": 1}, work, relative_uri)
     cloud = Cloud(f"sqlite:///{work / 'cloud' / 'mlflow.db'}")
-    cloud.contribute(fingerprint_dataset(folders["histology_a"], samples=40, workers=0, progress=False))
+    cloud.contribute(fingerprint_dataset(folders["histology_a"], progress=False, draws=Draws(samples=40, workers=0)))
     _mlflow_run("recommend", {"data": folders["fundus_b"], "samples": 40, "out": "recommendation.json"}, work,
                 relative_uri)
     ranking = json.loads((work / "recommendation.json").read_text())["ranking"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from tfp_mlflow import BadInputError, Fingerprint, Task, default_spec, merge, rank_sources
 from tfp_mlflow.cli import main
 from tfp_mlflow.demo.tasks import DemoTask, demo_suite
-from tfp_mlflow.extract import fingerprint_dataset, load_backbone, load_image, open_dataset
+from tfp_mlflow.extract import Draws, fingerprint_dataset, load_backbone, load_image, open_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -54,7 +55,8 @@ def test_cli_writes_a_valid_fingerprint_and_same_seed_is_byte_identical(task_fol
 
 def test_a_fingerprint_from_ten_images_works(tmp_path, backbone):
     folder = DemoTask("ten", "histology", num_classes=2, num_images=10, image_size=48, seed=1).write(tmp_path / "ten")
-    fp = fingerprint_dataset(folder, samples=10, batch_size=4, workers=0, backbone=backbone, progress=False)
+    fp = fingerprint_dataset(folder, backbone=backbone, progress=False, draws=Draws(samples=10, batch_size=4,
+                                                                                    workers=0))
     assert fp.num_draws == 10 and fp.num_images == 10
     assert all((counts.sum(axis=1) == 10).all() for counts in fp.counts.values())
 
@@ -66,8 +68,8 @@ def test_mixed_precision_moves_fewer_draws_than_another_draw_does_and_says_so(ta
     spec = default_spec()
 
     def fingerprint(precision: str, seed: int = 0):
-        return fingerprint_dataset(task_folder, spec=spec, samples=32, batch_size=16, workers=0, progress=False,
-                                   backbone=backbone, precision=precision, seed=seed)
+        draws = Draws(samples=32, batch_size=16, workers=0, precision=precision, seed=seed)
+        return fingerprint_dataset(task_folder, spec=spec, progress=False, backbone=backbone, draws=draws)
 
     def moved(a, b) -> float:
         return float((0.5 * np.abs(a.histogram("small") - b.histogram("small")).sum(axis=1)).mean())
@@ -76,13 +78,15 @@ def test_mixed_precision_moves_fewer_draws_than_another_draw_does_and_says_so(ta
     assert "precision" not in full.extra
     assert 0 < moved(mixed, full) < 0.5 * moved(other_draw, full), (moved(mixed, full), moved(other_draw, full))
     with pytest.raises(BadInputError, match="--precision 'fp8' is not one of 32, 16-mixed, bf16-mixed"):
-        fingerprint_dataset(task_folder, spec=spec, samples=8, progress=False, backbone=backbone, precision="fp8")
+        fingerprint_dataset(task_folder, spec=spec, progress=False, backbone=backbone, draws=Draws(samples=8,
+                                                                                                   precision="fp8"))
 
 
 def test_merged_shards_equal_the_whole(task_folder, tmp_path, backbone):
-    kwargs = dict(samples=40, batch_size=8, seed=2, workers=0, backbone=backbone, progress=False)
-    whole = fingerprint_dataset(task_folder, **kwargs)
-    shards = [fingerprint_dataset(task_folder, shard=f"{i}/3", **kwargs) for i in (1, 2, 3)]
+    draws = Draws(samples=40, batch_size=8, seed=2, workers=0)
+    whole = fingerprint_dataset(task_folder, draws=draws, backbone=backbone, progress=False)
+    shards = [fingerprint_dataset(task_folder, draws=replace(draws, shard=f"{i}/3"), backbone=backbone,
+                                  progress=False) for i in (1, 2, 3)]
     assert [s.num_draws for s in shards] == [16, 16, 8] and shards[1].extra["shard"] == "2/3"
     paths = [s.save(tmp_path / f"s{i}.npz") for i, s in enumerate(shards)]
     result = CliRunner().invoke(main, ["merge", *map(str, paths), "--out", str(tmp_path / "merged.npz")])
@@ -97,9 +101,9 @@ def test_merged_shards_equal_the_whole(task_folder, tmp_path, backbone):
 
 def test_nearest_task_is_from_its_own_family(tmp_path, backbone):
     tasks = demo_suite(3, num_images=24, image_size=64, seed=11)
-    fingerprints = [Task.from_fingerprint(fingerprint_dataset(t.write(tmp_path / t.name), samples=64, batch_size=32,
-                                                              workers=0, backbone=backbone, progress=False,
-                                                              seed=i))
+    fingerprints = [Task.from_fingerprint(fingerprint_dataset(t.write(tmp_path / t.name), backbone=backbone,
+                                                              progress=False, draws=Draws(samples=64, batch_size=32,
+                                                                                          workers=0, seed=i)))
                     for i, t in enumerate(tasks)]
     hits = [rank_sources("bkld-small-target", target, fingerprints, top_k=1)[0].name.rsplit("_", 1)[0]
             == target.name.rsplit("_", 1)[0] for target in fingerprints]

@@ -17,7 +17,7 @@ from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.train import TrainConfig
-from tfp_mlflow.tune import NO_POLICY, SearchSpace, enqueue_warm_start, run_study, warm_start_suggestions
+from tfp_mlflow.tune import NO_POLICY, SearchSpace, StudyPlan, enqueue_warm_start, run_study, warm_start_suggestions
 from tfp_mlflow.tune.study import cloud_policies, retried_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
@@ -82,8 +82,8 @@ def test_space_file_is_validated(tmp_path):
 
 def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
     cloud, storage = setup["cloud"], f"sqlite:///{setup['root'] / 'optuna.db'}"
-    result = run_study(setup["base"], cloud, setup["space"], study_name="warm", storage=storage, n_trials=3,
-                       recommendation=setup["recommendation"], top_k=1)
+    result = run_study(setup["base"], cloud, setup["space"], StudyPlan("warm", storage, n_trials=3, top_k=1),
+                       recommendation=setup["recommendation"])
     study = optuna.load_study(study_name="warm", storage=storage)
     first = study.trials[0]
     assert first.user_attrs["warm_start"] and first.params["policy"] == setup["policy_id"]   # enqueued first
@@ -213,10 +213,10 @@ def test_a_study_of_another_cloud_is_a_one_line_error_before_any_trial(setup, tm
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     other = Cloud(sqlite_uri(tmp_path / 'other' / 'mlflow.db'))
     space = dataclasses.replace(setup["space"], policies=(NO_POLICY,), truncate=(None,))
-    run_study(setup["base"], other, space, study_name="shared-name", storage=storage, n_trials=1, contribute=False)
+    run_study(setup["base"], other, space, StudyPlan("shared-name", storage, n_trials=1, contribute=False))
     with pytest.raises(BadInputError, match="belongs to another cloud") as refused:
-        run_study(setup["base"], setup["cloud"], space, study_name="shared-name", storage=storage, n_trials=2,
-                  contribute=False)
+        run_study(setup["base"], setup["cloud"], space, StudyPlan("shared-name", storage, n_trials=2,
+                                                                  contribute=False))
     assert "\n" not in str(refused.value)
     trials = optuna.load_study(study_name="shared-name", storage=storage).get_trials()
     assert len(trials) == 1                                         # nothing ran against the wrong cloud

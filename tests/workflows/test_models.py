@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
 from tfp_mlflow.demo.tasks import DemoTask
-from tfp_mlflow.extract import fingerprint_dataset
+from tfp_mlflow.extract import Draws, fingerprint_dataset
 from tfp_mlflow.extract.probe import probe_model
 from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.transferability import logme
@@ -64,7 +64,7 @@ def test_recommend_rerank_orders_architectures_by_the_score_and_says_so(task, tm
     for i, architecture in enumerate(["tf_efficientnet_lite0", "tf_efficientnet_lite1"]):
         source = DemoTask(f"fundus_src{i}", "fundus", num_images=12, image_size=48, seed=10 + i).write(
             tmp_path / f"fundus_src{i}")
-        cloud.contribute(fingerprint_dataset(source, samples=20, workers=0, progress=False), knowledge=[
+        cloud.contribute(fingerprint_dataset(source, progress=False, draws=Draws(samples=20, workers=0)), knowledge=[
             Knowledge(f"fundus_src{i}", KnowledgeKind.ARCHITECTURE,
                       (KnowledgeRow(architecture=architecture, balanced_accuracy=0.8),))])
     result = CliRunner().invoke(main, ["recommend", str(task), "--samples", "20", "--rerank", "logme",

@@ -81,12 +81,12 @@ def test_seed_resumes_after_a_kill_and_attaches_published_tasks(plan, tmp_path):
     published = [k for k in cloud.knowledge("svhn") if k.contributor.startswith("reference:")]
     assert published, "the published task's knowledge is still there"
     # A new task of the same family: svhn is ranked by its fingerprint, with its published knowledge.
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset
     from tfp_mlflow.recommend import recommend
 
     folder = DemoTask("new_natural", "natural", num_classes=2, num_images=24, image_size=48, seed=9).write(
         tmp_path / "new")
-    target = fingerprint_dataset(folder, spec=cloud.spec(), samples=48, progress=False)
+    target = fingerprint_dataset(folder, spec=cloud.spec(), progress=False, draws=Draws(samples=48))
     answer = recommend(cloud, target, top_k=3, log=False)
     ranked = {r.source: r for r in answer.ranking}
     assert ranked["svhn"].signal == "bkld-small-target"

@@ -11,6 +11,7 @@ from tfp_mlflow.cli import DATA_ROOT, JSON_OUT, TRACKING_URI, console, data_sour
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, scenario_names
+from tfp_mlflow.selectors import DEFAULT_SELECTOR
 
 
 @main.command("contribute")
@@ -58,7 +59,7 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @main.command("recommend")
 @click.argument("data", required=False, type=click.Path())
 @click.option("--top-k", type=int, default=3, show_default=True)
-@click.option("--selector", "selector_name", default="bkld-small-target", show_default=True)
+@click.option("--selector", "selector_name", default=DEFAULT_SELECTOR, show_default=True)
 @click.option("--scenario", type=click.Choice(["all", *scenario_names()]),
               default="all", show_default=True)
 @click.option("--keywords", default="", help="The new task's keywords (needed by --selector manual).")
@@ -94,15 +95,16 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                       server: str | None, trusted: str | None, include_flagged: bool, merge: str, order_by: str,
                       tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
+    from tfp_mlflow.recommend import QueryOptions
     from tfp_mlflow.workflows import recommend_for
 
-    result = recommend_for(data, tracking_uri, keywords=keywords or "", selector=selector_name, top_k=top_k,
-                           scenarios=None if scenario == "all" else (scenario,), metric=metric, samples=samples,
-                           rerank=rerank, server=server, trusted=trusted, include_flagged=include_flagged,
-                           log=not no_log, progress=json_out != "-",
+    query = QueryOptions(selector=selector_name, top_k=top_k, scenarios=None if scenario == "all" else (scenario,),
+                         metric=metric, trusted=trusted, include_flagged=include_flagged,
+                         merge=None if merge == "none" else merge, order_by=order_by)
+    result = recommend_for(data, tracking_uri, query=query, keywords=keywords or "", samples=samples, rerank=rerank,
+                           server=server, log=not no_log, progress=json_out != "-",
                            on_note=lambda line: err_console.print(f"note: {line}"),
-                           saved_as=json_out if json_out not in (None, "-") else None,
-                           merge=None if merge == "none" else merge, order_by=order_by)
+                           saved_as=json_out if json_out not in (None, "-") else None)
     if emit_json(result.to_json(), json_out, sort_keys=True):
         return
     _print_recommendation(result)

@@ -14,6 +14,7 @@ from rich.table import Table
 from tfp_mlflow._paths import as_ordinary_file
 from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.selectors import DEFAULT_SELECTOR
 
 
 @main.command("selectors")
@@ -47,7 +48,7 @@ def _load_tasks(paths: Sequence[str], spec_path: str | None) -> list:
 
 @main.command("distances")
 @click.argument("fingerprints", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--selector", "selector_name", default="bkld-small-target", show_default=True,
+@click.option("--selector", "selector_name", default=DEFAULT_SELECTOR, show_default=True,
               help="Selector (see `tfp selectors`).")
 @click.option("--target", type=click.Path(dir_okay=False), help="Rank FINGERPRINTS as sources for this target.")
 @click.option("--top-k", type=int, default=None, help="Show only the best k sources (with --target).")
@@ -164,7 +165,7 @@ def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples
                         shard: str | None, moments: bool, skip_unreadable: bool, plot_path: str | None) -> None:
     """Fingerprint a dataset: a folder of class folders, a CSV manifest (path,label[,split]), DICOM, or a library
     dataset (medmnist:NAME[@SIZE], hf:ORG/NAME[:CONFIG][@SPLIT], a folder saved with save_to_disk)."""
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset
     from tfp_mlflow.fingerprint import validate_keywords
     from tfp_mlflow.spec import FingerprintSpec, default_spec
 
@@ -174,10 +175,10 @@ def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples
                             f"with `tfp spec create --backbone {backbone}` and pass --spec")
     if batch_size < 1:
         raise BadInputError("--batch-size must be at least 1")
-    fp = fingerprint_dataset(data, spec=spec, weights=weights, samples=samples, seed=seed, batch_size=batch_size,
-                             workers=workers, device=device, name=name, keywords=validate_keywords(keywords or []),
-                             shard=shard, skip_unreadable=skip_unreadable, moments=moments, split=split,
-                             precision=None if precision == "auto" else precision)
+    draws = Draws(samples=samples, seed=seed, batch_size=batch_size, workers=workers, device=device, shard=shard,
+                  skip_unreadable=skip_unreadable, precision=None if precision == "auto" else precision)
+    fp = fingerprint_dataset(data, spec=spec, draws=draws, weights=weights, name=name, moments=moments, split=split,
+                             keywords=validate_keywords(keywords or []))
     fp.save(out_path)
     skipped = fp.extra.get("skipped_unreadable")
     console.print(f"wrote {out_path}: {fp.name}, {fp.num_draws:,} draws of {fp.num_images:,} images in "

@@ -7,6 +7,7 @@ import click
 from rich.table import Table
 
 from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
+from tfp_mlflow.selectors import DEFAULT_SELECTOR
 
 
 @main.command("tune")
@@ -18,7 +19,7 @@ from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main
 @click.option("--space", "space_path", type=click.Path(dir_okay=False), help="Search space YAML/JSON.")
 @click.option("--fingerprint", "fingerprint_path", type=click.Path(dir_okay=False),
               help="The target's fingerprint for the warm start (default: computed from DATA).")
-@click.option("--selector", "selector_name", default="bkld-small-target", show_default=True)
+@click.option("--selector", "selector_name", default=DEFAULT_SELECTOR, show_default=True)
 @click.option("--keywords", default="", help="The target's keywords (for --selector manual).")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Suggestions enqueued by the warm start.")
 @click.option("--no-warm-start", is_flag=True, help="Cold study: the sampler alone (for comparison).")
@@ -44,7 +45,15 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
                  shrink: int | None, device: str | None, name: str | None, no_contribute: bool, heartbeat: int,
                  json_out: str | None, tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
+    from tfp_mlflow.recommend import QueryOptions
+    from tfp_mlflow.train import TrainConfig
+    from tfp_mlflow.tune import StudyPlan
     from tfp_mlflow.workflows import tune_for
+
+    training = TrainConfig(target=data, name=name, image_size=image_size, batch_size=batch_size, seed=seed,
+                           workers=workers, shrink=shrink, device=device)
+    study = StudyPlan(name=study_name or "", storage=storage or "", n_trials=n_trials, top_k=top_k, widen=widen,
+                      seed=seed, contribute=not no_contribute, heartbeat=heartbeat)
 
     def on_trial(trial) -> None:
         if json_out != "-":
@@ -52,12 +61,10 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
             console.print(f"trial {trial.number}: {trial.state.name.lower()} {value} {trial.params}")
 
     with console.status("tuning", spinner="dots") if json_out != "-" else contextlib.nullcontext():
-        result = tune_for(data, tracking_uri, study_name=study_name, storage=storage, n_trials=n_trials,
-                      space_path=space_path, fingerprint=fingerprint_path, selector=selector_name, keywords=keywords,
-                      top_k=top_k, warm_start=not no_warm_start, widen=widen, image_size=image_size,
-                      batch_size=batch_size, seed=seed, workers=workers, epochs=epochs, shrink=shrink,
-                      device=device, name=name, contribute=not no_contribute,
-                      heartbeat=heartbeat, on_trial=on_trial, on_note=console.print)
+        result = tune_for(data, tracking_uri, training=training, study=study,
+                          query=QueryOptions(selector=selector_name), keywords=keywords, space_path=space_path,
+                          fingerprint=fingerprint_path, warm_start=not no_warm_start, epochs=epochs,
+                          on_trial=on_trial, on_note=console.print)
     if emit_json(result.to_json(), json_out, default=str):
         return
     table = Table(title=f"study {result.study_name} ({len(result.trials)} trials; BA: held-out balanced accuracy)")

@@ -40,7 +40,6 @@ from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
 from tfp_mlflow.fingerprint import Fingerprint
-from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
 
@@ -116,8 +115,10 @@ class KnowledgeStore(Protocol):
                  variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:
         """Selector inputs for cloud tasks."""
 
-    def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
-        """The tasks prepared for a fingerprint selector, reused while these task versions stay the same."""
+    def prefetch(self, tasks: Sequence[CloudTask]) -> None:
+        """Bring the tasks' fingerprints into the local cache, several at once (the owner's snapshot when many
+        are missing); :func:`tfp_mlflow.prepared.prepared_sources` calls it before preparing a selector's
+        sources."""
 
     def pack(self) -> dict[str, int | str]:
         """Write a snapshot of every conforming fingerprint, which new readers download instead of each file:

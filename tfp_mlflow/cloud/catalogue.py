@@ -17,13 +17,12 @@ from dataclasses import asdict
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
-from tfp_mlflow.cloud.records import CloudTask, LazyTasks, short, task_from_run, validate_knowledge
+from tfp_mlflow.cloud.records import CloudTask, short, task_from_run, validate_knowledge
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.runs import RunLog
 from tfp_mlflow.cloud.schema import Artifact, Kind, Param, Tag
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TamperedError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords, validate_task_name
-from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
@@ -237,22 +236,6 @@ class Catalogue:
             out.append(Task(name=task.name, keywords=task.keywords, num_images=task.num_images,
                             fingerprint=fingerprint, domain=task.domain, intrinsic_dim=task.intrinsic_dim))
         return out
-
-    def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
-        """The tasks prepared for a fingerprint selector, from the local cache when these versions were seen before.
-
-        The key covers the selector, its parameters and each task's run, checksum and ranking fields, so any
-        contribution gives a new key. Fingerprints are loaded one at a time (only the variant the selector reads).
-        """
-        identity = [repr(selector), self.spec_id(), [(t.name, t.run_id, t.fingerprint_sha256, t.num_images,
-                                                      t.intrinsic_dim) for t in tasks]]
-        key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
-
-        def build() -> PreparedSources:
-            # A cold query waits on the network: the snapshot, then the missing fingerprints several at once.
-            self.artifacts.prefetch(tasks)
-            return selector.prepare(LazyTasks(self, tasks, selector.variants or ("small",), selector.needs_moments))
-        return self.artifacts.cache.prepared(key, build)
 
     # -- integrity ----------------------------------------------------------------------------------------------
     def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:

@@ -141,7 +141,8 @@ def dataset_input(name: str, digest: str, data_uri: str):
     """The task's data as an MLflow dataset input (context ``fingerprint``, digest = the fingerprint's checksum)."""
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     dataset = MetaDataset(source=HTTPDatasetSource(url=data_uri or f"tfp://{name}"), name=name, digest=digest[:16])
-    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "fingerprint")])
+    # Dataset.to_dict() is the public form of the entity (name, digest, source, source_type, schema, profile).
+    return DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", "fingerprint")])

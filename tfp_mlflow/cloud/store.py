@@ -34,7 +34,6 @@ from tfp_mlflow.cloud.records import CloudTask
 from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store, mlflow_client
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT
 from tfp_mlflow.fingerprint import Fingerprint
-from tfp_mlflow.selectors import PreparedSources, Selector
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
 
@@ -162,10 +161,6 @@ class Cloud:
         """Selector inputs for cloud tasks."""
         return self.catalogue.as_tasks(tasks, with_fingerprints=with_fingerprints, variants=variants,
                                        moments=moments)
-
-    def prepared(self, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
-        """The tasks prepared for a fingerprint selector, reused while these task versions stay the same."""
-        return self.catalogue.prepared(selector, tasks)
 
     def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
         """The tasks whose fingerprint (if any) verifies and conforms to the spec; the others are quarantined."""

@@ -41,7 +41,7 @@ class DemoPlan:
     final_seeds: int = 3
     policies: int = 4
     #: Measured on a 2-core CPU (the README's run; --quick: about 2 minutes).
-    expected_minutes: float = 11
+    expected_minutes: float = 9
 
 
 DEFAULT_PLAN = DemoPlan()
@@ -98,11 +98,11 @@ def final_manifest(task: DemoTask, data: Path, plan: DemoPlan, folder: Path) -> 
 def contribute_task(cloud: KnowledgeStore, task: DemoTask, folder: Path, backbone, plan: DemoPlan, seed: int = 0,
                     contribute: bool = True):
     """Draw ``task`` under ``folder``, fingerprint it with the shipped spec and (optionally) add it as shareable."""
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset
 
     path = task.write(folder / task.name)  # deterministic: a second demo run rewrites the same images
-    fingerprint = fingerprint_dataset(path, samples=plan.samples, seed=seed, backbone=backbone, workers=0,
-                                      name=task.name, keywords=FAMILY_KEYWORDS[task.family], progress=False)
+    fingerprint = fingerprint_dataset(path, backbone=backbone, name=task.name, keywords=FAMILY_KEYWORDS[task.family],
+                                      progress=False, draws=Draws(samples=plan.samples, seed=seed, workers=0))
     if contribute:
         cloud.contribute(fingerprint, name=task.name, domain=task.family, data_uri=str(path.resolve()),
                          shareable=True, num_images=task.num_images, num_classes=task.num_classes)
@@ -113,10 +113,10 @@ def measure_knowledge(cloud: KnowledgeStore, task: DemoTask, path: Path, space, 
                       seed: int = 0, on_trial: Callable | None = None):
     """A cold study of ``plan.knowledge_trials`` trials on the task; its best result goes to the cloud."""
     from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import run_study
+    from tfp_mlflow.tune import StudyPlan, run_study
 
     base = TrainConfig(target=str(path), name=task.name, image_size=plan.image_size, batch_size=16, seed=seed)
     # Each task's sampler has its own seed, so that the sources explore different configurations.
     sampler_seed = int(np.random.default_rng([seed, task.seed]).integers(1 << 31))
-    return run_study(base, cloud, space, study_name=f"knowledge-{task.name}-{seed}", storage=storage,
-                     n_trials=plan.knowledge_trials, seed=sampler_seed, contribute=True, on_trial=on_trial)
+    study = StudyPlan(f"knowledge-{task.name}-{seed}", storage, n_trials=plan.knowledge_trials, seed=sampler_seed)
+    return run_study(base, cloud, space, study, on_trial=on_trial)

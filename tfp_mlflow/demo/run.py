@@ -148,12 +148,12 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
 def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: Recommendation, seed: int,
           console: Console):
     from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import run_study
+    from tfp_mlflow.tune import StudyPlan, run_study
 
     base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed)
-    return run_study(base, cloud, space, study_name=f"demo-{target.name}-{seed}", storage=storage,
-                     n_trials=plan.tune_trials, recommendation=recommendation, top_k=min(3, plan.tune_trials),
-                     seed=seed, contribute=True, widen=True,   # the space grows to what the cloud suggests
+    study = StudyPlan(f"demo-{target.name}-{seed}", storage, n_trials=plan.tune_trials,
+                      top_k=min(3, plan.tune_trials), seed=seed, widen=True)   # the space grows to what is suggested
+    return run_study(base, cloud, space, study, recommendation=recommendation,
                      on_trial=lambda t: console.print(
                          f"    trial {t.number}: {t.state.name.lower()} "
                          f"{'' if t.value is None else f'{t.value:.3f}'} {t.params['architecture']}, policy "

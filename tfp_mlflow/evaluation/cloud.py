@@ -19,6 +19,7 @@ from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Metric
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.reference import Reference, ReferenceTask
 from tfp_mlflow.scenarios import list_scenarios, scenario_names
 
@@ -89,7 +90,7 @@ def cloud_distance_matrices(cloud: KnowledgeStore, selectors: Sequence[str],
     matrices = {}
     for name in selectors:
         selector = get_selector(name)
-        prepared = (cloud.prepared(selector, tasks) if selector.needs_fingerprint
+        prepared = (prepared_sources(cloud, selector, tasks) if selector.needs_fingerprint
                     else selector.prepare(cloud.as_tasks(tasks, with_fingerprints=False)))
         targets = cloud.as_tasks(tasks, with_fingerprints=selector.needs_fingerprint,
                                  variants=selector.variants or ("small",), moments=selector.needs_moments)

@@ -24,7 +24,7 @@ from tfp_mlflow.extract.datasets import ImageDataset, load_image, open_dataset
 from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 
-__all__ = ["DrawPlan", "plan_draws", "parse_shard", "iter_features", "fingerprint_dataset", "create_spec",
+__all__ = ["Draws", "DrawPlan", "plan_draws", "parse_shard", "iter_features", "fingerprint_dataset", "create_spec",
            "default_device", "PRECISIONS"]
 
 CACHE_IMAGES = 32  # draws are ordered by image, so a short memory of resized images catches the repeats
@@ -213,31 +213,62 @@ def _backbone_for(spec: FingerprintSpec, weights, device) -> Backbone:
     return backbone
 
 
+@dataclass(frozen=True)
+class Draws:
+    """How a fingerprint's images are drawn and run through the backbone: one value from the command line to
+    :func:`fingerprint_dataset`.
+
+    Attributes
+    ----------
+    samples : int, optional
+        Draws with replacement (default: the spec's, 10,000).
+    seed : int
+        Seeds which images are drawn and how each is cropped and flipped.
+    batch_size, workers : int
+        Images per forward pass; decoding threads (default: one per core, at most 8).
+    device : str, optional
+        ``cpu``, ``cuda``, ... (default: CUDA when present).
+    precision : str, optional
+        ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"``: the forward pass under autocast (recorded in the fingerprint).
+        Default: ``16-mixed`` on a GPU (it moves bKLD distances by at most 0.1 % and leaves rankings unchanged,
+        ``benchmarks/precision.py``), ``32`` on a CPU (where float16 is emulated and slower).
+    shard : str, optional
+        ``"i/N"``: compute only the i-th of N contiguous parts of the draws (merge them with ``tfp merge``).
+    skip_unreadable : bool
+        Skip images that cannot be decoded (counted in the fingerprint) instead of failing.
+    """
+
+    samples: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    workers: int | None = None
+    device: str | None = None
+    precision: str | None = None
+    shard: str | None = None
+    skip_unreadable: bool = False
+
+
 def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: FingerprintSpec | None = None,
-                        weights: str | os.PathLike | None = None, samples: int | None = None, seed: int = 0,
-                        batch_size: int = 64, workers: int | None = None, device: str | None = None,
-                        name: str | None = None, keywords: Sequence[str] = (), shard: str | None = None,
-                        skip_unreadable: bool = False, moments: bool = False, split: str | None = "train",
-                        progress: bool = True, backbone: Backbone | None = None, precision: str | None = None
-                        ) -> Fingerprint:
+                        draws: Draws = Draws(), name: str | None = None, keywords: Sequence[str] = (),
+                        split: str | None = "train", moments: bool = False, progress: bool = True,
+                        backbone: Backbone | None = None, weights: str | os.PathLike | None = None) -> Fingerprint:
     """Fingerprint a labelled image dataset (folder of class folders, CSV manifest or :class:`ImageDataset`).
 
     Parameters
     ----------
     spec : FingerprintSpec, optional
         Defaults to the shipped spec of the default backbone (:func:`tfp_mlflow.spec.default_spec`).
-    samples : int, optional
-        Draws with replacement (default: the spec's, 10,000).
-    shard : str, optional
-        ``"i/N"``: compute only the i-th of N contiguous parts of the draws (merge them with ``tfp merge``).
+    draws : Draws
+        How many images are drawn, with which seed, on which device and precision (:class:`Draws`).
+    split : str, optional
+        A manifest's split to draw from (``None``: every row).
     moments : bool
         Also keep second moments (for the FID selector; reveals more than histograms).
-    precision : str, optional
-        ``"32"``, ``"16-mixed"`` or ``"bf16-mixed"``: the forward pass under autocast (recorded in the fingerprint).
-        Default: ``16-mixed`` on a GPU (it moves bKLD distances by at most 0.1 % and leaves rankings unchanged,
-        ``benchmarks/precision.py``), ``32`` on a CPU (where float16 is emulated and slower).
+    backbone : Backbone, optional
+        An already loaded backbone (else the spec's, with ``weights`` when given).
     """
-
+    samples, seed, batch_size, workers = draws.samples, draws.seed, draws.batch_size, draws.workers
+    device, precision, shard, skip_unreadable = draws.device, draws.precision, draws.shard, draws.skip_unreadable
     spec = spec or default_spec()
     dataset = data if isinstance(data, ImageDataset) else open_dataset(data, split=split)
     samples = spec.samples if samples is None else samples

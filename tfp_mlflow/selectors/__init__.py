@@ -10,5 +10,9 @@ from tfp_mlflow.selectors.manual import ManualSelector
 from tfp_mlflow.selectors.p2l import P2L, P2LSize
 from tfp_mlflow.selectors.vdna import VDNA
 
-__all__ = ["Selector", "FingerprintSelector", "PreparedSources", "register_selector", "get_selector",
-           "list_selectors", "describe_selector", "BinnedKLD", "ManualSelector", "P2L", "P2LSize", "VDNA", "FID"]
+#: The selector a query uses unless told otherwise (the paper's best fingerprint selector).
+DEFAULT_SELECTOR = "bkld-small-target"
+
+__all__ = ["DEFAULT_SELECTOR", "Selector", "FingerprintSelector", "PreparedSources", "register_selector",
+           "get_selector", "list_selectors", "describe_selector", "BinnedKLD", "ManualSelector", "P2L", "P2LSize",
+           "VDNA", "FID"]

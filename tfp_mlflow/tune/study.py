@@ -35,8 +35,8 @@ from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_storage
 
-__all__ = ["StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start", "cloud_policies",
-           "cloud_architectures", "config_from_params", "run_study", "retried_from"]
+__all__ = ["StudyPlan", "StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start",
+           "cloud_policies", "cloud_architectures", "config_from_params", "run_study", "retried_from"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 
@@ -185,43 +185,71 @@ def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], s
     return space
 
 
-def run_study(base, cloud: KnowledgeStore, space: SearchSpace, *, study_name: str, storage: str, n_trials: int,
-              recommendation: Recommendation | dict[str, Any] | None = None, top_k: int = 3, widen: bool = False,
-              seed: int = 0,
-              contribute: bool = True, on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-              heartbeat: int = DEFAULT_HEARTBEAT) -> StudyResult:
-    """Create or join the study and run trials until it holds ``n_trials`` finished ones (see the module doc).
+@dataclass(frozen=True)
+class StudyPlan:
+    """How a study runs: its name and storage, how many finished trials it needs, the warm start (``top_k``
+    suggestions enqueued, ``widen`` to grow the space for them), the sampler's ``seed``, the workers' heartbeat,
+    and whether its best configuration is contributed. One value from the command line to :func:`run_study`;
+    an empty ``name`` or ``storage`` is filled in by :func:`tfp_mlflow.workflows.tune_for` (``tune-<task>``, the
+    storage beside the cloud)."""
+
+    name: str = ""
+    storage: str = ""
+    n_trials: int = 8
+    top_k: int = 3
+    widen: bool = False
+    seed: int = 0
+    contribute: bool = True
+    heartbeat: int = DEFAULT_HEARTBEAT
+
+    def check(self) -> StudyPlan:
+        """One-line errors for values no study can run with."""
+        if not self.name or not self.storage:
+            raise BadInputError("a study needs a name and an Optuna storage URL (--study, --storage)")
+        if self.n_trials < 1:
+            raise BadInputError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.heartbeat < 1:
+            raise BadInputError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
+        if self.top_k < 1:
+            raise BadInputError(f"--top-k must be at least 1, got {self.top_k}")
+        return self
+
+
+def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, *,
+              recommendation: Recommendation | dict[str, Any] | None = None,
+              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> StudyResult:
+    """Create or join the study ``plan`` names and run trials until it holds ``plan.n_trials`` finished ones (see
+    the module doc); ``recommendation`` warm-starts a new study.
 
     ``base`` is the :class:`~tfp_mlflow.train.TrainConfig` every trial starts from (target, image size, seed).
     """
-    if n_trials < 1:
-        raise BadInputError(f"--n-trials must be at least 1, got {n_trials}")
-    if heartbeat < 1:
-        raise BadInputError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    plan.check()
     policies = cloud_policies(cloud)
     unknown = [p for p in space.policies if p != NO_POLICY and p not in policies]
     if unknown:
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=open_storage(storage, heartbeat, _lost_trial(cloud)),
-                                direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(study_name=plan.name,
+                                storage=open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)),
+                                direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=plan.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     suggestions: list[dict[str, Any]] = []
     joined = bool(study.trials)
     if recommendation is not None and not joined:
-        suggestions = warm_start_suggestions(recommendation, space, top_k, evidence_params(cloud, recommendation))
-        space = enqueue_warm_start(study, suggestions, space, widen=widen)
+        suggestions = warm_start_suggestions(recommendation, space, plan.top_k,
+                                             evidence_params(cloud, recommendation))
+        space = enqueue_warm_start(study, suggestions, space, widen=plan.widen)
     parent = _parent_run(study, cloud, base, space)
     objective = _objective(base, cloud, space, policies, parent)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)]
+    callbacks = [optuna.study.MaxTrialsCallback(plan.n_trials, states=finished)]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial(trial))
-    if len(study.get_trials(states=finished)) < n_trials:
+    if len(study.get_trials(states=finished)) < plan.n_trials:
         study.optimize(objective, callbacks=callbacks, catch=(RuntimeError,))
-    result = _finish(study, cloud, base, parent, space, policies, suggestions, storage, contribute)
+    result = _finish(study, cloud, base, parent, space, policies, suggestions, plan.storage, plan.contribute)
     result.joined = joined
     return result
 

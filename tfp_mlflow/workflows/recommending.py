@@ -17,12 +17,10 @@ from pathlib import Path
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
-from tfp_mlflow.cloud.schema import Metric
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import vocabulary
-from tfp_mlflow.ranking import DEFAULT_MERGE_RULE
-from tfp_mlflow.recommend import Recommendation, check_options, check_query, recommend
+from tfp_mlflow.recommend import QueryOptions, Recommendation, check_query, recommend
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario
 from tfp_mlflow.selectors import get_selector
 
@@ -65,7 +63,7 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | No
         return data
     if is_fingerprint_file(data):
         return Fingerprint.load(data)
-    from tfp_mlflow.extract import fingerprint_dataset, open_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset, open_dataset
     from tfp_mlflow.spec import default_spec
 
     spec = cloud.spec() or default_spec()
@@ -81,8 +79,8 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | No
     if on_note is not None and device == "cpu":
         on_note(f"drawing {draws:,} crops of {Path(data).name} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
                 f"on 2 cores (--samples sets the number; {spec.samples:,} is the spec's, for a GPU)")
-    fingerprint = fingerprint_dataset(dataset, spec=spec, samples=draws, name=name,
-                                      keywords=list(keywords), progress=progress)
+    fingerprint = fingerprint_dataset(dataset, spec=spec, name=name, keywords=list(keywords), progress=progress,
+                                      draws=Draws(samples=draws))
     fingerprint.save(kept)
     return fingerprint
 
@@ -169,13 +167,10 @@ def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -
     return steps
 
 
-def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None, *, keywords: Sequence[str] | str = (),
-                  name: str | None = None, selector: str = "bkld-small-target", top_k: int = 3,
-                  scenarios: Sequence[str] | None = None, metric: str = Metric.BALANCED_ACCURACY,
-                  samples: int | None = None, rerank: str | None = None, server: str | None = None,
-                  trusted: str | Sequence[str] | None = None, include_flagged: bool = False, log: bool = True,
-                  progress: bool = True, on_note=None, saved_as: str | None = None,
-                  merge: str | None = DEFAULT_MERGE_RULE, order_by: str = "auto") -> Recommendation:
+def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None, *,
+                  query: QueryOptions = QueryOptions(), keywords: Sequence[str] | str = (), name: str | None = None,
+                  samples: int | None = None, rerank: str | None = None, server: str | None = None, log: bool = True,
+                  progress: bool = True, on_note=None, saved_as: str | None = None) -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -185,14 +180,16 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         with ``selector="manual"`` and ``keywords``.
     cloud : Cloud or str, optional
         The cloud or its tracking URI (default: ``MLFLOW_TRACKING_URI`` or ``./tfp-cloud``).
+    query : QueryOptions
+        Selector, top-k, scenarios, metric, trusted contributors, flagged results, merge rule and order
+        (:class:`tfp_mlflow.recommend.QueryOptions`); the selector may fall back to ``manual`` (a note says so).
+    samples : int, optional
+        Draws of ``data``'s fingerprint when it is a dataset (default: :func:`query_draws`).
     rerank : str, optional
         A transferability score (``logme``, ...) that re-orders the architecture suggestions on ``data``'s
         labelled images (``data`` must be a dataset).
     server : str, optional
         Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app.
-    order_by : str
-        ``"auto"`` (the sources' track record orders a scenario where it validated better than distance) or
-        ``"distance"`` (:func:`tfp_mlflow.recommend.recommend`).
     on_note : callable, optional
         Receives one-line notes meant for people (a fallback taken, the reference imported).
     saved_as : str, optional
@@ -201,11 +198,12 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     Example
     -------
     >>> from tfp_mlflow import recommend_for                                    # doctest: +SKIP
-    >>> recommend_for("data/fundus_1", top_k=3).suggestions("architecture")[0].architecture
+    >>> recommend_for("data/fundus_1", query=QueryOptions(top_k=3)).suggestions("architecture")[0].architecture
     'tf_efficientnet_lite1'
     """
     # Options first: a wrong one costs nothing, not even a new cloud's database.
-    check_options(selector=selector, top_k=top_k, metric=metric, order_by=order_by, scenarios=scenarios)
+    query.check()
+    selector = query.selector
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
@@ -232,8 +230,7 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
                                 "(a folder of class folders or a CSV manifest), not a fingerprint")
         reranker = transferability_reranker(dataset, rerank)
     if server and reranker is None:
-        result = _on_server(server, target, top_k=top_k, selector=selector, scenarios=scenarios, metric=metric,
-                            keywords=words, name=name, log=log, trusted=trusted, include_flagged=include_flagged)
+        result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
             result.next_steps = next_steps(result, dataset, saved_as)
             return result
@@ -242,25 +239,25 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
     if target is None and name is None and dataset is not None:
         name = Path(dataset).name
-    result = recommend(cloud, target, keywords=words, name=name, selector=selector, top_k=top_k, scenarios=scenarios,
-                       metric=metric, log=log, rerank=reranker, trusted=trusted, include_flagged=include_flagged,
-                       merge=merge, order_by=order_by)
+    result = recommend(cloud, target, keywords=words, name=name, log=log, rerank=reranker,
+                       **replace(query, selector=selector).as_kwargs())
     if fallback:
         result.notes.append(fallback)
     result.next_steps = next_steps(result, dataset, saved_as)
     return result
 
 
-def _on_server(server: str, target: Fingerprint | None, *, top_k: int, selector: str,
-               scenarios: Sequence[str] | None, metric: str, keywords: Sequence[str], name: str | None, log: bool,
-               trusted: str | Sequence[str] | None, include_flagged: bool) -> Recommendation | None:
-    """The server's answer to one upload of the target; ``None`` when it has no tfp app."""
+def _on_server(server: str, target: Fingerprint | None, query: QueryOptions, *, keywords: Sequence[str],
+               name: str | None, log: bool) -> Recommendation | None:
+    """The server's answer to one upload of the target; ``None`` when it has no tfp app. The server's form takes
+    one scenario or all, and no merge rule or order (it uses its defaults)."""
     from tfp_mlflow.cloud.remote import recommend_on_server
 
     with tempfile.TemporaryDirectory() as tmp:
         body = target.save(Path(tmp) / "target.npz").read_bytes() if target is not None else b""
+    scenarios = query.scenarios
     scenario = scenarios[0] if scenarios is not None and len(scenarios) == 1 else "all"
-    payload = recommend_on_server(server, body, top_k=top_k, selector=selector, scenario=scenario, metric=metric,
-                                  keywords=",".join(keywords), name=name, log=log, trusted=trusted,
-                                  include_flagged=include_flagged)
+    payload = recommend_on_server(server, body, top_k=query.top_k, selector=query.selector, scenario=scenario,
+                                  metric=query.metric, keywords=",".join(keywords), name=name, log=log,
+                                  trusted=query.trusted, include_flagged=query.include_flagged)
     return None if payload is None else Recommendation.from_json(payload)

@@ -283,7 +283,7 @@ def _task_name(source: str, *, open_data: bool) -> str | None:
 
 def _fingerprint_and_contribute(cloud: KnowledgeStore, entry: SeedEntry, name: str, *, samples: int, device: str | None,
                                 published: bool, progress: bool) -> str:
-    from tfp_mlflow.extract import fingerprint_dataset
+    from tfp_mlflow.extract import Draws, fingerprint_dataset
     from tfp_mlflow.spec import default_spec
 
     spec = cloud.spec() or default_spec()
@@ -294,8 +294,8 @@ def _fingerprint_and_contribute(cloud: KnowledgeStore, entry: SeedEntry, name: s
 
         import_reference(cloud, Reference.load(bundled_reference()))
         note = "imported the published study; "
-    fingerprint = fingerprint_dataset(entry.source, spec=spec, samples=samples, name=name,
-                                      keywords=entry.keywords, device=device, progress=progress)
+    fingerprint = fingerprint_dataset(entry.source, spec=spec, name=name, keywords=entry.keywords, progress=progress,
+                                      draws=Draws(samples=samples, device=device))
     # A published task keeps its published fields where the plan gives none (contribute keeps them).
     cloud.contribute(fingerprint, name=name, domain=entry.domain or None, keywords=entry.keywords or None,
                      data_uri=entry.source, shareable=True, spec=spec)
@@ -315,15 +315,17 @@ def _train(cloud: KnowledgeStore, entry: SeedEntry, name: str, training: SeedTra
 
 def _tune(cloud: KnowledgeStore, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
     """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
-
+    from tfp_mlflow.train import TrainConfig
+    from tfp_mlflow.tune import StudyPlan
     from tfp_mlflow.workflows.tuning import tune_for
 
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / f"{name}.npz"
         cloud.fingerprint(cloud.task(name)).save(target)
-        return tune_for(entry.source, cloud, study_name=f"seed-{name}", n_trials=trials, fingerprint=target,
-                        name=name, image_size=training.image_size, epochs=training.epochs, shrink=training.shrink,
-                        device=training.device, keywords=entry.keywords, contribute=True)
+        return tune_for(entry.source, cloud, fingerprint=target, keywords=entry.keywords, epochs=training.epochs,
+                        training=TrainConfig(target=entry.source, name=name, image_size=training.image_size,
+                                             shrink=training.shrink, device=training.device),
+                        study=StudyPlan(name=f"seed-{name}", n_trials=trials))
 
 
 def _provenance(entry: SeedEntry) -> dict[str, str]:

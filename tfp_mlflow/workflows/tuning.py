@@ -11,12 +11,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
 from tfp_mlflow.cloud.store import DEFAULT_HOME
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords
+from tfp_mlflow.recommend import QueryOptions
 from tfp_mlflow.workflows.recommending import plan_query, recommend_for
+
+if TYPE_CHECKING:
+    from tfp_mlflow.train import TrainConfig
+    from tfp_mlflow.tune import StudyPlan, StudyResult
 
 __all__ = ["tune_for", "default_storage"]
 
@@ -29,27 +35,33 @@ def default_storage(cloud: KnowledgeStore) -> str:
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
-def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None, *, study_name: str | None = None,
-         storage: str | None = None, n_trials: int = 8, space_path: str | None = None,
-         fingerprint: str | os.PathLike | None = None, selector: str = "bkld-small-target",
-         keywords: Sequence[str] | str = (), top_k: int = 3, warm_start: bool = True, widen: bool = False,
-         image_size: int = 128, batch_size: int = 32, seed: int = 0, workers: int = 0, name: str | None = None,
-         epochs: int | None = None, shrink: int | None = None, device: str | None = None, contribute: bool = True,
-         heartbeat: int = 60,
-         on_trial: Callable | None = None,
-         on_note: Callable[[str], None] | None = None):
+def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None, *,
+             training: TrainConfig | None = None, study: StudyPlan | None = None,
+             query: QueryOptions = QueryOptions(), keywords: Sequence[str] | str = (),
+             space_path: str | None = None, fingerprint: str | os.PathLike | None = None, warm_start: bool = True,
+             epochs: int | None = None, on_trial: Callable | None = None,
+             on_note: Callable[[str], None] | None = None) -> StudyResult:
     """Search architecture, policy, learning rate, weight decay and truncation for ``data``; returns the
-    :class:`~tfp_mlflow.tune.StudyResult`. Several processes with the same ``study_name`` and ``storage`` share
-    one study (each runs trials until ``n_trials`` have finished). ``epochs`` overrides the space's budget per
-    trial; ``shrink`` trains each trial on at most that many images; ``device`` is where each trial trains."""
-    from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, loadable_architectures, run_study
+    :class:`~tfp_mlflow.tune.StudyResult`.
+
+    ``training`` is what every trial starts from (its ``target`` becomes ``data``: image size, batch size, seed,
+    workers, shrink, device, name); ``study`` names the study and its storage (default: ``tune-<task>`` beside the
+    cloud, :func:`default_storage`), the trials it needs, the warm start's ``top_k`` and ``widen``; ``query`` is how
+    the warm start's recommendation ranks (its ``top_k`` is the study's). Several processes with the same study name
+    and storage share one study (each runs trials until ``study.n_trials`` have finished). ``epochs`` overrides the
+    space's budget per trial.
+    """
+    from tfp_mlflow.train import TrainConfig  # torch: only where trials train
+    from tfp_mlflow.tune import PAPER_ARCHITECTURES, SearchSpace, StudyPlan, loadable_architectures, run_study
     from tfp_mlflow.tune.study import cloud_architectures, cloud_policies
 
+    query.check()
+    study = study or StudyPlan()
     cloud = Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
     note = on_note or (lambda line: None)
-    base = TrainConfig(target=str(data), name=name, image_size=image_size, batch_size=batch_size, seed=seed,
-                       workers=workers, shrink=shrink, device=device).validate()
+    base = replace(training or TrainConfig(target=str(data)), target=str(data)).validate()
+    study = replace(study, name=study.name or f"tune-{base.task_name}",
+                    storage=study.storage or default_storage(cloud)).check()
     loadable, left_out = loadable_architectures(["tf_efficientnet_lite0", *PAPER_ARCHITECTURES,
                                                  *cloud_architectures(cloud)])
     space = SearchSpace.load(space_path, default_architectures=loadable, default_policies=sorted(cloud_policies(cloud)))
@@ -65,14 +77,11 @@ def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None,
         words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str)
                                   else list(keywords))
         try:   # plan_query before any image is drawn: can the cloud answer at all?
-            plan_query(cloud, selector, words, has_target=True)
-            target = None if selector == "manual" else (fingerprint or str(data))
-            recommendation = recommend_for(target, cloud, keywords=words, name=base.task_name, selector=selector,
-                                           top_k=top_k, scenarios=("architecture", "augmentation"),
+            plan_query(cloud, query.selector, words, has_target=True)
+            target = None if query.selector == "manual" else (fingerprint or str(data))
+            warm = replace(query, top_k=study.top_k, scenarios=("architecture", "augmentation"))
+            recommendation = recommend_for(target, cloud, query=warm, keywords=words, name=base.task_name,
                                            progress=False, on_note=note).to_json()
         except BadInputError as exc:   # e.g. the target is the only task of the cloud: the study starts cold
             note(f"no warm start: {exc}")
-    return run_study(base, cloud, space, study_name=study_name or f"tune-{base.task_name}",
-                     storage=storage or default_storage(cloud), n_trials=n_trials, recommendation=recommendation,
-                     top_k=top_k, widen=widen, seed=seed, contribute=contribute, heartbeat=heartbeat,
-                     on_trial=on_trial)
+    return run_study(base, cloud, space, study, recommendation=recommendation, on_trial=on_trial)

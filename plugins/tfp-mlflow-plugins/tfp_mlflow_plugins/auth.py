@@ -86,11 +86,10 @@ def _creator_is_caller(response):
         return response
 
     from mlflow.entities import RunTag
-    from mlflow.server.handlers import _get_tracking_store
 
     try:
         run_id = json.loads(response.get_data())["run"]["info"]["run_id"]
-        _get_tracking_store().set_tag(run_id, RunTag(Tag.MLFLOW_USER, user))
+        server_store().set_tag(run_id, RunTag(Tag.MLFLOW_USER, user))
     except Exception:   # fail closed: a run whose creator cannot be recorded is not kept
         from flask import jsonify
         failed = jsonify(error_code="INTERNAL_ERROR", error="the run's creator could not be recorded; try again",
@@ -291,12 +290,23 @@ def _owned_and_immutable():
     return _refuse(reason) if reason else None
 
 
-def _ownership_refusal(user: str, run_id: str) -> str | None:
-    """Why ``user`` (not an admin) may not write to run ``run_id``, or ``None`` when it may (fails closed)."""
+def server_store():
+    """The tracking store this server's own handlers read and write.
+
+    The checks must see a run or experiment exactly as the handler that acts on it will, so they read that store,
+    not a client (which would come back through HTTP and these hooks). MLflow offers no public handle on it inside
+    the server: ``mlflow.server.handlers._get_tracking_store`` is the one private MLflow name the plugins use, here
+    only; ``constraints.txt`` pins MLflow and ``tests/plugins/test_attacks.py`` exercises every caller.
+    """
     from mlflow.server.handlers import _get_tracking_store
 
+    return _get_tracking_store()
+
+
+def _ownership_refusal(user: str, run_id: str) -> str | None:
+    """Why ``user`` (not an admin) may not write to run ``run_id``, or ``None`` when it may (fails closed)."""
     try:
-        run = _get_tracking_store().get_run(run_id)
+        run = server_store().get_run(run_id)
     except Exception:
         return f"run {run_id[:40]!r} cannot be checked (does it exist?); the write was refused"
     tags = run.data.tags
@@ -361,10 +371,8 @@ def _experiment_refusal():
     experiment_id = _one(_EXPERIMENT_FIELDS, body, "experiment")
     if experiment_id is None:
         return None   # MLflow answers that the field is missing
-    from mlflow.server.handlers import _get_tracking_store
-
     try:
-        experiment = _get_tracking_store().get_experiment(experiment_id)
+        experiment = server_store().get_experiment(experiment_id)
     except Exception:
         raise _Refusal(403, f"experiment {experiment_id[:40]!r} cannot be checked; the write was refused") from None
     if not (experiment.name.startswith("tfp-") or any(k.startswith("tfp.") for k in experiment.tags)):

@@ -15,9 +15,9 @@ from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
 from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
 from tfp_mlflow.noise import noise_reason
-from tfp_mlflow.recommend import recommend
+from tfp_mlflow.recommend import QueryOptions, recommend
 from tfp_mlflow.scenarios import get_scenario
-from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
+from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map",
@@ -25,7 +25,6 @@ __all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_de
 
 #: Largest fingerprint upload accepted (a 1280-feature fingerprint is about 0.5 MB).
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
-DEFAULT_SELECTOR = "bkld-small-target"
 
 
 def _task_json(task: CloudTask, kinds: list[str]) -> dict[str, Any]:
@@ -134,9 +133,9 @@ def recommend_upload(cloud: KnowledgeStore, body: bytes, *, top_k: int = 3, sele
                 target = Fingerprint.load(path, spec)
             except BadInputError as exc:
                 raise type(exc)(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
-    result = recommend_for(target, cloud, keywords=keywords, name=name or None, selector=selector, top_k=top_k,
-                           scenarios=None if scenario == "all" else (scenario,), metric=metric, log=log,
-                           trusted=trusted, include_flagged=include_flagged, progress=False)
+    query = QueryOptions(selector=selector, top_k=top_k, scenarios=None if scenario == "all" else (scenario,),
+                         metric=metric, trusted=trusted, include_flagged=include_flagged)
+    result = recommend_for(target, cloud, query=query, keywords=keywords, name=name or None, log=log, progress=False)
     return result.to_json()
 
 
