@@ -33,6 +33,10 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     assert done.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     recommendation = json.loads((tmp_path / "rec.json").read_text())
-    shown = {name: block["items"] for name, block in recommendation["scenarios"].items()}
-    assert all(shown.values()), {name: len(items) for name, items in shown.items()}   # content in every scenario
+    blocks = recommendation["scenarios"]
+    # Content in every scenario, or the one line that says why not: the tour's two-epoch training on 12 held-out
+    # images scores at chance level, which is kept in the cloud but not offered as evidence.
+    empty = {name: block["notes"] for name, block in blocks.items() if not block["items"]}
+    assert set(empty) <= {"architecture"}, empty
+    assert all(any("at chance level" in note for note in notes) for notes in empty.values()), empty
     assert recommendation["next_steps"] and (tmp_path / "eval-plots" / "gain_curves.png").is_file()

@@ -34,7 +34,9 @@ def demo(tmp_path_factory):
 
 def test_demo_prints_its_summary_and_how_to_browse_it(demo):
     home, output, summary = demo
-    assert "held-out balanced accuracy" in output and "no-transfer baseline" in output
+    assert "test images no study saw" in output and "no-transfer baseline" in output
+    assert "± after a gain: its standard error" in output                       # the comparison's uncertainty
+    assert all(r["held_out"] == QUICK_PLAN.test_images and r["per_seed"] for r in summary["results"])
     assert "what was suggested, and why" in output and "by distance" in output   # each suggestion's reasons
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in output
     assert summary["schema"] == "tfp.demo/1" and summary["target"] == "radiograph_new"
