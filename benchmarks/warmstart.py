@@ -1,14 +1,22 @@
-"""Warm-started vs cold `tfp tune` studies on held-out synthetic tasks (the product's claim, measured).
+"""Cold, top-k and whole-study warm starts of `tfp tune` on held-out synthetic tasks (the product's claim, measured).
 
 The cloud is built as in `tfp demo`: source tasks of several domain families, fingerprinted and contributed, each
-with knowledge measured by a short study of its own, plus the published 71-task knowledge (whose policies are the
-candidate policies). Then, for every held-out task (one new task per family) and seed, a warm-started study
-(the recommender's top-k enqueued first) and a cold one (TPE alone) run with the same space, trial budget and
-sampler seed. Printed: best held-out balanced accuracy after 1, 3, 5 and 10 trials, and the trials each needs to
-reach the cold study's final best, averaged over tasks and seeds.
+with knowledge measured by a study of its own (whose every trial the cloud keeps), plus the published 71-task
+knowledge (whose policies are the candidate policies). Then, for every held-out task (a new task per family, with
+``--target-images`` images and a held-out split of ``--held-out`` of them, so one image is a small step) and seed,
+four studies run with the same space, trial budget and sampler seed:
 
-    .venv/bin/python benchmarks/warmstart.py                 # about 30 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/warmstart.py --families fundus,histology --seeds 1 --trials 5   # a smoke run
+* ``cold``: TPE alone;
+* ``top-k``: the recommender's top-k configurations enqueued first (``--transfer top-k``);
+* ``studies``: top-k, and the nearest tasks' whole studies (``--transfer studies``, :mod:`tfp_mlflow.tune.transfer`);
+* ``misled``: whole studies only, from the *farthest* source tasks (a deliberately misleading source).
+
+Printed (Markdown for ``benchmarks/README.md``): best held-out balanced accuracy after 1, 3, 5 and the last trial,
+and the trials each needs to reach the cold study's final best and 95 % of it, as means over (task, seed) pairs with
+95 % bootstrap intervals.
+
+    .venv/bin/python benchmarks/warmstart.py                 # about 50 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/warmstart.py --families fundus,histology --seeds 1 --trials 4   # a smoke run
 """
 from __future__ import annotations
 
@@ -21,15 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
+MODES = ("cold", "top-k", "studies", "misled")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="radiograph,fundus,histology,dermoscopy")
-    parser.add_argument("--sources-per-family", type=int, default=2)
-    parser.add_argument("--knowledge-trials", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--families", default="radiograph,fundus,histology,dermoscopy,endoscopy,natural",
+                        help="families of the source tasks; the first --targets get a held-out task")
+    parser.add_argument("--targets", type=int, default=3)
+    parser.add_argument("--sources-per-family", type=int, default=1)
+    parser.add_argument("--knowledge-trials", type=int, default=6)
+    parser.add_argument("--target-images", type=int, default=200)
+    parser.add_argument("--held-out", type=float, default=0.4, help="share of the target's images held out")
+    parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--policies", type=int, default=6)
     parser.add_argument("--home", default=None, help="Keep the cloud and studies here (default: a temp folder).")
     parser.add_argument("--json", default=None, help="Also write the raw curves to this file.")
     args = parser.parse_args()
@@ -37,6 +52,7 @@ def main() -> None:
     from rich.console import Console
 
     from tfp_mlflow.cloud.reference_import import import_reference
+    from tfp_mlflow.cloud.runs import configure_process
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.demo.cloud import (
         DEFAULT_PLAN,
@@ -48,48 +64,63 @@ def main() -> None:
     )
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.recommend import recommend
+    from tfp_mlflow.recommendation import Recommendation
     from tfp_mlflow.reference import Reference, bundled_reference
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import StudyPlan, run_study
 
+    configure_process()
     console = Console(stderr=True)
     started = time.perf_counter()
     home = Path(args.home or tempfile.mkdtemp(prefix="tfp-warmstart-"))
     plan = replace(DEFAULT_PLAN, families=tuple(args.families.split(",")),
-                   sources_per_family=args.sources_per_family, knowledge_trials=args.knowledge_trials)
+                   sources_per_family=args.sources_per_family, knowledge_trials=args.knowledge_trials,
+                   policies=args.policies)
     cloud = Cloud(f"sqlite:///{home / 'mlflow.db'}")
     storage = f"sqlite:///{home / 'optuna.db'}"
     import_reference(cloud, Reference.load(bundled_reference()))
     backbone = load_backbone("tf_efficientnet_lite0", device="cpu")
     space = demo_space(cloud, plan)
-    for task in source_tasks(plan):
+    sources = source_tasks(plan)
+    total = len(sources) * plan.knowledge_trials + args.targets * args.seeds * len(MODES) * args.trials
+    console.print(f"{total} trainings; about {total * 9 / 60:.0f} minutes on 2 CPU cores")
+    for task in sources:
         path, _ = contribute_task(cloud, task, home / "tasks", backbone, plan)
         measure_knowledge(cloud, task, path, space, plan, storage)
-        console.print(f"source {task.name}: knowledge measured ({time.perf_counter() - started:.0f} s)")
+        console.print(f"source {task.name}: its study measured ({time.perf_counter() - started:.0f} s)")
     built = time.perf_counter() - started
 
-    curves: dict[str, list[list[float]]] = {"warm": [], "cold": []}
-    for family in plan.families:
-        target = held_out_task(family, plan)
+    curves: dict[str, list[list[float]]] = {mode: [] for mode in MODES}
+    for family in plan.families[:args.targets]:
+        target = replace(held_out_task(family, plan), num_images=args.target_images)
         path, fingerprint = contribute_task(cloud, target, home / "tasks", backbone, plan, contribute=False)
-        rec = recommend(cloud, fingerprint, name=target.name, top_k=args.top_k, log=False).to_json()
-        base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16)
+        rec = recommend(cloud, fingerprint, name=target.name, top_k=args.top_k, log=False)
+        # The misleading case: the farthest source tasks first, nothing enqueued.
+        ours = {t.name for t in sources}
+        farthest = [r for r in reversed(rec.ranking) if r.source in ours] or list(reversed(rec.ranking))
+        misleading = replace(rec, ranking=[replace(r, rank=i) for i, r in enumerate(farthest, start=1)],
+                             scenarios={})
+        base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16,
+                           val_fraction=args.held_out)
         for seed in range(args.seeds):
-            for mode in ("warm", "cold"):
-                plan_ = StudyPlan(f"{mode}-{target.name}-{seed}", storage, n_trials=args.trials, top_k=args.top_k,
-                                  seed=seed, contribute=False)
-                result = run_study(replace(base, seed=seed), cloud, space, plan_,
-                                   recommendation=rec if mode == "warm" else None)
+            for mode in MODES:
+                study = StudyPlan(f"{mode}-{target.name}-{seed}", storage, n_trials=args.trials, top_k=args.top_k,
+                                  seed=seed, contribute=False, widen=True,   # the space holds what is suggested
+                                  transfer="studies" if mode in ("studies", "misled") else "top-k")
+                given = {"cold": None, "misled": misleading}.get(mode, rec)
+                result = run_study(replace(base, seed=seed), cloud, space, study,
+                                   recommendation=None if given is None else Recommendation.read(given.to_json()))
                 values = [t["value"] if t["state"] == "COMPLETE" else 0.0 for t in result.trials][:args.trials]
                 curves[mode].append(list(np.maximum.accumulate(values)))
                 console.print(f"{target.name} seed {seed} {mode}: best {curves[mode][-1][-1]:.3f} "
                               f"({time.perf_counter() - started:.0f} s)")
 
     report(curves, args.trials)
-    print(f"\n{len(curves['warm'])} (task, seed) pairs; cloud built in {built / 60:.1f} min, "
-          f"total {(time.perf_counter() - started) / 60:.1f} min on this machine")
+    print(f"\n{len(curves['cold'])} (task, seed) pairs, {args.target_images} images per target "
+          f"({args.held_out:.0%} held out); cloud built in {built / 60:.1f} min, total "
+          f"{(time.perf_counter() - started) / 60:.1f} min on this machine")
     if args.json:
-        Path(args.json).write_text(json.dumps({"curves": curves, "plan": plan.__dict__}, indent=1, default=str))
+        Path(args.json).write_text(json.dumps({"curves": curves, "args": vars(args)}, indent=1, default=str))
 
 
 def trials_to_reach(curve: list[float], level: float) -> int:
@@ -97,20 +128,31 @@ def trials_to_reach(curve: list[float], level: float) -> int:
     return next((i + 1 for i, value in enumerate(curve) if value >= level - 1e-12), len(curve) + 1)
 
 
+def interval(values, rng: np.random.Generator, draws: int = 2000) -> tuple[float, float, float]:
+    """Mean and a 95 % bootstrap interval."""
+    values = np.asarray(values, dtype=float)
+    means = rng.choice(values, size=(draws, len(values))).mean(axis=1)
+    return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def report(curves: dict[str, list[list[float]]], budget: int) -> None:
-    checkpoints = [n for n in (1, 3, 5, 10) if n <= budget]
-    warm, cold = np.array(curves["warm"]), np.array(curves["cold"])
-    reach = {"warm": [trials_to_reach(w, c[-1]) for w, c in zip(warm, cold)],
-             "cold": [trials_to_reach(c, c[-1]) for c in cold]}
-    print("\nbest held-out balanced accuracy after N trials (mean over tasks and seeds)")
-    print(f"{'study':<6}" + "".join(f"{f'N={n}':>9}" for n in checkpoints) + f"{'trials to cold best':>22}")
-    for mode, array in (("warm", warm), ("cold", cold)):
-        print(f"{mode:<6}" + "".join(f"{array[:, n - 1].mean():>9.3f}" for n in checkpoints)
-              + f"{np.mean(reach[mode]):>22.2f}")
-    print("warm/cold ratio " + " ".join(f"N={n}: {warm[:, n - 1].mean() / cold[:, n - 1].mean():.3f}"
-                                          for n in checkpoints)
-          + f"; trials to cold best: {np.mean(reach['warm']) / np.mean(reach['cold']):.2f}"
-          + f" (warm never reached it in {sum(r > budget for r in reach['warm'])} of {len(reach['warm'])})")
+    rng = np.random.default_rng(0)
+    checkpoints = sorted({n for n in (1, 3, 5) if n < budget} | {budget})
+    cold = np.array(curves["cold"])
+    head = ["study", *[f"best after {n}" for n in checkpoints], "trials to cold's best", "trials to 95 % of it"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for mode, rows in curves.items():
+        array = np.array(rows)
+        cells = [mode]
+        for n in checkpoints:
+            mean, low, high = interval(array[:, n - 1], rng)
+            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+        for share in (1.0, 0.95):
+            reach = [trials_to_reach(row, share * c[-1]) for row, c in zip(array, cold)]
+            mean, low, high = interval(reach, rng)
+            cells.append(f"{mean:.2f} [{low:.2f}, {high:.2f}]")
+        print("| " + " | ".join(cells) + " |")
+    print(f"(trials to reach: {budget + 1} when never reached within the budget)")
 
 
 if __name__ == "__main__":

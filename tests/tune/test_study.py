@@ -231,3 +231,29 @@ def test_a_reused_policy_keeps_the_task_it_was_learned_on(tmp_path):
             policies={"flip": policy})])
     run_id, source = cloud_policies(cloud)["flip"]
     assert source == "radiograph_1" and cloud.policy(run_id, "flip") == policy
+
+
+def test_a_study_kept_in_the_cloud_learns_from_the_nearest_tasks_whole_study(setup, tmp_path):
+    """`--storage mlflow --transfer studies`: the source's study (run in the RDB storage) is read back from the cloud
+    through its parent run; the new study lives in the cloud's tfp-studies experiment, its trials say which study
+    shaped them."""
+    from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT
+    from tfp_mlflow.cloud.studies import mlflow_storage
+
+    cloud, space = setup["cloud"], dataclasses.replace(setup["space"], truncate=(None,))
+    source = DemoTask("fundus_known", "fundus", num_classes=2, num_images=30, image_size=40, seed=6).write(
+        tmp_path / "fundus_known")
+    run_study(dataclasses.replace(setup["base"], target=str(source)), cloud, space,
+              StudyPlan("tune-fundus_known", f"sqlite:///{tmp_path / 'optuna.db'}", n_trials=3, contribute=False))
+    plan = StudyPlan("in-the-cloud", "mlflow", n_trials=4, top_k=1, transfer="studies", contribute=False, seed=1)
+    result = run_study(setup["base"], cloud, space, plan, recommendation=setup["recommendation"])
+    assert len([t for t in result.trials if t["state"] == "COMPLETE"]) >= 4
+    assert [t["number"] for t in result.trials] == sorted(t["number"] for t in result.trials)
+    assert result.trials[0]["user_attrs"]["warm_start"]                         # the top-k still come first
+    shaped = [t["user_attrs"]["transfer_from"] for t in result.trials if "transfer_from" in t["user_attrs"]]
+    assert shaped and {s["task"] for s in shaped} == {"fundus_known"}
+    kept = optuna.load_study(study_name="in-the-cloud", storage=mlflow_storage(cloud))
+    assert len(kept.trials) == len(result.trials)
+    assert cloud.experiment_id(STUDIES_EXPERIMENT)
+    with pytest.raises(BadInputError, match="--transfer must be one of top-k, studies"):
+        dataclasses.replace(plan, transfer="all").check()

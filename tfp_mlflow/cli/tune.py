@@ -13,8 +13,8 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @main.command("tune")
 @click.argument("data", type=click.Path())
 @click.option("--study", "study_name", default=None, help="Study name (default: tune-<task>); workers share it.")
-@click.option("--storage", default=None, help="Optuna storage URL (default: optuna.db beside a SQLite cloud, else "
-                                               "./tfp-cloud/optuna.db).")
+@click.option("--storage", default=None, help="Optuna storage URL, or 'mlflow' for the cloud's own store (default: "
+                                               "optuna.db beside a SQLite cloud; on a tracking server, the server).")
 @click.option("--n-trials", type=int, default=8, show_default=True, help="Finished trials of the whole study.")
 @click.option("--space", "space_path", type=click.Path(dir_okay=False), help="Search space YAML/JSON.")
 @click.option("--fingerprint", "fingerprint_path", type=click.Path(dir_okay=False),
@@ -23,6 +23,9 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @click.option("--keywords", default="", help="The target's keywords (for --selector manual).")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Suggestions enqueued by the warm start.")
 @click.option("--no-warm-start", is_flag=True, help="Cold study: the sampler alone (for comparison).")
+@click.option("--transfer", type=click.Choice(["top-k", "studies"]), default="top-k", show_default=True,
+              help="top-k: enqueue the recommended configurations; studies: also learn from the nearest tasks' "
+                   "whole studies.")
 @click.option("--widen", is_flag=True, help="Grow the space to hold suggestions outside it (else an error).")
 @click.option("--image-size", type=int, default=128, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -41,7 +44,8 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @data_source
 def tune_command(data: str, study_name: str | None, storage: str | None, n_trials: int, space_path: str | None,
                  fingerprint_path: str | None, selector_name: str, keywords: str, top_k: int, no_warm_start: bool,
-                 widen: bool, image_size: int, batch_size: int, seed: int, workers: int, epochs: int | None,
+                 transfer: str, widen: bool, image_size: int, batch_size: int, seed: int, workers: int,
+                 epochs: int | None,
                  shrink: int | None, device: str | None, name: str | None, no_contribute: bool, heartbeat: int,
                  json_out: str | None, tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
@@ -53,7 +57,7 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
     training = TrainConfig(target=data, name=name, image_size=image_size, batch_size=batch_size, seed=seed,
                            workers=workers, shrink=shrink, device=device)
     study = StudyPlan(name=study_name or "", storage=storage or "", n_trials=n_trials, top_k=top_k, widen=widen,
-                      seed=seed, contribute=not no_contribute, heartbeat=heartbeat)
+                      seed=seed, contribute=not no_contribute, heartbeat=heartbeat, transfer=transfer)
 
     def on_trial(trial) -> None:
         if json_out != "-":

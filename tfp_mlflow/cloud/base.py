@@ -150,3 +150,7 @@ class KnowledgeStore(Protocol):
 
     def list_artifacts(self, run_id: str) -> list[str]:
         """The paths of every file a run holds."""
+
+    def read_artifact(self, run: StoredRun, artifact_path: str) -> bytes:
+        """A run's artifact, verified by the checksum the run recorded and refused before download when larger
+        than its kind's limit (:data:`~tfp_mlflow.cloud.schema.ARTIFACT_LIMITS`)."""

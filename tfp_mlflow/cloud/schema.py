@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["ARTIFACT_LIMITS", "artifact_limit", "CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT",
            "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
-           "TUNING_EXPERIMENT", "Tag",
+           "TUNING_EXPERIMENT", "STUDIES_EXPERIMENT", "Tag",
            "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS",
            "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT", "sha256_tag"]
 
@@ -26,6 +26,8 @@ RECOMMENDATION_EXPERIMENT = "tfp-recommendations"
 EVALUATION_EXPERIMENT = "tfp-evaluations"
 TRAINING_EXPERIMENT = "tfp-training"
 TUNING_EXPERIMENT = "tfp-tuning"
+#: Optuna studies kept in the cloud (``tfp tune --storage mlflow``): a study is a run, each trial a child run.
+STUDIES_EXPERIMENT = "tfp-studies"
 MODEL_RANKING_EXPERIMENT = "tfp-model-rankings"
 
 
@@ -149,6 +151,7 @@ class Artifact:
     TRAINING_RESULT = "result.json"
     MODEL = "model"                              # MLflow pytorch flavour (pt2: torch.export, no pickle)
     SNAPSHOT = "snapshot/fingerprints.zip"       # snapshot runs: members named <sha256>.npz
+    STUDY = "study.json"                         # study runs: every trial (params, state, value, attrs)
 
 
 def sha256_tag(artifact_path: str) -> str:
@@ -175,7 +178,7 @@ def _quote(value: str) -> str:
 #: (100 + 1,000) bins of uint32 counts is 18 MB uncompressed; a spec of 4,096 features' edges under 1 MB; a
 #: knowledge table of 10,000 rows about 2.5 MB; a policy a few kB. Anything larger is refused before download.
 ARTIFACT_LIMITS = {Artifact.FINGERPRINT: 64 * 2**20, Artifact.SPEC: 8 * 2**20, "knowledge/": 4 * 2**20,
-                   "policy/": 2**20}
+                   "policy/": 2**20, Artifact.STUDY: 4 * 2**20}
 
 
 def artifact_limit(artifact_path: str) -> int | None:

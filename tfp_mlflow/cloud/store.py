@@ -123,6 +123,10 @@ class Cloud:
         """The paths of every file a run holds."""
         return self.runs.artifacts(run_id)
 
+    def read_artifact(self, run: StoredRun, artifact_path: str) -> bytes:
+        """A run's artifact, verified by its recorded checksum and within its kind's size limit."""
+        return self.artifacts.artifact(run, artifact_path).read_bytes()
+
     # -- spec and tasks (Catalogue) -----------------------------------------------------------------------------
     def spec_id(self) -> str | None:
         """The cloud's spec id, or ``None`` while no spec is set."""

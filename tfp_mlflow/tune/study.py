@@ -4,12 +4,15 @@
   enqueued before the first trial, with ``user_attrs`` naming their sources, selector, distances and rank. Every
   enqueued value must lie inside the search space: otherwise it is an error, or, with ``widen``, the space grows
   to hold it (Optuna itself would only warn).
-* Storage: any Optuna RDB URL (a SQLite file by default). Several processes running the same study name share its
-  trials; ``n_trials`` is the study's total, and a worker stops once that many trials have finished.
-* Crashes: workers send Optuna heartbeats (every ``heartbeat`` seconds). A worker killed mid-trial leaves its trial
-  RUNNING; the next worker to start a trial marks it FAIL (after three missed heartbeats), marks its MLflow run
-  FAILED, and enqueues its configuration once more, so a killed warm-start suggestion is still measured. Only
-  finished trials count towards ``n_trials``.
+* Storage: any Optuna RDB URL (a SQLite file beside a SQLite cloud by default), or ``mlflow``: the cloud's own
+  store (:mod:`tfp_mlflow.cloud.studies`; the default for a cloud on a tracking server). Several processes running
+  the same study name share its trials; ``n_trials`` is the study's total, and a worker stops once that many
+  trials have finished.
+* Crashes (RDB storage): workers send Optuna heartbeats (every ``heartbeat`` seconds). A worker killed mid-trial
+  leaves its trial RUNNING; the next worker to start a trial marks it FAIL (after three missed heartbeats), marks
+  its MLflow run FAILED, and enqueues its configuration once more, so a killed warm-start suggestion is still
+  measured. Only finished trials count towards ``n_trials``. ``mlflow`` storage has no heartbeats: a killed
+  worker's trial stays RUNNING (it does not count) and is not run again.
 * MLflow: the study is a parent run in ``tfp-tuning``; each trial is a nested training run with its params,
   metrics and user attrs. Plots of the study are logged to the parent; the best configuration is contributed to
   the cloud as knowledge of the target (architecture result, and the policy outcome when a policy won).
@@ -27,13 +30,15 @@ import optuna
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Kind, KnowledgeKind, Metric, Tag
+from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import RunRecorder
+from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.recommendation import Recommendation, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_storage
+from tfp_mlflow.tune.transfer import TRANSFERS, StudyTransferSampler, source_studies
 
 __all__ = ["StudyPlan", "StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start",
            "cloud_policies", "cloud_architectures", "config_from_params", "run_study", "retried_from"]
@@ -201,6 +206,9 @@ class StudyPlan:
     seed: int = 0
     contribute: bool = True
     heartbeat: int = DEFAULT_HEARTBEAT
+    #: ``top-k`` (enqueue the recommendation's configurations) or ``studies`` (also learn from the nearest tasks'
+    #: whole studies, :mod:`tfp_mlflow.tune.transfer`).
+    transfer: str = "top-k"
 
     def check(self) -> StudyPlan:
         """One-line errors for values no study can run with."""
@@ -212,6 +220,8 @@ class StudyPlan:
             raise BadInputError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
         if self.top_k < 1:
             raise BadInputError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.transfer not in TRANSFERS:
+            raise BadInputError(f"--transfer must be one of {', '.join(TRANSFERS)}, got {self.transfer!r}")
         return self
 
 
@@ -230,10 +240,11 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=plan.name,
-                                storage=open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)),
+    storage = (mlflow_storage(cloud) if plan.storage == MLFLOW_STORAGE
+               else open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)))
+    study = optuna.create_study(study_name=plan.name, storage=storage,
                                 direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=plan.seed),
+                                sampler=_sampler(cloud, plan, base, recommendation),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     suggestions: list[dict[str, Any]] = []
     joined = bool(study.trials)
@@ -249,15 +260,27 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         callbacks.append(lambda study, trial: on_trial(trial))
     if len(study.get_trials(states=finished)) < plan.n_trials:
         study.optimize(objective, callbacks=callbacks, catch=(RuntimeError,))
+    if hasattr(storage, "flush_all_batches"):   # MlflowStorage batches its writes
+        storage.flush_all_batches()
     result = _finish(study, cloud, base, parent, space, policies, suggestions, plan.storage, plan.contribute)
     result.joined = joined
     return result
 
 
+def _sampler(cloud: KnowledgeStore, plan: StudyPlan, base, recommendation) -> optuna.samplers.BaseSampler:
+    """TPE, with the nearest tasks' whole studies in front of it when ``plan.transfer`` is ``studies``."""
+    tpe = optuna.samplers.TPESampler(seed=plan.seed)
+    if plan.transfer != "studies" or recommendation is None:
+        return tpe
+    sources = source_studies(cloud, recommendation, target=base.task_name)
+    return StudyTransferSampler(sources, base=tpe, seed=plan.seed) if sources else tpe
+
+
 def retried_from(trial) -> int | None:
     """The number of the dead worker's trial this trial re-runs, or ``None``."""
     if not isinstance(trial, optuna.trial.FrozenTrial):  # a live Trial hides its system attrs since Optuna 5
-        trial = trial.study.get_trials(deepcopy=False)[trial.number]
+        # By number, not position: not every storage returns trials in order (MlflowStorage: newest first).
+        trial = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     return trial.system_attrs.get("failed_trial", trial.user_attrs.get("failed_trial"))
 
 
@@ -302,6 +325,10 @@ def _objective(base, cloud: KnowledgeStore, space: SearchSpace, policies: dict[s
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
+        origin = getattr(trial.study.sampler, "origin", None)
+        shaped = origin(trial.number) if origin is not None else None
+        if shaped is not None:   # which source study proposed this trial
+            trial.set_user_attr("transfer_from", shaped)
         provenance = {"study": trial.study.study_name, "trial": trial.number,
                       **{k: v for k, v in trial.user_attrs.items() if v not in (None, "") and k != "run_id"}}
         retry_of = retried_from(trial)
@@ -327,8 +354,9 @@ def _finish(study: optuna.Study, cloud: KnowledgeStore, base, parent: str, space
             policies: dict[str, tuple[str, str]], suggestions: list, storage: str, contribute: bool) -> StudyResult:
     run = cloud.recorder(parent)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ordered = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)   # any storage's order
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-               "user_attrs": t.user_attrs} for t in study.get_trials(deepcopy=False)]
+               "user_attrs": t.user_attrs} for t in ordered]
     result = StudyResult(study_name=study.study_name, storage=storage, parent_run_id=parent, best_params={},
                          best_value=None, best_run_id="", trials=trials,
                          warm_started=[s["params"] for s in suggestions], space=space.to_json())
@@ -341,7 +369,7 @@ def _finish(study: optuna.Study, cloud: KnowledgeStore, base, parent: str, space
         if contribute:
             result.knowledge_runs = _contribute_best(cloud, base, best, policies)
     _log_plots(study, run)
-    run.log_file("study.json", lambda p: p.write_text(json.dumps(result.to_json(), indent=1, default=str)))
+    run.log_file(Artifact.STUDY, lambda p: p.write_text(json.dumps(result.to_json(), indent=1, default=str)))
     run.finish()
     return result
 

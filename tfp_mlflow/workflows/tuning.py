@@ -2,8 +2,8 @@
 
 The warm start fingerprints the target with the cloud's spec (as many draws as a query takes:
 :func:`~tfp_mlflow.workflows.recommending.query_draws`) unless a fingerprint is given. The study's storage lives
-beside the cloud by default: ``optuna.db`` next to a SQLite cloud's ``mlflow.db`` (``./tfp-cloud/optuna.db`` for a
-server cloud), so a study never resumes trials whose runs live in another cloud.
+with the cloud by default: ``optuna.db`` next to a SQLite cloud's ``mlflow.db``, or the tracking server itself for a
+server cloud (``mlflow``), so a study never resumes trials whose runs live in another cloud.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
-from tfp_mlflow.cloud.store import DEFAULT_HOME
+from tfp_mlflow.cloud.studies import MLFLOW_STORAGE
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords
 from tfp_mlflow.recommend import QueryOptions
@@ -28,9 +28,12 @@ __all__ = ["tune_for", "default_storage"]
 
 
 def default_storage(cloud: KnowledgeStore) -> str:
-    """The Optuna storage beside the cloud: ``sqlite:///<cloud folder>/optuna.db``."""
-    folder = (Path(cloud.uri.removeprefix("sqlite:///")).parent if cloud.uri.startswith("sqlite:///")
-              else Path(DEFAULT_HOME))
+    """Where a study lives unless told: beside a SQLite cloud, ``sqlite:///<cloud folder>/optuna.db`` (Optuna's RDB
+    storage, with heartbeats for several workers); on a tracking server, the server itself (``mlflow``: one server
+    for a team, any machine can resume the study; see :mod:`tfp_mlflow.cloud.studies` for what it does not hold)."""
+    if not cloud.uri.startswith("sqlite:///"):
+        return MLFLOW_STORAGE
+    folder = Path(cloud.uri.removeprefix("sqlite:///")).parent
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
