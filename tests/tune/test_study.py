@@ -101,6 +101,7 @@ def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
     best = [k for k in cloud.knowledge("fundus_new", ["architecture"]) if k.run_id in result.knowledge_runs]
     assert best and best[0].rows[0].evidence_run == result.best_run_id
     assert best[0].rows[0].balanced_accuracy == pytest.approx(result.best_value)
+    assert "None" not in best[0].provenance and "best trial" in best[0].provenance      # read on the task page
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -379,7 +379,8 @@ def _contribute_best(cloud: KnowledgeStore, base, best: optuna.trial.FrozenTrial
     """The best configuration as knowledge of the target (content-keyed: every worker writes it once)."""
     params, run_id = best.params, best.user_attrs.get("run_id", "")
     row = {"balanced_accuracy": best.value, "auroc": best.user_attrs.get("auroc"), "evidence_run": run_id}
-    provenance = f"tfp tune study, best trial {best.number} (policy {params['policy']}, truncate {params['truncate']})"
+    cut = "" if params.get("truncate") is None else f", truncated at block {params['truncate']}"
+    provenance = f"tfp tune study, best trial {best.number} (policy {params['policy']}{cut})"
     task = base.task_name
     items = [Knowledge(task, KnowledgeKind.ARCHITECTURE, (KnowledgeRow(architecture=params["architecture"], **row),),
                        provenance=provenance)]
