@@ -37,6 +37,7 @@ def bkld_evaluation(study):
     return evaluate(study, {"bkld-small-target": matrix, "manual": study.manual_matrix()}, bootstraps=100)
 
 
+@pytest.mark.slow   # 37 s: every one of the study's policies, applied to an image
 @pytest.mark.torch
 def test_every_published_policy_loads_and_runs_under_albumentations_2(study):
     files = study.policy_files()

@@ -221,14 +221,7 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if dataset is not None and get_selector(selector).needs_fingerprint:
         target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress,
                                     on_note=on_note)
-    reranker = None
-    if rerank:
-        from tfp_mlflow.extract.probe import transferability_reranker
-
-        if dataset is None:
-            raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
-                                "(a folder of class folders or a CSV manifest), not a fingerprint")
-        reranker = transferability_reranker(dataset, rerank)
+    reranker = _reranker(dataset, rerank) if rerank else None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
@@ -237,6 +230,9 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
         selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
+    elif server and on_note is not None:
+        on_note(f"--rerank scores models on your images, which {server} never sees: ranked here, on the cloud's "
+                f"tasks read from it")
     if target is None and name is None and dataset is not None:
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, log=log, rerank=reranker,
@@ -245,6 +241,16 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         result.notes.append(fallback)
     result.next_steps = next_steps(result, dataset, saved_as)
     return result
+
+
+def _reranker(dataset: str | None, score: str):
+    """The architecture re-ranking by a transferability ``score`` on the target's labelled images."""
+    from tfp_mlflow.extract.probe import transferability_reranker  # torch: only when asked for
+
+    if dataset is None:
+        raise BadInputError("--rerank scores models on the target's labelled images: give DATA as a dataset "
+                            "(a folder of class folders or a CSV manifest), not a fingerprint")
+    return transferability_reranker(dataset, score)
 
 
 def _on_server(server: str, target: Fingerprint | None, query: QueryOptions, *, keywords: Sequence[str],
