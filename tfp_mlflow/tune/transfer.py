@@ -150,7 +150,7 @@ class StudyTransferSampler(optuna.samplers.BaseSampler):
         self._base.before_trial(study, trial)
         if not len(self._sources) or "fixed_params" in trial.system_attrs:   # an enqueued trial keeps its own
             return
-        own = len([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))])
+        own = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         chance = self._share * float(self._weights.sum()) * self._prior / (self._prior + own)
         if self._rng.random() >= chance:
             return
