@@ -184,6 +184,25 @@ def test_warm_start_reuses_the_numbers_of_the_run_that_measured_the_architecture
     suggestion = warm_start_suggestions(recommendation, setup["space"], 1, outside)[0]
     assert suggestion["params"]["lr"] == pytest.approx(1e-3) and suggestion["params"]["truncate"] is None
     assert not setup["space"].violations(suggestion["params"])
+    searched = dataclasses.replace(setup["space"], epochs=(2, 4, 6), image_size=(32, 48))
+    inside["run-a"].update(epochs="4", image_size="48")
+    params = warm_start_suggestions(recommendation, searched, 1, inside)[0]["params"]
+    assert (params["epochs"], params["image_size"]) == (4, 48)
+    outside["run-a"].update(epochs="5", image_size="x")   # outside the choices: the middle one
+    params = warm_start_suggestions(recommendation, searched, 1, outside)[0]["params"]
+    assert (params["epochs"], params["image_size"]) == (4, 32) and not searched.violations(params)
+
+
+def test_a_trial_trains_with_the_epochs_and_image_size_it_drew(setup):
+    cloud, storage = setup["cloud"], f"sqlite:///{setup['root'] / 'optuna.db'}"
+    space = dataclasses.replace(setup["space"], epochs=(1, 2), image_size=(32, 40))
+    run_study(setup["base"], cloud, space, StudyPlan("budgets", storage, n_trials=3, contribute=False))
+    trials = optuna.load_study(study_name="budgets", storage=storage).trials
+    assert len(trials) == 3
+    for trial in trials:
+        params = cloud.client.get_run(trial.user_attrs["run_id"]).data.params
+        assert (int(params["epochs"]), int(params["image_size"])) == (trial.params["epochs"],
+                                                                      trial.params["image_size"])
 
 
 def test_a_winning_policy_becomes_the_targets_own_recommendable_policy(setup):

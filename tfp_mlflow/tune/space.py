@@ -7,7 +7,11 @@ Keys (all optional)::
     lr: [1.0e-4, 1.0e-2]                                # log-uniform
     weight_decay: [1.0e-6, 1.0e-2]                      # log-uniform
     truncate: [null, 2, 3]                              # TruncatedTL cut points (null = the whole backbone)
-    epochs: 3                                           # the budget of every trial
+    epochs: 3                                           # the budget of every trial, or choices: [2, 4, 6]
+    image_size: [64, 96, 128]                           # choices of side in pixels (default: --image-size)
+
+A key with one value fixes it; ``epochs`` and ``image_size`` with several values are searched (categorical), and
+then every trial records its own.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ PAPER_ARCHITECTURES = (
     "cspdarknet53", "mixnet_l", "cspresnext50", "cspresnet50", "ese_vovnet39b", "resnest50d", "hrnet_w18",
     "skresnet34", "mobilenetv3_large_100", "res2net50_26w_4s")
 NO_POLICY = "none"
-_KEYS = {"architectures", "policies", "lr", "weight_decay", "truncate", "epochs"}
+_KEYS = {"architectures", "policies", "lr", "weight_decay", "truncate", "epochs", "image_size"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,10 @@ class SearchSpace:
         Log-uniform ranges.
     truncate : tuple of (int or None)
         Cut points (categorical); ``(None,)`` keeps the whole backbone.
-    epochs : int
-        Epochs of every trial.
+    epochs : int or tuple of int
+        Epochs of every trial; several values are searched (stored as a tuple).
+    image_size : tuple of int
+        Sides in pixels to search; one value fixes it, ``()`` keeps the training configuration's.
     left_out : tuple of str
         Architectures dropped because their weights cannot be loaded here (reported, not searched).
     """
@@ -58,10 +64,13 @@ class SearchSpace:
     lr: tuple[float, float] = (1e-4, 1e-2)
     weight_decay: tuple[float, float] = (1e-6, 1e-2)
     truncate: tuple[int | None, ...] = (None,)
-    epochs: int = 3
+    epochs: tuple[int, ...] = (3,)
+    image_size: tuple[int, ...] = ()
     left_out: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "epochs", _choices(self.epochs, "epochs", 1))
+        object.__setattr__(self, "image_size", _choices(self.image_size, "image_size", 16))
         if not self.architectures:
             raise BadInputError("the search space has no architecture whose weights load here; list some under "
                                 "`architectures:` (tf_efficientnet_lite0 installs offline)")
@@ -72,8 +81,21 @@ class SearchSpace:
             if not 0 < low <= high:
                 raise BadInputError(f"search space {name} must be [low, high] with 0 < low <= high, got "
                                     f"{[low, high]}")
-        if self.epochs < 1:
-            raise BadInputError(f"search space epochs must be at least 1, got {self.epochs}")
+        if not self.epochs:
+            raise BadInputError("search space epochs must name at least one budget, e.g. `epochs: 3`")
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The parameters a trial draws (``epochs`` and ``image_size`` only when they have several values)."""
+        return ("architecture", "policy", "lr", "weight_decay", "truncate",
+                *(name for name in ("epochs", "image_size") if len(getattr(self, name)) > 1))
+
+    def settings(self, params: dict[str, Any]) -> dict[str, int]:
+        """The training budget of a trial with ``params``: its epochs, and its image side when the space sets one."""
+        out = {"epochs": int(params.get("epochs", self.epochs[0]))}
+        if self.image_size:
+            out["image_size"] = int(params.get("image_size", self.image_size[0]))
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, *, default_architectures: Sequence[str],
@@ -89,7 +111,8 @@ class SearchSpace:
             return cls(architectures=architectures, policies=policies,
                        lr=_range(values.get("lr", (1e-4, 1e-2)), "lr"),
                        weight_decay=_range(values.get("weight_decay", (1e-6, 1e-2)), "weight_decay"),
-                       truncate=truncate or (None,), epochs=int(values.get("epochs", 3)))
+                       truncate=truncate or (None,), epochs=values.get("epochs", 3),
+                       image_size=values.get("image_size", ()))
         except (TypeError, ValueError) as exc:
             if isinstance(exc, BadInputError):
                 raise
@@ -101,7 +124,9 @@ class SearchSpace:
                 "policy": trial.suggest_categorical("policy", list(self.policies)),
                 "lr": trial.suggest_float("lr", *self.lr, log=True),
                 "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
-                "truncate": trial.suggest_categorical("truncate", list(self.truncate))}
+                "truncate": trial.suggest_categorical("truncate", list(self.truncate)),
+                **{name: trial.suggest_categorical(name, list(getattr(self, name)))
+                   for name in ("epochs", "image_size") if name in self.searched}}
 
     def violations(self, params: dict[str, Any]) -> list[str]:
         """What in ``params`` lies outside the space, as readable phrases (empty when all is inside)."""
@@ -117,6 +142,9 @@ class SearchSpace:
                 out.append(f"{name} {params.get(name)} is outside [{low:g}, {high:g}]")
         if params.get("truncate") not in self.truncate:
             out.append(f"truncate {params.get('truncate')!r} is not among {list(self.truncate)}")
+        for name in ("epochs", "image_size"):   # a configuration without them takes the space's (or a draw)
+            if name in params and params[name] not in getattr(self, name):
+                out.append(f"{name} {params[name]!r} is not among {list(getattr(self, name))}")
         return out
 
     def widened(self, params: dict[str, Any]) -> SearchSpace:
@@ -128,12 +156,15 @@ class SearchSpace:
             lr=(min(self.lr[0], params["lr"]), max(self.lr[1], params["lr"])),
             weight_decay=(min(self.weight_decay[0], params["weight_decay"]),
                           max(self.weight_decay[1], params["weight_decay"])),
-            truncate=tuple(dict.fromkeys((*self.truncate, params["truncate"]))))
+            truncate=tuple(dict.fromkeys((*self.truncate, params["truncate"]))),
+            **{name: tuple(sorted({*getattr(self, name), int(params[name])}))
+               for name in ("epochs", "image_size") if name in params})
 
     def to_json(self) -> dict[str, Any]:
         return {"architectures": list(self.architectures), "policies": list(self.policies), "lr": list(self.lr),
-                "weight_decay": list(self.weight_decay), "truncate": list(self.truncate), "epochs": self.epochs,
-                "left_out": list(self.left_out)}
+                "weight_decay": list(self.weight_decay), "truncate": list(self.truncate),
+                "epochs": self.epochs[0] if len(self.epochs) == 1 else list(self.epochs),
+                "image_size": list(self.image_size), "left_out": list(self.left_out)}
 
 
 def loadable_architectures(candidates: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -183,6 +214,20 @@ def _read(path: Path) -> dict[str, Any]:
         raise BadInputError(f"search space {str(path)!r} has unknown key {unknown[0]!r}; use "
                             f"{', '.join(sorted(_KEYS))}")
     return values
+
+
+def _choices(value: Any, name: str, least: int) -> tuple[int, ...]:
+    """One whole number or a list of them, as sorted distinct choices, each at least ``least``."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        numbers = [int(v) for v in values if not isinstance(v, bool) and float(v) == int(v)]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != len(values):
+        raise BadInputError(f"search space {name} must be a whole number or a list of them, got {value!r}")
+    if any(n < least for n in numbers):
+        raise BadInputError(f"search space {name} must be at least {least}, got {min(numbers)}")
+    return tuple(sorted(set(numbers)))
 
 
 def _range(value: Any, name: str) -> tuple[float, float]:

@@ -90,16 +90,19 @@ def cloud_architectures(cloud: KnowledgeStore) -> list[str]:
 
 
 def config_from_params(base, params: dict[str, Any], cloud: KnowledgeStore, policies: dict[str, tuple[str, str]], *,
-                       epochs: int | None = None, provenance: dict[str, Any] | None = None):
-    """``base`` trained with a study's parameters (the policy's JSON read from the cloud)."""
+                       space: SearchSpace | None = None, provenance: dict[str, Any] | None = None):
+    """``base`` trained with a study's parameters (the policy's JSON read from the cloud); the epochs and image
+    side are the trial's own when it drew them, else the space's (else ``base``'s)."""
     policy = None
     if params["policy"] != NO_POLICY:
         run_id, _ = policies[params["policy"]]
         policy = cloud.policy(run_id, params["policy"])
+    budget = space.settings(params) if space is not None else {
+        name: int(params[name]) for name in ("epochs", "image_size") if name in params}
     return replace(base, scenario="architecture", architecture=params["architecture"], policy=policy,
                    policy_id="" if policy is None else params["policy"], lr=params["lr"],
                    weight_decay=params["weight_decay"], truncate=params["truncate"],
-                   epochs=epochs or base.epochs, provenance=provenance or {})
+                   provenance=provenance or {}, **budget)
 
 
 def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], space: SearchSpace, top_k: int,
@@ -108,7 +111,8 @@ def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], spac
 
     ``evidence`` maps a training run id to its MLflow params: when the architecture suggestion names the run that
     measured it, its learning rate, weight decay and truncation are reused where they lie inside the space (the
-    search starts where the similar task ended); otherwise the middle of each range (geometric mean) is used.
+    search starts where the similar task ended); otherwise the middle of each range (geometric mean) is used, and
+    the middle choice of searched epochs and image sizes.
     Returns ``[{"params": ..., "user_attrs": ...}]``; a rank without an architecture suggestion keeps the space's
     first architecture, one without a policy uses ``none``.
     """
@@ -126,7 +130,9 @@ def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], spac
                   "policy": policy.policy_id if policy else NO_POLICY,
                   "lr": _inside(measured.get("lr"), space.lr),
                   "weight_decay": _inside(measured.get("weight_decay"), space.weight_decay),
-                  "truncate": _truncation(measured.get("truncation"), space.truncate)}
+                  "truncate": _truncation(measured.get("truncation"), space.truncate),
+                  **{name: _choice(measured.get(name), getattr(space, name))
+                     for name in ("epochs", "image_size") if name in space.searched}}
         attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.selector,
                  "recommendation_run": recommendation.run_id,
                  "architecture_source": arch.source if arch else "",
@@ -166,6 +172,14 @@ def _inside(value: str | None, bounds: tuple[float, float]) -> float:
     except (TypeError, ValueError):
         number = math.nan
     return number if bounds[0] <= number <= bounds[1] else math.sqrt(bounds[0] * bounds[1])
+
+
+def _choice(value: str | None, choices: tuple[int, ...]) -> int:
+    try:
+        number = int(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1
+    return number if number in choices else choices[(len(choices) - 1) // 2]
 
 
 def _truncation(value: str | None, choices: tuple[int | None, ...]):
@@ -334,7 +348,7 @@ def _objective(base, cloud: KnowledgeStore, space: SearchSpace, policies: dict[s
         retry_of = retried_from(trial)
         if retry_of is not None:   # a dead worker's trial, run again
             provenance["retry_of"] = retry_of
-        config = config_from_params(base, params, cloud, policies, epochs=space.epochs, provenance=provenance)
+        config = config_from_params(base, params, cloud, policies, space=space, provenance=provenance)
         pruning = PruningCallback(trial)
         try:
             result = train(config, cloud=cloud, progress=False, log_model=False, experiment=TUNING_EXPERIMENT,
