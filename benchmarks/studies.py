@@ -40,13 +40,13 @@ def open_study_storage(backend: str, root: str, server_url: str, heartbeat: int 
     from tfp_mlflow.cloud.studies import mlflow_storage
     from tfp_mlflow.tune.storage import open_storage
 
+    retry = None if heartbeat is None else optuna.storages.RetryFailedTrialCallback(max_retry=1)
     if backend == "rdb-sqlite":
         if heartbeat is None:
             return optuna.storages.RDBStorage(f"sqlite:///{root}/optuna.db")
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
         return open_storage(f"sqlite:///{root}/optuna.db", heartbeat, retry)
     uri = server_url if backend == "mlflow-server" else f"sqlite:///{root}/mlflow.db"
-    return mlflow_storage(Cloud(uri, cache_dir=f"{root}/cache"))
+    return mlflow_storage(Cloud(uri, cache_dir=f"{root}/cache"), heartbeat=heartbeat, on_lost=retry)
 
 
 def objective(work: float):

@@ -1,8 +1,9 @@
-"""Studies kept in the cloud's own MLflow store: one study per name (so a second worker or a rerun resumes it),
-the studies listed without their trials, and a worker that joins a running study hears what that store does not
-do for several workers."""
+"""Studies kept in the cloud's own MLflow store keep Optuna's storage contract: one study per name (so a second
+worker or a rerun resumes it), studies listed without their trials, a waiting trial taken by one worker, a trial
+finished once, and a silent worker's trial failed and handed on by heartbeats."""
 from __future__ import annotations
 
+import time
 from unittest import mock
 
 import optuna
@@ -10,10 +11,11 @@ import pytest
 from mlflow.optuna import MlflowStorage
 from optuna.distributions import FloatDistribution
 from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT
-from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
+from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT, Param
+from tfp_mlflow.cloud.studies import mlflow_storage
 from tfp_mlflow.testing.stores import sqlite_uri
 
 LR = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
@@ -62,15 +64,35 @@ def test_two_workers_creating_one_study_at_once_both_end_on_the_older(cloud):
         storage.get_study_id_from_name("absent")
 
 
-@pytest.mark.torch   # run_study's module imports the trainer
-def test_a_worker_joining_a_running_study_in_the_mlflow_store_is_told_to_prefer_an_rdb(cloud, tmp_path):
-    from tfp_mlflow.train import TrainConfig
-    from tfp_mlflow.tune import SearchSpace, StudyPlan, run_study
+def test_a_waiting_trial_goes_to_the_first_worker_to_claim_it_and_ends_once(cloud):
+    first, second = mlflow_storage(cloud), mlflow_storage(cloud)       # two workers
+    study = optuna.create_study(study_name="queue", storage=first, direction="maximize")
+    study.enqueue_trial({"lr": 1e-3})
+    first.flush_all_batches()
+    waiting = study.trials[0]._trial_id
+    # The first worker has claimed it but not yet written RUNNING: the state still reads WAITING to the second.
+    assert first._first_to_write(waiting, Param.CLAIMED_BY)
+    assert cloud.client.get_run(waiting).info.status == "SCHEDULED"
+    assert second.set_trial_state_values(waiting, TrialState.RUNNING) is False
+    assert first.set_trial_state_values(waiting, TrialState.RUNNING) is True
+    assert first.set_trial_state_values(waiting, TrialState.COMPLETE, [0.5]) is True
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        second.set_trial_state_values(waiting, TrialState.FAIL)          # a late stale check changes nothing
+    assert optuna.load_study(study_name="queue", storage=second).trials[0].value == 0.5
 
-    started(cloud, "shared")
-    notes: list[str] = []
-    plan = StudyPlan("shared", MLFLOW_STORAGE, n_trials=1, contribute=False)
-    base = TrainConfig(target=str(tmp_path / "data"), name="target")
-    result = run_study(base, cloud, SearchSpace(architectures=("tf_efficientnet_lite0",)), plan, on_note=notes.append)
-    assert result.joined and result.best_value == pytest.approx(0.7) and len(result.trials) == 2
-    assert len(notes) == 1 and "1 of its trials run elsewhere" in notes[0] and "RDB --storage" in notes[0]
+
+def test_a_silent_workers_trial_is_failed_by_the_next_worker_and_handed_on(cloud):
+    lost: list[int] = []
+    dead = mlflow_storage(cloud, heartbeat=1)
+    study = optuna.create_study(study_name="beats", storage=dead, direction="maximize")
+    trial = study.ask(LR)                         # a running trial whose worker then dies: no more beats
+    dead.record_heartbeat(trial._trial_id)
+    dead.flush_all_batches()
+    alive = mlflow_storage(cloud, heartbeat=1, on_lost=lambda study, frozen: lost.append(frozen.number))
+    joined = optuna.load_study(study_name="beats", storage=alive)
+    assert alive._get_stale_trial_ids(joined._study_id) == []            # within three beats
+    time.sleep(3.5)
+    assert alive._get_stale_trial_ids(joined._study_id) == [trial._trial_id]
+    optuna.storages.fail_stale_trials(joined)
+    assert joined.trials[0].state == TrialState.FAIL and lost == [trial.number]
+    assert mlflow_storage(cloud)._get_stale_trial_ids(joined._study_id) == []   # no heartbeat set: none checked

@@ -104,10 +104,28 @@ def test_study_runs_trials_as_nested_runs_and_contributes_the_best(setup):
     assert "None" not in best[0].provenance and "best trial" in best[0].provenance      # read on the task page
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage_of(backend: str, tmp_path, request, name: str) -> str:
+    """The --storage of a backend: an RDB URL, or the cloud's own MLflow store."""
+    if backend == "mlflow":
+        return "mlflow"
+    return (f"sqlite:///{tmp_path / name}.db" if backend == "sqlite" else
+            request.getfixturevalue("postgres").create_database(f"optuna_{name}"))
+
+
+def trials_of(name: str, storage: str, cloud: Cloud) -> list[optuna.trial.FrozenTrial]:
+    """A study's trials by number (MLflow's store lists them newest first)."""
+    from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
+
+    opened = mlflow_storage(cloud) if storage == MLFLOW_STORAGE else storage
+    return sorted(optuna.load_study(study_name=name, storage=opened).trials, key=lambda t: t.number)
+
+
+BACKENDS = ["sqlite", "mlflow", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, tmp_path, backend, request):
-    storage = (f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else
-               request.getfixturevalue("postgres").create_database("optuna_shared"))
+    storage = storage_of(backend, tmp_path, request, "shared")
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"architectures": ["tf_efficientnet_lite0"], "policies": ["none"], "epochs": 1}))
     command = [sys.executable, "-m", "tfp_mlflow.cli", "tune", setup["base"].target, "--study", "shared",
@@ -118,7 +136,7 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, t
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err.decode()[-2000:]
-    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    trials = trials_of("shared", storage, setup["cloud"])
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     assert all(t.state.is_finished() for t in trials)                 # none left running
@@ -127,15 +145,14 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(setup, t
     assert len(runs) == len(trials)                                   # one nested run per trial
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_worker_killed_mid_trial_fails_that_trial_and_the_study_goes_on(setup, tmp_path, backend, request):
     """SIGKILL a worker while a trial trains: the next worker fails the trial (heartbeats), fails its MLflow run,
     retries its configuration once, and the study finishes with exactly n_trials counted trials."""
     import signal
     import time
 
-    storage = (f"sqlite:///{tmp_path / 'crash.db'}" if backend == "sqlite" else
-               request.getfixturevalue("postgres").create_database("optuna_crash"))
+    storage = storage_of(backend, tmp_path, request, "crash")
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"architectures": ["tf_efficientnet_lite0"], "policies": ["none"], "epochs": 3}))
     command = [sys.executable, "-m", "tfp_mlflow.cli", "tune", setup["base"].target, "--study", "crash",
@@ -146,11 +163,10 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_study_goes_on(setup,
     while killed is None and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.2)
         try:
-            study = optuna.load_study(study_name="crash", storage=storage)
+            trials = trials_of("crash", storage, setup["cloud"])
         except KeyError:
             continue    # not created yet
-        training = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                    if "run_id" in t.user_attrs]
+        training = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and "run_id" in t.user_attrs]
         if training:
             victim.send_signal(signal.SIGKILL)
             victim.wait()
@@ -159,7 +175,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_the_study_goes_on(setup,
     time.sleep(3)       # three heartbeats missed
     survivor = subprocess.run(command + ["--seed", "1"], capture_output=True, timeout=600, cwd=tmp_path)
     assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
-    trials = optuna.load_study(study_name="crash", storage=storage).trials
+    trials = trials_of("crash", storage, setup["cloud"])
     lost = trials[killed.number]
     assert lost.state == optuna.trial.TrialState.FAIL
     counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]

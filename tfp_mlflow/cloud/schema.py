@@ -70,6 +70,7 @@ class Tag:
     ORDERED_BY = "tfp.ordered_by"        # model-ranking runs: the score that ordered them
     SHA256_PREFIX = "tfp.sha256/"        # + artifact path: the SHA-256 of every file tfp logged (see sha256_tag)
     SNAPSHOT_TASKS = "tfp.snapshot_tasks"  # snapshot runs: how many fingerprints they hold
+    HEARTBEAT = "tfp.heartbeat"          # trial runs of tfp-studies: the worker's last beat (Unix seconds)
 
 
 class Kind:
@@ -118,6 +119,9 @@ class Param:
     STUDY = "study"              # study runs: the Optuna study's name
     SPACE = "space"              # study runs: the search space (JSON)
     LR_FOUND = "lr_found"        # training runs: Lightning's learning-rate finder's suggestion
+    # Trial runs of tfp-studies: MLflow params are write-once, so the first worker to write one owns the step.
+    CLAIMED_BY = "tfp.claimed_by"    # the worker that took a waiting trial
+    FINISHED_BY = "tfp.finished_by"  # the worker that finished (or failed) it
 
 
 class Metric:

@@ -241,11 +241,9 @@ class StudyPlan:
 
 def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, *,
               recommendation: Recommendation | dict[str, Any] | None = None,
-              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-              on_note: Callable[[str], None] | None = None) -> StudyResult:
+              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> StudyResult:
     """Create or join the study ``plan`` names and run trials until it holds ``plan.n_trials`` finished ones (see
-    the module doc); ``recommendation`` warm-starts a new study; ``on_note`` hears what the user should know
-    (a second worker joining a study kept in the cloud's MLflow store).
+    the module doc); ``recommendation`` warm-starts a new study.
 
     ``base`` is the :class:`~tfp_mlflow.train.TrainConfig` every trial starts from (target, image size, seed).
     """
@@ -256,16 +254,14 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = (mlflow_storage(cloud) if plan.storage == MLFLOW_STORAGE
-               else open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)))
+    storage = (mlflow_storage(cloud, heartbeat=plan.heartbeat, on_lost=_lost_trial(cloud))
+               if plan.storage == MLFLOW_STORAGE else open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)))
     study = optuna.create_study(study_name=plan.name, storage=storage,
                                 direction="maximize", load_if_exists=True,
                                 sampler=_sampler(cloud, plan, base, recommendation),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     suggestions: list[dict[str, Any]] = []
     joined = bool(study.trials)
-    if joined and plan.storage == MLFLOW_STORAGE and on_note is not None:
-        _note_shared_mlflow_study(study, on_note)
     if recommendation is not None and not joined:
         suggestions = warm_start_suggestions(recommendation, space, plan.top_k,
                                              evidence_params(cloud, recommendation))
@@ -283,16 +279,6 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
     result = _finish(study, cloud, base, parent, space, policies, suggestions, plan.storage, plan.contribute)
     result.joined = joined
     return result
-
-
-def _note_shared_mlflow_study(study: optuna.Study, note: Callable[[str], None]) -> None:
-    """Another worker is on this study right now: say what the MLflow store does not do for shared studies."""
-    running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-    if running:
-        note(f"joining study {study.study_name!r} while {running} of its trials run elsewhere: the cloud's MLflow "
-             f"store has no heartbeats (a killed worker's trial stays RUNNING) and can lose an enqueued "
-             f"configuration between workers; for several workers use an RDB --storage (docs/usage.md, "
-             f"\"Where a study lives\")")
 
 
 def _sampler(cloud: KnowledgeStore, plan: StudyPlan, base, recommendation) -> optuna.samplers.BaseSampler:

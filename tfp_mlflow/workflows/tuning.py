@@ -87,4 +87,4 @@ def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None,
                                            progress=False, on_note=note).to_json()
         except BadInputError as exc:   # e.g. the target is the only task of the cloud: the study starts cold
             note(f"no warm start: {exc}")
-    return run_study(base, cloud, space, study, recommendation=recommendation, on_trial=on_trial, on_note=note)
+    return run_study(base, cloud, space, study, recommendation=recommendation, on_trial=on_trial)
