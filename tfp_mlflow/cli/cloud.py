@@ -223,8 +223,9 @@ def import_reference_command(reference_dir: str, tracking_uri: str | None) -> No
               help="Trials of each dataset's short architecture and policy study (0: none).")
 @click.option("--transfer", is_flag=True, help="Also measure transfer from every other dataset of the plan "
               "(pretrain, then fine-tune): n x (n - 1) trainings.")
-@click.option("--storage", default=None, help="Optuna RDB URL shared by several workers (machines): each dataset "
-              "is claimed by one, a dead worker's is taken over. Default: this process alone.")
+@click.option("--storage", default=None, help="Optuna RDB URL, or 'mlflow' for the cloud's own store, shared by "
+              "several workers (machines): each dataset is claimed by one, a dead worker's is taken over. Default: "
+              "this process alone.")
 @click.option("--heartbeat", type=int, default=60, show_default=True,
               help="Seconds between a worker's heartbeats (with --storage); three missed: taken over.")
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")

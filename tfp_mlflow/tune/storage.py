@@ -1,7 +1,8 @@
-"""Opening the Optuna RDB storage that ``tfp tune`` workers (and ``tfp seed --storage`` workers) share.
+"""Opening the Optuna storage that ``tfp tune`` workers (and ``tfp seed --storage`` workers) share: an RDB URL, or
+``mlflow`` for the cloud's own store (:mod:`tfp_mlflow.cloud.studies`).
 
-Workers that start together race to create its schema (retried); on SQLite every transaction takes the write lock
-first, so a waiting trial goes to exactly one worker.
+Workers that start together race to create an RDB schema (retried); on SQLite every transaction takes the write
+lock first, so a waiting trial goes to exactly one worker.
 """
 from __future__ import annotations
 
@@ -10,10 +11,22 @@ import warnings
 
 import optuna
 
-__all__ = ["open_storage", "DEFAULT_HEARTBEAT"]
+__all__ = ["open_storage", "open_study_storage", "DEFAULT_HEARTBEAT"]
 
 #: Seconds between a worker's heartbeats; a trial silent for three of them belonged to a dead worker.
 DEFAULT_HEARTBEAT = 60
+
+
+def open_study_storage(url: str, cloud=None, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None):
+    """The storage ``url`` names: ``mlflow`` (the cloud's own store, with the same heartbeats), else an RDB URL."""
+    from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
+    from tfp_mlflow.errors import BadInputError
+
+    if url != MLFLOW_STORAGE:
+        return open_storage(url, heartbeat, on_lost)
+    if cloud is None:
+        raise BadInputError("--storage mlflow keeps the study in the cloud; give the cloud (--tracking-uri)")
+    return mlflow_storage(cloud, heartbeat=heartbeat, on_lost=on_lost)
 
 
 def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempts: int = 5

@@ -8,11 +8,10 @@
   store (:mod:`tfp_mlflow.cloud.studies`; the default for a cloud on a tracking server). Several processes running
   the same study name share its trials; ``n_trials`` is the study's total, and a worker stops once that many
   trials have finished.
-* Crashes (RDB storage): workers send Optuna heartbeats (every ``heartbeat`` seconds). A worker killed mid-trial
-  leaves its trial RUNNING; the next worker to start a trial marks it FAIL (after three missed heartbeats), marks
-  its MLflow run FAILED, and enqueues its configuration once more, so a killed warm-start suggestion is still
-  measured. Only finished trials count towards ``n_trials``. ``mlflow`` storage has no heartbeats: a killed
-  worker's trial stays RUNNING (it does not count) and is not run again.
+* Crashes (either storage): workers send Optuna heartbeats (every ``heartbeat`` seconds). A worker killed
+  mid-trial leaves its trial RUNNING; the next worker to start a trial marks it FAIL (after three missed
+  heartbeats), marks its MLflow run FAILED, and enqueues its configuration once more, so a killed warm-start
+  suggestion is still measured. Only finished trials count towards ``n_trials``.
 * MLflow: the study is a parent run in ``tfp-tuning``; each trial is a nested training run with its params,
   metrics and user attrs. Plots of the study are logged to the parent; the best configuration is contributed to
   the cloud as knowledge of the target (architecture result, and the policy outcome when a policy won).
@@ -32,12 +31,11 @@ from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import RunRecorder
-from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.recommendation import Recommendation, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
 from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
-from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_storage
+from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_study_storage
 from tfp_mlflow.tune.transfer import TRANSFERS, StudyTransferSampler, source_studies
 
 __all__ = ["StudyPlan", "StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start",
@@ -254,8 +252,7 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = (mlflow_storage(cloud, heartbeat=plan.heartbeat, on_lost=_lost_trial(cloud))
-               if plan.storage == MLFLOW_STORAGE else open_storage(plan.storage, plan.heartbeat, _lost_trial(cloud)))
+    storage = open_study_storage(plan.storage, cloud, plan.heartbeat, _lost_trial(cloud))
     study = optuna.create_study(study_name=plan.name, storage=storage,
                                 direction="maximize", load_if_exists=True,
                                 sampler=_sampler(cloud, plan, base, recommendation),

@@ -24,10 +24,11 @@ __all__ = ["claim_each", "MAX_CLAIMS"]
 
 
 def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable[[int], None],
-               say: Callable[[str], None], *, study_prefix: str = "tfp-claims") -> None:
+               say: Callable[[str], None], *, study_prefix: str = "tfp-claims", cloud=None) -> None:
     """Call ``work(index)`` for the items this worker claims (see the module doc); returns once every item is done
     (by any worker) or has failed :data:`MAX_CLAIMS` times. ``keys`` name the items (a plan's sources); the study
-    is named after them, so every worker given the same keys shares one.
+    is named after them, so every worker given the same keys shares one. ``storage`` is an RDB URL, or ``mlflow``
+    for ``cloud``'s own store.
 
     An item is done when one of its trials is COMPLETE, held while one is RUNNING and its worker alive, claimable
     while one is WAITING; a claim whose worker fell silent is failed, and an item with nothing left is put back.
@@ -36,12 +37,12 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
     import optuna
     from optuna.trial import TrialState
 
-    from tfp_mlflow.tune.storage import open_storage
+    from tfp_mlflow.tune.storage import open_study_storage
 
     key = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=f"{study_prefix}-{key}", storage=open_storage(storage, heartbeat),
-                                load_if_exists=True, direction="maximize")
+    study = optuna.create_study(study_name=f"{study_prefix}-{key}", load_if_exists=True, direction="maximize",
+                                storage=open_study_storage(storage, cloud, heartbeat))
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:

@@ -18,7 +18,8 @@ Rerunning resumes: a step whose result is already in the cloud (a fingerprint th
 source; a baseline, study or transfer outcome this contributor measured) is skipped, so a killed seed loses at most
 the step it was in. ``dry_run`` says what would run and how long it is expected to take, without touching data.
 
-**Several machines**: with ``storage`` (an Optuna RDB URL all of them reach, e.g. PostgreSQL), every dataset is a
+**Several machines**: with ``storage`` (an Optuna RDB URL all of them reach, e.g. PostgreSQL, or ``mlflow``: the
+cloud's own store), every dataset is a
 trial of one Optuna study named after the plan. A worker claims a dataset by taking its waiting trial (the storage
 hands each to one worker), sends heartbeats while it works, and, once nothing is left to claim, waits for the
 datasets others hold: a worker silent for three heartbeats is taken as dead, and its dataset is claimed again by
@@ -147,7 +148,8 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *,
             seeder.seed(number, entry)
     else:
         claim_each([entry.source for entry in entries], storage, heartbeat,
-                   lambda index: seeder.seed(index + 1, entries[index]), seeder.say, study_prefix="tfp-seed")
+                   lambda index: seeder.seed(index + 1, entries[index]), seeder.say, study_prefix="tfp-seed",
+                   cloud=cloud)
     return seeder.steps
 
 
