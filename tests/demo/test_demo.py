@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.schema import Artifact, Tag
+from tfp_mlflow.cloud.studies import mlflow_storage
 from tfp_mlflow.demo.cloud import QUICK_PLAN
 from tfp_mlflow.demo.tasks import DemoTask
 from tfp_mlflow.extract import Draws, fingerprint_dataset
@@ -27,7 +28,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo") / "tfp-demo"
-    result = CliRunner().invoke(main, ["demo", "--quick", "--home", str(home), "--seed", "0"])
+    # Its studies in the demo's cloud itself (the default, optuna.db beside it, is what `tfp tune` tests use).
+    result = CliRunner().invoke(main, ["demo", "--quick", "--home", str(home), "--seed", "0", "--storage", "mlflow"])
     assert result.exit_code == 0, result.output
     return home, result.output, json.loads((home / "summary.json").read_text())
 
@@ -39,6 +41,7 @@ def test_demo_prints_its_summary_and_how_to_browse_it(demo):
     assert all(r["held_out"] == QUICK_PLAN.test_images and r["per_seed"] for r in summary["results"])
     assert "what was suggested, and why" in output and "by distance" in output   # each suggestion's reasons
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in output
+    assert "(studies: the tfp-studies experiment)" in output
     assert summary["schema"] == "tfp.demo/1" and summary["target"] == "radiograph_new"
     assert [r["configuration"] for r in summary["results"]][:2] == ["no-transfer baseline",
                                                                    "tuned (warm-started study)"]
@@ -69,10 +72,12 @@ def test_demo_leaves_fingerprints_measured_knowledge_and_the_reference_in_the_cl
 
 def test_demo_study_is_warm_started_and_the_tuned_model_is_logged(demo):
     _, _, summary = demo
-    study = optuna.load_study(study_name=summary["study"]["name"], storage=summary["study"]["storage"])
-    finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) >= QUICK_PLAN.tune_trials and study.trials[0].user_attrs["warm_start"]
     cloud = Cloud(summary["tracking_uri"])
+    assert summary["study"]["storage"] == "mlflow"
+    study = optuna.load_study(study_name=summary["study"]["name"], storage=mlflow_storage(cloud))
+    trials = sorted(study.trials, key=lambda t: t.number)
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) >= QUICK_PLAN.tune_trials and trials[0].user_attrs["warm_start"]
     import mlflow
     import torch
 

@@ -83,14 +83,17 @@ def _outcome_table(result):
               help="Folder of the demo's SQLite cloud, artifacts, study and tasks.")
 @click.option("--quick", is_flag=True, help="The 2-minute version: 3 families, 1 source each, 2-trial studies.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_command(home: str, quick: bool, seed: int) -> None:
+@click.option("--storage", type=click.Choice(["optuna.db", "mlflow"]), default="optuna.db", show_default=True,
+              help="Where the demo's studies live: an Optuna database in --home, or the demo's cloud itself.")
+def demo_command(home: str, quick: bool, seed: int, storage: str) -> None:
     """The whole loop on synthetic tasks: fingerprint, contribute, measure, recommend, tune, train."""
     from rich.table import Table
 
     from tfp_mlflow.demo.cloud import DEFAULT_PLAN, QUICK_PLAN
     from tfp_mlflow.demo.run import run_demo
 
-    result = run_demo(home, plan=QUICK_PLAN if quick else DEFAULT_PLAN, seed=seed, console=console)
+    result = run_demo(home, plan=QUICK_PLAN if quick else DEFAULT_PLAN, seed=seed, console=console,
+                      storage="mlflow" if storage == "mlflow" else None)
     closest = Table(title=f"closest tasks to {result.target} (a new {result.target_family} task), bkld-small-target")
     for column in ("rank", "source", "domain", "distance", "what it gave"):
         closest.add_column(column)
@@ -100,5 +103,6 @@ def demo_command(home: str, quick: bool, seed: int) -> None:
     outcome = _outcome_table(result)
     console.print(closest, _suggestions(Path(home) / "recommendation.json"), outcome)
     console.print(f"done in {result.seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.steps.items())})")
-    console.print(f"browse it: mlflow ui --backend-store-uri {result.tracking_uri}   "
-                  f"(study: optuna-dashboard {result.study['storage']})")
+    where = ("the tfp-studies experiment" if result.study["storage"] == "mlflow"
+             else f"optuna-dashboard {result.study['storage']}")
+    console.print(f"browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (studies: {where})")
