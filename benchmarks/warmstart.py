@@ -9,7 +9,12 @@ four studies run with the same space, trial budget and sampler seed:
 * ``cold``: TPE alone;
 * ``top-k``: the recommender's top-k configurations enqueued first (``--transfer top-k``);
 * ``studies``: top-k, and the nearest tasks' whole studies (``--transfer studies``, :mod:`tfp_mlflow.tune.transfer`);
-* ``misled``: whole studies only, from the *farthest* source tasks (a deliberately misleading source).
+* ``misled``: whole studies only, from the *farthest* source tasks (dissimilar by fingerprint);
+* ``adversarial``: whole studies only, from one source study built to mislead: the cold study's own trials on this
+  target and seed with their scores reversed, so its "best" configurations are the worst measured here.
+
+``--modes`` picks some of them; rerunning with the same ``--home`` reuses every study already finished there (a
+finished study is joined, not run again), so a new mode costs only its own studies.
 
 Printed (Markdown for ``benchmarks/README.md``): best held-out balanced accuracy after 1, 3, 5 and the last trial,
 and the trials each needs to reach the cold study's final best and 95 % of it, as means over (task, seed) pairs with
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("cold", "top-k", "studies", "misled")
+MODES = ("cold", "top-k", "studies", "misled", "adversarial")
 
 
 def main() -> None:
@@ -51,6 +56,7 @@ def main() -> None:
     parser.add_argument("--image-sizes", default="32,48,64", help="image sides searched (one value: fixed)")
     parser.add_argument("--home", default=None, help="Keep the cloud and studies here (default: a temp folder).")
     parser.add_argument("--json", default=None, help="Also write the raw curves to this file.")
+    parser.add_argument("--modes", default=",".join(MODES), help="which studies to run (cold always runs)")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -87,7 +93,8 @@ def main() -> None:
     space = replace(demo_space(cloud, plan), epochs=_numbers(args.epochs), image_size=_numbers(args.image_sizes))
     harder = {"num_classes": args.classes} if args.classes else {}
     sources = [replace(task, **harder) for task in source_tasks(plan)]
-    total = len(sources) * plan.knowledge_trials + args.targets * args.seeds * len(MODES) * args.trials
+    modes = ["cold", *[m for m in args.modes.split(",") if m in MODES and m != "cold"]]
+    total = len(sources) * plan.knowledge_trials + args.targets * args.seeds * len(modes) * args.trials
     console.print(f"{total} trainings; about {total * 6 / 60:.0f} minutes on 2 CPU cores alone "
                   f"(space: {space.searched}, epochs {space.epochs}, image sides {space.image_size})")
     for task in sources:
@@ -96,7 +103,7 @@ def main() -> None:
         console.print(f"source {task.name}: its study measured ({time.perf_counter() - started:.0f} s)")
     built = time.perf_counter() - started
 
-    curves: dict[str, list[list[float]]] = {mode: [] for mode in MODES}
+    curves: dict[str, list[list[float]]] = {mode: [] for mode in modes}
     for family in plan.families[:args.targets]:
         target = replace(held_out_task(family, plan), num_images=args.target_images, **harder)
         path, fingerprint = contribute_task(cloud, target, home / "tasks", backbone, plan, contribute=False)
@@ -109,13 +116,18 @@ def main() -> None:
         base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16,
                            val_fraction=args.held_out)
         for seed in range(args.seeds):
-            for mode in MODES:
+            cold_trials: list[dict] = []
+            for mode in modes:
                 study = StudyPlan(f"{mode}-{target.name}-{seed}", storage, n_trials=args.trials, top_k=args.top_k,
                                   seed=seed, contribute=False, widen=True,   # the space holds what is suggested
-                                  transfer="studies" if mode in ("studies", "misled") else "top-k")
+                                  transfer="top-k" if mode in ("cold", "top-k") else "studies")
                 given = {"cold": None, "misled": misleading}.get(mode, rec)
+                if mode == "adversarial":
+                    given = adversary(cloud, rec, f"adversary-{target.name}-{seed}", cold_trials)
                 result = run_study(replace(base, seed=seed), cloud, space, study,
                                    recommendation=None if given is None else Recommendation.read(given.to_json()))
+                if mode == "cold":
+                    cold_trials = result.trials
                 values = [t["value"] if t["state"] == "COMPLETE" else 0.0 for t in result.trials][:args.trials]
                 curves[mode].append(list(np.maximum.accumulate(values)))
                 console.print(f"{target.name} seed {seed} {mode}: best {curves[mode][-1][-1]:.3f} "
@@ -128,6 +140,21 @@ def main() -> None:
           f"{(time.perf_counter() - started) / 60:.1f} min on this machine")
     if args.json:
         Path(args.json).write_text(json.dumps({"curves": curves, "args": vars(args)}, indent=1, default=str))
+
+
+def adversary(cloud, rec, name: str, cold_trials: list[dict]):
+    """A recommendation whose one source is a study built to mislead: the cold study's finished trials with their
+    scores reversed (kept in the cloud as task ``name``'s study, as a real source study is); nothing enqueued."""
+    from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, Tag
+
+    if not cloud.find_runs(Kind.STUDY, experiment=TUNING_EXPERIMENT, task=name):
+        reversed_trials = [{**t, "value": 1.0 - t["value"]} for t in cold_trials
+                           if t["state"] == "COMPLETE" and t["value"] is not None]
+        run = cloud.start_run(Kind.STUDY, {Tag.TASK: name, Tag.STUDY: name}, experiment=TUNING_EXPERIMENT)
+        record = {"schema": "tfp.study/1", "study_name": name, "trials": reversed_trials}
+        run.log_file(Artifact.STUDY, lambda p: p.write_text(json.dumps(record, default=str)))
+        run.finish()
+    return replace(rec, ranking=[replace(rec.ranking[0], source=name, rank=1)], scenarios={})
 
 
 def _numbers(text: str) -> tuple[int, ...]:
