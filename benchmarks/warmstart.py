@@ -20,7 +20,7 @@ Printed (Markdown for ``benchmarks/README.md``): best held-out balanced accuracy
 and the trials each needs to reach the cold study's final best and 95 % of it, as means over (task, seed) pairs with
 95 % bootstrap intervals.
 
-    .venv/bin/python benchmarks/warmstart.py                 # about 50 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/warmstart.py                 # about 75 minutes on 2 CPU cores (benchmarks/README.md)
     .venv/bin/python benchmarks/warmstart.py --families fundus,histology --seeds 1 --trials 4   # a smoke run
 """
 from __future__ import annotations
@@ -41,12 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="radiograph,fundus,histology,dermoscopy,endoscopy,natural",
                         help="families of the source tasks; the first --targets get a held-out task")
-    parser.add_argument("--targets", type=int, default=3)
+    parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--sources-per-family", type=int, default=1)
-    parser.add_argument("--knowledge-trials", type=int, default=6)
-    parser.add_argument("--target-images", type=int, default=200)
+    parser.add_argument("--knowledge-trials", type=int, default=8)
+    parser.add_argument("--target-images", type=int, default=250)
     parser.add_argument("--held-out", type=float, default=0.4, help="share of the target's images held out")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--policies", type=int, default=6)

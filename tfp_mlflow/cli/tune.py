@@ -23,7 +23,7 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @click.option("--keywords", default="", help="The target's keywords (for --selector manual).")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Suggestions enqueued by the warm start.")
 @click.option("--no-warm-start", is_flag=True, help="Cold study: the sampler alone (for comparison).")
-@click.option("--transfer", type=click.Choice(["top-k", "studies"]), default="top-k", show_default=True,
+@click.option("--transfer", type=click.Choice(["top-k", "studies"]), default="studies", show_default=True,
               help="top-k: enqueue the recommended configurations; studies: also learn from the nearest tasks' "
                    "whole studies.")
 @click.option("--widen", is_flag=True, help="Grow the space to hold suggestions outside it (else an error).")

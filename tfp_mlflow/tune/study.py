@@ -218,9 +218,9 @@ class StudyPlan:
     seed: int = 0
     contribute: bool = True
     heartbeat: int = DEFAULT_HEARTBEAT
-    #: ``top-k`` (enqueue the recommendation's configurations) or ``studies`` (also learn from the nearest tasks'
-    #: whole studies, :mod:`tfp_mlflow.tune.transfer`).
-    transfer: str = "top-k"
+    #: ``studies`` (enqueue the recommendation's configurations and learn from the nearest tasks' whole studies,
+    #: :mod:`tfp_mlflow.tune.transfer`; TPE alone when none of them has a study) or ``top-k`` (enqueue only).
+    transfer: str = "studies"
 
     def check(self) -> StudyPlan:
         """One-line errors for values no study can run with."""
