@@ -65,8 +65,8 @@ class DemoResult:
 
 def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, seed: int = 0,
              console: Console | None = None, storage: str | None = None) -> DemoResult:
-    """Run the demo under ``home`` (see the module docstring); returns its result and writes ``summary.json``.
-    Its studies live in ``home/optuna.db``, or with ``storage="mlflow"`` in the demo's cloud itself."""
+    """Run the demo under ``home`` (the module doc; studies in ``home/optuna.db``, or with ``storage="mlflow"`` in
+    its cloud itself); returns its result and writes ``summary.json``."""
     from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
@@ -76,8 +76,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    home = Path(home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    (home := Path(home).resolve()).mkdir(parents=True, exist_ok=True)
     cloud = Cloud(f"sqlite:///{home / 'mlflow.db'}")
     storage = storage or f"sqlite:///{home / 'optuna.db'}"
     steps: dict[str, float] = {}
