@@ -75,6 +75,9 @@ def test_a_waiting_trial_goes_to_the_first_worker_to_claim_it_and_ends_once(clou
     assert cloud.client.get_run(waiting).info.status == "SCHEDULED"
     assert second.set_trial_state_values(waiting, TrialState.RUNNING) is False
     assert first.set_trial_state_values(waiting, TrialState.RUNNING) is True
+    taken = second.get_trial(waiting)                                  # started when taken, not when enqueued
+    assert taken.datetime_start.timestamp() * 1000 > cloud.client.get_run(waiting).info.start_time
+    assert second.get_trial_id_from_study_id_trial_number(study._study_id, 0) == waiting   # study.tell(number)
     assert first.set_trial_state_values(waiting, TrialState.COMPLETE, [0.5]) is True
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         second.set_trial_state_values(waiting, TrialState.FAIL)          # a late stale check changes nothing

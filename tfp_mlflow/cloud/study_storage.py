@@ -3,6 +3,8 @@
 says why and opens it."""
 from __future__ import annotations
 
+import datetime
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +25,8 @@ __all__ = ["CloudStudies"]
 
 #: MLflow's tag on a study run (trial runs have none).
 _DIRECTION = "optuna.study_direction"
+#: The system attr holding when a waiting trial was taken (Unix seconds).
+_CLAIMED_AT = "tfp_claimed_at"
 
 
 class CloudStudies(MlflowStorage, BaseHeartbeat):
@@ -79,9 +83,27 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
             if not self._first_to_write(trial_id, Param.CLAIMED_BY):
                 return False                  # another worker took this waiting trial
             self.record_heartbeat(trial_id)   # before any other worker can see it RUNNING
+            # When it started running (the run's own start is when it was enqueued), written now, not batched.
+            self._mlflow_client.set_tag(trial_id, f"sys_{_CLAIMED_AT}", json.dumps(time.time()))
         elif state.is_finished() and not self._first_to_write(trial_id, Param.FINISHED_BY):
             raise UpdateFinishedTrialError(f"trial run {trial_id} was already finished by another worker")
         return super().set_trial_state_values(trial_id, state, values)
+
+    def get_trial(self, trial_id):
+        """MLflow's trial, started when it was taken (as an RDB storage's), not when it was enqueued."""
+        frozen = super().get_trial(trial_id)
+        claimed = frozen.system_attrs.get(_CLAIMED_AT)
+        if claimed is not None:
+            frozen.datetime_start = datetime.datetime.fromtimestamp(float(claimed))
+        return frozen
+
+    def get_trial_id_from_study_id_trial_number(self, study_id, trial_number: int):
+        """The run of trial ``trial_number`` (MLflow's storage does not implement it: ``study.tell(number)``)."""
+        self.flush_all_batches()
+        runs = self._search(f"tags.mlflow.parentRunId = '{study_id}' and tags.numbers = '{int(trial_number)}'")
+        if not runs:
+            raise KeyError(f"no trial {trial_number} in study run {study_id}")
+        return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
 
     def _first_to_write(self, run_id: str, key: str) -> bool:
         try:

@@ -41,8 +41,10 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
 
     key = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opened = open_study_storage(storage, cloud, heartbeat)
     study = optuna.create_study(study_name=f"{study_prefix}-{key}", load_if_exists=True, direction="maximize",
-                                storage=open_study_storage(storage, cloud, heartbeat))
+                                storage=opened)
+    flush = getattr(opened, "flush_all_batches", lambda: None)   # the MLflow store batches attribute writes
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
@@ -55,7 +57,7 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
                for t in others):   # two workers put the same item back at once: the first claim wins
             raise optuna.TrialPruned("another worker holds this item")
         trial.set_user_attr("worker", worker)
-        with _alive(trial, heartbeat):
+        with _alive(trial, heartbeat, flush):
             work(index)
         return 1.0
 
@@ -101,13 +103,14 @@ ALIVE_ATTR = "alive_at"
 
 
 @contextlib.contextmanager
-def _alive(trial, heartbeat: int):
+def _alive(trial, heartbeat: int, flush: Callable[[], None] = lambda: None):
     """Write the time into the claim now and every ``heartbeat`` seconds while the block runs (the worker is alive).
 
     Written as a user attr, synchronously before any work starts: Optuna's own heartbeats are written by a thread
     and a worker killed before the first one reaches the storage would hold its item forever."""
 
     trial.set_user_attr(ALIVE_ATTR, time.time())
+    flush()
     stop = threading.Event()
 
     def beat() -> None:
