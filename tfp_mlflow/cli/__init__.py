@@ -39,6 +39,11 @@ console = Console(soft_wrap=True, width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
+def print_note(line: str) -> None:
+    """A workflow's note, on stderr (so ``--json -`` on stdout stays JSON)."""
+    err_console.print(f"note: {line}")
+
+
 #: Packages of the `torch` extra: a command that needs one says how to install it.
 _TORCH_EXTRA = {"torch", "torchvision", "timm", "albumentations", "pytorch_lightning", "safetensors", "pydicom"}
 

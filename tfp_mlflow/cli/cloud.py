@@ -7,7 +7,16 @@ from pathlib import Path as _Path
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import DATA_ROOT, JSON_OUT, TRACKING_URI, console, data_source, emit_json, err_console, main
+from tfp_mlflow.cli import (
+    DATA_ROOT,
+    JSON_OUT,
+    TRACKING_URI,
+    console,
+    data_source,
+    emit_json,
+    main,
+    print_note,
+)
 from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, scenario_names
@@ -103,7 +112,7 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                          merge=None if merge == "none" else merge, order_by=order_by)
     result = recommend_for(data, tracking_uri, query=query, keywords=keywords or "", samples=samples, rerank=rerank,
                            server=server, log=not no_log, progress=json_out != "-",
-                           on_note=lambda line: err_console.print(f"note: {line}"),
+                           on_note=print_note,
                            saved_as=json_out if json_out not in (None, "-") else None)
     if emit_json(result.to_json(), json_out, sort_keys=True):
         return

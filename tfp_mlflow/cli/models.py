@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, err_console, main
+from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main, print_note
 
 
 @main.command("rank-models")
@@ -35,7 +35,7 @@ def rank_models_command(data: str, candidates: str | None, scores: tuple[str, ..
     payload = rank_models(data, tracking_uri, scores=scores, samples=samples, weights=weights, batch_size=batch_size,
                           device=device, seed=seed, progress=json_out != "-",
                           candidates=[c.strip() for c in candidates.split(",") if c.strip()] if candidates else None,
-                          on_note=lambda line: err_console.print(f"note: {line}"))
+                          on_note=print_note)
     rows, order = payload["ranking"], payload["ordered_by"]
     if emit_json(payload, json_out):
         return

@@ -6,7 +6,7 @@ import contextlib
 import click
 from rich.table import Table
 
-from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, err_console, main
+from tfp_mlflow.cli import TRACKING_URI, console, data_source, emit_json, main, print_note
 from tfp_mlflow.selectors import DEFAULT_SELECTOR
 
 
@@ -68,7 +68,7 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
         result = tune_for(data, tracking_uri, training=training, study=study,
                           query=QueryOptions(selector=selector_name), keywords=keywords, space_path=space_path,
                           fingerprint=fingerprint_path, warm_start=not no_warm_start, epochs=epochs,
-                          on_trial=on_trial, on_note=lambda line: err_console.print(f"note: {line}"))
+                          on_trial=on_trial, on_note=print_note)
     if emit_json(result.to_json(), json_out, default=str):
         return
     table = Table(title=f"study {result.study_name} ({len(result.trials)} trials; BA: held-out balanced accuracy)")

@@ -25,7 +25,7 @@ from typing import Any
 
 from tfp_mlflow.errors import BadInputError
 
-__all__ = ["SearchSpace", "PAPER_ARCHITECTURES", "NO_POLICY", "loadable_architectures"]
+__all__ = ["SearchSpace", "PAPER_ARCHITECTURES", "NO_POLICY", "BUDGETS", "loadable_architectures"]
 
 #: The paper's 20 candidate architectures (Supplementary Table 1; reference/tfp-paper/model_infos.csv).
 PAPER_ARCHITECTURES = (
@@ -34,6 +34,8 @@ PAPER_ARCHITECTURES = (
     "cspdarknet53", "mixnet_l", "cspresnext50", "cspresnet50", "ese_vovnet39b", "resnest50d", "hrnet_w18",
     "skresnet34", "mobilenetv3_large_100", "res2net50_26w_4s")
 NO_POLICY = "none"
+#: The training budget's parameters: searched when the space gives several values, else fixed.
+BUDGETS = ("epochs", "image_size")
 _KEYS = {"architectures", "policies", "lr", "weight_decay", "truncate", "epochs", "image_size"}
 
 
@@ -88,7 +90,7 @@ class SearchSpace:
     def searched(self) -> tuple[str, ...]:
         """The parameters a trial draws (``epochs`` and ``image_size`` only when they have several values)."""
         return ("architecture", "policy", "lr", "weight_decay", "truncate",
-                *(name for name in ("epochs", "image_size") if len(getattr(self, name)) > 1))
+                *(name for name in BUDGETS if len(getattr(self, name)) > 1))
 
     def settings(self, params: dict[str, Any]) -> dict[str, int]:
         """The training budget of a trial with ``params``: its epochs, and its image side when the space sets one."""
@@ -126,7 +128,7 @@ class SearchSpace:
                 "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
                 "truncate": trial.suggest_categorical("truncate", list(self.truncate)),
                 **{name: trial.suggest_categorical(name, list(getattr(self, name)))
-                   for name in ("epochs", "image_size") if name in self.searched}}
+                   for name in BUDGETS if name in self.searched}}
 
     def violations(self, params: dict[str, Any]) -> list[str]:
         """What in ``params`` lies outside the space, as readable phrases (empty when all is inside)."""
@@ -142,7 +144,7 @@ class SearchSpace:
                 out.append(f"{name} {params.get(name)} is outside [{low:g}, {high:g}]")
         if params.get("truncate") not in self.truncate:
             out.append(f"truncate {params.get('truncate')!r} is not among {list(self.truncate)}")
-        for name in ("epochs", "image_size"):   # a configuration without them takes the space's (or a draw)
+        for name in BUDGETS:   # a configuration without them takes the space's (or a draw)
             if name in params and params[name] not in getattr(self, name):
                 out.append(f"{name} {params[name]!r} is not among {list(getattr(self, name))}")
         return out
@@ -158,7 +160,7 @@ class SearchSpace:
                           max(self.weight_decay[1], params["weight_decay"])),
             truncate=tuple(dict.fromkeys((*self.truncate, params["truncate"]))),
             **{name: tuple(sorted({*getattr(self, name), int(params[name])}))
-               for name in ("epochs", "image_size") if name in params})
+               for name in BUDGETS if name in params})
 
     def to_json(self) -> dict[str, Any]:
         return {"architectures": list(self.architectures), "policies": list(self.policies), "lr": list(self.lr),

@@ -34,7 +34,7 @@ from tfp_mlflow.cloud.store import RunRecorder
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.recommendation import Recommendation, Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
-from tfp_mlflow.tune.space import NO_POLICY, SearchSpace
+from tfp_mlflow.tune.space import BUDGETS, NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_study_storage
 from tfp_mlflow.tune.transfer import TRANSFERS, StudyTransferSampler, source_studies
 
@@ -96,7 +96,7 @@ def config_from_params(base, params: dict[str, Any], cloud: KnowledgeStore, poli
         run_id, _ = policies[params["policy"]]
         policy = cloud.policy(run_id, params["policy"])
     budget = space.settings(params) if space is not None else {
-        name: int(params[name]) for name in ("epochs", "image_size") if name in params}
+        name: int(params[name]) for name in BUDGETS if name in params}
     return replace(base, scenario="architecture", architecture=params["architecture"], policy=policy,
                    policy_id="" if policy is None else params["policy"], lr=params["lr"],
                    weight_decay=params["weight_decay"], truncate=params["truncate"],
@@ -130,7 +130,7 @@ def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], spac
                   "weight_decay": _inside(measured.get("weight_decay"), space.weight_decay),
                   "truncate": _truncation(measured.get("truncation"), space.truncate),
                   **{name: _choice(measured.get(name), getattr(space, name))
-                     for name in ("epochs", "image_size") if name in space.searched}}
+                     for name in BUDGETS if name in space.searched}}
         attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.selector,
                  "recommendation_run": recommendation.run_id,
                  "architecture_source": arch.source if arch else "",
