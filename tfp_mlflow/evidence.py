@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,12 +24,14 @@ from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
-from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes, Rule, TrackRecord
+from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
-__all__ = ["ORDERS", "CloudEvidence", "fit_track_record", "order"]
+__all__ = ["ORDERS", "NEAR", "CloudEvidence", "Ordering", "fit_track_record", "order"]
 
 #: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.
 ORDERS = ("auto", "distance")
+#: The query's nearest targets whose records a suggestion shows when the rule reads no neighbourhood.
+NEAR = 20
 _KINDS = {s.outcome: s.name for s in list_scenarios()}
 _FITTED: dict[tuple, CloudEvidence] = {}
 _LOCK = threading.Lock()
@@ -106,40 +108,78 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     return fitted
 
 
+@dataclass
+class Ordering:
+    """How one scenario walks the ranking: the sources in order, the rule that chose it, each source's reasons,
+    whether the record (not distance) ordered them, and the notes a person reads first."""
+
+    ranking: list[RankedSource]
+    rule: Rule | None
+    reasons: dict[str, dict]
+    by_record: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
 def order(evidence: CloudEvidence | None, scenario: str, target: str, ranking: Sequence[RankedSource],
-          how: str = "auto") -> tuple[list[RankedSource], Rule | None, dict[str, dict]]:
+          how: str = "auto") -> Ordering:
     """The ranking in the order ``scenario`` should walk it, the rule that chose it, and each source's reasons.
 
-    The distance term is the ranking's own order (its rank, so merged rankings of two signals combine too).
+    The distance term, and who the query's nearest targets are, come from the ranking's own order (its rank, so
+    merged rankings of two signals combine too). Each source's reasons carry its record on every other target
+    (``track_record``) and on the targets nearest the query (``near_record``: the rule's neighbourhood, else the
+    :data:`NEAR` nearest). When no source within reach has shown a measurable gain over training without transfer,
+    on either, the answer says so first and lists the sources by distance: a record that moves nothing is no
+    reason to prefer a far source.
     """
     reasons = {r.name: {"distance": r.distance, "distance_rank": r.rank} for r in ranking}
     if evidence is None:
-        return list(ranking), None, reasons
+        return Ordering(list(ranking), None, reasons)
     model = evidence.model
+    affinity = pd.Series({r.name: -float(r.rank) for r in ranking}, dtype=float)
+    rule = (model.rule(scenario, target, evidence.affinities)
+            if how == "auto" and scenario in model.scenarios() else None)
+    near = model.neighbours(scenario, target, affinity, rule.neighbours if rule and rule.neighbours else NEAR)
+    measurable = False
     for entry in ranking:
-        reasons[entry.name]["track_record"] = model.evidence(scenario, entry.name, target).to_json()
-    if how == "distance" or scenario not in model.scenarios():
-        return list(ranking), None, reasons
-    rule = model.rule(scenario, target, evidence.affinities)
+        overall = model.evidence(scenario, entry.name, target)
+        close = model.evidence(scenario, entry.name, target, among=near)
+        reasons[entry.name]["track_record"] = overall.to_json()
+        reasons[entry.name]["near_record"] = close.to_json()
+        measurable = measurable or overall.measurable_gain or close.measurable_gain
+    if rule is None:
+        return Ordering(list(ranking), None, reasons)
+    if not measurable:
+        note = (f"no source within reach has shown a measurable {scenario} gain over training without transfer, "
+                f"neither on all other targets nor on the {len(near)} nearest yours (each mean gain's 95 % "
+                f"interval holds 0, is a loss, or is under {MIN_EFFECT:.2f}): listed by distance, nearest first")
+        return Ordering(list(ranking), rule, reasons, False, [note])
     if not rule.uses_track_record:
-        return list(ranking), rule, reasons
-    affinity = pd.Series({r.name: -float(r.rank) for r in ranking})
+        return Ordering(list(ranking), rule, reasons)
     scores = model.scores(scenario, target, affinity, rule)
     ordered = sorted(ranking, key=lambda r: (-scores.get(r.name, -math.inf), r.rank))
     for position, entry in enumerate(ordered, start=1):
         reasons[entry.name]["score"] = round(float(scores.get(entry.name, math.nan)), 4)
         reasons[entry.name]["position"] = position
-    return ordered, rule, reasons
+    return Ordering(ordered, rule, reasons, True)
 
 
 def describe(rule: Rule | None, scenario: str, outcomes: int) -> str | None:
-    """One line for a scenario's notes: which rule ordered it, and why."""
+    """One line for a scenario's notes: which rule ordered it, and whether its order depends on the query."""
     if rule is None:
         return None
     if rule.uses_track_record:
-        return (f"ordered by {TRACK_RECORD}: on {rule.inner_targets} other targets of this cloud the sources' "
-                f"measured records chose better sources than distance alone ({rule.learned_score:+.3f} vs "
-                f"{rule.distance_score:+.3f} mean normalised outcome of the top-k)")
+        versus = (f"({rule.learned_score:+.3f} vs {rule.distance_score:+.3f} mean normalised outcome of the top-k "
+                  f"on {rule.inner_targets} other targets of this cloud)")
+        if rule.neighbours:
+            return (f"ordered by {TRACK_RECORD} on the {rule.neighbours} targets nearest yours "
+                    f"({rule.blend:.0%}, the rest on all targets): it chose better sources than distance alone "
+                    f"{versus}, so the order depends on your task")
+        if not rule.depends_on_target:
+            return (f"ordered by {TRACK_RECORD} on all other targets: it chose better sources than distance or the "
+                    f"records on each target's nearest {versus}, so the first suggestions are the same for most "
+                    f"tasks; distance only breaks ties")
+        return (f"ordered by {TRACK_RECORD} on all other targets, weighed with distance (x{rule.weight:g}): it chose "
+                f"better sources than distance alone {versus}")
     if rule.inner_targets < 5:
         return (f"ordered by distance: the cloud holds {scenario} outcomes on only {rule.inner_targets} other "
                 f"targets, too few for a learned ranking (each source's record is still shown)")

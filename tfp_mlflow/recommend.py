@@ -27,7 +27,7 @@ from tfp_mlflow.cloud.schema import (
 )
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import ArtifactsOnServerError, BadInputError, SpecMismatchError
-from tfp_mlflow.evidence import ORDERS, describe, fit_track_record, order
+from tfp_mlflow.evidence import ORDERS, Ordering, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import match_keywords, vocabulary
 from tfp_mlflow.noise import at_chance, noise_reason
@@ -118,8 +118,8 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
                      "(`tfp train --contribute --source`, `tfp seed --transfer` add them)")
     walk = _Walk(cloud, guard, pool.by_name, signals, task_flags, result, metric, top_k, include_flagged)
     for scenario in scenario_list:
-        ordered, rule, reasons = order(evidence, scenario.name, target_name, ranking, order_by)
-        advice = walk.scenario(scenario, ordered, rule, reasons, evidence.outcomes if evidence else 0)
+        advice = walk.scenario(scenario, order(evidence, scenario.name, target_name, ranking, order_by),
+                               evidence.outcomes if evidence else 0)
         if scenario.item == ITEM_ARCHITECTURE and rerank is not None and advice.items:
             advice.ordered_by, advice.items = rerank(advice.items)
             advice.notes.append(f"re-ordered by {advice.ordered_by} on the target's images (the sources' "
@@ -283,14 +283,13 @@ class _Walk:
                                                         self.include_flagged, self.result.flagged)
         return self._knowledge[source]
 
-    def scenario(self, scenario, ordered: list[RankedSource], rule, reasons: dict[str, Any],
-                 outcomes: int) -> ScenarioAdvice:
+    def scenario(self, scenario, ordering: Ordering, outcomes: int) -> ScenarioAdvice:
         """One scenario's advice: the first ``top_k`` sources with usable knowledge, and notes on what was not."""
         top_k, flagged = self.top_k, self.result.flagged
         items, skipped, passed_over, chance = [], 0, 0, 0
-        by_record = rule is not None and rule.uses_track_record
+        rule, reasons, by_record = ordering.rule, ordering.reasons, ordering.by_record
         # Ordered by distance, the walk stays among the closest; ordered by record, it goes as far as it takes.
-        walk = ordered if by_record else ordered[:WALK_FACTOR * top_k]
+        walk = ordering.ranking if by_record else ordering.ranking[:WALK_FACTOR * top_k]
         for entry in walk:
             if len(items) == top_k:
                 break
@@ -310,7 +309,9 @@ class _Walk:
             items.append(Suggestion(item=scenario.item, rank=entry.rank, source=entry.name, distance=entry.distance,
                                     signal=self.signals[entry.name], flags=flags, contributor=task.contributor,
                                     reasons=reasons[entry.name], **item))
-        notes = [line for line in [describe(rule, scenario.name, outcomes)] if line]
+        # Where nothing measurably helped, that note comes first and the rule's (which did not order) is left out.
+        described = None if ordering.notes else describe(rule, scenario.name, outcomes)
+        notes = [*ordering.notes, *([described] if described else [])]
         if passed_over:
             notes.append(f"{passed_over} closer sources flagged by the poisoning guard were passed over "
                          f"(see flagged; --include-flagged uses them)")

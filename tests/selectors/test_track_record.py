@@ -119,3 +119,81 @@ def test_evidence_counts_other_targets_only():
     bad = model.evidence("architecture", "bad", "t0")
     assert (bad.tried, bad.improved) == (5, 0) and bad.median_gain == pytest.approx(-0.3)
     assert good.record > 0 > bad.record
+
+
+def _gains(spec: dict[str, tuple[float, float, int]], seed: int = 0) -> Outcomes:
+    """Per source ``(mean gain, spread, targets)``: balanced accuracy over a 0.7 baseline on that many targets."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for source, (gain, spread, targets) in spec.items():
+        for j in range(targets):
+            records.append({"scenario": "architecture", "metric": "balanced_accuracy", "r": 0, "s": source,
+                            "t": f"t{j}", "p": 0.7 + gain + spread * rng.standard_normal(), "baseline": 0.7})
+    return Outcomes.from_records(records)
+
+
+def test_strong_is_earned_by_the_effect_against_its_uncertainty_never_by_a_count():
+    model = TrackRecord(_gains({"flat": (0.001, 0.02, 60), "tiny": (0.004, 0.001, 60), "big": (0.05, 0.01, 8),
+                                "noisy": (0.05, 0.2, 8), "hurts": (-0.03, 0.01, 20), "few": (0.2, 0.0, 2)}))
+    verdict = {s: model.evidence("architecture", s, "nowhere") for s in ("flat", "tiny", "big", "noisy", "hurts", "few")}
+    assert verdict["flat"].strength == "no measurable effect"          # 59 targets, and nothing measurable
+    assert verdict["tiny"].strength == "no measurable effect"          # sure, but under a point: no practical gain
+    assert verdict["big"].strength == "strong"                         # 8 targets, large against its error
+    assert verdict["noisy"].strength == "no measurable effect"         # the same mean, an interval holding 0
+    assert verdict["hurts"].strength == "loss" and verdict["few"].strength == "thin"
+    low, high = verdict["big"].interval
+    assert low < verdict["big"].mean_gain < high and low > 0.03
+    assert verdict["big"].to_json()["interval"] == [round(low, 4), round(high, 4)]
+
+
+def _clusters(per_cluster: int = 12, seed: int = 0) -> tuple[Outcomes, pd.DataFrame]:
+    """Two families of targets: ``sa`` helps family a most and b least, ``sb`` the reverse, ``mid`` is middling
+    everywhere; the affinities know the families (and nothing of the three sources)."""
+    rng = np.random.default_rng(seed)
+    targets = [f"{family}{j}" for family in "ab" for j in range(per_cluster)]
+    others = [f"o{i}" for i in range(6)]
+    records = []
+    for target in targets:
+        quality = {"sa": 0.95 if target[0] == "a" else 0.35, "sb": 0.95 if target[0] == "b" else 0.35, "mid": 0.65,
+                   **{o: rng.uniform(0.55, 0.75) for o in others}}
+        records += [{"scenario": "cotraining", "metric": "balanced_accuracy", "r": 0, "s": s, "t": target, "p": p,
+                     "baseline": 0.6} for s, p in quality.items()]
+    sources = ["sa", "sb", "mid", *others, *targets]
+    affinity = pd.DataFrame(rng.random((len(sources), len(targets))) * 0.1, index=sources, columns=targets)
+    for target in targets:
+        affinity.loc[[t for t in targets if t[0] == target[0]], target] += 1.0
+    return Outcomes.from_records(records), affinity
+
+
+def test_a_neighbourhood_record_makes_the_first_suggestion_depend_on_the_target():
+    outcomes, affinity = _clusters()
+    model = TrackRecord(outcomes, list(affinity.index))
+    firsts = {}
+    for target in affinity.columns:
+        rule = model.rule("cotraining", target, affinity)
+        assert rule.kind == "neighbourhood" and rule.depends_on_target
+        scores = model.scores("cotraining", target, affinity[target], rule)
+        firsts[target] = scores.drop(list(affinity.columns)).idxmax()
+    # Each family gets its own first suggestion (the chosen distance weight may move a target or two).
+    for family, best in (("a", "sa"), ("b", "sb")):
+        picked = [firsts[t] for t in affinity.columns if t[0] == family]
+        assert picked.count(best) >= 0.8 * len(picked)
+    near = model.neighbours("cotraining", "a0", affinity["a0"], 5)
+    assert len(near) == 5 and all(t[0] == "a" for t in near) and "a0" not in near
+    local = model.evidence("cotraining", "sa", "a0", among=near)
+    assert local.among == 5 and local.mean_gain == pytest.approx(0.35)
+    assert model.evidence("cotraining", "sa", "a0").mean_gain < local.mean_gain
+
+
+def test_the_neighbourhood_never_reads_the_held_out_targets_outcomes():
+    outcomes, affinity = _clusters()
+    shaken = _randomised(outcomes, {"a0"}, seed=4)
+    before, after = (TrackRecord(o, list(affinity.index)) for o in (outcomes, shaken))
+    rules = [m.rule("cotraining", "a0", affinity) for m in (before, after)]
+    assert rules[0] == rules[1] and rules[0].kind == "neighbourhood"
+    pd.testing.assert_series_equal(before.scores("cotraining", "a0", affinity["a0"], rules[0]),
+                                   after.scores("cotraining", "a0", affinity["a0"], rules[1]), check_exact=True)
+    moved = _randomised(outcomes, {"a1", "a2"}, seed=4)
+    other = TrackRecord(moved, list(affinity.index))
+    assert not before.scores("cotraining", "a0", affinity["a0"], rules[0]).equals(
+        other.scores("cotraining", "a0", affinity["a0"], rules[0]))

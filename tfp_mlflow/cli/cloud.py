@@ -120,20 +120,31 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
 
 
 def _why(reasons: dict) -> str:
-    """A suggestion's reasons in one cell: how close, how reliable, how much evidence."""
+    """A suggestion's reasons in one cell: how close, and how large and how sure its measured gain was."""
     parts = []
     if "distance_rank" in reasons:
-        parts.append(f"#{reasons['distance_rank']} by distance ({reasons['distance']:.3g})")
+        parts.append(f"#{reasons['distance_rank']} by distance")
     record = reasons.get("track_record")
     if record and record["tried"]:
-        gain = record["median_gain"]
-        noise = record.get("within_noise") or 0
-        parts.append(f"improved {record['improved']} of {record['tried']} targets"
-                     + ("" if gain is None else f", median {gain:+.3f}")
-                     + (f", {noise} within noise" if noise else "") + f" ({record['evidence']} evidence)")
+        parts.append("all other targets: " + _effect(record))
+        near = reasons.get("near_record")
+        if near and near.get("among"):
+            parts.append(f"{near['among']} nearest yours: " + (_effect(near) if near["tried"] else "not tried"))
     elif record is not None:
         parts.append("no measured transfers yet")
     return "; ".join(parts)
+
+
+def _effect(record: dict) -> str:
+    """A record's gain in words: mean gain over the baseline with its 95 % interval, and what that amounts to."""
+    gain, interval = record.get("mean_gain"), record.get("interval")
+    if gain is None:
+        return f"tried on {record['tried']}, no baseline to compare"
+    words = {"strong": "strong gain", "gain": "a gain", "loss": "a loss", "thin": "too few to tell"}
+    span = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+    noise = (f", {record['beyond_noise']} of {record['sized']} beyond noise" if record.get("sized") else "")
+    return (f"{gain:+.3f}{span} on {record['tried']}{noise}, "
+            f"{words.get(record['evidence'], record['evidence'])}")
 
 
 def _evidence(item, metric: str, ordered: str) -> str:
@@ -161,7 +172,7 @@ def _advice_table(result, scenario: str, advice) -> Table:
     table = Table(title=f"{scenario}: top {result.top_k} by {advice.selector}"
                         + ("" if ordered == "distance" else f", ordered by {ordered}"))
     for column in ("rank", "source", "recommendation", "evidence",
-                   "why (distance rank; track record on other targets)", "from"):
+                   "why (distance rank; mean gain over no transfer [95 % interval] on N targets)", "from"):
         table.add_column(column)
     for item in advice.items:
         table.add_row(str(item.rank), item.source, item.what, _evidence(item, result.metric, ordered),

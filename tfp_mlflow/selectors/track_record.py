@@ -20,6 +20,7 @@ inner validation that picks the rule. Torch-free; numpy only.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,11 @@ TRACK_RECORD = "track-record"
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 #: Shrinkage toward the mean, in targets.
 SHRINKAGES = (1.0, 3.0, 10.0)
+#: How many of the targets nearest the query a neighbourhood record reads (``None``: every other target, the
+#: global record).
+NEIGHBOURHOODS: tuple[int | None, ...] = (None, 30, 20, 10)
+#: The neighbourhood record's share in a blend with the global record (1: the neighbourhood alone).
+BLENDS = (0.25, 0.5)
 #: Below this many inner targets a scenario's rule is distance: too little evidence to choose anything else.
 MIN_TARGETS = 5
 _COLUMNS = ["scenario", "metric", "r", "s", "t", "p", "baseline", "n"]
@@ -132,16 +138,41 @@ class Rule:
     learned_score: float
     distance_score: float
     inner_targets: int
+    #: The record reads the outcomes of this many targets nearest the query (``None``: every other target) ...
+    neighbours: int | None = None
+    #: ... with this share, the global record the rest.
+    blend: float = 1.0
 
     @property
     def uses_track_record(self) -> bool:
         return self.weight is not None
 
+    @property
+    def depends_on_target(self) -> bool:
+        """Whether the order this rule gives changes with the query: distance and neighbourhood records do; a
+        global record with a distance weight of 0 is the same list for every target (distance breaks ties)."""
+        return not self.uses_track_record or self.neighbours is not None or bool(self.weight)
+
+    @property
+    def kind(self) -> str:
+        """``distance``, ``neighbourhood`` (the record on the nearest targets) or ``global`` (on all of them)."""
+        return "distance" if not self.uses_track_record else "neighbourhood" if self.neighbours else "global"
+
     def to_json(self) -> dict:
         return {"scenario": self.scenario, "ordered_by": TRACK_RECORD if self.uses_track_record else "distance",
+                "record": self.kind, "neighbours": self.neighbours,
+                "blend": self.blend if self.neighbours else None,
                 "weight_of_distance": self.weight, "shrinkage": self.shrinkage,
                 "validated_score": _round(self.learned_score), "distance_score": _round(self.distance_score),
                 "inner_targets": self.inner_targets}
+
+
+#: A mean gain (balanced accuracy) under this is no practical effect, however sure: one point.
+MIN_EFFECT = 0.01
+#: A gain is *strong* when its mean is at least this many standard errors (and at least :data:`MIN_EFFECT`).
+STRONG = 4.0
+#: Targets with a measured gain below which no interval is given (the effect is ``thin``).
+MIN_GAINS = 3
 
 
 @dataclass(frozen=True)
@@ -149,9 +180,11 @@ class Evidence:
     """A source's measured record in one scenario, on the targets a query may read (never the query's own).
 
     ``improved`` of ``tried`` targets gained in balanced accuracy over their baseline (mean over repetitions);
-    ``median_gain`` is the median of those gains; ``within_noise`` of them moved their target by less than twice
-    the standard error of a difference on its held-out split (:mod:`tfp_mlflow.noise`; only where the split's
-    size is known); ``outcomes`` counts every measured case behind them.
+    ``median_gain`` and ``mean_gain`` summarise those gains, ``interval`` is the 95 % t-interval of the mean over
+    the targets (``None`` under :data:`MIN_GAINS` targets); ``beyond_noise`` of the ``sized`` targets whose held-out
+    size is known gained by more than twice the standard error of a difference on their split, ``within_noise``
+    moved by less (:mod:`tfp_mlflow.noise`); ``outcomes`` counts every measured case behind them. ``among`` names
+    how many targets were read when the record was restricted to the query's nearest (``None``: all others).
     """
 
     tried: int
@@ -160,15 +193,43 @@ class Evidence:
     outcomes: int
     record: float
     within_noise: int = 0
+    mean_gain: float | None = None
+    interval: tuple[float, float] | None = None
+    standard_error: float | None = None
+    beyond_noise: int = 0
+    sized: int = 0
+    among: int | None = None
 
     @property
     def strength(self) -> str:
-        return "none" if self.tried == 0 else "thin" if self.tried < 3 else "some" if self.tried < 10 else "strong"
+        """What the gains say, by effect size against their own uncertainty (never by a count):
+
+        ``none`` (never tried), ``thin`` (under :data:`MIN_GAINS` targets with a gain), ``no measurable effect``
+        (the interval holds 0, or the mean is under :data:`MIN_EFFECT`), ``loss`` (the interval is below 0),
+        ``gain`` (above 0) and ``strong`` (above 0 and the mean at least :data:`STRONG` standard errors).
+        """
+        if self.tried == 0:
+            return "none"
+        if self.interval is None or self.mean_gain is None:
+            return "thin"
+        low, high = self.interval
+        if high < 0:
+            return "loss"
+        if low <= 0 or self.mean_gain < MIN_EFFECT:
+            return "no measurable effect"
+        return "strong" if self.mean_gain >= STRONG * (self.standard_error or math.inf) else "gain"
+
+    @property
+    def measurable_gain(self) -> bool:
+        return self.strength in ("gain", "strong")
 
     def to_json(self) -> dict:
         return {"tried": self.tried, "improved": self.improved, "median_gain": _round(self.median_gain),
+                "mean_gain": _round(self.mean_gain),
+                "interval": None if self.interval is None else [_round(v) for v in self.interval],
                 "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength,
-                "within_noise": self.within_noise}
+                "within_noise": self.within_noise, "beyond_noise": self.beyond_noise, "sized": self.sized,
+                "among": self.among}
 
 
 class _Scenario:
@@ -230,15 +291,23 @@ class TrackRecord:
         Suggestions the inner validation scores (the evaluation's top-k).
     group_out : bool
         Also hide, for target ``t``, the outcomes of every target sharing images with ``t``.
+    neighbourhoods : sequence of int or None
+        How many of the targets nearest the query a record may read, as the inner validation chooses (``None``:
+        every other target). The nearest are found by the same affinities as the distance term (a target's own
+        affinity column, or, for the query, ``affinity``): no outcome decides who is a neighbour.
+    blends : sequence of float
+        The neighbourhood record's shares in a blend with the global record the inner validation chooses from.
     """
 
     def __init__(self, outcomes: Outcomes, sources: Sequence[str] | None = None, *, top_k: int = 3,
                  group_out: bool = False, weights: Sequence[float] = WEIGHTS,
-                 shrinkages: Sequence[float] = SHRINKAGES) -> None:
+                 shrinkages: Sequence[float] = SHRINKAGES,
+                 neighbourhoods: Sequence[int | None] = NEIGHBOURHOODS, blends: Sequence[float] = BLENDS) -> None:
         self.outcomes = outcomes
         self.top_k = top_k
         self.group_out = group_out
         self.weights, self.shrinkages = tuple(weights), tuple(shrinkages)
+        self.neighbourhoods, self.blends = tuple(neighbourhoods), tuple(blends)
         table = outcomes.table
         names = sources if sources is not None else sorted(set(table["s"]) | set(table["t"]))
         self.sources = list(dict.fromkeys(names))
@@ -270,27 +339,48 @@ class TrackRecord:
             return pd.Series(close, index=self.sources)
         rule = rule or Rule(scenario, 0.0, self.shrinkages[0], float("nan"), float("nan"), 0)
         hidden = self._hidden(data, target)
-        record = self._record(data, hidden, rule.shrinkage)
+        record = self._record(data, self._readable(data, hidden, affinity, None), rule.shrinkage)
+        if rule.neighbours:
+            near = self._record(data, self._readable(data, hidden, affinity, rule.neighbours), rule.shrinkage)
+            record = (1 - rule.blend) * record + rule.blend * near
         return pd.Series(record + (rule.weight + _TIE) * close, index=self.sources)
 
-    def evidence(self, scenario: str, source: str, target: str) -> Evidence:
-        """The source's record in ``scenario`` as a person reads it, without ``target``'s outcomes."""
+    def neighbours(self, scenario: str, target: str, affinity: pd.Series, k: int | None) -> list[str]:
+        """The ``k`` targets of ``scenario`` nearest ``target`` whose outcomes a query may read, nearest first
+        (``affinity``: index tasks, higher is closer); every readable target when ``k`` is ``None``."""
+        data = self._scenarios.get(scenario)
+        if data is None:
+            return []
+        keep = self._readable(data, self._hidden(data, target), affinity, k)
+        closeness = affinity.reindex(data.targets).to_numpy(dtype=float)
+        order = np.argsort(-np.where(np.isfinite(closeness), closeness, -np.inf), kind="stable")
+        return [data.targets[j] for j in order if keep[j]]
+
+    def evidence(self, scenario: str, source: str, target: str, among: Sequence[str] | None = None) -> Evidence:
+        """The source's record in ``scenario`` as a person reads it, without ``target``'s outcomes (and, with
+        ``among``, on those targets only: the query's neighbourhood)."""
         data = self._scenarios.get(scenario)
         if data is None or source not in self._row:
-            return Evidence(0, 0, None, 0, 0.0)
-        hidden = self._hidden(data, target)
+            return Evidence(0, 0, None, 0, 0.0, among=None if among is None else len(among))
         keep = np.ones(len(data.targets), dtype=bool)
-        keep[hidden] = False
+        keep[self._hidden(data, target)] = False
+        if among is not None:
+            keep &= np.isin(np.array(data.targets, dtype=object), list(among))
         i = self._row[source]
         measured = data.measured[i] & keep
         known = measured & np.isfinite(data.gains[i])
         gains = data.gains[i][known]
         margins = data.margins[i][known]
+        sized = np.isfinite(margins)
         record = float(data.filled[i][keep].sum() / (measured.sum() + self.shrinkages[0]))
+        mean, error, interval = _mean_interval(gains)
         return Evidence(tried=int(measured.sum()), improved=int((gains > 0).sum()),
                         median_gain=float(np.median(gains)) if len(gains) else None,
                         outcomes=int(data.cases[i][measured].sum()), record=record,
-                        within_noise=int((np.abs(gains) < margins).sum()))
+                        within_noise=int((np.abs(gains[sized]) < margins[sized]).sum()),
+                        mean_gain=mean, interval=interval, standard_error=error,
+                        beyond_noise=int((gains[sized] >= margins[sized]).sum()), sized=int(sized.sum()),
+                        among=None if among is None else int(keep.sum()))
 
     def matrix(self, scenario: str, distances: pd.DataFrame, targets: Sequence[str],
                columns: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -319,11 +409,21 @@ class TrackRecord:
         names = self.outcomes.group(target) if self.group_out else {target}
         return np.array(sorted(data.col[n] for n in names if n in data.col), dtype=np.int64)
 
-    def _record(self, data: _Scenario, hidden: np.ndarray, shrinkage: float) -> np.ndarray:
-        # Sum what may be read; subtracting the hidden columns from a total would leak them in the last bits.
+    @staticmethod
+    def _record(data: _Scenario, keep: np.ndarray, shrinkage: float) -> np.ndarray:
+        return data.filled[:, keep].sum(axis=1) / (data.measured[:, keep].sum(axis=1) + shrinkage)
+
+    def _readable(self, data: _Scenario, hidden: np.ndarray, affinity: pd.Series, k: int | None) -> np.ndarray:
+        """Columns a record for the query reads: every one not hidden, or the ``k`` nearest by ``affinity``.
+
+        Sums are taken over these (never a total minus the hidden part, which would leak them in the last bits).
+        """
         keep = np.ones(len(data.targets), dtype=bool)
         keep[hidden] = False
-        return data.filled[:, keep].sum(axis=1) / (data.measured[:, keep].sum(axis=1) + shrinkage)
+        if k is None:
+            return keep
+        closeness = affinity.reindex(data.targets).to_numpy(dtype=float)
+        return _nearest(np.where(keep & np.isfinite(closeness), closeness, -np.inf)[:, None], k)[:, 0]
 
     def _validate(self, data: _Scenario, hidden: np.ndarray, affinities: pd.DataFrame, scenario: str) -> Rule:
         """Choose weight and shrinkage on the inner targets (every target but the hidden ones), each scored with
@@ -350,16 +450,24 @@ class TrackRecord:
         values = data.filled[:, inner]
         usable = candidates.sum(axis=0) >= 2
         distance_score = self._top_k_score(close, candidates, values, usable)
-        best: tuple[float, float | None, float] = (distance_score, None, self.shrinkages[0])
+        best = (distance_score, None, self.shrinkages[0], None, 1.0)
         if usable.sum() >= MIN_TARGETS:
-            for shrinkage in self.shrinkages:
-                record = total / (count + shrinkage)
-                for weight in self.weights:
-                    score = self._top_k_score(record + (weight + _TIE) * close, candidates, values, usable)
-                    if score > best[0] + 1e-12:
-                        best = (score, weight, shrinkage)
+            # Who is near each inner target: the other readable targets by their affinity to it (no outcome).
+            near = affinities.reindex(index=data.targets, columns=names).to_numpy(dtype=float)
+            near = np.where(~excluded & np.isfinite(near), near, -np.inf)
+            for k in self.neighbourhoods:
+                reads = None if k is None else _nearest(near, k).astype(float)        # (targets, inner)
+                for shrinkage in self.shrinkages:
+                    overall = total / (count + shrinkage)
+                    local = None if reads is None else (data.filled @ reads) / (data.measured @ reads + shrinkage)
+                    for blend in ((1.0,) if local is None else self.blends):
+                        record = overall if local is None else (1 - blend) * overall + blend * local
+                        for weight in self.weights:
+                            score = self._top_k_score(record + (weight + _TIE) * close, candidates, values, usable)
+                            if score > best[0] + 1e-12:
+                                best = (score, weight, shrinkage, k, blend)
         learned = best[0] if best[1] is not None else float("nan")
-        return Rule(scenario, best[1], best[2], learned, distance_score, int(usable.sum()))
+        return Rule(scenario, best[1], best[2], learned, distance_score, int(usable.sum()), best[3], best[4])
 
     def _top_k_score(self, scores: np.ndarray, candidates: np.ndarray, values: np.ndarray,
                      usable: np.ndarray) -> float:
@@ -388,6 +496,34 @@ def _centred_rank(values: np.ndarray) -> np.ndarray:
     if known.sum() >= 2:
         out[known] = (pd.Series(values[known]).rank(method="average").to_numpy() - 0.5) / known.sum() - 0.5
     return out
+
+
+def _nearest(closeness: np.ndarray, k: int) -> np.ndarray:
+    """Per column, the ``k`` rows of highest closeness (``-inf``: not eligible), as a boolean mask."""
+    mask = np.zeros(closeness.shape, dtype=bool)
+    if closeness.size == 0:
+        return mask
+    order = np.argsort(-closeness, axis=0, kind="stable")[:k]
+    columns = np.broadcast_to(np.arange(closeness.shape[1]), order.shape)
+    mask[order, columns] = True
+    return mask & np.isfinite(closeness)
+
+
+def _mean_interval(gains: np.ndarray) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """Mean gain, its standard error and 95 % t-interval over targets (no interval under :data:`MIN_GAINS`)."""
+    if not len(gains):
+        return None, None, None
+    mean = float(gains.mean())
+    if len(gains) < MIN_GAINS:
+        return mean, None, None
+    error = float(gains.std(ddof=1) / math.sqrt(len(gains)))
+    half = _T975.get(len(gains) - 1, 1.96 + 2.5 / (len(gains) - 1)) * error
+    return mean, error, (mean - half, mean + half)
+
+
+#: Two-sided 95 % quantiles of Student's t by degrees of freedom (others: 1.96 + 2.5 / df, within 0.02).
+_T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
+         15: 2.131, 20: 2.086}
 
 
 def _group_map(groups: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
