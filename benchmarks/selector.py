@@ -6,6 +6,10 @@ matrices, when you have them), with the reference's protocol on its 43 validatio
 
 1. per scenario: win rate (Supplementary Table 4 setups, ties count for each tied selector), top-3 percentile
    rank, weighted Kendall tau and regret (means over setups), each with a 95 % bootstrap interval over targets;
+   and whether the advice depends on the target: how many distinct sources come first across the 43 targets, the
+   most frequent first and its share, and the mean gain of the first suggestion over the target's no-transfer
+   baseline (balanced accuracy, 95 % bootstrap interval), beside the global-record rule (``track-record-global``,
+   the rule before neighbourhoods);
 2. a growth curve: the learned selector fitted on a random share (5-100 %) of the measured (source, target) pairs,
    scored against bKLD(small,target) alone, several draws per share: after how many outcomes does it win;
 3. the learned selector fitted on the 28 development targets' outcomes only (a young cloud's situation).
@@ -33,6 +37,35 @@ from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes
 
 BASE = "bkld-small-target"
+GLOBAL = f"{TRACK_RECORD}-global"
+
+
+def first_suggestions(ref, matrices, outcomes: Outcomes, draws: int, seed: int) -> pd.DataFrame:
+    """Per selector and scenario: distinct first sources over the validation targets, the most frequent one and
+    its share, and the mean gain of the first suggestion over the target's baseline with a bootstrap interval."""
+    table = outcomes.table[outcomes.table["metric"] == "balanced_accuracy"]
+    gains = (table["p"] - table["baseline"]).groupby([table["scenario"], table["s"], table["t"]]).mean()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for selector, by_scenario in matrices.items():
+        for scenario in scenario_names():
+            matrix = by_scenario[scenario] if isinstance(by_scenario, dict) else by_scenario
+            firsts, gained = [], []
+            for target in ref.validation:
+                column = ref.shrink_map.get(target, target)
+                measured = [s for s in ref.valid_sources(target) if (scenario, s, target) in gains.index]
+                if column not in matrix.columns or not measured:
+                    continue
+                first = matrix.loc[measured, column].astype(float).idxmin()
+                firsts.append(first)
+                gained.append(gains[(scenario, first, target)])
+            counts = pd.Series(firsts).value_counts()
+            values = np.array(gained)
+            means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
+            rows.append({"selector": selector, "scenario": scenario, "distinct": len(counts), "targets": len(firsts),
+                         "most": counts.index[0], "share": counts.iloc[0] / len(firsts), "gain": values.mean(),
+                         "gain_low": np.percentile(means, 2.5), "gain_high": np.percentile(means, 97.5)})
+    return pd.DataFrame(rows)
 
 
 def per_target(result) -> pd.DataFrame:
@@ -92,6 +125,8 @@ def main() -> None:
           f"{len(outcomes.scenarios)} scenarios")
     matrices = {TRACK_RECORD: track_record_matrices(ref, distances, outcomes=outcomes, group_out=args.group_out),
                 BASE: distances, "manual": ref.manual_matrix()}
+    everything = {**matrices, GLOBAL: track_record_matrices(ref, distances, outcomes=outcomes,
+                                                            group_out=args.group_out, neighbourhoods=(None,))}
     for entry in args.selector:
         name, _, path = entry.partition("=")
         matrices[name] = read_distance_matrix(path)
@@ -107,6 +142,17 @@ def main() -> None:
         print(f"{row.selector:<20} {row.scenario:<13} " + " ".join(f"{c:>22}" for c in cells))
     means = table.groupby("selector", sort=False)["win"].mean()
     print("mean win rate %: " + ", ".join(f"{s} {v:.2f}" for s, v in means.items()))
+    rates = mean_win_rates(ref, {GLOBAL: everything[GLOBAL], BASE: distances, "manual": matrices["manual"]})
+    print(f"the global-record rule in the same three-way comparison: {rates[GLOBAL]['mean']:.2f} % "
+          f"({', '.join(f'{s} {rates[GLOBAL][s]:.1f}' for s in scenario_names())})")
+    firsts = first_suggestions(ref, everything, outcomes, args.bootstraps, args.seed)
+    print("\n1b. does the advice depend on the target? first suggestions over the validation targets")
+    print(f"{'selector':<22} {'scenario':<13} {'distinct firsts':>16} {'most frequent first (share)':>52} "
+          f"{'gain of the first [95 %]':>28}")
+    for row in firsts.itertuples():
+        print(f"{row.selector:<22} {row.scenario:<13} {f'{row.distinct} of {row.targets}':>16} "
+              f"{f'{row.most} ({row.share:.0%})':>52} "
+              f"{f'{row.gain:+.4f} [{row.gain_low:+.4f}, {row.gain_high:+.4f}]':>28}")
 
     development = Outcomes(table=outcomes.table[outcomes.table["t"].isin(ref.development)], groups=outcomes.groups)
     young = track_record_matrices(ref, distances, outcomes=development)
@@ -131,10 +177,10 @@ def main() -> None:
                                                                                                   "max"])
     print("\n2. growth: head to head with bKLD(small,target), mean win rate % over the four scenarios")
     print(summary.round(2).to_string())
-    log(args.tracking_uri, table, curve, time.perf_counter() - started)
+    log(args.tracking_uri, table, curve, time.perf_counter() - started, firsts)
 
 
-def log(uri: str, table: pd.DataFrame, curve: pd.DataFrame, seconds: float) -> None:
+def log(uri: str, table: pd.DataFrame, curve: pd.DataFrame, seconds: float, firsts: pd.DataFrame) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,6 +193,9 @@ def log(uri: str, table: pd.DataFrame, curve: pd.DataFrame, seconds: float) -> N
         for row in table.itertuples():
             mlflow.log_metric(f"win_rate.{row.selector}.{row.scenario}", row.win)
         mlflow.log_metric("seconds", seconds)
+        for row in firsts.itertuples():
+            mlflow.log_metric(f"distinct_firsts.{row.selector}.{row.scenario}", row.distinct)
+            mlflow.log_metric(f"first_gain.{row.selector}.{row.scenario}", row.gain)
         figure, axis = plt.subplots(figsize=(6, 4))
         grouped = curve.groupby("pairs")
         for column, label in ((f"{TRACK_RECORD} mean", TRACK_RECORD), ("distance mean", BASE)):
@@ -163,6 +212,7 @@ def log(uri: str, table: pd.DataFrame, curve: pd.DataFrame, seconds: float) -> N
         mlflow.log_artifact(str(path))
         table.to_csv(Path(tmp) / "selector-comparison.csv", index=False)
         curve.to_csv(Path(tmp) / "selector-growth.csv", index=False)
+        firsts.to_csv(Path(tmp) / "selector-first-suggestions.csv", index=False)
         mlflow.log_artifacts(tmp)
     print(f"logged to {uri} (experiment tfp-benchmarks, run selector)")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.keywords import canonical, match_keywords, vocabulary
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.selectors import get_selector
@@ -63,3 +65,19 @@ def test_a_recommendation_by_keywords_maps_them_and_says_so(tmp_path):
     listed = CliRunner().invoke(main, ["keywords", "--tracking-uri", cloud.uri])
     assert listed.exit_code == 0 and "fundus_photography" in listed.output and "keywords of the 3 tasks" in \
         listed.output
+
+
+def test_a_keyword_that_matches_nothing_is_refused_when_it_is_the_only_signal(tmp_path):
+    cloud = Cloud(sqlite_uri(tmp_path / "cloud" / "mlflow.db"), cache_dir=tmp_path / "cache")
+    for name, keywords in [("fundus_a", ["eye", "fundus_photography"]), ("chest_a", ["x_ray", "chest"])]:
+        cloud.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)
+    with pytest.raises(BadInputError, match=r"no known task has the keyword 'zebrafish'.*`tfp keywords`"):
+        recommend(cloud, keywords=["zebrafish"], selector="manual", log=False)
+    shown = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "zebrafish", "--no-log",
+                                      "--tracking-uri", cloud.uri])
+    assert shown.exit_code == 2 and len(shown.output.strip().splitlines()) == 1 and "tfp keywords" in shown.output
+    # One matching keyword answers, and says the other moves nothing and that the images play no part.
+    result = recommend(cloud, keywords=["zebrafish", "eye"], selector="manual", log=False)
+    assert result.ranking[0].source == "fundus_a"
+    assert any("1 of the 2 keywords match no known task" in n for n in result.notes)
+    assert any("do not use the new task's images" in n for n in result.notes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 
 __all__ = ["TfpError", "BadInputError", "SpecMismatchError", "TooLargeError", "NotFoundError", "CloudError",
-           "TamperedError", "ArtifactsOnServerError", "first_line"]
+           "TamperedError", "ArtifactsOnServerError", "first_line", "one_line"]
 
 
 def first_line(reason: object, limit: int = 160) -> str:
@@ -16,6 +16,20 @@ def first_line(reason: object, limit: int = 160) -> str:
     at a word boundary (``...``), never cut mid-word; ``""`` when there is none."""
     lines = str(reason).strip().splitlines()
     return textwrap.shorten(lines[0], width=limit, placeholder=" ...") if lines else ""
+
+
+def one_line(error: BaseException) -> str:
+    """A TfpError's message as the one line it was raised with, also when a DataLoader worker raised it: PyTorch
+    re-raises it in the main process with "Caught ... in DataLoader worker process N" and the worker's traceback
+    prepended, whose last line is the original ``module.Class: message``."""
+    text = str(error)
+    if "\n" not in text:
+        return text
+    name = type(error).__name__
+    for line in reversed(text.strip().splitlines()):
+        if f"{name}: " in line:
+            return line.split(f"{name}: ", 1)[1].strip()
+    return text.strip().splitlines()[0]
 
 
 class TfpError(Exception):

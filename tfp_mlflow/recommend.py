@@ -95,8 +95,7 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     target_name = name or (target.name if target else "query")
     notes: list[str] = []
     pool = _candidates(cloud, chooser, guard, target, target_name, keywords, merge, notes)
-    if keywords and (not chooser.needs_fingerprint or pool.described):
-        keywords = _on_vocabulary(keywords, pool, notes)
+    keywords = _on_vocabulary(keywords, pool, notes, by_keywords_alone=not chooser.needs_fingerprint)
     query = Task(name=target_name, keywords=keywords, num_images=target.num_images if target else 0,
                  fingerprint=target)
     ranking, signals = _rank(cloud, chooser, query, pool, merge)
@@ -238,11 +237,29 @@ def _candidates(cloud: KnowledgeStore, chooser, guard: Guard, target: Fingerprin
     return _Pool(cloud_tasks, described, untrusted)
 
 
-def _on_vocabulary(keywords: Sequence[str], pool: _Pool, notes: list[str]) -> tuple[str, ...]:
+def _on_vocabulary(keywords: Sequence[str], pool: _Pool, notes: list[str], *,
+                   by_keywords_alone: bool) -> tuple[str, ...]:
     """The query's keywords in the words the pool's tasks use (``fundus`` → ``fundus_photography``); notes say
-    what was mapped and name a keyword that matches nothing with its nearest terms."""
+    what was mapped, name a keyword that matches nothing with its nearest terms, and that a ranking by keywords
+    alone does not use the images. When keywords are the query's only signal and none matches, a one-line error:
+    any order would be arbitrary."""
+    if by_keywords_alone:
+        notes.append("ranked by keywords alone (manual): these suggestions do not use the new task's images, so two "
+                     "datasets with the same keywords get the same answer")
+    if not keywords or not (by_keywords_alone or pool.described):
+        return tuple(keywords)
     match = match_keywords(keywords, vocabulary(t.keywords for t in [*pool.tasks, *pool.described]))
+    if by_keywords_alone and match.unmatched and len(match.unmatched) == len(keywords):
+        near = sorted({term for terms in match.unmatched.values() for term in terms})
+        raise BadInputError(f"no known task has the keyword{'s' if len(keywords) > 1 else ''} "
+                            f"{', '.join(map(repr, keywords))}, and keywords are this query's only signal, so any "
+                            f"order would be arbitrary"
+                            + (f" (nearest terms: {', '.join(near)})" if near else "")
+                            + "; `tfp keywords` lists the cloud's words, or give the data to rank by its fingerprint")
     notes.extend(match.notes())
+    if match.unmatched:
+        notes.append(f"{len(match.unmatched)} of the {len(keywords)} keywords match no known task: they move no "
+                     f"ranking, and no scenario's suggestions reflect them")
     return match.keywords
 
 

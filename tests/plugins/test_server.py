@@ -323,3 +323,23 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "tfp-index-basic-auth.png"), full_page=True)
             browser.close()
+
+
+def test_recommend_on_a_server_of_keyword_tasks_draws_nothing(tmp_path):
+    # Images that cannot be decoded: drawing any of them would fail, naming the file.
+    for label in ("a", "b"):
+        (tmp_path / "new_task" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "new_task" / label / f"{i}.png").write_bytes(b"not a png")
+    with LocalServer(tmp_path / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(tmp_path / "sc")}) as server:
+        Cloud(server.url, cache_dir=tmp_path / "fill").contribute(None, name="chest_a", keywords=["x-ray", "chest"],
+                                                                  num_images=100, num_classes=2)
+        runner = CliRunner()
+        answered = runner.invoke(main, ["recommend", str(tmp_path / "new_task"), "--server", server.url,
+                                        "--keywords", "x-ray,chest", "--json", "-", "--no-log"])
+        assert answered.exit_code == 0, answered.output
+        payload = json.loads(answered.stdout)
+        assert payload["selector"] == "manual" and payload["ranking"][0]["source"] == "chest_a"
+        assert any("no image was drawn" in n for n in payload["notes"])
+        refused = runner.invoke(main, ["recommend", str(tmp_path / "new_task"), "--server", server.url])
+        assert refused.exit_code == 2 and "--keywords" in refused.output and "png" not in refused.output

@@ -135,7 +135,8 @@ def _gains(spec: dict[str, tuple[float, float, int]], seed: int = 0) -> Outcomes
 def test_strong_is_earned_by_the_effect_against_its_uncertainty_never_by_a_count():
     model = TrackRecord(_gains({"flat": (0.001, 0.02, 60), "tiny": (0.004, 0.001, 60), "big": (0.05, 0.01, 8),
                                 "noisy": (0.05, 0.2, 8), "hurts": (-0.03, 0.01, 20), "few": (0.2, 0.0, 2)}))
-    verdict = {s: model.evidence("architecture", s, "nowhere") for s in ("flat", "tiny", "big", "noisy", "hurts", "few")}
+    verdict = {s: model.evidence("architecture", s, "nowhere")
+               for s in ("flat", "tiny", "big", "noisy", "hurts", "few")}
     assert verdict["flat"].strength == "no measurable effect"          # 59 targets, and nothing measurable
     assert verdict["tiny"].strength == "no measurable effect"          # sure, but under a point: no practical gain
     assert verdict["big"].strength == "strong"                         # 8 targets, large against its error

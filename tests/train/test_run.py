@@ -303,3 +303,41 @@ def test_cli_trains_from_a_recommendation_and_writes_json(cloud, data, recommend
     assert payload["source"] == "fundus_source" and 0.0 <= payload["balanced_accuracy"] <= 1.0
     client = MlflowClient(cloud.uri)
     assert client.get_run(payload["run_id"]).data.tags["tfp.complete"] == "1"
+
+
+def test_a_corrupt_image_is_one_line_naming_skip_unreadable_which_trains_without_it(cloud, data, tmp_path):
+    import shutil
+
+    copy = tmp_path / "with_corrupt"
+    shutil.copytree(data["target"], copy)
+    broken = next(copy.glob("class_0/*.png"))
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)        # a PNG header and nothing decodable
+    # Two workers: the error comes back from a DataLoader worker process, traceback and all, as one line.
+    args = ["train", str(copy), "--epochs", "1", "--image-size", "32", "--batch-size", "64", "--workers", "2",
+            "--tracking-uri", cloud.uri]
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 2, failed.output
+    lines = failed.output.strip().splitlines()
+    assert len(lines) == 1 and broken.name in lines[0] and "--skip-unreadable" in lines[0]
+    assert "Traceback" not in failed.output
+    skipped = CliRunner().invoke(main, [*args, "--skip-unreadable", "--json"])
+    assert skipped.exit_code == 0, skipped.output
+    assert 0.0 <= json.loads(skipped.stdout)["balanced_accuracy"] <= 1.0
+
+
+def test_a_torch_and_torchvision_that_cannot_work_together_are_named_before_any_model(cloud, data, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def broken_pair(name, *args, **kwargs):   # what `import timm` raises over a torchvision built for another torch
+        if name == "timm":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken_pair)
+    result = CliRunner().invoke(main, ["train", str(data["target"]), "--epochs", "1", "--tracking-uri", cloud.uri])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "torchvision" in line and "cannot work together" in line
+    assert torch.__version__ in line

@@ -132,3 +132,44 @@ def test_a_query_fingerprint_is_drawn_once_for_the_same_files(tmp_path, monkeypa
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # a changed file: drawn
     target_fingerprint(data, cloud, samples=16, progress=False)
     assert len(drawn) == 3
+
+
+def test_data_that_names_nothing_is_one_line_and_not_a_task_name(tmp_path):
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    for args, what in ((["recommend", str(tmp_path / "MISSING.npz")], "no fingerprint file at"),
+                       (["recommend", str(tmp_path / "nowhere"), "--keywords", "chest"], "no dataset")):
+        result = CliRunner().invoke(main, [*args, "--tracking-uri", uri])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and what in result.output, result.output
+    tuned = CliRunner().invoke(main, ["tune", str(tmp_path), "--fingerprint", str(tmp_path / "MISSING.npz"),
+                                      "--tracking-uri", uri])
+    assert tuned.exit_code == 2 and tuned.output.count("\n") == 1 and "MISSING.npz" in tuned.output
+
+
+def test_a_cloud_path_whose_folder_is_missing_is_refused_unless_a_new_cloud_is_asked_for(tmp_path):
+    uri = sqlite_uri(tmp_path / "typo" / "mlflow.db")
+    refused = CliRunner().invoke(main, ["recommend", "--keywords", "chest", "--selector", "manual",
+                                        "--tracking-uri", uri])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1 and "--new-cloud" in refused.output
+    assert not (tmp_path / "typo").exists()
+    created = CliRunner().invoke(main, ["recommend", "--keywords", "chest", "--selector", "manual",
+                                        "--tracking-uri", uri, "--new-cloud"])
+    assert "holds no task yet" in created.output            # a new, empty cloud was opened there
+
+
+def test_an_empty_folder_with_keywords_says_nothing_was_drawn(tmp_path):
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
+    cloud.contribute(None, name="chest_a", keywords=["x-ray", "chest"], num_images=100, num_classes=2)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["recommend", str(tmp_path / "empty"), "--keywords", "x-ray,chest",
+                                       "--tracking-uri", cloud.uri, "--no-log", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("holds no image, and none was drawn" in n for n in notes)
+    assert any("do not use the new task's images" in n for n in notes)
+
+
+def test_samples_help_states_the_default_that_applies_on_a_cpu():
+    from tfp_mlflow.workflows.recommending import QUERY_DRAWS_CPU
+
+    shown = CliRunner().invoke(main, ["recommend", "--help"], env={"COLUMNS": "300"})
+    assert f"{QUERY_DRAWS_CPU:,} on a CPU" in " ".join(shown.output.split())

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.runs import configure_process
-from tfp_mlflow.errors import TfpError
+from tfp_mlflow.errors import TfpError, one_line
 
 #: Where output is not a terminal (a log file, a pipe, CI), tables get this width instead of rich's 80 columns, so
 #: no cell is cut short; COLUMNS sets it. A terminal keeps its own width.
@@ -79,7 +79,7 @@ class _Group(click.Group):
                 exc = TfpError(f"this command extracts features or trains, which needs {exc.name}: "
                                f"pip install 'tfp-mlflow[torch]' (the recommender itself needs no torch)")
             # Escaped: a message quotes what it was given (a path, a name), which may hold rich's [markup].
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
 
@@ -110,8 +110,29 @@ def emit_json(payload: Any, json_out: str | None, **dumps: Any) -> bool:
     return False
 
 
-TRACKING_URI = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
-                            help="The cloud: sqlite:///PATH or http://HOST:PORT (default: ./tfp-cloud/mlflow.db).")
+def _existing_cloud(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``sqlite:///`` cloud whose folder does not exist is a typo far more often than a new cloud: refused,
+    unless ``--new-cloud`` asks for one (the default ./tfp-cloud is always made when needed)."""
+    if value and value.startswith("sqlite:///") and not ctx.meta.get("tfp.new_cloud"):
+        folder = Path(value[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise click.BadParameter(f"no cloud at {value}: the folder {str(folder)!r} does not exist; check the "
+                                     f"path, or add --new-cloud to start a new cloud there", param=param)
+    return value
+
+
+def _new_cloud(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta["tfp.new_cloud"] = value
+
+
+def TRACKING_URI(command: Callable) -> Callable:
+    """``--tracking-uri`` (checked: an SQLite cloud's folder must exist) and ``--new-cloud``."""
+    command = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", callback=_existing_cloud,
+                           help="The cloud: sqlite:///PATH or http://HOST:PORT (default: ./tfp-cloud/mlflow.db)."
+                           )(command)
+    return click.option("--new-cloud", is_flag=True, is_eager=True, expose_value=False, callback=_new_cloud,
+                        help="Start a new SQLite cloud at --tracking-uri even where its folder does not exist yet."
+                        )(command)
 
 
 # Commands register themselves on `main` when their module is imported (keep these last).

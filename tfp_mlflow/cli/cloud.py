@@ -77,8 +77,8 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Print the stable JSON (or write it to a file: --json=OUT.json).")
 @click.option("--samples", type=int, default=None,
-              help="Draws when DATA is a dataset (default: the cloud spec's, 10,000 for the shipped one; 1,000 "
-                   "rank well and take under a minute on a CPU).")
+              help="Draws when DATA is a dataset (default: 1,000 on a CPU, about 40 s on 2 cores, which rank as "
+                   "the spec's would almost everywhere; on a GPU the cloud spec's, 10,000 for the shipped one).")
 @click.option("--no-log", is_flag=True, help="Do not log the recommendation as an MLflow run.")
 @click.option("--rerank", default=None, metavar="SCORE",
               help="Re-order the architecture suggestions by a transferability score (logme, leep, ...) computed "
@@ -181,11 +181,17 @@ def _advice_table(result, scenario: str, advice) -> Table:
 
 
 def _print_recommendation(result) -> None:
-    ranking = Table(title=f"closest tasks to {result.target['name']} by {result.selector} (lower is closer)")
+    shown = result.ranking[:max(5, result.top_k)]
+    # A merged ranking holds distances of two selectors, on scales that cannot be compared: each names its own.
+    mixed = len({row.signal or result.selector for row in shown}) > 1
+    ranking = Table(title=f"closest tasks to {result.target['name']} by {result.selector} (lower is closer"
+                          + ("; distances of two selectors are on different scales: the rank merges them)"
+                             if mixed else ")"))
     for column in ("rank", "source", "distance", "images", "domain", "shareable", "guard"):
         ranking.add_column(column)
-    for row in result.ranking[:max(5, result.top_k)]:
-        ranking.add_row(str(row.rank), row.source, f"{row.distance:.4g}", f"{row.num_images:,}", row.domain or "-",
+    for row in shown:
+        distance = f"{row.distance:.4g}" + (f" ({row.signal or result.selector})" if mixed else "")
+        ranking.add_row(str(row.rank), row.source, distance, f"{row.num_images:,}", row.domain or "-",
                         "yes" if row.shareable else "no", "[red]FLAGGED[/red]" if row.flags else "")
     console.print(ranking)
     for scenario, advice in result.scenarios.items():
@@ -250,11 +256,13 @@ def import_reference_command(reference_dir: str, tracking_uri: str | None) -> No
               help="Seconds between a worker's heartbeats (with --storage); three missed: taken over.")
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and its expected cost; read no data, write nothing.")
+@click.option("--trusted", default=None, metavar="PATTERNS",
+              help="Each study's warm start learns only from tasks, knowledge and studies of these contributors.")
 @DATA_ROOT
 @TRACKING_URI
 def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: int | None, no_baseline: bool,
                  tune_trials: int, transfer: bool, storage: str | None, heartbeat: int, device: str | None,
-                 dry_run: bool, data_root: str | None, tracking_uri: str | None) -> None:
+                 dry_run: bool, trusted: str | None, data_root: str | None, tracking_uri: str | None) -> None:
     """Build a starter cloud from public datasets: PLAN is a YAML file, or `starter` (the MedMNIST+ 2-D sets and the
     published tasks that are public). Each dataset is fingerprinted and contributed, its no-transfer baseline
     measured and a short study run; a published task gets its fingerprint attached. Rerunning resumes where it
@@ -275,7 +283,7 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
                           highlight=False, markup=False)
     steps = seed_cloud(plan, cloud, samples=samples, epochs=epochs, image_size=image_size, shrink=shrink,
                        baseline=not no_baseline, tune_trials=tune_trials, transfer=transfer, dry_run=dry_run,
-                       device=device, storage=storage, heartbeat=heartbeat, on_step=show)
+                       device=device, storage=storage, heartbeat=heartbeat, trusted=trusted, on_step=show)
     steps = [s for s in steps if s.step != "note"]
     if dry_run:
         table = Table(title=f"tfp seed {plan}: the plan (estimates for a 2-core CPU)")

@@ -36,6 +36,8 @@ from tfp_mlflow.scenarios import BASELINE, scenario_names
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--shrink", type=int, default=None, help="Subsample the training split to n (the paper: 800).")
 @click.option("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1, at most 4).")
+@click.option("--skip-unreadable", is_flag=True,
+              help="Leave out images that cannot be decoded (each is tried once before training) instead of failing.")
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when present).")
 @click.option("--precision", default="32-true", show_default=True,
               help="Lightning's precision: 16-mixed or bf16-mixed on a GPU (bf16-mixed on CPU too).")
@@ -52,7 +54,8 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
                   weights: str | None, from_scratch: bool, policy_path: str | None, source: str | None,
                   source_data: str | None, truncate: int | None, epochs: int, pretrain_epochs: int | None,
                   batch_size: int, image_size: int, lr: float, weight_decay: float, find_lr: bool, seed: int,
-                  shrink: int | None, workers: int | None, device: str | None, precision: str, devices: str,
+                  shrink: int | None, workers: int | None, skip_unreadable: bool, device: str | None, precision: str,
+                  devices: str,
                   num_nodes: int, strategy: str, name: str | None, contribute: bool,
                   json_out: str | None, tracking_uri: str | None) -> None:
     """Train on DATA (a folder of class folders, a CSV manifest, medmnist:... or hf:...) and log the run to MLflow."""
@@ -71,7 +74,7 @@ def train_command(data: str, scenario: str | None, recommendation: str | None, r
         weights=weights, from_scratch=from_scratch, truncate=truncate, epochs=epochs, pretrain_epochs=pretrain_epochs,
         batch_size=batch_size, image_size=image_size, lr=lr, weight_decay=weight_decay, find_lr=find_lr, seed=seed,
         shrink=shrink, device=device, workers=workers if workers is not None else min(4, (os.cpu_count() or 2) - 1),
-        precision=precision, devices=devices, num_nodes=num_nodes, strategy=strategy)
+        precision=precision, devices=devices, num_nodes=num_nodes, strategy=strategy, skip_unreadable=skip_unreadable)
     if recommendation:
         config = config_from_recommendation(recommendation, scenario, rank, config, cloud=cloud)
     if policy_path:

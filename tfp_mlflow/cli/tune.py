@@ -17,10 +17,13 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
                                                "optuna.db beside a SQLite cloud; on a tracking server, the server).")
 @click.option("--n-trials", type=int, default=8, show_default=True, help="Finished trials of the whole study.")
 @click.option("--space", "space_path", type=click.Path(dir_okay=False), help="Search space YAML/JSON.")
-@click.option("--fingerprint", "fingerprint_path", type=click.Path(dir_okay=False),
+@click.option("--fingerprint", "fingerprint_path", type=click.Path(dir_okay=False, exists=True),
               help="The target's fingerprint for the warm start (default: computed from DATA).")
 @click.option("--selector", "selector_name", default=DEFAULT_SELECTOR, show_default=True)
 @click.option("--keywords", default="", help="The target's keywords (for --selector manual).")
+@click.option("--trusted", default=None, metavar="PATTERNS",
+              help="Warm-start only from tasks, knowledge and studies of these contributors (comma-separated fnmatch "
+                   "patterns); by default a source's study counts only when its task's own contributor wrote it.")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Suggestions enqueued by the warm start.")
 @click.option("--no-warm-start", is_flag=True, help="Cold study: the sampler alone (for comparison).")
 @click.option("--transfer", type=click.Choice(["top-k", "studies"]), default="studies", show_default=True,
@@ -43,7 +46,8 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @TRACKING_URI
 @data_source
 def tune_command(data: str, study_name: str | None, storage: str | None, n_trials: int, space_path: str | None,
-                 fingerprint_path: str | None, selector_name: str, keywords: str, top_k: int, no_warm_start: bool,
+                 fingerprint_path: str | None, selector_name: str, keywords: str, trusted: str | None, top_k: int,
+                 no_warm_start: bool,
                  transfer: str, widen: bool, image_size: int, batch_size: int, seed: int, workers: int,
                  epochs: int | None,
                  shrink: int | None, device: str | None, name: str | None, no_contribute: bool, heartbeat: int,
@@ -66,7 +70,8 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
 
     with console.status("tuning", spinner="dots") if json_out != "-" else contextlib.nullcontext():
         result = tune_for(data, tracking_uri, training=training, study=study,
-                          query=QueryOptions(selector=selector_name), keywords=keywords, space_path=space_path,
+                          query=QueryOptions(selector=selector_name, trusted=trusted), keywords=keywords,
+                          space_path=space_path,
                           fingerprint=fingerprint_path, warm_start=not no_warm_start, epochs=epochs,
                           on_trial=on_trial, on_note=print_note)
     if emit_json(result.to_json(), json_out, default=str):

@@ -11,7 +11,7 @@ from typing import Any
 
 from tfp_mlflow.errors import BadInputError, CloudError
 
-__all__ = ["recommend_on_server"]
+__all__ = ["recommend_on_server", "tasks_on_server"]
 
 
 def _headers() -> dict[str, str]:
@@ -23,6 +23,21 @@ def _headers() -> dict[str, str]:
     return headers
 
 
+def tasks_on_server(url: str, *, timeout: float = 120.0) -> list[dict[str, Any]] | None:
+    """``GET URL/tfp/api/tasks``: the server's tasks (name, keywords, ``has_fingerprint``, ...), or ``None`` when
+    it has no tfp app. Lets a client know, before it draws a single image, whether the server can rank by
+    fingerprint at all."""
+    _check_url(url)
+    request = urllib.request.Request(f"{url.rstrip('/')}/tfp/api/tasks", headers=_headers(), method="GET")
+    payload = _answer(url, request, timeout)
+    return None if payload is None else list(payload.get("tasks", payload) if isinstance(payload, dict) else payload)
+
+
+def _check_url(url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise BadInputError(f"--server needs an http(s) URL of an `mlflow server --app-name tfp`, got {url!r}")
+
+
 def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 900.0,
                         **params: Any) -> dict[str, Any] | None:
     """``POST URL/tfp/api/recommend``; the recommendation JSON, or ``None`` when the server has no tfp app.
@@ -31,12 +46,16 @@ def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 
     ``include_flagged``.
     A 4xx answer from the tfp app becomes a :class:`BadInputError` with the server's one-line message.
     """
-    if not url.startswith(("http://", "https://")):
-        raise BadInputError(f"--server needs an http(s) URL of an `mlflow server --app-name tfp`, got {url!r}")
+    _check_url(url)
     query = urllib.parse.urlencode({k: (str(v).lower() if isinstance(v, bool) else v)
                                     for k, v in params.items() if v is not None and v != ""})
     request = urllib.request.Request(f"{url.rstrip('/')}/tfp/api/recommend?{query}", data=fingerprint_bytes,
                                      headers=_headers(), method="POST")
+    return _answer(url, request, timeout)
+
+
+def _answer(url: str, request: urllib.request.Request, timeout: float) -> Any:
+    """The JSON a tfp route answered; ``None`` for a plain MLflow server; 4xx and 5xx as one-line errors."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tfp_mlflow.reference import Reference, read_distance_matrix
 from tfp_mlflow.scenarios import scenario_names
-from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes, TrackRecord
+from tfp_mlflow.selectors.track_record import NEIGHBOURHOODS, TRACK_RECORD, Outcomes, TrackRecord
 
 __all__ = ["track_record_matrices", "write_matrices", "distance_for_track_record"]
 
@@ -29,7 +29,8 @@ def distance_for_track_record(ref: Reference) -> pd.DataFrame:
 
 def track_record_matrices(ref: Reference, distances: pd.DataFrame | None = None, *,
                           outcomes: Outcomes | None = None, targets: Sequence[str] | None = None,
-                          group_out: bool = False, top_k: int = 3) -> dict[str, pd.DataFrame]:
+                          group_out: bool = False, top_k: int = 3,
+                          neighbourhoods: Sequence[int | None] = NEIGHBOURHOODS) -> dict[str, pd.DataFrame]:
     """Leave-one-target-out distance matrices of ``track-record``, one per scenario.
 
     Parameters
@@ -42,10 +43,12 @@ def track_record_matrices(ref: Reference, distances: pd.DataFrame | None = None,
         What the selector learns from (default: every outcome of ``ref``, development targets included).
     group_out : bool
         Hide the outcomes of tasks sharing images with a target together with the target's own.
+    neighbourhoods : sequence of int or None
+        The neighbourhood sizes the rules may read (``(None,)``: the global record only, the rule before 0.2).
     """
     distances = distance_for_track_record(ref) if distances is None else distances
     outcomes = Outcomes.from_reference(ref) if outcomes is None else outcomes
-    model = TrackRecord(outcomes, list(ref.tasks), top_k=top_k, group_out=group_out)
+    model = TrackRecord(outcomes, list(ref.tasks), top_k=top_k, group_out=group_out, neighbourhoods=neighbourhoods)
     targets = list(ref.validation if targets is None else targets)
     return {scenario: model.matrix(scenario, distances, targets, ref.shrink_map) for scenario in scenario_names()}
 

@@ -24,7 +24,7 @@ import torch
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.errors import BadInputError, TfpError, first_line
 
-__all__ = ["Backbone", "create_model", "normalisation", "register_offline_weights", "load_backbone",
+__all__ = ["Backbone", "create_model", "import_timm", "normalisation", "register_offline_weights", "load_backbone",
            "list_offline_backbones", "weights_checksum", "DEFAULT_BACKBONE"]
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
@@ -140,8 +140,27 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def import_timm():
+    """timm, or a one-line error when the installed torch and torchvision cannot work together (torchvision's
+    compiled operators then fail to register as timm imports it: "operator torchvision::nms does not exist")."""
+    try:
+        import timm
+    except RuntimeError as exc:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            vision = version("torchvision")
+        except PackageNotFoundError:
+            vision = "?"
+        raise TfpError(f"torch {torch.__version__} and torchvision {vision} cannot work together "
+                       f"({first_line(exc, 80)}): install a pair built for each other, e.g. pip install "
+                       f"torch torchvision --index-url https://download.pytorch.org/whl/cpu (docs/install.md)"
+                       ) from None
+    return timm
+
+
 def _check_timm_name(name: str) -> None:
-    import timm
+    timm = import_timm()
 
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or not timm.is_model(name.split(".")[0]):
         raise BadInputError(f"unknown timm model {name!r}; see timm.list_models() for valid names")
@@ -155,7 +174,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, num_cla
     initialisation, which is only ever done on request (``--from-scratch``). Raises
     :class:`~tfp_mlflow.errors.TfpError` (one line, with the fix) when no weights can be loaded.
     """
-    import timm
+    timm = import_timm()
 
     _check_timm_name(name)
     if not pretrained:

@@ -62,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     shrink: int | None = None
     val_fraction: float = 0.2
+    #: Leave out images that cannot be decoded (checked before training; each one named in a note).
+    skip_unreadable: bool = False
     workers: int = 0
     device: str | None = None
     #: Passed to Lightning's Trainer as they are: "32-true", "16-mixed", "bf16-mixed", ...

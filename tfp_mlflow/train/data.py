@@ -40,11 +40,12 @@ class TaskSplit:
 
 
 def split_task(source: str | os.PathLike, *, seed: int = 0, val_fraction: float = 0.2,
-               shrink: int | None = None, name: str | None = None) -> TaskSplit:
+               shrink: int | None = None, name: str | None = None, skip_unreadable: bool = False) -> TaskSplit:
     """Open a dataset and split it into training and held-out images (see the module docstring).
 
     Raises :class:`~tfp_mlflow.errors.BadInputError` before any training for a single class, a class too small
-    to hold out, or a held-out split that misses a training class.
+    to hold out, or a held-out split that misses a training class. With ``skip_unreadable`` every image is
+    decoded once first and those that cannot be are left out (a warning names how many and the first).
     """
     if not 0.0 < val_fraction < 1.0:
         raise BadInputError(f"the held-out fraction must lie in (0, 1), got {val_fraction}")
@@ -70,7 +71,33 @@ def split_task(source: str | os.PathLike, *, seed: int = 0, val_fraction: float 
                             f"give every class at least one held-out image")
     if shrink is not None and len(train) > shrink:
         train = _stratified_subset(train, shrink, seed)
+    if skip_unreadable:
+        train, held_out = _readable(train), _readable(held_out)
     return TaskSplit(name=name or every.name, classes=tuple(train.classes), train=train, val=held_out)
+
+
+def _readable(dataset: ImageDataset) -> ImageDataset:
+    """``dataset`` without the images that cannot be decoded (each is tried once, on a few threads)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    def readable(path: str) -> bool:
+        try:
+            load_image(path, min_side=32)
+            return True
+        except BadInputError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
+        keep = list(pool.map(readable, dataset.paths))
+    if all(keep):
+        return dataset
+    bad = [p for p, ok in zip(dataset.paths, keep) if not ok]
+    warnings.warn(f"left out {len(bad)} unreadable images of {dataset.name} (--skip-unreadable; first: {bad[0]})",
+                  stacklevel=2)
+    return replace(dataset, paths=tuple(p for p, ok in zip(dataset.paths, keep) if ok),
+                   labels=tuple(label for label, ok in zip(dataset.labels, keep) if ok))
 
 
 def _has_split(source: str | os.PathLike, split: str) -> bool:

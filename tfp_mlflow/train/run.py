@@ -90,8 +90,9 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, cloud: Knowle
     config = config.validate()
     pl.seed_everything(config.seed, workers=True, verbose=False)  # before the heads are initialised
     target = split_task(config.target, seed=config.seed, val_fraction=config.val_fraction, shrink=config.shrink,
-                        name=config.task_name)
-    source = (split_task(config.source_data, seed=config.seed, val_fraction=config.val_fraction)
+                        name=config.task_name, skip_unreadable=config.skip_unreadable)
+    source = (split_task(config.source_data, seed=config.seed, val_fraction=config.val_fraction,
+                         skip_unreadable=config.skip_unreadable)
               if config.source_data else None)
     hook = training_hook(config.scenario)
     network, weights_source, (mean, std) = build_network(config.architecture, hook.heads(target, source),

@@ -30,7 +30,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from tfp_mlflow.cloud.base import KnowledgeStore
-from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind
+from tfp_mlflow.cloud.guard import Guard, parse_trusted
+from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, Tag
 from tfp_mlflow.errors import TfpError
 from tfp_mlflow.recommendation import Recommendation
 
@@ -53,30 +54,48 @@ class SourceStudy:
 
 def source_studies(cloud: KnowledgeStore, recommendation: Recommendation | dict, *, target: str,
                    limit: int = 5) -> list[SourceStudy]:
-    """The finished studies of the tasks ``recommendation`` ranks, nearest first (at most ``limit`` tasks with one;
-    the newest study of each), weighted ``1 / rank`` among them and normalised. The target's own studies are not
-    sources. Unreadable studies are skipped."""
+    """The finished studies of the tasks ``recommendation`` ranks, nearest first (at most ``limit`` tasks with one),
+    weighted ``1 / rank`` among them and normalised. The target's own studies are not sources; unreadable ones are
+    skipped.
+
+    Only studies the query may trust are read: written (``mlflow.user``, which a ``tfp-basic-auth`` server sets to
+    the authenticated account) by an account the recommendation's ``trusted`` patterns name, or, without them, by
+    the source task's own contributor: a study about a task is its owner's evidence. Of a task's readable studies the
+    one with the most finished trials is used; a writer's start time never decides.
+    """
     recommendation = Recommendation.read(recommendation)
+    guard = Guard(trusted=parse_trusted(recommendation.trusted))
     found: list[tuple[int, str, str, list]] = []
     for entry in recommendation.ranking:
         if len(found) == limit:
             break
         if entry.source == target:
             continue
+        best: tuple[int, str, str, list] | None = None
         for run in cloud.find_runs(Kind.STUDY, experiment=TUNING_EXPERIMENT, task=entry.source):
-            try:
-                record = json.loads(cloud.read_artifact(run, Artifact.STUDY))
-                trials = [(t["params"], float(t["value"])) for t in record.get("trials", [])
-                          if t.get("state") == TrialState.COMPLETE.name and t.get("value") is not None
-                          and math.isfinite(float(t["value"]))]
-            except (TfpError, ValueError, KeyError, TypeError):
+            writer = run.tags.get(Tag.MLFLOW_USER, "")
+            if not (guard.trusts(writer) if guard.trusted else writer == entry.contributor):
                 continue
-            if trials:
-                found.append((entry.rank, entry.source, str(record.get("study_name", "")), trials))
-                break
+            trials = _finished_trials(cloud, run)
+            if trials and (best is None or (len(trials), run.run_id) > (len(best[3]), best[1])):
+                best = (entry.rank, run.run_id, trials[0][2], [t[:2] for t in trials])
+        if best is not None:
+            found.append((best[0], entry.source, best[2], best[3]))
     total = sum(1.0 / rank for rank, *_ in found)
     return [SourceStudy(task, study, (1.0 / rank) / total, tuple(sorted(trials, key=lambda t: -t[1])))
             for rank, task, study, trials in found]
+
+
+def _finished_trials(cloud: KnowledgeStore, run) -> list[tuple[dict[str, Any], float, str]]:
+    """A study run's finished trials as ``(params, value, study name)``; none when its record cannot be read."""
+    try:
+        record = json.loads(cloud.read_artifact(run, Artifact.STUDY))
+        name = str(record.get("study_name", ""))
+        return [(dict(t["params"]), float(t["value"]), name) for t in record.get("trials", [])
+                if t.get("state") == TrialState.COMPLETE.name and t.get("value") is not None
+                and math.isfinite(float(t["value"]))]
+    except (TfpError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 class StudyTransferSampler(optuna.samplers.BaseSampler):

@@ -150,9 +150,14 @@ def plan_query(cloud: KnowledgeStore, selector: str, keywords: Sequence[str], *,
                         f"to rank them by keywords, or `tfp contribute` fingerprinted tasks")
 
 
-def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -> list[str]:
-    """The commands that act on a recommendation (``saved_as``: where its JSON is, or will be, written)."""
-    data = data or "DATA"
+def next_steps(result: Recommendation, data: str | None, saved_as: str | None,
+               fingerprint: str | None = None) -> list[str]:
+    """The commands that act on a recommendation (``saved_as``: where its JSON is, or will be, written), each
+    carrying what it needs to do as printed: ``tfp tune`` the query's signal (keywords for a ranking by keywords,
+    the fingerprint file it was given), so its study is warm-started from the same suggestions."""
+    import shlex
+
+    data = shlex.quote(data) if data else "DATA"
     rec = saved_as or "rec.json"
     steps = [] if saved_as else [f"save this recommendation: add --json {rec} to the same command"]
     for scenario, advice in result.scenarios.items():
@@ -161,7 +166,12 @@ def next_steps(result: Recommendation, data: str | None, saved_as: str | None) -
     # A study searches architectures and policies: it starts from the scenarios whose items are those.
     if any(advice.items and get_scenario(name).item in (ITEM_ARCHITECTURE, ITEM_POLICY)
            for name, advice in result.scenarios.items()):
-        steps.append(f"tfp tune {data} --n-trials 8      # a study warm-started from the same suggestions")
+        signal = (f" --selector manual --keywords {shlex.quote(','.join(result.target['keywords']))}"
+                  if result.selector == "manual" else
+                  f" --fingerprint {shlex.quote(fingerprint)}" if fingerprint else "")
+        trusted = f" --trusted {shlex.quote(','.join(result.trusted))}" if result.trusted else ""
+        steps.append(f"tfp tune {data}{signal}{trusted} --n-trials 8      # a study warm-started from the same "
+                     f"suggestions")
     if not any(advice.items for advice in result.scenarios.values()):
         steps.append(f"tfp rank-models {data}      # architecture advice from your own images, without a cloud")
     return steps
@@ -208,15 +218,19 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
     words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str) else list(keywords))
+    _check_data(data)
     dataset = None if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data) else str(data)
+    fingerprint_file = str(data) if data is not None and not isinstance(data, Fingerprint) and dataset is None else None
     if data is not None and dataset is None:
         data = target_fingerprint(data, cloud)               # a file: loaded, nothing drawn
         words = words or list(data.keywords)
     if embedded and (words or not get_selector(selector).needs_fingerprint):
         ensure_reference(cloud, on_note)        # the reference answers by keywords: worth importing only with them
     # With --server the server checks (and ranks) itself: nothing of the cloud is read or cached here.
-    selector, fallback = (selector, None) if server else plan_query(cloud, selector, words,
-                                                                     has_target=data is not None)
+    selector, fallback = (_plan_on_server(server, selector, words, has_target=data is not None) if server else
+                          plan_query(cloud, selector, words, has_target=data is not None))
+    if dataset is not None and not get_selector(selector).needs_fingerprint:
+        fallback = " ".join(filter(None, [fallback, _unread(dataset)]))
     target = data if isinstance(data, Fingerprint) else None
     if dataset is not None and get_selector(selector).needs_fingerprint:
         target = target_fingerprint(dataset, cloud, samples=samples, name=name, keywords=words, progress=progress,
@@ -225,7 +239,9 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
-            result.next_steps = next_steps(result, dataset, saved_as)
+            if fallback:
+                result.notes.append(fallback)
+            result.next_steps = next_steps(result, dataset, saved_as, fingerprint_file)
             return result
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
@@ -239,8 +255,54 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
                        **replace(query, selector=selector).as_kwargs())
     if fallback:
         result.notes.append(fallback)
-    result.next_steps = next_steps(result, dataset, saved_as)
+    result.next_steps = next_steps(result, dataset, saved_as, fingerprint_file)
     return result
+
+
+def _check_data(data: Target) -> None:
+    """A DATA that names nothing is a one-line error before anything is read: a missing ``.npz`` is not a task
+    name, and a missing folder or manifest is not a dataset to draw."""
+    if data is None or isinstance(data, Fingerprint):
+        return
+    text = str(data)
+    if text.partition(":")[0] in ("medmnist", "hf") and ":" in text:
+        return
+    if not Path(text).exists():
+        what = "fingerprint file" if Path(text).suffix == ".npz" else "dataset (a folder or a CSV manifest)"
+        raise BadInputError(f"no {what} at {text!r}: check the path (DATA is a folder of class folders, a CSV "
+                            f"manifest, a .npz fingerprint, medmnist:NAME or hf:ORG/NAME)")
+
+
+def _unread(dataset: str) -> str:
+    """What the answer says of a dataset it did not draw: ranked by keywords, its images played no part."""
+    from tfp_mlflow.extract import open_dataset
+
+    try:
+        images = len(open_dataset(dataset).paths)
+    except BadInputError:
+        images = 0
+    if not images:
+        return f"{dataset!r} holds no image, and none was drawn: the answer rests on the keywords alone"
+    return ""
+
+
+def _plan_on_server(server: str, selector: str, words: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:
+    """Before any image is drawn for ``--server``: whether its cloud can rank by fingerprint at all (else ``manual``
+    with the keywords, or a one-line error, as :func:`plan_query` says for a local cloud)."""
+    from tfp_mlflow.cloud.remote import tasks_on_server
+
+    chooser = get_selector(selector)
+    check_query(selector, words, has_target=has_target)
+    if not chooser.needs_fingerprint:
+        return selector, None
+    tasks = tasks_on_server(server)
+    if tasks is None or any(t.get("has_fingerprint") for t in tasks):
+        return selector, None     # no tfp app (ranked here later), or fingerprints to rank
+    if words:
+        return "manual", (f"none of the {len(tasks)} tasks on {server} has a fingerprint, so they were ranked by "
+                          f"keywords (manual) and no image was drawn")
+    raise BadInputError(f"none of the {len(tasks)} tasks on {server} has a fingerprint, so {selector} cannot rank "
+                        f"them; give the new task's --keywords to rank them by keywords (no image is drawn)")
 
 
 def _reranker(dataset: str | None, score: str):

@@ -69,6 +69,7 @@ class SeedTraining:
     shrink: int | None = None       # train on at most this many images
     device: str | None = None       # cpu, cuda, mps (default: the best available)
     progress: bool = True
+    trusted: str | None = None      # the contributors a study's warm start may learn from (``--trusted``)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def read_plan(plan: str | Path) -> list[SeedEntry]:
 def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *, samples: int = 1000, epochs: int = 3,
                image_size: int = 128, shrink: int | None = None, baseline: bool = True, tune_trials: int = 0,
                transfer: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
-               storage: str | None = None, heartbeat: int = 60,
+               storage: str | None = None, heartbeat: int = 60, trusted: str | None = None,
                on_step: Callable[[SeedStep], None] | None = None) -> list[SeedStep]:
     """Run (or with ``dry_run`` plan) every entry's steps; returns what each step did (by this worker)."""
     entries = list(plan) if not isinstance(plan, (str, Path)) else read_plan(plan)
@@ -137,7 +138,8 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *,
         raise BadInputError(f"--tune-trials must be 0 or more, got {tune_trials}")
     if heartbeat < 1:
         raise BadInputError(f"--heartbeat must be at least 1 second, got {heartbeat}")
-    training = SeedTraining(epochs=epochs, image_size=image_size, shrink=shrink, device=device, progress=progress)
+    training = SeedTraining(epochs=epochs, image_size=image_size, shrink=shrink, device=device, progress=progress,
+                            trusted=trusted)
     work = SeedWork(samples=samples, baseline=baseline, tune_trials=tune_trials, transfer=transfer)
     seeder = _Seeder(cloud, entries, training, work, on_step=on_step)
     if dry_run:
@@ -317,6 +319,7 @@ def _train(cloud: KnowledgeStore, entry: SeedEntry, name: str, training: SeedTra
 
 def _tune(cloud: KnowledgeStore, entry: SeedEntry, name: str, trials: int, training: SeedTraining):
     """A short study warm-started from the cloud, with the fingerprint already in it (no second extraction)."""
+    from tfp_mlflow.recommend import QueryOptions
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import StudyPlan
     from tfp_mlflow.workflows.tuning import tune_for
@@ -325,6 +328,7 @@ def _tune(cloud: KnowledgeStore, entry: SeedEntry, name: str, trials: int, train
         target = Path(folder) / f"{name}.npz"
         cloud.fingerprint(cloud.task(name)).save(target)
         return tune_for(entry.source, cloud, fingerprint=target, keywords=entry.keywords, epochs=training.epochs,
+                        query=QueryOptions(trusted=training.trusted),
                         training=TrainConfig(target=entry.source, name=name, image_size=training.image_size,
                                              shrink=training.shrink, device=training.device),
                         study=StudyPlan(name=f"seed-{name}", n_trials=trials))
