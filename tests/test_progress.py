@@ -7,9 +7,10 @@ import re
 
 from rich.console import Console
 
-from tfp_mlflow.progress import Progress
+from tfp_mlflow.progress import Progress, plain_line
 
-RUNNING = re.compile(r"fingerprint fundus_0: \d+% \(\d+/1,000\) in \d+ s(, [\d.]+/s, about \d+ (s|min) left)?")
+RUNNING = re.compile(r"fingerprint fundus_0: \d+% \(\d+/1,000\) in \d+ s(, ([\d.]+/s|\d+ s each), about \d+ (s|min) "
+                     r"left)?")
 
 
 def _plain(out: io.StringIO) -> Progress:
@@ -49,3 +50,12 @@ def test_on_a_terminal_it_is_richs_own_bar():
     with Progress(console=Console(file=out, force_terminal=True, width=100), every=0.01) as bar:
         bar.add_task("draw", total=10, completed=10)
     assert "draw" in out.getvalue() and "done" not in out.getvalue()
+
+
+def test_time_left_comes_from_all_the_work_done_so_far():
+    from rich.progress import Task, TaskID
+
+    # 28 of 100 trainings after 27 minutes, the last few of them quick: 72 more at the overall pace.
+    task = Task(TaskID(0), "training", 100, 28, _get_time=lambda: 27 * 60.0)
+    task.start_time = 0.0
+    assert plain_line(task) == "training: 28% (28/100) in 27 min, 58 s each, about 69 min left"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["thread_map", "read_ahead", "default_threads"]
+__all__ = ["thread_map", "read_ahead", "default_threads", "free_cores"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,6 +22,17 @@ R = TypeVar("R")
 def default_threads() -> int:
     """A thread per core, at most 8."""
     return min(8, os.cpu_count() or 1)
+
+
+def free_cores() -> int:
+    """Cores not busy with other work right now: the core count less the last minute's load (other processes'
+    runnable threads), at least 1. On a shared machine, more compute threads than this only take turns."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):   # no load average on this platform
+        return cores
+    return max(1, min(cores, round(cores - load)))
 
 
 def thread_map(function: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:

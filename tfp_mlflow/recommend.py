@@ -244,8 +244,8 @@ def _on_vocabulary(keywords: Sequence[str], pool: _Pool, notes: list[str], *,
     alone does not use the images. When keywords are the query's only signal and none matches, a one-line error:
     any order would be arbitrary."""
     if by_keywords_alone:
-        notes.append("ranked by keywords alone (manual): these suggestions do not use the new task's images, so two "
-                     "datasets with the same keywords get the same answer")
+        notes.append("ranked by keywords alone (manual): the cloud's suggestions do not use the new task's images, so "
+                     "two datasets with the same keywords get the same answer")
     if not keywords or not (by_keywords_alone or pool.described):
         return tuple(keywords)
     match = match_keywords(keywords, vocabulary(t.keywords for t in [*pool.tasks, *pool.described]))

@@ -449,3 +449,22 @@ def test_a_relative_sqlite_uri_is_the_callers_folder_made_absolute(tmp_path, mon
     assert (tmp_path / "tfp-cloud" / "mlflow.db").is_file()
     assert absolute_uri("http://host:5000") == "http://host:5000" and absolute_uri("sqlite:////a/b.db") == \
         "sqlite:////a/b.db"
+
+
+def test_runs_get_unique_names_even_after_a_seed_and_name_the_mlflow_project_run(sqlite_cloud, monkeypatch):
+    import random
+
+    from tfp_mlflow.cloud.schema import Tag
+
+    names = []
+    for _ in range(3):
+        random.seed(0)                      # what seeding a training does before the next run is named
+        with sqlite_cloud.record(Kind.RECOMMENDATION, {Tag.TARGET: "same"}) as run:
+            names.append(sqlite_cloud.client.get_run(run.run_id).info.run_name)
+    assert len(set(names)) == 3 and all(n.startswith("recommendation-same-") for n in names)
+    project = sqlite_cloud.client.create_run(sqlite_cloud.experiment_id()).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", project)     # what `mlflow run` gives its entry point's command
+    with sqlite_cloud.record(Kind.RECOMMENDATION, {Tag.TARGET: "linked"}) as run:
+        created = run.run_id
+    assert sqlite_cloud.client.get_run(created).data.tags[Tag.PROJECT_RUN] == project
+    assert sqlite_cloud.client.get_run(project).data.tags[f"{Tag.CREATED_PREFIX}{created}"] == Kind.RECOMMENDATION

@@ -79,10 +79,11 @@ def test_each_trial_says_which_study_shaped_it_and_an_enqueued_one_keeps_its_own
     assert all(study.trials[n].params in own for n in shaped)
 
 
-def _record_study(cloud, task: str, values: list[float], name: str) -> None:
+def _record_study(cloud, task: str, values: list[float], name: str, writer: str | None = None) -> None:
     trials = [{"number": i, "state": "COMPLETE", "value": v, "params": {"x": v / 2, "kind": "a"}, "user_attrs": {}}
               for i, v in enumerate(values)] + [{"number": 99, "state": "FAIL", "value": None, "params": {}}]
-    with cloud.record(Kind.STUDY, {Tag.TASK: task, Tag.STUDY: name}, experiment=TUNING_EXPERIMENT) as run:
+    tags = {Tag.TASK: task, Tag.STUDY: name, **({Tag.MLFLOW_USER: writer} if writer else {})}
+    with cloud.record(Kind.STUDY, tags, experiment=TUNING_EXPERIMENT) as run:
         run.log_file(Artifact.STUDY, lambda p: p.write_text(json.dumps({"study_name": name, "trials": trials})))
 
 
@@ -91,14 +92,32 @@ def test_source_studies_are_read_from_the_cloud_nearest_first(tmp_path):
     _record_study(cloud, "near", [0.2, 0.9, 0.5], "tune-near")
     _record_study(cloud, "far", [0.4], "tune-far")
     _record_study(cloud, "new", [0.99], "tune-new")                       # the target's own: never a source
-    ranking = [RankedTask(rank=i, source=name, distance=float(i)) for i, name in
-               enumerate(["new", "near", "nothing", "far"], start=1)]
-    recommendation = Recommendation(target={"name": "new"}, selector="manual", top_k=3, metric="balanced_accuracy",
-                                    cloud=cloud.uri, ranking=ranking, scenarios={}, notes=[])
-    found = source_studies(cloud, recommendation, target="new")
+    found = source_studies(cloud, _ranking(cloud, ["new", "near", "nothing", "far"]), target="new")
     assert [(s.task, s.study) for s in found] == [("near", "tune-near"), ("far", "tune-far")]
     assert [s.weight for s in found] == pytest.approx([(1 / 2) / (1 / 2 + 1 / 4), (1 / 4) / (1 / 2 + 1 / 4)])
     assert [v for _, v in found[0].trials] == [0.9, 0.5, 0.2]             # finished trials only, best first
+
+
+def _ranking(cloud, names: list[str], trusted: list[str] | None = None) -> Recommendation:
+    """A recommendation ranking ``names`` in order, each task contributed by this process's account."""
+    from tfp_mlflow.cloud.records import contributor
+
+    ranking = [RankedTask(rank=i, source=name, distance=float(i), contributor=contributor())
+               for i, name in enumerate(names, start=1)]
+    return Recommendation(target={"name": "new"}, selector="manual", top_k=3, metric="balanced_accuracy",
+                          cloud=cloud.uri, ranking=ranking, scenarios={}, notes=[], trusted=trusted)
+
+
+def test_only_studies_the_query_trusts_shape_the_warm_start(tmp_path):
+    cloud = memory_cloud(tmp_path / "cache")
+    _record_study(cloud, "near", [0.6, 0.7], "tune-near")
+    # Another account's study of the same task: more trials, all better; it is not the task owner's evidence.
+    _record_study(cloud, "near", [0.99] * 5, "tune-near-forged", writer="attacker")
+    _record_study(cloud, "far", [0.95] * 3, "tune-far-forged", writer="attacker")
+    by_default = source_studies(cloud, _ranking(cloud, ["near", "far"]), target="new")
+    assert [(s.task, s.study) for s in by_default] == [("near", "tune-near")]
+    trusting = source_studies(cloud, _ranking(cloud, ["near", "far"], trusted=["attacker"]), target="new")
+    assert [(s.task, s.study) for s in trusting] == [("near", "tune-near-forged"), ("far", "tune-far-forged")]
 
 
 def test_a_server_cloud_keeps_its_studies_in_itself_and_a_sqlite_one_beside_it(tmp_path):

@@ -146,7 +146,7 @@ def test_data_that_names_nothing_is_one_line_and_not_a_task_name(tmp_path):
 
 
 def test_a_cloud_path_whose_folder_is_missing_is_refused_unless_a_new_cloud_is_asked_for(tmp_path):
-    uri = sqlite_uri(tmp_path / "typo" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"
     refused = CliRunner().invoke(main, ["recommend", "--keywords", "chest", "--selector", "manual",
                                         "--tracking-uri", uri])
     assert refused.exit_code == 2 and refused.output.count("\n") == 1 and "--new-cloud" in refused.output
@@ -173,3 +173,25 @@ def test_samples_help_states_the_default_that_applies_on_a_cpu():
 
     shown = CliRunner().invoke(main, ["recommend", "--help"], env={"COLUMNS": "300"})
     assert f"{QUERY_DRAWS_CPU:,} on a CPU" in " ".join(shown.output.split())
+
+
+@pytest.mark.torch
+def test_without_architecture_evidence_the_candidates_are_ranked_on_your_own_images(tmp_path):
+    from tfp_mlflow.demo.tasks import DemoTask
+    from tfp_mlflow.train import TrainConfig, config_from_recommendation
+    from tfp_mlflow.workflows import recommend_for
+
+    data = DemoTask("fundus_mine", "fundus", num_classes=3, num_images=30, image_size=48, seed=5).write(
+        tmp_path / "fundus_mine")
+    cloud = Cloud(sqlite_uri(tmp_path / 'cloud' / 'mlflow.db'), cache_dir=tmp_path / "cache")
+    cloud.contribute(None, name="fundus_a", keywords=["fundus", "eye"], num_images=100, num_classes=2)
+    result = recommend_for(str(data), cloud, keywords="fundus,eye", log=False, progress=False)
+    advice = result.scenarios["architecture"]
+    assert advice.ordered_by == "logme on your images" and len(advice.items) == 3
+    assert advice.notes[0].startswith("the cloud holds no architecture evidence within reach, so these were ranked "
+                                      "on 30 of your own labelled images by LogME")
+    values = [i.transferability["value"] for i in advice.items]
+    assert values == sorted(values, reverse=True) and all(i.architecture.startswith("tf_efficientnet") for i in
+                                                          advice.items)
+    config = config_from_recommendation(result.to_json(), "architecture", 1, TrainConfig(target=str(data)), cloud)
+    assert config.architecture == advice.items[0].architecture and config.source == ""   # no source task

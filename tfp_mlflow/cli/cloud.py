@@ -157,7 +157,9 @@ def _evidence(item, metric: str, ordered: str) -> str:
             evidence += f" on {held_out} images"
         if item.transferability:
             score = item.transferability["value"]
-            evidence += f"; {ordered} {'n/a' if score is None else f'{score:.3g}'}"
+            evidence += f"{'; ' if evidence else ''}{ordered} {'n/a' if score is None else f'{score:.3g}'}"
+        if item.evidence.get("images"):
+            evidence += f" ({item.evidence['images']} images)"
     elif item.item == ITEM_POLICY:
         evidence = f"run {str(item.evidence.get('knowledge_run', ''))[:8]}"
     else:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import secrets
 import shutil
 import time
 import urllib.error
@@ -338,8 +339,16 @@ class RunLog:
 
         active_cloud(self.uri, self.spec_id())
         base = {Tag.KIND: kind, Tag.TFP_VERSION: __version__, Tag.MLFLOW_USER: current_contributor()}
+        # `mlflow run` starts each entry point inside a run of its own: the runs it creates name it, and it them.
+        project = os.environ.get("MLFLOW_RUN_ID", "")
+        if project:
+            base[Tag.PROJECT_RUN] = project
+        # Named here from os.urandom: MLflow draws its names from Python's `random`, which a seeded training fixes,
+        # so every run after a seed got the same name.
+        name = f"{kind}-{tags.get(Tag.TASK) or tags.get(Tag.TARGET) or 'tfp'}-{secrets.token_hex(3)}"[:250]
         try:
-            return self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}))
+            run = self.client.create_run(self.experiment_id(experiment), tags=resolve_tags({**base, **tags}),
+                                         run_name=name)
         except Exception as exc:
             if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
                 said = getattr(exc, "message", "")  # tfp-basic-auth's own reason, when it gave one
@@ -348,3 +357,7 @@ class RunLog:
                                  f"{experiment or self.experiment} "
                                  f"at {self.uri}; ask an admin for EDIT permission on it") from None
             raise
+        if project:
+            with contextlib.suppress(Exception):   # the entry point's run may live elsewhere, or be closed
+                self.client.set_tag(project, f"{Tag.CREATED_PREFIX}{run.info.run_id}", kind)
+        return run

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -71,7 +72,6 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.progress import Progress
-    from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
 
     console = console or Console(stderr=True)
@@ -89,8 +89,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     sources = source_tasks(plan, seed)
     target = held_out_task(plan.families[seed % len(plan.families)], plan, seed)
     console.rule(f"tfp demo in {home}")
-    console.print(f"expected: about {plan.expected_minutes:.0f} minutes on a 2-core CPU (less on a GPU, or where "
-                  f"{home.name} already holds a run)")
+    console.print(_expected(plan, home))
     console.print(f"[bold]1/5[/] {len(sources)} source tasks in {len(plan.families)} domain families, and "
                   f"{target.name} held out as the new user's dataset")
     backbone = load_backbone("tf_efficientnet_lite0", device="cpu")
@@ -124,14 +123,13 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
                   f"({plan.tune_trials} trials)")
     target_path, fingerprint = contribute_task(cloud, target, home / "tasks", backbone, plan, seed,
                                                contribute=False)
-    recommendation = recommend(cloud, fingerprint, name=target.name, top_k=3)
-    (home / "recommendation.json").write_text(json.dumps(recommendation.to_json(), indent=1, sort_keys=True))
-    tuned = _tune(cloud, target, target_path, space, plan, storage, recommendation, seed, console)
+    recommendation, tuned, cold = _recommend_and_tune(cloud, target, target_path, fingerprint, space, plan,
+                                                      (home, storage), seed, console)
     step("recommend and tune")
 
     console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs, "
                   f"{plan.final_seeds} seed{'s' * (plan.final_seeds > 1)} each; {plan.test_images} test images)")
-    results = _final_trainings(cloud, target, target_path, plan, seed, tuned, recommendation, console)
+    results = _final_trainings(cloud, target, target_path, plan, seed, (tuned, cold), recommendation, console)
     step("final trainings")
 
     result = DemoResult(home=str(home), tracking_uri=cloud.uri, seed=seed, target=target.name,
@@ -145,14 +143,49 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     return result
 
 
-def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: Recommendation, seed: int,
-          console: Console):
+def _recommend_and_tune(cloud, target, path: Path, fingerprint, space, plan: DemoPlan, where: tuple[Path, str],
+                        seed: int, console: Console):
+    """The new task's recommendation (kept as ``recommendation.json``), its warm-started study, and a cold study of
+    the same budget that tells tuning from transfer."""
+    from tfp_mlflow.recommend import recommend
+
+    home, storage = where
+    recommendation = recommend(cloud, fingerprint, name=target.name, top_k=3)
+    (home / "recommendation.json").write_text(json.dumps(recommendation.to_json(), indent=1, sort_keys=True))
+    tuned = _tune(cloud, target, path, space, plan, storage, recommendation, seed, console)
+    console.print(f"    and a cold study of the same budget ({plan.tune_trials} trials, TPE alone), to tell tuning "
+                  f"from transfer")
+    return recommendation, tuned, _tune(cloud, target, path, space, plan, storage, None, seed, console)
+
+
+def _expected(plan: DemoPlan, home: Path) -> str:
+    """How long the demo will take here: its 2-core figure, scaled by the share of the cores this process gets
+    when other work keeps them busy (torch's threads are set to the cores that are free)."""
+    import torch
+
+    from tfp_mlflow._threads import free_cores
+
+    cores, free = os.cpu_count() or 1, free_cores()
+    torch.set_num_threads(free)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    share = min(free, cores * free / (load + free))      # cores this process gets among the runnable threads
+    minutes = plan.expected_minutes * 2 / min(share, 2)  # the figure is for 2 free cores
+    busy = (f"; {load:.1f} other runnable threads on {cores} cores: {free} thread{'s' * (free > 1)} used"
+            if load >= 0.5 else "")
+    return (f"expected: about {minutes:.0f} minutes here ({plan.expected_minutes:.0f} on 2 free CPU cores{busy}; "
+            f"less on a GPU, or where {home.name} already holds a run)")
+
+
+def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recommendation: Recommendation | None,
+          seed: int, console: Console):
+    """The warm-started study (``recommendation``), or without one a cold study of the same budget."""
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import StudyPlan, run_study
 
     base = TrainConfig(target=str(path), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed)
-    study = StudyPlan(f"demo-{target.name}-{seed}", storage, n_trials=plan.tune_trials,
-                      top_k=min(3, plan.tune_trials), seed=seed, widen=True)   # the space grows to what is suggested
+    study = StudyPlan(f"demo-{target.name}-{seed}" + ("" if recommendation else "-cold"), storage,
+                      n_trials=plan.tune_trials, top_k=min(3, plan.tune_trials), seed=seed,
+                      widen=True, contribute=recommendation is not None)   # the space grows to what is suggested
     return run_study(base, cloud, space, study, recommendation=recommendation,
                      on_trial=lambda t: console.print(
                          f"    trial {t.number}: {t.state.name.lower()} "
@@ -161,10 +194,11 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
                          + (f" (warm start, rank {t.user_attrs['rank']})" if t.user_attrs.get('warm_start') else '')))
 
 
-def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned, recommendation: Recommendation,
+def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, studies, recommendation: Recommendation,
                      console: Console) -> list[dict[str, Any]]:
-    """Baseline, the tuned configuration and co-training with the closest shareable source, each trained with
-    ``plan.final_seeds`` seeds on all of the user's data and scored on a test split no study has seen."""
+    """Baseline, the warm-started and the cold study's best configurations and co-training with the closest
+    shareable source, each trained with ``plan.final_seeds`` seeds on all of the user's data and scored on a test
+    split no study has seen."""
     from tfp_mlflow.train import TrainConfig, config_from_recommendation, train
     from tfp_mlflow.tune.study import cloud_policies, config_from_params
 
@@ -172,11 +206,12 @@ def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned
     base = TrainConfig(target=str(manifest), name=target.name, image_size=plan.image_size, batch_size=16, seed=seed,
                        epochs=plan.final_epochs)
     configs = [("no-transfer baseline", "tf_efficientnet_lite0, no policy, lr 1e-3", base)]
-    if tuned.best_params:
-        p = tuned.best_params
-        configs.append(("tuned (warm-started study)", f"{p['architecture']}, policy {p['policy']}, lr {p['lr']:.2g}",
-                        config_from_params(base, p, cloud, cloud_policies(cloud),
-                                           provenance={"study": tuned.study_name})))
+    for label, tuned in zip(("tuned (warm-started study)", "tuned (cold study, same budget)"), studies):
+        if tuned.best_params:
+            p = tuned.best_params
+            configs.append((label, f"{p['architecture']}, policy {p['policy']}, lr {p['lr']:.2g}",
+                            config_from_params(base, p, cloud, cloud_policies(cloud),
+                                               provenance={"study": tuned.study_name})))
     # The closest source whose data is here (a published study's source names a dataset to download instead).
     try:
         rank = next((n for n, i in enumerate(recommendation.suggestions("cotraining"), 1) if i.data_uri), 1)
@@ -191,8 +226,8 @@ def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, tuned
     for label, what, config in configs:
         runs = []
         for number, each in enumerate(seeds):
-            result = train(replace(config, seed=each), cloud=cloud, progress=False, contribute=True,
-                           log_model=label.startswith("tuned") and number == 0)
+            result = train(replace(config, seed=each), cloud=cloud, progress=False, contribute="cold" not in label,
+                           log_model=label.startswith("tuned (warm") and number == 0)
             console.print(f"    {label}, seed {each}: balanced accuracy {result.balanced_accuracy:.3f} "
                           f"(run {result.run_id})")
             runs.append(result)

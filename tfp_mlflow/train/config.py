@@ -181,7 +181,9 @@ def config_from_recommendation(recommendation: Recommendation | dict[str, Any] |
     item = items[rank - 1]
     provenance = {"source": item.source, "distance": item.distance, "rank": item.rank,
                   "selector": recommendation.selector, "recommendation_run": recommendation.run_id}
-    changes: dict[str, Any] = {"scenario": scenario, "source": item.source, "provenance": provenance}
+    # An architecture ranked on the target's own images (no cloud evidence) transfers from no source task.
+    own = bool(item.evidence.get("model_ranking_run"))
+    changes: dict[str, Any] = {"scenario": scenario, "source": "" if own else item.source, "provenance": provenance}
     if item.item == ITEM_ARCHITECTURE:
         if not item.architecture:
             raise BadInputError(f"source {item.source!r} recorded no architecture name; choose another --rank")

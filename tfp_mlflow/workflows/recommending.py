@@ -17,10 +17,11 @@ from pathlib import Path
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
-from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.errors import BadInputError, TfpError, first_line
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
 from tfp_mlflow.keywords import vocabulary
 from tfp_mlflow.recommend import QueryOptions, Recommendation, check_query, recommend
+from tfp_mlflow.recommendation import Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario
 from tfp_mlflow.selectors import get_selector
 
@@ -239,10 +240,7 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
-            if fallback:
-                result.notes.append(fallback)
-            result.next_steps = next_steps(result, dataset, saved_as, fingerprint_file)
-            return result
+            return _finished(result, fallback, dataset, cloud, progress, on_note, (saved_as, fingerprint_file))
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
         selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
@@ -253,10 +251,58 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, log=log, rerank=reranker,
                        **replace(query, selector=selector).as_kwargs())
+    return _finished(result, fallback, dataset, cloud, progress, on_note, (saved_as, fingerprint_file))
+
+
+def _finished(result: Recommendation, fallback: str | None, dataset: str | None, cloud: KnowledgeStore,
+              progress: bool, on_note, files: tuple[str | None, str | None]) -> Recommendation:
+    """The answer as it is handed over: the fallback said, architectures ranked on the user's images where the
+    cloud had none, and the next steps."""
     if fallback:
         result.notes.append(fallback)
-    result.next_steps = next_steps(result, dataset, saved_as, fingerprint_file)
+    _architectures_from_images(result, dataset, cloud, progress=progress, on_note=on_note)
+    result.next_steps = next_steps(result, dataset, *files)
     return result
+
+
+#: Labelled images an architecture ranking on the user's own data reads when the cloud has no architecture evidence.
+OWN_IMAGES = 200
+
+
+def _architectures_from_images(result: Recommendation, dataset: str | None, cloud: KnowledgeStore, *,
+                               progress: bool, on_note=None) -> None:
+    """Where the cloud holds no architecture evidence within reach, rank the candidate architectures on the user's
+    own labelled images instead (LogME on frozen features, as ``tfp rank-models``), and say that is what was done;
+    without images or torch, say what would."""
+    advice = result.scenarios.get("architecture")
+    if advice is None or advice.items:
+        return
+    if dataset is None:
+        advice.notes.insert(0, "no architecture evidence within reach in the cloud: `tfp rank-models DATA` ranks "
+                               "candidate architectures on your own labelled images")
+        return
+    try:
+        from tfp_mlflow.workflows.models import rank_models
+
+        if on_note is not None:
+            on_note(f"no architecture evidence within reach: ranking candidate architectures on {OWN_IMAGES} of "
+                    f"your labelled images (LogME on frozen features, about half a minute per candidate on a CPU)")
+        ranking = rank_models(dataset, cloud, samples=OWN_IMAGES, progress=progress, on_note=on_note)
+    except (ModuleNotFoundError, TfpError) as exc:
+        advice.notes.insert(0, f"no architecture evidence within reach, and the candidates could not be ranked on "
+                               f"your images here ({first_line(exc, 120)}); `tfp rank-models DATA` does that")
+        return
+    for position, row in enumerate(ranking["ranking"][:result.top_k], start=1):
+        advice.items.append(Suggestion(
+            item=ITEM_ARCHITECTURE, rank=position, source="your images", distance=0.0, signal="logme",
+            architecture=row["architecture"], transferability={"score": "logme", "value": row["logme"]},
+            evidence={"model_ranking_run": ranking["run_id"], "images": row["images"], "weights": row["weights"]}))
+    advice.ordered_by = "logme on your images"
+    # What the walk said of the cloud's order no longer describes these items; why it found none still does.
+    advice.notes[:] = [n for n in advice.notes if not n.startswith(("ordered by", "only "))]
+    advice.notes.insert(0, f"the cloud holds no architecture evidence within reach, so these were ranked on "
+                           f"{ranking['ranking'][0]['images'] if ranking['ranking'] else 0} of your own labelled "
+                           f"images by LogME (run {ranking['run_id']}): {ranking['note']}")
 
 
 def _check_data(data: Target) -> None:
