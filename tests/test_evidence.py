@@ -104,3 +104,57 @@ def test_the_task_view_shows_a_sources_track_record(tmp_path):
     assert record["tried"] == len(SOURCES) - 1 and record["improved"] == len(SOURCES) - 1
     # Seven targets, each gaining about 0.2 over its baseline with little spread: large against its uncertainty.
     assert record["evidence"] == "strong" and record["interval"][0] > 0.1 and record["mean_gain"] > 0.1
+
+
+def _outcomes_by(cloud: Cloud, writer: str, source: str, targets: list[str], value: float = 0.99) -> None:
+    for target in targets:
+        cloud.add_knowledge(Knowledge(target, KnowledgeKind.COTRAINING,
+                                      (KnowledgeRow(source=source, repetition=0, balanced_accuracy=value),)),
+                            contributor=writer)
+
+
+@pytest.mark.slow
+def test_outcomes_about_another_accounts_task_are_not_its_evidence_unless_its_owner_names_them(tmp_path):
+    cloud = _cloud(tmp_path)
+    owner = cloud.task("alpha").contributor
+    cloud.contribute(None, name="mallory_src", keywords=["x-ray", "k9"], num_images=100, num_classes=2,
+                     data_uri="file:///data/m", shareable=True, contributor="mallory")
+    _outcomes_by(cloud, "mallory", "mallory_src", SOURCES)     # a little above everyone, on every honest target
+    query = {"keywords": ["x-ray", "chest"], "name": "new", "selector": "manual", "log": False,
+             "scenarios": ["cotraining"]}
+    block = recommend(cloud, **query).scenarios["cotraining"]
+    assert block.items[0].source == "hotel"                   # the honest record still orders it
+    answer = recommend(cloud, **query, top_k=10)
+    record = next(i.reasons["track_record"] for i in answer.scenarios["cotraining"].items if i.source == "mallory_src")
+    assert record["tried"] == 0                               # none of mallory's tables about others' tasks counts
+    assert any(n.startswith(f"{len(SOURCES)} outcome or baseline tables were not counted") for n in answer.notes)
+    # The honest path it resembles: the owner of alpha names mallory as measuring it; that one table now counts.
+    cloud.contribute(None, name="alpha", measured_by=["mallory"], contributor=owner)
+    named = recommend(cloud, **query, top_k=10).scenarios["cotraining"]
+    record = next(i.reasons["track_record"] for i in named.items if i.source == "mallory_src")
+    assert record["tried"] == 1
+    assert cloud.task("alpha").measured_by == ("mallory",)
+
+
+@pytest.mark.slow
+def test_one_accounts_evidence_about_its_own_sources_is_bounded_unless_trusted(tmp_path, monkeypatch):
+    from tfp_mlflow.evidence import SELF_DEALT_TARGETS
+
+    cloud = _cloud(tmp_path)
+    own = [f"m{i}" for i in range(10)]
+    for name in ["m_src", *own]:
+        cloud.contribute(None, name=name, keywords=["x-ray", "chest"], num_images=100, num_classes=2,
+                         data_uri=f"file:///data/{name}", shareable=True, contributor="mallory",
+                         knowledge=[Knowledge(name, KnowledgeKind.BASELINE,
+                                              (KnowledgeRow(repetition=0, balanced_accuracy=0.5),))])
+    _outcomes_by(cloud, "mallory", "m_src", own)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")   # the account reading is neither lab nor mallory
+    query = {"keywords": ["x-ray", "chest"], "name": "new", "selector": "manual", "log": False,
+             "scenarios": ["cotraining"], "top_k": 20}
+    bounded = recommend(cloud, **query).scenarios["cotraining"]
+    record = next(i.reasons["track_record"] for i in bounded.items if i.source == "m_src")
+    assert record["tried"] == SELF_DEALT_TARGETS and record["accounts"] == 1
+    assert bounded.items[0].source != "m_src"
+    trusting = recommend(cloud, **query, trusted="mallory").scenarios["cotraining"]
+    record = next(i.reasons["track_record"] for i in trusting.items if i.source == "m_src")
+    assert record["tried"] == len(own)

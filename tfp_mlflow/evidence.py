@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,8 @@ import pandas as pd
 
 from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.base import KnowledgeStore
+from tfp_mlflow.cloud.recorder import StoredRun
+from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Tag
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
@@ -26,13 +28,18 @@ from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
-__all__ = ["ORDERS", "NEAR", "CloudEvidence", "Ordering", "fit_track_record", "order"]
+__all__ = ["ORDERS", "NEAR", "OUTCOME_KINDS", "REFERENCE_PREFIX", "CloudEvidence", "Ordering", "admissible",
+           "fit_track_record", "order"]
 
 #: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.
 ORDERS = ("auto", "distance")
 #: The query's nearest targets whose records a suggestion shows when the rule reads no neighbourhood.
 NEAR = 20
 _KINDS = {s.outcome: s.name for s in list_scenarios()}
+#: The published reference's contributor (``reference:<study>``), imported by the cloud's owner.
+REFERENCE_PREFIX = "reference:"
+#: Knowledge about a task that only its owner's say makes evidence: baselines and transfer outcomes.
+OUTCOME_KINDS = frozenset({KnowledgeKind.BASELINE, *_KINDS})
 _FITTED: dict[tuple, CloudEvidence] = {}
 _LOCK = threading.Lock()
 
@@ -45,6 +52,8 @@ class CloudEvidence:
     affinities: pd.DataFrame
     signal: str
     outcomes: int
+    #: Knowledge runs left out: about another account's task (unnamed by its owner), or over an account's bounds.
+    ignored: int = 0
 
 
 def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: Callable[[str], bool] | None = None,
@@ -53,44 +62,26 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
 
     ``selector`` gives the distances between the cloud's tasks that the inner validation combines with:
     a fingerprint selector where every task with outcomes has a fingerprint, else ``manual`` (keywords).
+    ``trusts`` (the query's ``--trusted``) picks whose knowledge is read at all; of that, only what
+    :func:`admissible` lets speak about a task counts.
     """
-    names = {t.name for t in tasks}
+    names = {t.name: t for t in tasks}
     # One search per kind for the whole cloud; the fitted model is reused while the same runs back it.
-    runs = [run for run in cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS])
-            if run.tags.get(Tag.TASK) in names
-            and (trusts is None or trusts(run.tags.get(Tag.CONTRIBUTOR, "")))]
+    runs, ignored = admissible(cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS]), names, trusts)
     if not any(run.tags.get(Tag.KNOWLEDGE) in _KINDS for run in runs):
         return None
-    key = (cloud.uri, selector, tuple(sorted(run.run_id for run in runs)), tuple(sorted(names)))
+    writers = {run.tags.get(Tag.CONTRIBUTOR, "") for run in runs}
+    key = (cloud.uri, selector, tuple(sorted(run.run_id for run in runs)), tuple(sorted(names)),
+           current_contributor(), tuple(sorted(w for w in writers if trusts is not None and trusts(w))))
     with _LOCK:
         if key in _FITTED:
             return _FITTED[key]
-    baselines: dict[tuple[str, str], dict[int, float]] = {}
-    transfers = []
-    for knowledge in filter(None, thread_map(cloud.read_knowledge, runs)):
-        for row in knowledge.rows:
-            for metric in BASE_METRICS:
-                value = getattr(row, metric)
-                if value is None:
-                    continue
-                if knowledge.kind == KnowledgeKind.BASELINE:
-                    baselines.setdefault((knowledge.task, metric), {})[int(row.repetition or 0)] = float(value)
-                elif row.source in names and row.source != knowledge.task:
-                    transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
-                                      knowledge.task, float(value), row.held_out))
-    records = []
-    for scenario, metric, repetition, source, target, value, held_out in transfers:
-        known = baselines.get((target, metric), {})
-        # A baseline of the same repetition shares the outcome's held-out split; an average of others does not.
-        baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
-        records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": target,
-                        "p": value, "baseline": baseline,
-                        "n": held_out if repetition in known else math.nan})
+    records = _records(filter(None, thread_map(cloud.read_knowledge, runs)), names,
+                       trusted=(lambda account: trusts is not None and trusts(account)))
     if not records:
         return None
     outcomes = Outcomes.from_records(records)
-    by_name = {t.name: t for t in tasks}
-    targets = [by_name[t] for t in sorted(set(outcomes.table["t"])) if t in by_name]
+    targets = [names[t] for t in sorted(set(outcomes.table["t"])) if t in names]
     chooser = get_selector(selector)
     if chooser.needs_fingerprint and not all(t.has_fingerprint for t in [*targets, *tasks]):
         selector, chooser = "manual", get_selector("manual")
@@ -100,7 +91,8 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
                              variants=chooser.variants or ("small",), moments=chooser.needs_moments)
     distances = chooser.matrix(prepared, queries)
     affinities = pd.DataFrame(-distances, index=prepared.names, columns=[t.name for t in targets])
-    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector, len(records))
+    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector, len(records),
+                           ignored)
     with _LOCK:
         if len(_FITTED) > 8:
             _FITTED.clear()
@@ -118,6 +110,80 @@ class Ordering:
     reasons: dict[str, dict]
     by_record: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+#: Outcome or baseline tables one account may have read about one target, and in all (the newest are read).
+MAX_TABLES_PER_TARGET = 50
+MAX_TABLES_PER_ACCOUNT = 20_000
+#: Targets of its own through which one account's evidence about its own sources counts, unless the reader
+#: trusts that account (``--trusted``) or is that account: self-dealing, shown but bounded.
+SELF_DEALT_TARGETS = 2
+
+
+def admissible(runs: Iterable[StoredRun], tasks: Mapping[str, CloudTask],
+               trusts: Callable[[str], bool] | None = None) -> tuple[list[StoredRun], int]:
+    """The baseline and outcome runs that may speak about their target, and how many were left out.
+
+    An outcome or baseline *about* a task is its owner's evidence: it counts when written by the task's contributor,
+    by an account the owner named (``tfp contribute --measured-by``), or by the published reference's import. Any
+    other account's tables about the task are left out, and so is what one account wrote beyond
+    :data:`MAX_TABLES_PER_TARGET` tables about one target or :data:`MAX_TABLES_PER_ACCOUNT` in all.
+    """
+    kept, ignored = [], 0
+    per_target: dict[tuple[str, str], int] = {}
+    per_account: dict[str, int] = {}
+    for run in runs:   # newest first
+        task, writer = tasks.get(run.tags.get(Tag.TASK, "")), run.tags.get(Tag.CONTRIBUTOR, "")
+        if task is None or (trusts is not None and not trusts(writer)):
+            continue
+        spoken = task.measured_by_account(writer) or writer.startswith(REFERENCE_PREFIX)
+        counted = (per_target.get((writer, task.name), 0) < MAX_TABLES_PER_TARGET
+                   and per_account.get(writer, 0) < MAX_TABLES_PER_ACCOUNT)
+        if not (spoken and counted):
+            ignored += 1
+            continue
+        per_target[(writer, task.name)] = per_target.get((writer, task.name), 0) + 1
+        per_account[writer] = per_account.get(writer, 0) + 1
+        kept.append(run)
+    return kept, ignored
+
+
+def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Callable[[str], bool]) -> list[dict]:
+    """Outcome records with their baselines, for :class:`Outcomes`; an account's outcomes about its own sources on
+    its own targets count through at most :data:`SELF_DEALT_TARGETS` targets per source and scenario, unless the
+    reader trusts or is that account (or it is the reference's)."""
+    me = current_contributor()
+    baselines: dict[tuple[str, str], dict[int, float]] = {}
+    transfers = []
+    for knowledge in knowledges:
+        for row in knowledge.rows:
+            for metric in BASE_METRICS:
+                value = getattr(row, metric)
+                if value is None:
+                    continue
+                if knowledge.kind == KnowledgeKind.BASELINE:
+                    baselines.setdefault((knowledge.task, metric), {})[int(row.repetition or 0)] = float(value)
+                elif row.source in tasks and row.source != knowledge.task:
+                    transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
+                                      knowledge.task, float(value), row.held_out, knowledge.contributor))
+    dealt: dict[tuple[str, str, str], set[str]] = {}
+    records = []
+    for scenario, metric, repetition, source, target, value, held_out, writer in sorted(
+            transfers, key=lambda t: (t[0], t[3], t[4], t[1], t[2])):
+        self_dealt = (writer == tasks[source].contributor == tasks[target].contributor and writer != me
+                      and not trusted(writer) and not writer.startswith(REFERENCE_PREFIX))
+        if self_dealt:
+            seen = dealt.setdefault((scenario, source, writer), set())
+            if target not in seen and len(seen) >= SELF_DEALT_TARGETS:
+                continue
+            seen.add(target)
+        known = baselines.get((target, metric), {})
+        # A baseline of the same repetition shares the outcome's held-out split; an average of others does not.
+        baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
+        records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": target,
+                        "p": value, "baseline": baseline, "n": held_out if repetition in known else math.nan,
+                        "w": writer})
+    return records
 
 
 def order(evidence: CloudEvidence | None, scenario: str, target: str, ranking: Sequence[RankedSource],

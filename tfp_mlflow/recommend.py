@@ -115,6 +115,9 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
     if evidence is None:
         notes.append("the cloud holds no measured transfer outcomes yet: suggestions are ordered by distance "
                      "(`tfp train --contribute --source`, `tfp seed --transfer` add them)")
+    elif evidence.ignored:
+        notes.append(f"{evidence.ignored} outcome or baseline tables were not counted: written about a task by an "
+                     f"account its owner did not name (`tfp contribute --measured-by`), or over an account's bounds")
     walk = _Walk(cloud, guard, pool.by_name, signals, task_flags, result, metric, top_k, include_flagged)
     for scenario in scenario_list:
         advice = walk.scenario(scenario, order(evidence, scenario.name, target_name, ranking, order_by),

@@ -39,7 +39,7 @@ def test_demo_prints_its_summary_and_how_to_browse_it(demo):
     assert "test images no study saw" in output and "no-transfer baseline" in output
     assert "± after a gain: its standard error" in output                       # the comparison's uncertainty
     assert all(r["held_out"] == QUICK_PLAN.test_images and r["per_seed"] for r in summary["results"])
-    assert "what was suggested, and why" in output and "by distance" in output   # each suggestion's reasons
+    assert "what was suggested, and why" in output and "#distance rank" in output   # each suggestion's reasons
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in output
     assert "(studies: the tfp-studies experiment)" in output
     assert summary["schema"] == "tfp.demo/1" and summary["target"] == "radiograph_new"

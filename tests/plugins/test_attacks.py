@@ -37,6 +37,7 @@ class Site:
     mallory: tuple[str, str]
     reader: tuple[str, str]
     stranger: tuple[str, str]
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -89,7 +90,7 @@ def site(tmp_path_factory, small_spec):
                              Knowledge(name, KnowledgeKind.BASELINE, (KnowledgeRow(balanced_accuracy=0.7),))]
                 cloud.contribute(fingerprint(small_spec, name, i, shape), domain=name[0], knowledge=knowledge,
                                  spec=small_spec)
-        yield Site(server.url, root, experiment_id, admin, **accounts)
+        yield Site(server.url, root, experiment_id, admin, **accounts, pid=server.proc.pid)
 
 
 def mallory_client(site: Site):
@@ -544,3 +545,73 @@ def test_a_fuzzer_over_the_served_api_finds_no_500_no_non_finite_json_and_no_wri
     probe()
     assert cloud_runs() == before                       # nothing written into the cloud by any of it
     assert len({path for _, path, _ in seen}) >= 4      # it reached most routes
+
+
+# -- authenticate, then read ----------------------------------------------------------------------------------------
+
+def _stream(url: str, path: str, size: int, headers: dict[str, str]) -> tuple[int | None, bytes]:
+    """POST ``size`` bytes of JSON-looking filler to ``path``, a megabyte at a time, as a client that never stops
+    sending would; the status and body of whatever the server answered (``None``: it answered nothing)."""
+    import http.client
+    import urllib.parse
+
+    where = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    connection.putrequest("POST", path)
+    for key, value in {"Content-Type": "application/json", "Content-Length": str(size), **headers}.items():
+        connection.putheader(key, value)
+    connection.endheaders()
+    chunk = b'{"run_id": "' + b"a" * (1024 * 1024 - 12)
+    try:
+        for _ in range(size // len(chunk)):
+            connection.send(chunk)
+    except OSError:         # the server answered and closed: the rest is never read
+        pass
+    try:
+        response = connection.getresponse()
+        return response.status, response.read()
+    except OSError:
+        return None, b""
+    finally:
+        connection.close()
+
+
+def test_a_huge_body_without_credentials_is_answered_unread_in_bounded_memory(site):
+    import threading
+
+    from tfp_mlflow.testing.servers import tree_memory_mb
+
+    idle = tree_memory_mb(site.pid)
+    peak, done = [idle], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak.append(tree_memory_mb(site.pid))
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        status, body = _stream(site.url, "/api/2.0/mlflow/runs/log-batch", 200 * 1024 * 1024,
+                               {"X-Tfp-Verified-User": "admin"})   # a forged "verified" mark changes nothing
+    finally:
+        done.set()
+        watcher.join()
+    assert status in (401, None)
+    if status is not None:
+        assert json.loads(body)["error_code"] == "UNAUTHENTICATED"
+    assert max(peak) - idle < 100, f"peak {max(peak)} MB against {idle} MB idle"
+    # An authenticated caller's oversized body: one line, unread; the honest write beside it still works.
+    import base64
+    token = base64.b64encode(":".join(site.alice).encode()).decode()
+    status, body = _stream(site.url, "/api/2.0/mlflow/runs/log-batch", 64 * 1024 * 1024,
+                           {"Authorization": f"Basic {token}"})
+    assert status in (413, None)
+    if status is not None:
+        assert "limit for JSON bodies" in json.loads(body)["error"]
+    with as_user(site.alice):
+        client = mallory_client(site)
+        run = client.create_run(site.experiment_id)
+        client.log_batch(run.info.run_id, params=[__import__("mlflow").entities.Param("honest", "yes")])
+        assert client.get_run(run.info.run_id).data.params["honest"] == "yes"
+    assert call(f"{site.url}/health")[0] == 200

@@ -37,10 +37,14 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
               help="albumentations policy JSON learned on this task (repeatable).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Spec of the fingerprint (sets a new "
               "cloud's spec; default: the shipped spec).")
+@click.option("--measured-by", default=None, metavar="ACCOUNTS",
+              help="Other accounts whose transfer outcomes and baselines on this task readers count (comma-separated; "
+                   "by default only yours count).")
 @TRACKING_URI
 def contribute_command(fingerprint: str | None, name: str | None, keywords: str | None, domain: str | None,
                        data_uri: str | None, shareable: bool | None, results_path: str | None,
-                       policy_paths: tuple[str, ...], spec_path: str | None, tracking_uri: str | None) -> None:
+                       policy_paths: tuple[str, ...], spec_path: str | None, measured_by: str | None,
+                       tracking_uri: str | None) -> None:
     """Add a task (its fingerprint and what was learned on it) to the cloud; re-contributing updates it."""
 
     from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
@@ -60,7 +64,8 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
     spec = FingerprintSpec.load(spec_path) if spec_path else None
     cloud = Cloud(tracking_uri)
     task = cloud.contribute(fp, name=task_name, keywords=keywords.split(",") if keywords is not None else None,
-                            domain=domain, data_uri=data_uri, shareable=shareable, knowledge=knowledge, spec=spec)
+                            domain=domain, data_uri=data_uri, shareable=shareable, knowledge=knowledge, spec=spec,
+                            measured_by=measured_by.split(",") if measured_by is not None else None)
     console.print(f"contributed {task.name} to {cloud.uri} (run {task.run_id}; fingerprint "
                   f"{'yes' if task.has_fingerprint else 'no'}; {len(knowledge)} knowledge entries)")
 
@@ -123,13 +128,13 @@ def _why(reasons: dict) -> str:
     """A suggestion's reasons in one cell: how close, and how large and how sure its measured gain was."""
     parts = []
     if "distance_rank" in reasons:
-        parts.append(f"#{reasons['distance_rank']} by distance")
+        parts.append(f"#{reasons['distance_rank']}")
     record = reasons.get("track_record")
     if record and record["tried"]:
-        parts.append("all other targets: " + _effect(record))
+        parts.append("all: " + _effect(record))
         near = reasons.get("near_record")
         if near and near.get("among"):
-            parts.append(f"{near['among']} nearest yours: " + (_effect(near) if near["tried"] else "not tried"))
+            parts.append(f"{near['among']} nearest: " + (_effect(near) if near["tried"] else "not tried"))
     elif record is not None:
         parts.append("no measured transfers yet")
     return "; ".join(parts)
@@ -143,8 +148,9 @@ def _effect(record: dict) -> str:
     words = {"strong": "strong gain", "gain": "a gain", "loss": "a loss", "thin": "too few to tell"}
     span = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
     noise = (f", {record['beyond_noise']} of {record['sized']} beyond noise" if record.get("sized") else "")
-    return (f"{gain:+.3f}{span} on {record['tried']}{noise}, "
-            f"{words.get(record['evidence'], record['evidence'])}")
+    accounts = record.get("accounts") or 0
+    noise += f", from {accounts} accounts" if accounts > 1 else ""
+    return f"{gain:+.3f}{span} on {record['tried']}{noise}: {words.get(record['evidence'], record['evidence'])}"
 
 
 def _evidence(item, metric: str, ordered: str) -> str:
@@ -174,7 +180,8 @@ def _advice_table(result, scenario: str, advice) -> Table:
     table = Table(title=f"{scenario}: top {result.top_k} by {advice.selector}"
                         + ("" if ordered == "distance" else f", ordered by {ordered}"))
     for column in ("rank", "source", "recommendation", "evidence",
-                   "why (distance rank; mean gain over no transfer [95 % interval] on N targets)", "from"):
+                   "why: #distance rank; mean gain over no transfer [95 %] on all other targets and on the "
+                   "targets nearest yours", "from"):
         table.add_column(column)
     for item in advice.items:
         table.add_row(str(item.rank), item.source, item.what, _evidence(item, result.metric, ordered),

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
-from tfp_mlflow.cloud.records import CloudTask, short, task_from_run, validate_knowledge
+from tfp_mlflow.cloud.records import CloudTask, short, task_from_run, validate_accounts, validate_knowledge
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.runs import RunLog
 from tfp_mlflow.cloud.schema import Artifact, Kind, Param, Tag
@@ -93,7 +93,8 @@ class Catalogue:
         versions = None
         if isinstance(cached, dict):
             try:
-                versions = [CloudTask(**{**t, "keywords": tuple(t["keywords"])}) for t in cached["versions"]]
+                versions = [CloudTask(**{**t, "keywords": tuple(t["keywords"]),
+                                         "measured_by": tuple(t.get("measured_by", ()))}) for t in cached["versions"]]
                 self.artifacts.remember(cached["quarantined"])
             except (TypeError, KeyError):
                 versions = None  # written by another version: search again
@@ -134,12 +135,14 @@ class Catalogue:
                    keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
                    shareable: bool | None = None, num_images: int | None = None, num_classes: int | None = None,
                    intrinsic_dim: float | None = None, knowledge: Iterable[Knowledge] = (),
-                   contributor: str | None = None, spec: FingerprintSpec | None = None) -> CloudTask:
+                   contributor: str | None = None, spec: FingerprintSpec | None = None,
+                   measured_by: Sequence[str] | None = None) -> CloudTask:
         """Add (or update) a task with its fingerprint and knowledge; atomic from a reader's point of view.
 
         Knowledge is written first (each run complete on its own, deduplicated by content), then the task run,
         whose completion tag comes last; older versions of the task are then retired. Fields left ``None`` keep
         the previous version's value, so ``contribute(fp, name=...)`` attaches a fingerprint to a known task.
+        ``measured_by`` names the other accounts whose outcomes and baselines on this task readers count.
         """
         name = validate_task_name(name or (fingerprint.name if fingerprint else ""))
         if shareable and not data_uri:
@@ -169,6 +172,11 @@ class Catalogue:
             Tag.DATA_URI: short(pick(data_uri, previous and previous.data_uri, ""), "data URI"),
             Tag.CONTRIBUTOR: contributor,
         }
+        named = validate_accounts(measured_by if measured_by is not None else
+                                  previous.measured_by if previous is not None and previous.contributor == contributor
+                                  else ())
+        if named:
+            fields[Tag.MEASURED_BY] = ",".join(named)
         images = num_images if num_images is not None else (
             fingerprint.num_images if fingerprint else previous.num_images if previous else 0)
         classes = num_classes if num_classes is not None else (

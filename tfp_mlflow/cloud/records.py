@@ -36,6 +36,12 @@ class CloudTask:
     contributor: str = ""
     fingerprint_sha256: str = ""
     intrinsic_dim: float | None = None
+    #: Accounts besides its contributor whose measured outcomes and baselines *on* this task count (its owner's say).
+    measured_by: tuple[str, ...] = ()
+
+    def measured_by_account(self, account: str) -> bool:
+        """Whether an outcome or baseline on this task written by ``account`` is its owner's evidence."""
+        return account == self.contributor or account in self.measured_by
 
     @property
     def has_fingerprint(self) -> bool:
@@ -91,7 +97,22 @@ def task_from_run(run) -> CloudTask:
                      keywords=keywords, domain=tags.get(Tag.DOMAIN, ""), num_images=count(Param.NUM_IMAGES),
                      num_classes=count(Param.NUM_CLASSES),
                      shareable=tags.get(Tag.SHAREABLE) == "true", data_uri=tags.get(Tag.DATA_URI, ""),
-                     contributor=tags.get(Tag.CONTRIBUTOR, ""), fingerprint_sha256=sha, intrinsic_dim=dim)
+                     contributor=tags.get(Tag.CONTRIBUTOR, ""), fingerprint_sha256=sha, intrinsic_dim=dim,
+                     measured_by=validate_accounts(tags.get(Tag.MEASURED_BY, "")))
+
+
+#: Accounts a task's owner may name as measuring it.
+MAX_MEASURERS = 64
+
+
+def validate_accounts(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Account names (comma-separated or a list): each non-empty, at most 256 characters, at most
+    :data:`MAX_MEASURERS`; a one-line error otherwise."""
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value)]
+    names = list(dict.fromkeys(n for n in names if n))
+    if len(names) > MAX_MEASURERS or any(len(n) > 256 for n in names):
+        raise BadInputError(f"name at most {MAX_MEASURERS} accounts of at most 256 characters as measuring a task")
+    return tuple(names)
 
 
 def validate_knowledge(knowledge: Knowledge) -> None:

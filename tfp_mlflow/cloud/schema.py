@@ -49,6 +49,7 @@ class Tag:
     SHAREABLE = "tfp.shareable"          # "true" | "false"
     DATA_URI = "tfp.data_uri"            # where the task's data lives (only meaningful when shareable)
     CONTRIBUTOR = "tfp.contributor"
+    MEASURED_BY = "tfp.measured_by"      # task runs: other accounts whose outcomes and baselines on it count
     FINGERPRINT_SHA256 = "tfp.fingerprint_sha256"   # "" for tasks known only by description
     KNOWLEDGE = "tfp.knowledge"          # a KnowledgeKind
     KNOWLEDGE_KEY = "tfp.knowledge_key"  # content hash: re-contributing the same result is a no-op

@@ -152,13 +152,14 @@ class Cloud:
                    keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
                    shareable: bool | None = None, num_images: int | None = None, num_classes: int | None = None,
                    intrinsic_dim: float | None = None, knowledge: Iterable[Knowledge] = (),
-                   contributor: str | None = None, spec: FingerprintSpec | None = None) -> CloudTask:
+                   contributor: str | None = None, spec: FingerprintSpec | None = None,
+                   measured_by: Sequence[str] | None = None) -> CloudTask:
         """Add (or update) a task with its fingerprint and knowledge; atomic for readers
         (:meth:`Catalogue.contribute`)."""
         return self.catalogue.contribute(
             fingerprint, name=name, keywords=keywords, domain=domain, data_uri=data_uri, shareable=shareable,
             num_images=num_images, num_classes=num_classes, intrinsic_dim=intrinsic_dim, knowledge=knowledge,
-            contributor=contributor, spec=spec)
+            contributor=contributor, spec=spec, measured_by=measured_by)
 
     def as_tasks(self, tasks: Sequence[CloudTask], *, with_fingerprints: bool,
                  variants: Sequence[str] | None = None, moments: bool = True) -> list[Task]:

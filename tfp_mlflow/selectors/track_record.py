@@ -59,7 +59,8 @@ class Outcomes:
         Columns ``scenario, metric, r, s, t, p, baseline, n``: the target ``t``'s performance ``p`` in ``metric``
         after transfer from source ``s`` in ``scenario`` (repetition ``r``), the target's no-transfer
         ``baseline`` of that repetition (NaN where none was measured) and the held-out images ``n`` both were
-        measured on (NaN where unknown: then no gain can be called within noise).
+        measured on (NaN where unknown: then no gain can be called within noise); optionally ``w``, the account
+        that wrote the outcome (a record then says from how many accounts its evidence comes).
     groups : dict of str to frozenset of str
         Tasks that share images with a task (itself included), for group-out validation.
     """
@@ -70,7 +71,8 @@ class Outcomes:
     @classmethod
     def from_records(cls, records: Iterable[Mapping], groups: Mapping[str, Iterable[str]] | None = None) -> Outcomes:
         """From dicts with the keys of :attr:`table` (``baseline`` and ``n`` optional)."""
-        table = pd.DataFrame(list(records), columns=_COLUMNS)
+        records = list(records)
+        table = pd.DataFrame(records, columns=_COLUMNS + (["w"] if records and "w" in records[0] else []))
         if len(table):
             table["p"] = table["p"].astype(float)
             table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
@@ -199,6 +201,8 @@ class Evidence:
     beyond_noise: int = 0
     sized: int = 0
     among: int | None = None
+    #: Distinct accounts whose outcomes back the record (0 where the writers are not known).
+    accounts: int = 0
 
     @property
     def strength(self) -> str:
@@ -229,7 +233,7 @@ class Evidence:
                 "interval": None if self.interval is None else [_round(v) for v in self.interval],
                 "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength,
                 "within_noise": self.within_noise, "beyond_noise": self.beyond_noise, "sized": self.sized,
-                "among": self.among}
+                "among": self.among, "accounts": self.accounts}
 
 
 class _Scenario:
@@ -274,6 +278,11 @@ class _Scenario:
             at = ([row[s] for s, _ in gain.index], [col[t] for _, t in gain.index])
             self.gains[at] = gain.to_numpy()
             self.margins[at] = margin.reindex(gain.index).to_numpy()
+        # Who wrote each measured cell's outcomes (one account per cell: its target's owner), where known.
+        self.writers = np.full(shape, "", dtype=object)
+        if "w" in table.columns:
+            first = table.groupby(["s", "t"])["w"].first()
+            self.writers[[row[s] for s, _ in first.index], [col[t] for _, t in first.index]] = first.to_numpy()
         # Columns that share images with each target (itself included), for group-out.
         self.group_of = [np.array([col[m] for m in outcomes.group(t) if m in col]) for t in self.targets]
 
@@ -380,7 +389,8 @@ class TrackRecord:
                         within_noise=int((np.abs(gains[sized]) < margins[sized]).sum()),
                         mean_gain=mean, interval=interval, standard_error=error,
                         beyond_noise=int((gains[sized] >= margins[sized]).sum()), sized=int(sized.sum()),
-                        among=None if among is None else int(keep.sum()))
+                        among=None if among is None else int(keep.sum()),
+                        accounts=len({w for w in data.writers[i][measured] if w}))
 
     def matrix(self, scenario: str, distances: pd.DataFrame, targets: Sequence[str],
                columns: Mapping[str, str] | None = None) -> pd.DataFrame:

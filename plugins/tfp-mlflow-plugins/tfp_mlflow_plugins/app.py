@@ -61,12 +61,56 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
                   description="Task fingerprinting on this MLflow server: tasks, knowledge and recommendations.",
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.basic_auth = basic_auth
+    _bounded_bodies(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(_api_router())
     app.include_router(_openapi_router(app))
     app.include_router(_page_router())
     app.mount("/", mlflow_app)
     return app
+
+
+#: Set by :func:`_bounded_bodies` on an API write whose basic-auth credentials it verified (the account), so the
+#: Flask hooks of ``tfp-basic-auth`` read no body of a caller not yet authenticated.
+VERIFIED_USER_HEADER = "x-tfp-verified-user"
+#: The largest JSON body an MLflow API route takes here (``TFP_MAX_JSON_BODY`` bytes overrides it): far above what
+#: MLflow's own limits let a valid request carry (a log-batch of 1,000 metrics, 100 params of 6,000 characters and
+#: 100 tags of 8,000 is under 2 MB; a dataset input's schema under 1 MB).
+MAX_JSON_BODY = 16 * 1024 * 1024
+#: MLflow's API routes whose body is JSON (artifact uploads carry files, and are bounded by the artifact store).
+_JSON_ROUTE = re.compile(r"(?:/[^?]*)?/(?:api|ajax-api)/[23]\.0/(?!mlflow-artifacts/)(?!mlflow/upload-artifact)")
+
+
+def _bounded_bodies(app: FastAPI) -> None:
+    """Before anything reads a body: behind basic auth, a write to an API route from a caller whose credentials do
+    not verify is answered 401 unread; and a JSON body over :data:`MAX_JSON_BODY`, or of unknown length, is refused
+    with one line, the rest never read. So a hostile body costs a header's worth of memory, whoever sends it."""
+    limit = int(os.environ.get("TFP_MAX_JSON_BODY", MAX_JSON_BODY))
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and _JSON_ROUTE.match(request.url.path):
+            # Only this middleware says who was verified: a header of that name from the client is dropped.
+            headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != VERIFIED_USER_HEADER.encode()]
+            if request.app.state.basic_auth:
+                try:
+                    header = await run_in_threadpool(_authorization, request)
+                except _HTTPFailure as failure:
+                    return JSONResponse({"error_code": "UNAUTHENTICATED", "message": failure.message,
+                                         "error": failure.message}, status_code=401, headers=failure.headers)
+                headers.append((VERIFIED_USER_HEADER.encode(), basic_credentials(header)[0].encode("latin-1")))
+            request.scope["headers"] = headers
+            length = request.headers.get("content-length")
+            if length is None and request.headers.get("transfer-encoding"):
+                message = "send the JSON body with a Content-Length: a body of unknown length is not read here"
+                return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": message, "error": message},
+                                    status_code=411)
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                message = (f"the request body ({length} bytes) is over this server's {limit:,}-byte limit for JSON "
+                           f"bodies; send less per request (log-batch takes 1,000 metrics at most)")
+                return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": message, "error": message},
+                                    status_code=413)
+        return await call_next(request)
 
 
 class _NoLifespan:

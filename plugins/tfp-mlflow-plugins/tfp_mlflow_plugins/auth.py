@@ -23,7 +23,7 @@ import re
 from fastapi import FastAPI
 
 from tfp_mlflow.cloud.schema import Tag
-from tfp_mlflow_plugins.app import compose
+from tfp_mlflow_plugins.app import VERIFIED_USER_HEADER, compose
 from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 
 __all__ = ["create_basic_auth_app"]
@@ -188,6 +188,10 @@ def _one_identity():
     creator (any spelling, body and query) or whose body MLflow would read differently from the raw bytes."""
     from flask import request
 
+    writes = _RUN_ROUTE.match(request.path) or request.path.endswith("/mlflow/runs/create") or \
+        _EXPERIMENT_ROUTE.match(request.path)
+    if writes and not request.headers.get(VERIFIED_USER_HEADER):
+        return None   # credentials not verified: MLflow's own check answers 401, and no body is read
     if _RUN_ROUTE.match(request.path) or request.path.endswith("/mlflow/runs/create"):
         body = _request_json()
         _one(_RUN_FIELDS, body, "run")

@@ -10,7 +10,7 @@ from typing import Any
 from tfp_mlflow.cloud import CloudTask, KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Metric, Tag
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
-from tfp_mlflow.evidence import fit_track_record
+from tfp_mlflow.evidence import OUTCOME_KINDS, REFERENCE_PREFIX, fit_track_record
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
 from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
@@ -67,8 +67,11 @@ def task_detail(cloud: KnowledgeStore, name: str, nearest: int = 5) -> dict[str,
         return {**asdict(r), "noise": noise_reason(r.balanced_accuracy, Metric.BALANCED_ACCURACY, task.num_classes,
                                                    r.held_out)}
 
+    # An outcome or baseline about this task counts only as its owner's evidence (tfp_mlflow.evidence.admissible).
     out["knowledge_runs"] = [{"kind": k.kind, "run_id": k.run_id, "provenance": k.provenance,
-                              "contributor": k.contributor, "rows": [row(r) for r in k.rows]} for k in knowledge]
+                              "contributor": k.contributor, "rows": [row(r) for r in k.rows],
+                              "counted": k.kind not in OUTCOME_KINDS or task.measured_by_account(k.contributor)
+                              or k.contributor.startswith(REFERENCE_PREFIX)} for k in knowledge]
     # How its knowledge transferred to the cloud's other targets, per scenario (what ranks it in a recommendation).
     fitted = fit_track_record(cloud, cloud.conforming(cloud.tasks()), selector="manual")
     out["track_record"] = ({scenario: fitted.model.evidence(scenario, name, "").to_json()
