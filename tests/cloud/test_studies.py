@@ -99,3 +99,40 @@ def test_a_silent_workers_trial_is_failed_by_the_next_worker_and_handed_on(cloud
     optuna.storages.fail_stale_trials(joined)
     assert joined.trials[0].state == TrialState.FAIL and lost == [trial.number]
     assert mlflow_storage(cloud)._get_stale_trial_ids(joined._study_id) == []   # no heartbeat set: none checked
+
+
+def test_a_malformed_heartbeat_is_ignored_and_never_crashes_the_reader(cloud, caplog):
+    from tfp_mlflow.cloud.schema import Tag
+
+    storage = mlflow_storage(cloud, heartbeat=1)
+    study = optuna.create_study(study_name="beats", storage=storage, direction="maximize")
+    trial = study.ask(LR)
+    storage.flush_all_batches()
+    cloud.client.set_tag(trial._trial_id, Tag.HEARTBEAT, "not a number")
+    assert storage._get_stale_trial_ids(study._study_id) == []          # started just now: not stale, no error
+    assert "malformed heartbeat" in caplog.text
+
+
+def test_only_the_owners_studies_and_trials_are_read(cloud, monkeypatch):
+    """Another account's same-named study and a trial it adds to ours are invisible to the owner's storage (behind
+    tfp-basic-auth the server also refuses its writes to our runs; tests/plugins/test_attacks.py)."""
+    from tfp_mlflow.cloud.schema import Tag
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "mallory")
+    squatted = started(cloud, "tune-x")                                  # mallory was first to the name
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    mine = optuna.create_study(study_name="tune-x", storage=mlflow_storage(cloud), direction="maximize",
+                               load_if_exists=True)
+    assert mine._study_id != squatted._study_id and mine.trials == []
+    mine.tell(mine.ask(LR), 0.5)
+    # mallory adds a finished trial run under alice's study with MLflow's own API
+    experiment = cloud.client.get_experiment_by_name(STUDIES_EXPERIMENT).experiment_id
+    fake = cloud.client.create_run(experiment, tags={"mlflow.parentRunId": mine._study_id, Tag.MLFLOW_USER: "mallory",
+                                                     "param_directions": "{}", "numbers": "1"})
+    cloud.client.log_metric(fake.info.run_id, "value", 0.99)
+    cloud.client.set_terminated(fake.info.run_id, "FINISHED")
+    again = optuna.load_study(study_name="tune-x", storage=mlflow_storage(cloud))
+    assert again._study_id == mine._study_id and [t.value for t in again.trials] == [0.5]
+    assert optuna.get_all_study_names(mlflow_storage(cloud)) == ["tune-x"]   # alice's, one
+    run = cloud.client.get_run(mine._study_id)
+    assert run.data.tags[Tag.KIND] == "optuna_study" and run.data.tags[Tag.MLFLOW_USER] == "alice"

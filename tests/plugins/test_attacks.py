@@ -615,3 +615,53 @@ def test_a_huge_body_without_credentials_is_answered_unread_in_bounded_memory(si
         client.log_batch(run.info.run_id, params=[__import__("mlflow").entities.Param("honest", "yes")])
         assert client.get_run(run.info.run_id).data.params["honest"] == "yes"
     assert call(f"{site.url}/health")[0] == 200
+
+
+# -- studies are owned tfp runs --------------------------------------------------------------------------------------
+
+def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
+    import optuna
+    from mlflow.exceptions import MlflowException
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT, Param
+    from tfp_mlflow.cloud.studies import mlflow_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    with as_user(site.alice):
+        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
+        study = optuna.create_study(study_name="tune-owned", storage=mlflow_storage(cloud), direction="maximize")
+        study.tell(study.ask(space), 0.6)
+        study.enqueue_trial({"lr": 1e-3})
+        study._storage.flush_all_batches()
+        waiting = next(t._trial_id for t in study.get_trials() if t.state == TrialState.WAITING)
+    from mlflow.server import get_app_client
+
+    with as_user(site.admin):   # mallory may write tfp-studies, as any member of a team sharing studies may
+        studies = cloud.client.get_experiment_by_name(STUDIES_EXPERIMENT).experiment_id
+        get_app_client("basic-auth", tracking_uri=site.url).grant_user_permission("mallory", "experiment", studies,
+                                                                                    "EDIT")
+    with as_user(site.mallory):
+        client = mallory_client(site)
+        for attempt in (lambda: client.log_param(waiting, Param.CLAIMED_BY, "mallory-worker"),   # take it
+                        lambda: client.set_tag(waiting, Tag.HEARTBEAT, "not a number"),         # beat for it
+                        lambda: client.set_terminated(waiting, "FAILED")):                      # finish it
+            with pytest.raises(MlflowException, match="belongs to 'alice'"):
+                attempt()
+        # A fake finished trial added under alice's study, with MLflow's own API: mallory's run, not the study's.
+        fake = client.create_run(studies, tags={"mlflow.parentRunId": study._study_id, "param_directions": "{}",
+                                                "numbers": "9"})
+        client.log_metric(fake.info.run_id, "value", 0.99)
+        client.set_terminated(fake.info.run_id, "FINISHED")
+        # The same name opened by mallory is mallory's own study; alice's is never hers to resume.
+        hers = optuna.create_study(study_name="tune-owned", storage=mlflow_storage(Cloud(site.url,
+                                   cache_dir=tempfile.mkdtemp())), direction="maximize", load_if_exists=True)
+        assert hers._study_id != study._study_id and hers.trials == []
+    with as_user(site.alice):
+        again = optuna.load_study(study_name="tune-owned", storage=mlflow_storage(cloud))
+        assert again._study_id == study._study_id
+        assert sorted(t.value for t in again.trials if t.value is not None) == [0.6]     # the fake is not in it
+        taken = again.ask(space)                             # the honest path: alice's worker takes her trial
+        assert taken.params == {"lr": 1e-3}

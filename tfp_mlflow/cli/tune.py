@@ -85,7 +85,7 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
         table.add_row(str(trial["number"]), trial["state"].lower(),
                       "" if trial["value"] is None else f"{trial['value']:.3f}", str(p.get("architecture", "")),
                       str(p.get("policy", "")), f"{p['lr']:.2g}" if "lr" in p else "",
-                      f"rank {trial['user_attrs']['rank']}" if trial["user_attrs"].get("warm_start") else "")
+                      f"rank {trial['user_attrs'].get('rank', '?')}" if trial["user_attrs"].get("warm_start") else "")
     console.print(table)
     if result.joined:
         console.print(f"joined study {result.study_name}: the worker that created it enqueued its warm start")

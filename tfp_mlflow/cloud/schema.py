@@ -86,6 +86,8 @@ class Kind:
     STUDY = "study"
     MODEL_RANKING = "model_ranking"
     SNAPSHOT = "snapshot"                # every fingerprint in one file, for a new client's first query
+    OPTUNA_STUDY = "optuna_study"        # a study of the cloud's own Optuna storage (tfp-studies)
+    OPTUNA_TRIAL = "optuna_trial"        # one of its trials
 
 
 class KnowledgeKind:

@@ -1,10 +1,13 @@
 """The Optuna storage behind ``--storage mlflow``: MLflow's ``MlflowStorage`` keeping Optuna's storage contract
-(one study per name, one taker per waiting trial, a trial finished once, heartbeats); :mod:`tfp_mlflow.cloud.studies`
-says why and opens it."""
+(one study per name, one taker per waiting trial, a trial finished once, heartbeats) and the cloud's ownership rules
+(a study and its trials are tfp runs of the account that created them; a name resolves among that account's
+studies; only its trials are read); :mod:`tfp_mlflow.cloud.studies` says why and opens it."""
 from __future__ import annotations
 
 import datetime
 import json
+import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +22,8 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy  # the type every Optuna storage returns here
 from optuna.trial import TrialState
 
-from tfp_mlflow.cloud.schema import Param, Tag
+from tfp_mlflow.cloud.records import contributor as current_contributor
+from tfp_mlflow.cloud.schema import Kind, Param, Tag
 
 __all__ = ["CloudStudies"]
 
@@ -39,12 +43,18 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         super().__init__(**kwargs)
         self._heartbeat, self._on_lost = heartbeat, on_lost
         self._worker = uuid.uuid4().hex       # this worker's name in the write-once claims
+        self._me = current_contributor()      # the account whose studies this storage opens and writes
+        self._owners: dict[str, str] = {}     # study run id -> the account that created it
 
     # -- one study per name --------------------------------------------------------------------------------
     def create_new_study(self, directions, study_name: str | None = None):
         if study_name is not None and self._named(study_name):
             raise DuplicatedStudyError(f"a study named {study_name!r} is already in the cloud")
-        study_id = super().create_new_study(directions, study_name)
+        study_name = study_name or f"no-name-{uuid.uuid4()}"
+        # MLflow's own study run, born a tfp run of this account: behind tfp-basic-auth nobody else may write it.
+        study_id = self._mlflow_client.create_run(experiment_id=self._experiment_id, tags={
+            "mlflow.runName": study_name, _DIRECTION: ",".join(d.name for d in directions),
+            **self._owned(Kind.OPTUNA_STUDY)}).info.run_id
         if study_name is not None and self._named(study_name)[0] != study_id:
             # Another worker created it at the same moment: the older is the study, ours goes.
             self._mlflow_client.delete_run(study_id)
@@ -63,19 +73,54 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         return named[0] if named else None
 
     def get_all_studies(self):
-        """The studies only (MLflow's version reads every run of the experiment, trials too, and fails)."""
+        """This account's studies only (MLflow's version reads every run of the experiment, trials too, and
+        fails)."""
         self.flush_all_batches()
         return [FrozenStudy(study_name=run.data.tags["mlflow.runName"], direction=None,
                             directions=[StudyDirection[d] for d in run.data.tags[_DIRECTION].split(",")],
                             user_attrs=self.get_study_user_attrs(run.info.run_id),
                             system_attrs=self.get_study_system_attrs(run.info.run_id), study_id=run.info.run_id)
-                for run in self._search(f"tags.`{_DIRECTION}` LIKE '%'")]
+                for run in self._search(f"tags.`{_DIRECTION}` LIKE '%'") if _writer(run) == self._me]
 
     def _named(self, study_name: str) -> list[str]:
-        """Run ids of the studies (not trials) called ``study_name``, oldest first."""
+        """Run ids of this account's studies (not trials) called ``study_name``, oldest first: another account's
+        study of the same name, whatever start time it claims, is never opened as ours."""
         quote = "'" if "'" not in study_name else '"'
         runs = self._search(f"tags.`{_DIRECTION}` LIKE '%' and tags.mlflow.runName = {quote}{study_name}{quote}")
-        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+                if _writer(r) == self._me]
+
+    # -- a study's trials are its owner's ------------------------------------------------------------------
+    def create_new_trial(self, study_id, template_trial=None):
+        trial_id = super().create_new_trial(study_id, template_trial)
+        for key, value in self._owned(Kind.OPTUNA_TRIAL).items():
+            self._mlflow_client.set_tag(trial_id, key, value)
+        return trial_id
+
+    def get_all_trials(self, study_id, deepcopy: bool = True, states=None):
+        """The study's trials written by the study's owner; a trial run anyone else added is not the study's."""
+        self.flush_all_batches()
+        trials = [self.get_trial(run.info.run_id) for run in self._trial_runs(study_id)]
+        return [t for t in trials if states is None or t.state in states]
+
+    def get_n_trials(self, study_id, states=None) -> int:
+        if states is not None:
+            return len(self.get_all_trials(study_id, states=states))
+        self.flush_all_batches()
+        return len(self._trial_runs(study_id))
+
+    def _trial_runs(self, study_id, extra: str = "") -> list:
+        owner = self._owner(study_id)
+        return [run for run in self._search(f"tags.mlflow.parentRunId = '{study_id}'{extra}")
+                if _writer(run) == owner]
+
+    def _owner(self, study_id) -> str:
+        if study_id not in self._owners:
+            self._owners[study_id] = _writer(self._mlflow_client.get_run(study_id))
+        return self._owners[study_id]
+
+    def _owned(self, kind: str) -> dict[str, str]:
+        return {Tag.KIND: kind, Tag.CONTRIBUTOR: self._me, Tag.MLFLOW_USER: self._me}
 
     # -- a trial changes hands once ------------------------------------------------------------------------
     def set_trial_state_values(self, trial_id, state, values=None) -> bool:
@@ -100,7 +145,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
     def get_trial_id_from_study_id_trial_number(self, study_id, trial_number: int):
         """The run of trial ``trial_number`` (MLflow's storage does not implement it: ``study.tell(number)``)."""
         self.flush_all_batches()
-        runs = self._search(f"tags.mlflow.parentRunId = '{study_id}' and tags.numbers = '{int(trial_number)}'")
+        runs = self._trial_runs(study_id, f" and tags.numbers = '{int(trial_number)}'")
         if not runs:
             raise KeyError(f"no trial {trial_number} in study run {study_id}")
         return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
@@ -124,9 +169,8 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
             return []
         self.flush_all_batches()
         now, grace = time.time(), 3 * self._heartbeat
-        running = self._search(f"tags.mlflow.parentRunId = '{study_id}' and attributes.status = 'RUNNING'")
-        return [run.info.run_id for run in running
-                if now - float(run.data.tags.get(Tag.HEARTBEAT, run.info.start_time / 1000)) > grace]
+        running = self._trial_runs(study_id, " and attributes.status = 'RUNNING'")
+        return [run.info.run_id for run in running if now - _last_beat(run) > grace]
 
     def get_heartbeat_interval(self) -> int | None:
         return self._heartbeat
@@ -144,3 +188,24 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
             token = page.token
             if not token:
                 return out
+
+
+def _writer(run) -> str:
+    """The account that created a run: ``mlflow.user`` (which a tfp-basic-auth server sets to the caller)."""
+    return run.data.tags.get(Tag.MLFLOW_USER) or run.info.user_id or ""
+
+
+def _last_beat(run) -> float:
+    """A running trial's last heartbeat (Unix seconds), else its start; a malformed beat is logged and ignored,
+    never a crash of the worker that reads it."""
+    beat = run.data.tags.get(Tag.HEARTBEAT)
+    if beat is not None:
+        try:
+            value = float(beat)
+            if math.isfinite(value):
+                return value
+        except ValueError:
+            pass
+        logging.getLogger(__name__).warning("trial run %s has a malformed heartbeat %r: ignored", run.info.run_id,
+                                            beat[:40])
+    return run.info.start_time / 1000

@@ -191,7 +191,8 @@ def _tune(cloud, target, path: Path, space, plan: DemoPlan, storage: str, recomm
                          f"    trial {t.number}: {t.state.name.lower()} "
                          f"{'' if t.value is None else f'{t.value:.3f}'} {t.params['architecture']}, policy "
                          f"{t.params['policy']}, lr {t.params['lr']:.2g}"
-                         + (f" (warm start, rank {t.user_attrs['rank']})" if t.user_attrs.get('warm_start') else '')))
+                         + (f" (warm start, rank {t.user_attrs.get('rank', '?')})"
+                            if t.user_attrs.get('warm_start') else '')))
 
 
 def _final_trainings(cloud, target, path: Path, plan: DemoPlan, seed: int, studies, recommendation: Recommendation,
