@@ -176,7 +176,8 @@ def test_eight_first_writers_on_a_new_sqlite_cloud_all_succeed(tmp_path, make_fi
     files = [make_fingerprint(f"first{i}", seed=i).save(tmp_path / f"first{i}.npz") for i in range(8)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [subprocess.Popen([sys.executable, "-m", "tfp_mlflow.cli", "contribute", str(path), "--spec",
-                               str(spec_path)], env={**env, "TFP_CACHE_DIR": str(tmp_path / f"cache{i}")},
+                               str(spec_path), "--new-cloud"],
+                              env={**env, "TFP_CACHE_DIR": str(tmp_path / f"cache{i}")},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i, path in enumerate(files)]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]

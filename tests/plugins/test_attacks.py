@@ -74,14 +74,14 @@ def site(tmp_path_factory, small_spec):
     env, admin = basic_auth(root)
     with LocalServer(root, app_name="tfp-basic-auth", env=env) as server:
         with as_user(admin):
-            experiment_id = Cloud(server.url, cache_dir=root / "admin-cache").experiment_id()
             users = get_app_client("basic-auth", tracking_uri=server.url)
             accounts = {}
-            for name, permission in (("alice", "EDIT"), ("mallory", "EDIT"), ("reader", "READ"), ("stranger", None)):
+            for name in ("alice", "mallory", "reader", "stranger"):
                 accounts[name] = (name, secrets.token_urlsafe(12))
                 users.create_user(*accounts[name])
-                if permission:
-                    users.grant_user_permission(name, "experiment", experiment_id, permission)
+            # The cloud's owner prepares it (`tfp cloud init`): every tfp experiment, the spec, the owner, grants.
+            experiment_id = Cloud(server.url, cache_dir=root / "admin-cache").initialise(
+                small_spec, {"alice": "EDIT", "mallory": "EDIT", "reader": "READ"})["tfp-cloud"]
         with as_user(accounts["alice"]):
             cloud = Cloud(server.url, cache_dir=root / "alice-cache")
             for i, (name, shape) in enumerate([("a_1", 1.5), ("a_2", 1.6), ("b_1", 4.0), ("b_2", 4.2)]):
@@ -637,12 +637,8 @@ def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
         study.enqueue_trial({"lr": 1e-3})
         study._storage.flush_all_batches()
         waiting = next(t._trial_id for t in study.get_trials() if t.state == TrialState.WAITING)
-    from mlflow.server import get_app_client
-
-    with as_user(site.admin):   # mallory may write tfp-studies, as any member of a team sharing studies may
+    with as_user(site.admin):   # mallory may write tfp-studies (`tfp cloud init --grant mallory=EDIT`)
         studies = cloud.client.get_experiment_by_name(STUDIES_EXPERIMENT).experiment_id
-        get_app_client("basic-auth", tracking_uri=site.url).grant_user_permission("mallory", "experiment", studies,
-                                                                                    "EDIT")
     with as_user(site.mallory):
         client = mallory_client(site)
         for attempt in (lambda: client.log_param(waiting, Param.CLAIMED_BY, "mallory-worker"),   # take it
@@ -665,3 +661,47 @@ def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
         assert sorted(t.value for t in again.trials if t.value is not None) == [0.6]     # the fake is not in it
         taken = again.ask(space)                             # the honest path: alice's worker takes her trial
         assert taken.params == {"lr": 1e-3}
+
+
+def test_a_fresh_clouds_experiments_and_owner_cannot_be_squatted(tmp_path, small_spec):
+    """Before the owner prepared the cloud, nobody without admin creates tfp's experiments or names an owner; then
+    `tfp cloud init` (an admin) prepares it and a contributor's first contribution works."""
+    from mlflow.server import get_app_client
+
+    env, admin = basic_auth(tmp_path)
+    with LocalServer(tmp_path / "fresh", app_name="tfp-basic-auth", env=env) as server:
+        url = server.url
+        with as_user(admin):
+            users = get_app_client("basic-auth", tracking_uri=url)
+            stranger, contributor = ("stranger", secrets.token_urlsafe(12)), ("lab", secrets.token_urlsafe(12))
+            users.create_user(*stranger)
+            users.create_user(*contributor)
+        for name in ("tfp-studies", "tfp-tuning", "tfp-recommendations", "tfp-cloud"):
+            status, body = call(f"{url}/api/2.0/mlflow/experiments/create", stranger, method="POST",
+                                data=json.dumps({"name": name}).encode(), content_type="application/json")
+            assert status == 403 and "tfp cloud init" in body["error"] and "\n" not in body["error"], body
+        with as_user(contributor), pytest.raises(Exception, match="ask an admin to run `tfp cloud init`"):
+            Cloud(url, cache_dir=tmp_path / "early").contribute(fingerprint(small_spec, "early", 9, 2.0),
+                                                                spec=small_spec)
+        from click.testing import CliRunner
+
+        from tfp_mlflow.cli import main
+
+        spec_path = small_spec.save(tmp_path / "spec.npz")
+        with as_user(admin):
+            for _ in range(2):   # a rerun changes nothing
+                done = CliRunner().invoke(main, ["cloud", "init", "--spec", str(spec_path), "--grant", "lab=EDIT",
+                                                 "--tracking-uri", url])
+                assert done.exit_code == 0 and "tfp-studies" in done.output, done.output
+            cloud_id = Cloud(url, cache_dir=tmp_path / "admin").experiment_id()
+        status, body = call(f"{url}/api/2.0/mlflow/experiments/set-experiment-tag", contributor, method="POST",
+                            data=json.dumps({"experiment_id": cloud_id, "key": Tag.OWNER, "value": "lab"}).encode(),
+                            content_type="application/json")
+        assert status == 403 and "only an admin" in body["error"], body
+        with as_user(contributor):
+            task = Cloud(url, cache_dir=tmp_path / "lab").contribute(fingerprint(small_spec, "first", 1, 2.0),
+                                                                     spec=small_spec)
+        assert task.contributor == "lab"
+        with as_user(admin):
+            tags = Cloud(url, cache_dir=tmp_path / "check").runs.experiment_tags()
+        assert tags[Tag.OWNER] == admin[0] and tags[Tag.SPEC_ID] == small_spec.id

@@ -338,6 +338,31 @@ def cloud_group() -> None:
     """Maintenance of a knowledge cloud."""
 
 
+@cloud_group.command("init")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False, exists=True),
+              help="The cloud's spec (default: the shipped one).")
+@click.option("--grant", "grants", multiple=True, metavar="ACCOUNT=PERMISSION",
+              help="On a tfp-basic-auth server: give ACCOUNT READ, EDIT or MANAGE on every tfp experiment "
+                   "(repeatable; e.g. --grant alice=EDIT --grant guest=READ).")
+@TRACKING_URI
+def init_command(spec_path: str | None, grants: tuple[str, ...], tracking_uri: str | None) -> None:
+    """Prepare a cloud as its owner: create every experiment tfp writes, set the spec, name yourself the owner.
+    Behind `--app-name tfp-basic-auth` only an admin may; then grant accounts with MLflow's own permissions
+    (docs/server.md)."""
+    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.errors import BadInputError
+    from tfp_mlflow.spec import FingerprintSpec
+
+    pairs = [g.partition("=") for g in grants]
+    if any(not account or not sep for account, sep, _ in pairs):
+        raise BadInputError("--grant takes ACCOUNT=PERMISSION, e.g. --grant alice=EDIT")
+    cloud = Cloud(tracking_uri)
+    ids = cloud.initialise(FingerprintSpec.load(spec_path) if spec_path else None,
+                           {account: permission.upper() for account, _, permission in pairs})
+    console.print(f"{cloud.uri}: experiments {', '.join(f'{name} ({ids[name]})' for name in ids)}; spec "
+                  f"{cloud.spec_id()}")
+
+
 @cloud_group.command("pack")
 @TRACKING_URI
 def pack_command(tracking_uri: str | None) -> None:

@@ -61,17 +61,34 @@ class Catalogue:
         raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run with that spec")
 
     def ensure_spec(self, spec: FingerprintSpec) -> None:
-        """Set the cloud's spec on first use; afterwards refuse any other spec."""
+        """Set the cloud's spec on first use; afterwards refuse any other spec. Behind ``tfp-basic-auth`` only an
+        admin sets it (``tfp cloud init``); a contributor arriving first is told so in one line."""
         current = self.spec_id()
         if current == spec.id:
             return
         if current is not None:
             raise SpecMismatchError(f"the cloud at {self.uri} uses spec {current}, not {spec.id}; re-fingerprint "
                                     f"with the cloud's spec (`tfp cloud spec` saves it)")
-        with self.runs.record(Kind.SPEC, {Tag.SPEC_ID: spec.id}) as run:
-            run.log_file(Artifact.SPEC, spec.save)
-        self.runs.set_experiment_tag(Tag.OWNER, current_contributor())
-        self.runs.set_experiment_tag(Tag.SPEC_ID, spec.id)
+        try:
+            with self.runs.record(Kind.SPEC, {Tag.SPEC_ID: spec.id}) as run:
+                run.log_file(Artifact.SPEC, spec.save)
+            if Tag.OWNER not in self.runs.experiment_tags():
+                self.runs.set_experiment_tag(Tag.OWNER, current_contributor())
+            self.runs.set_experiment_tag(Tag.SPEC_ID, spec.id)
+        except Exception as exc:
+            if getattr(exc, "error_code", "") != "PERMISSION_DENIED" and "only an admin" not in str(exc):
+                raise
+            raise CloudError(f"the cloud at {self.uri} has no spec yet and only an admin sets it there: ask an "
+                             f"admin to run `tfp cloud init`") from None
+
+    def initialise(self, spec: FingerprintSpec, experiments: Sequence[str]) -> dict[str, str]:
+        """What ``tfp cloud init`` does, as the cloud's owner (an admin behind ``tfp-basic-auth``): every
+        experiment tfp writes created, the spec set, the owner named; ``{experiment: id}``. Idempotent."""
+        ids = {name: self.runs.experiment_id(name) for name in experiments}
+        self.ensure_spec(spec)
+        if Tag.OWNER not in self.runs.experiment_tags():
+            self.runs.set_experiment_tag(Tag.OWNER, current_contributor())
+        return ids
 
     # -- tasks --------------------------------------------------------------------------------------------------
     def tasks(self, trusts: Callable[[str], bool] | None = None) -> list[CloudTask]:

@@ -188,11 +188,14 @@ class RunLog:
             return experiment.experiment_id
         try:
             return self.client.create_experiment(name, self._artifact_location(name))
-        except Exception:  # created concurrently by another contributor
+        except Exception as exc:  # created concurrently by another contributor, or refused
             experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+            if experiment is not None:
+                return experiment.experiment_id
+            if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+                raise CloudError(f"experiment {name} does not exist on {self.uri} and only an admin creates tfp's "
+                                 f"experiments there: ask an admin to run `tfp cloud init`") from None
+            raise
 
     def experiment_tags(self, name: str | None = None) -> dict[str, str]:
         """The tags of an experiment (default: the cloud's own)."""

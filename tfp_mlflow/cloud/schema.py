@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["ARTIFACT_LIMITS", "artifact_limit", "CLOUD_EXPERIMENT", "RECOMMENDATION_EXPERIMENT",
            "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
-           "TUNING_EXPERIMENT", "STUDIES_EXPERIMENT", "Tag",
+           "TUNING_EXPERIMENT", "STUDIES_EXPERIMENT", "TFP_EXPERIMENTS", "Tag",
            "Kind", "KnowledgeKind", "Artifact", "Metric", "Param", "complete_filter", "KNOWLEDGE_KINDS",
            "BASE_METRICS", "PARAM_LIMIT", "TAG_LIMIT", "sha256_tag"]
 
@@ -29,6 +29,9 @@ TUNING_EXPERIMENT = "tfp-tuning"
 #: Optuna studies kept in the cloud (``tfp tune --storage mlflow``): a study is a run, each trial a child run.
 STUDIES_EXPERIMENT = "tfp-studies"
 MODEL_RANKING_EXPERIMENT = "tfp-model-rankings"
+#: Every experiment tfp writes, which ``tfp cloud init`` creates (behind tfp-basic-auth only an admin may).
+TFP_EXPERIMENTS = (CLOUD_EXPERIMENT, RECOMMENDATION_EXPERIMENT, EVALUATION_EXPERIMENT, TRAINING_EXPERIMENT,
+                   TUNING_EXPERIMENT, STUDIES_EXPERIMENT, MODEL_RANKING_EXPERIMENT)
 
 
 class Tag:

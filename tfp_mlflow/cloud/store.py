@@ -33,6 +33,7 @@ from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
 from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store, mlflow_client
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
@@ -170,6 +171,37 @@ class Cloud:
     def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
         """The tasks whose fingerprint (if any) verifies and conforms to the spec; the others are quarantined."""
         return self.catalogue.conforming(tasks, spec)
+
+    def initialise(self, spec: FingerprintSpec | None = None,
+                   grants: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Create every experiment tfp writes, set the spec (default: the shipped one), name this account the
+        cloud's owner and, on a ``tfp-basic-auth`` server, grant each account in ``grants`` (account to ``READ``,
+        ``EDIT`` or ``MANAGE``) that permission on every one of them (``tfp cloud init``); ``{experiment: id}``."""
+        from tfp_mlflow.cloud.schema import TFP_EXPERIMENTS
+        from tfp_mlflow.spec import default_spec
+
+        grants = dict(grants or {})
+        bad = [p for p in grants.values() if p not in ("READ", "EDIT", "MANAGE")]
+        if bad:
+            raise BadInputError(f"permission {bad[0]!r} is not READ, EDIT or MANAGE")
+        ids = self.catalogue.initialise(spec or default_spec(), TFP_EXPERIMENTS)
+        if grants:
+            if not self.uri.startswith(("http://", "https://")):
+                raise BadInputError("--grant needs a tracking server with accounts (`mlflow server --app-name "
+                                    "tfp-basic-auth`); a local cloud has no accounts")
+            from mlflow.server import get_app_client
+
+            accounts = get_app_client("basic-auth", tracking_uri=self.uri)
+            for experiment_id in ids.values():
+                for account, permission in grants.items():
+                    try:
+                        accounts.grant_user_permission(account, "experiment", experiment_id, permission)
+                    except Exception as exc:   # granted before: a rerun sets the permission asked for now
+                        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                            raise
+                        accounts.revoke_user_permission(account, "experiment", experiment_id)
+                        accounts.grant_user_permission(account, "experiment", experiment_id, permission)
+        return ids
 
     def pack(self) -> dict[str, int | str]:
         """Write a snapshot of every conforming fingerprint (``tfp cloud pack``)."""

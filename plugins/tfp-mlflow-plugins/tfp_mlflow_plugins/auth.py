@@ -7,8 +7,9 @@ permissions (admins are exempt from all three):
   set nobody changes its tags, params, metrics, inputs or artifacts, ends, deletes or restores it
   (:func:`_owned_and_immutable`, on every route that writes a run: REST API 2.0, ajax-api, the artifact proxy
   and its multipart uploads, log-batch, deletions);
-* the cloud's spec (experiment tag ``tfp.spec_id``) is set once, and tfp's experiments are renamed, deleted,
-  restored or re-tagged only by an admin (:func:`_experiment_refusal`).
+* tfp's experiments (``tfp-*``, and any carrying a ``tfp.`` tag) are created, renamed, deleted, restored or
+  re-tagged only by an admin, the cloud's spec and owner included (``tfp cloud init``); a contributor only stamps
+  the task list's version (:func:`_experiment_refusal`, :func:`_tfp_experiments_by_admins`).
 
 Every check reads the request as the handler that acts on it will (every spelling of a field, in the body and the
 query string); a request that names two runs or experiments is refused, and so is one whose check fails.
@@ -45,6 +46,7 @@ def create_basic_auth_app() -> FastAPI:
     flask_app.before_request_funcs.setdefault(None, []).insert(0, _guarded(_one_identity))
     flask_app.before_request(_guarded(_contributor_is_caller))
     flask_app.before_request(_guarded(_owned_and_immutable))
+    flask_app.before_request(_guarded(_tfp_experiments_by_admins))
     flask_app.after_request(_creator_is_caller)
     flask_app.after_request(_refusals_as_json)
     app = compose(auth_app, basic_auth=True)
@@ -61,9 +63,11 @@ _CLIENT_DEFAULT_USER = "unknown"
 _RUN_FIELDS = ("run_id", "runId", "run_uuid", "runUuid")
 _EXPERIMENT_FIELDS = ("experiment_id", "experimentId")
 _USER_FIELDS = ("user_id", "userId")
-#: Experiment tags a contributor (not an admin) may write on a tfp experiment: the task list's version stamp, and
-#: the spec while it is unset (:func:`_experiment_refusal`).
-_CONTRIBUTOR_EXPERIMENT_TAGS = (Tag.TASKS_VERSION, Tag.SPEC_ID, Tag.OWNER)
+#: The one experiment tag a contributor (not an admin) may write on a tfp experiment: the task list's version stamp,
+#: which every contribution changes (:func:`_experiment_refusal`).
+_CONTRIBUTOR_EXPERIMENT_TAGS = (Tag.TASKS_VERSION,)
+#: Experiments of these names are tfp's: only an admin creates them (``tfp cloud init``).
+_TFP_EXPERIMENT_PREFIX = "tfp-"
 
 
 class _Refusal(Exception):
@@ -365,7 +369,7 @@ def _basic_caller(header: str | None) -> tuple[str | None, bool]:
 
 def _experiment_refusal():
     """A tfp experiment (the cloud's, or any named ``tfp-...``) is renamed, deleted, restored or re-tagged only by an
-    admin; a contributor may stamp its task list's version and set the spec while it is unset."""
+    admin, its spec and owner included; a contributor may only stamp its task list's version."""
     from flask import request
 
     user, admin = _caller()
@@ -381,14 +385,24 @@ def _experiment_refusal():
         raise _Refusal(403, f"experiment {experiment_id[:40]!r} cannot be checked; the write was refused") from None
     if not (experiment.name.startswith("tfp-") or any(k.startswith("tfp.") for k in experiment.tags)):
         return None   # not tfp's: MLflow's permissions alone apply
-    key = body.get("key")
-    if request.path.endswith("/set-experiment-tag") and key in _CONTRIBUTOR_EXPERIMENT_TAGS:
-        current = experiment.tags.get(key)
-        if key == Tag.SPEC_ID and current is not None and body.get("value") != current:
-            return _refuse(f"the cloud's spec is {current}; only an admin may change it")
-        if key == Tag.OWNER and (body.get("value") != user or current not in (None, user)):
-            return _refuse(f"the cloud's owner is {current or 'whoever sets its spec'}; only an admin may change "
-                           f"it, and nobody may name another account")
+    if request.path.endswith("/set-experiment-tag") and body.get("key") in _CONTRIBUTOR_EXPERIMENT_TAGS:
         return None
     return _refuse(f"experiment {experiment.name!r} is the knowledge cloud's: only an admin may rename, delete, "
-                   f"restore or re-tag it")
+                   f"restore or re-tag it, its spec and owner included (`tfp cloud init`)")
+
+
+def _tfp_experiments_by_admins():
+    """Only an admin creates an experiment named ``tfp-...``: nobody squats a fresh cloud's studies, tuning or
+    recommendations before its owner prepared them (``tfp cloud init``)."""
+    from flask import request
+
+    if not request.path.endswith("/mlflow/experiments/create"):
+        return None
+    user, admin = _caller()
+    if user is None or admin:
+        return None
+    name = _request_json().get("name")
+    if isinstance(name, str) and name.strip().lower().startswith(_TFP_EXPERIMENT_PREFIX):
+        raise _Refusal(403, f"only an admin creates tfp's experiments ({name[:60]!r}): ask an admin to run "
+                            f"`tfp cloud init`")
+    return None
