@@ -59,3 +59,29 @@ def test_time_left_comes_from_all_the_work_done_so_far():
     task = Task(TaskID(0), "training", 100, 28, _get_time=lambda: 27 * 60.0)
     task.start_time = 0.0
     assert plain_line(task) == "training: 28% (28/100) in 27 min, 58 s each, about 69 min left"
+
+
+def test_free_cores_leave_out_what_other_work_keeps_busy():
+    import multiprocessing
+    import os
+    import time
+
+    from tfp_mlflow._threads import free_cores
+
+    cores = os.cpu_count() or 1
+    assert 1 <= free_cores(0.2) <= cores
+    stop = time.monotonic() + 1.5
+
+    def spin():                      # other work keeping one core busy while we look
+        while time.monotonic() < stop:
+            pass
+
+    # A process, not a thread: Python threads share one interpreter lock and would not load a second core.
+    worker = multiprocessing.get_context("fork").Process(target=spin)
+    worker.start()
+    try:
+        time.sleep(0.2)
+        busy = free_cores(0.5)
+    finally:
+        worker.join()
+    assert busy <= max(1, cores - 1)

@@ -24,15 +24,43 @@ def default_threads() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def free_cores() -> int:
-    """Cores not busy with other work right now: the core count less the last minute's load (other processes'
-    runnable threads), at least 1. On a shared machine, more compute threads than this only take turns."""
+def free_cores(sample: float = 0.5) -> int:
+    """Cores not busy with other work right now, at least 1: the core count less what the whole machine kept busy
+    over the last ``sample`` seconds (Linux's ``/proc/stat``; elsewhere the last minute's load average, which
+    also counts work that has just ended). On a shared machine, more compute threads than this only take turns."""
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):   # no load average on this platform
-        return cores
-    return max(1, min(cores, round(cores - load)))
+    busy = _busy_cores(sample)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):   # no load average on this platform
+            return cores
+    return max(1, min(cores, round(cores - busy)))
+
+
+def _busy_cores(sample: float) -> float | None:
+    """Cores the machine kept busy over ``sample`` seconds, from two readings of ``/proc/stat``; ``None`` where
+    there is none."""
+    import time
+
+    def reading() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as handle:
+                fields = [int(v) for v in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle and iowait
+        return sum(fields), idle
+
+    first = reading()
+    if first is None or sample <= 0:
+        return None
+    time.sleep(sample)
+    second = reading()
+    if second is None or second[0] == first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
 
 
 def thread_map(function: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:

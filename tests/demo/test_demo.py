@@ -43,8 +43,10 @@ def test_demo_prints_its_summary_and_how_to_browse_it(demo):
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in output
     assert "(studies: the tfp-studies experiment)" in output
     assert summary["schema"] == "tfp.demo/1" and summary["target"] == "radiograph_new"
-    assert [r["configuration"] for r in summary["results"]][:2] == ["no-transfer baseline",
-                                                                   "tuned (warm-started study)"]
+    assert [r["configuration"] for r in summary["results"]][:3] == ["no-transfer baseline",
+                                                                   "tuned (warm-started study)",
+                                                                   "tuned (cold study, same budget)"]
+    assert "a cold study of the same budget" in output and "expected: about" in output
 
 
 def test_demo_recommends_sources_of_the_targets_own_family(demo):
@@ -117,6 +119,10 @@ def test_recipes_run_as_mlflow_projects_from_any_folder_with_a_relative_sqlite_u
     _mlflow_run("contribute", {"fingerprint": work / "fundus_a.npz", "data_uri": folders["fundus_a"],
                                "shareable": 1}, work, relative_uri)
     cloud = Cloud(f"sqlite:///{work / 'cloud' / 'mlflow.db'}")
+    # The entry point's run names the tfp run it created, and that run names it back.
+    task_run = cloud.client.get_run(cloud.task("fundus_a").run_id)
+    project = cloud.client.get_run(task_run.data.tags[Tag.PROJECT_RUN])
+    assert project.data.tags[f"{Tag.CREATED_PREFIX}{task_run.info.run_id}"] == "task"
     cloud.contribute(fingerprint_dataset(folders["histology_a"], progress=False, draws=Draws(samples=40, workers=0)))
     _mlflow_run("recommend", {"data": folders["fundus_b"], "samples": 40, "out": "recommendation.json"}, work,
                 relative_uri)

@@ -167,11 +167,9 @@ def _expected(plan: DemoPlan, home: Path) -> str:
 
     cores, free = os.cpu_count() or 1, free_cores()
     torch.set_num_threads(free)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    share = min(free, cores * free / (load + free))      # cores this process gets among the runnable threads
-    minutes = plan.expected_minutes * 2 / min(share, 2)  # the figure is for 2 free cores
-    busy = (f"; {load:.1f} other runnable threads on {cores} cores: {free} thread{'s' * (free > 1)} used"
-            if load >= 0.5 else "")
+    minutes = plan.expected_minutes * 2 / min(free, 2)   # the figure is for 2 free cores
+    busy = (f"; {cores - free} of {cores} cores busy with other work: {free} thread{'s' * (free > 1)} used"
+            if free < cores else "")
     return (f"expected: about {minutes:.0f} minutes here ({plan.expected_minutes:.0f} on 2 free CPU cores{busy}; "
             f"less on a GPU, or where {home.name} already holds a run)")
 
