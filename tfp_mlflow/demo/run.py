@@ -72,6 +72,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.progress import Progress
+    from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
 
     console = console or Console(stderr=True)
@@ -125,11 +126,13 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
                                                contribute=False)
     recommendation, tuned, cold = _recommend_and_tune(cloud, target, target_path, fingerprint, space, plan,
                                                       (home, storage), seed, console)
+    # Co-training needs a source whose images are here: the first such suggestion, however far down the list.
+    deeper = recommend(cloud, fingerprint, name=target.name, top_k=20, scenarios=["cotraining"], log=False)
     step("recommend and tune")
 
     console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs, "
                   f"{plan.final_seeds} seed{'s' * (plan.final_seeds > 1)} each; {plan.test_images} test images)")
-    results = _final_trainings(cloud, target, target_path, plan, seed, (tuned, cold), recommendation, console)
+    results = _final_trainings(cloud, target, target_path, plan, seed, (tuned, cold), deeper, console)
     step("final trainings")
 
     result = DemoResult(home=str(home), tracking_uri=cloud.uri, seed=seed, target=target.name,
