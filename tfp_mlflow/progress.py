@@ -33,7 +33,7 @@ def plain_line(task: _rich.Task) -> str:
     # minutes, the next seconds) made a windowed rate promise "6 min left" at 28 % after 27 minutes.
     speed = task.completed / task.elapsed if task.elapsed and task.completed else None
     if speed:
-        line += f", {speed:.1f}/s" if speed >= 0.1 else f", {1 / speed:.0f} s each"
+        line += f", {speed:.1f}/s" if speed >= 1 else f", {1 / speed:.0f} s each"
         if task.remaining:
             line += f", about {_duration(task.remaining / speed)} left"
     return line

@@ -40,14 +40,14 @@ class DemoPlan:
     #: Training seeds of each final configuration (mean and spread over them).
     final_seeds: int = 3
     policies: int = 4
-    #: Measured on a 2-core CPU (the README's run; --quick: about 2 minutes).
-    expected_minutes: float = 9
+    #: Measured on a 2-core CPU (the README's run; --quick: about 3 minutes).
+    expected_minutes: float = 14
 
 
 DEFAULT_PLAN = DemoPlan()
 QUICK_PLAN = DemoPlan(families=("radiograph", "fundus", "histology"), sources_per_family=1, num_images=60,
                       samples=100, knowledge_trials=2, epochs=3, tune_trials=2, final_epochs=3, test_images=60,
-                      final_seeds=1, policies=2, expected_minutes=2)
+                      final_seeds=1, policies=2, expected_minutes=3)
 
 
 def demo_space(cloud: KnowledgeStore, plan: DemoPlan, seed: int = 0):

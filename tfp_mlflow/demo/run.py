@@ -127,7 +127,7 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
     recommendation, tuned, cold = _recommend_and_tune(cloud, target, target_path, fingerprint, space, plan,
                                                       (home, storage), seed, console)
     # Co-training needs a source whose images are here: the first such suggestion, however far down the list.
-    deeper = recommend(cloud, fingerprint, name=target.name, top_k=20, scenarios=["cotraining"], log=False)
+    deeper = recommend(cloud, fingerprint, name=target.name, top_k=100, scenarios=["cotraining"], log=False)
     step("recommend and tune")
 
     console.print(f"[bold]5/5[/] final trainings on {target.name} ({plan.final_epochs} epochs, "
