@@ -67,7 +67,7 @@ def test_the_embedded_cloud_answers_the_first_query_from_the_reference(unreadabl
     assert f"tfp train {unreadable_dataset} --scenario augmentation --from-recommendation {out} --rank 1 " \
            f"--contribute" in payload["next_steps"]
     assert "next:" in result.output and "importing the reference" in result.output
-    again = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "skin", "--no-log"])
+    again = CliRunner().invoke(main, ["recommend", "--selector", "manual", "--keywords", "dermatoscopy", "--no-log"])
     assert again.exit_code == 0 and "importing the reference" not in again.output         # imported once
     tasks = Cloud(f"sqlite:///{tmp_path / 'tfp-cloud' / 'mlflow.db'}").tasks()
     assert len(tasks) == 71

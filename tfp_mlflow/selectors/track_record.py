@@ -371,11 +371,13 @@ class TrackRecord:
         data = self._scenarios.get(scenario)
         if data is None or source not in self._row:
             return Evidence(0, 0, None, 0, 0.0, among=None if among is None else len(among))
+        i = self._row[source]
+        if not data.measured[i].any():   # never tried anywhere: nothing to read (most sources of a large cloud)
+            return Evidence(0, 0, None, 0, 0.0, among=None if among is None else len(among))
         keep = np.ones(len(data.targets), dtype=bool)
         keep[self._hidden(data, target)] = False
         if among is not None:
             keep &= np.isin(np.array(data.targets, dtype=object), list(among))
-        i = self._row[source]
         measured = data.measured[i] & keep
         known = measured & np.isfinite(data.gains[i])
         gains = data.gains[i][known]

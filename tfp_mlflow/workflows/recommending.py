@@ -181,7 +181,8 @@ def next_steps(result: Recommendation, data: str | None, saved_as: str | None,
 def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None, *,
                   query: QueryOptions = QueryOptions(), keywords: Sequence[str] | str = (), name: str | None = None,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None, log: bool = True,
-                  progress: bool = True, on_note=None, saved_as: str | None = None) -> Recommendation:
+                  progress: bool = True, on_note=None, saved_as: str | None = None,
+                  own_images: bool = True) -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -205,6 +206,9 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         Receives one-line notes meant for people (a fallback taken, the reference imported).
     saved_as : str, optional
         Where the caller writes the JSON; the recommendation's ``next_steps`` refer to it.
+    own_images : bool
+        Where the cloud holds no architecture evidence, rank the candidates on ``data``'s labelled images
+        (:data:`OWN_IMAGES` of them); a study's warm start, which searches architectures itself, leaves it out.
 
     Example
     -------
@@ -240,7 +244,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
-            return _finished(result, fallback, dataset, cloud, progress, on_note, (saved_as, fingerprint_file))
+            return _finished(result, fallback, dataset if own_images else None, cloud, progress, on_note,
+                             (saved_as, fingerprint_file), dataset)
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
         selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
@@ -251,16 +256,18 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         name = Path(dataset).name
     result = recommend(cloud, target, keywords=words, name=name, log=log, rerank=reranker,
                        **replace(query, selector=selector).as_kwargs())
-    return _finished(result, fallback, dataset, cloud, progress, on_note, (saved_as, fingerprint_file))
+    return _finished(result, fallback, dataset if own_images else None, cloud, progress, on_note,
+                     (saved_as, fingerprint_file), dataset)
 
 
-def _finished(result: Recommendation, fallback: str | None, dataset: str | None, cloud: KnowledgeStore,
-              progress: bool, on_note, files: tuple[str | None, str | None]) -> Recommendation:
-    """The answer as it is handed over: the fallback said, architectures ranked on the user's images where the
+def _finished(result: Recommendation, fallback: str | None, images: str | None, cloud: KnowledgeStore,
+              progress: bool, on_note, files: tuple[str | None, str | None], dataset: str | None) -> Recommendation:
+    """The answer as it is handed over: the fallback said, architectures ranked on the user's ``images`` where the
     cloud had none, and the next steps."""
     if fallback:
         result.notes.append(fallback)
-    _architectures_from_images(result, dataset, cloud, progress=progress, on_note=on_note)
+    if images is not None:
+        _architectures_from_images(result, images, cloud, progress=progress, on_note=on_note)
     result.next_steps = next_steps(result, dataset, *files)
     return result
 
