@@ -20,17 +20,18 @@ inner validation that picks the rule. Torch-free; numpy only.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.noise import Z
+from tfp_mlflow.selectors.effect import MIN_EFFECT, Evidence, mean_interval, rounded
+from tfp_mlflow.selectors.outcomes import Outcomes
 
-__all__ = ["Outcomes", "TrackRecord", "Rule", "Evidence", "TRACK_RECORD", "WEIGHTS", "SHRINKAGES"]
+__all__ = ["Outcomes", "TrackRecord", "Rule", "Evidence", "TRACK_RECORD", "WEIGHTS", "SHRINKAGES", "MIN_EFFECT",
+           "NEIGHBOURHOODS", "BLENDS"]
 
 #: The selector's registry-style name (it is fitted from outcomes, so it is not built by ``get_selector``).
 TRACK_RECORD = "track-record"
@@ -45,85 +46,7 @@ NEIGHBOURHOODS: tuple[int | None, ...] = (None, 30, 20, 10)
 BLENDS = (0.25, 0.5)
 #: Below this many inner targets a scenario's rule is distance: too little evidence to choose anything else.
 MIN_TARGETS = 5
-_COLUMNS = ["scenario", "metric", "r", "s", "t", "p", "baseline", "n"]
 _TIE = 1e-6   # the distance's share in any rule: equal records are ordered by distance
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    """Measured transfer outcomes in long form.
-
-    Attributes
-    ----------
-    table : DataFrame
-        Columns ``scenario, metric, r, s, t, p, baseline, n``: the target ``t``'s performance ``p`` in ``metric``
-        after transfer from source ``s`` in ``scenario`` (repetition ``r``), the target's no-transfer
-        ``baseline`` of that repetition (NaN where none was measured) and the held-out images ``n`` both were
-        measured on (NaN where unknown: then no gain can be called within noise); optionally ``w``, the account
-        that wrote the outcome (a record then says from how many accounts its evidence comes).
-    groups : dict of str to frozenset of str
-        Tasks that share images with a task (itself included), for group-out validation.
-    """
-
-    table: pd.DataFrame
-    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    @classmethod
-    def from_records(cls, records: Iterable[Mapping], groups: Mapping[str, Iterable[str]] | None = None) -> Outcomes:
-        """From dicts with the keys of :attr:`table` (``baseline`` and ``n`` optional)."""
-        records = list(records)
-        table = pd.DataFrame(records, columns=_COLUMNS + (["w"] if records and "w" in records[0] else []))
-        if len(table):
-            table["p"] = table["p"].astype(float)
-            table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
-            table["n"] = pd.to_numeric(table["n"], errors="coerce")
-            table["r"] = table["r"].fillna(0).astype(int)
-        bad = table[~np.isfinite(table["p"].to_numpy(dtype=float))] if len(table) else table
-        if len(bad):
-            raise BadInputError(f"outcome of {bad.iloc[0]['s']!r} on {bad.iloc[0]['t']!r} is not a number")
-        return cls(table=table.reset_index(drop=True), groups=_group_map(groups or {}))
-
-    @classmethod
-    def from_reference(cls, ref, *, development: bool = True) -> Outcomes:
-        """The reference's outcomes: validation targets, and (``development``) the 28 development targets' too."""
-        frames = []
-        for (scenario, metric), table in ref.outcomes.items():
-            parts = [table]
-            extra = ref.development_outcomes(scenario, metric) if development else None
-            if extra is not None:
-                parts.append(extra)
-            frame = pd.concat(parts, ignore_index=True)
-            frame = frame.groupby(["r", "s", "t"], as_index=False)["p"].mean()
-            frame.insert(0, "metric", metric)
-            frame.insert(0, "scenario", scenario)
-            frames.append(frame)
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS[:-1])
-        baselines = {}
-        for (metric, target, repetition) in table[["metric", "t", "r"]].drop_duplicates().itertuples(index=False):
-            value = (ref.baseline(target, metric, repetition) if target in ref.validation else
-                     ref.baseline_or_none(target, metric, repetition))
-            baselines[(metric, target, repetition)] = np.nan if value is None else value
-        table["baseline"] = [baselines[key] for key in zip(table["metric"], table["t"], table["r"])]
-        table["n"] = np.nan   # the study does not publish its held-out sizes
-        groups: dict[str, set[str]] = {}
-        for members in ref.groups.values():
-            for task in members:
-                groups.setdefault(task, set()).update(members)
-        return cls(table=table[_COLUMNS].reset_index(drop=True), groups=_group_map(groups))
-
-    @property
-    def scenarios(self) -> list[str]:
-        return sorted(self.table["scenario"].unique().tolist())
-
-    def group(self, task: str) -> frozenset[str]:
-        return self.groups.get(task, frozenset({task}))
-
-    def subsample(self, fraction: float, rng: np.random.Generator) -> Outcomes:
-        """A random share of the measured (source, target) pairs of each scenario, all their cases kept together."""
-        pairs = self.table[["scenario", "s", "t"]].drop_duplicates()
-        keep = pairs.sample(frac=fraction, random_state=int(rng.integers(2**31)))
-        table = self.table.merge(keep, on=["scenario", "s", "t"])
-        return Outcomes(table=table[_COLUMNS], groups=self.groups)
 
 
 @dataclass(frozen=True)
@@ -165,75 +88,8 @@ class Rule:
                 "record": self.kind, "neighbours": self.neighbours,
                 "blend": self.blend if self.neighbours else None,
                 "weight_of_distance": self.weight, "shrinkage": self.shrinkage,
-                "validated_score": _round(self.learned_score), "distance_score": _round(self.distance_score),
+                "validated_score": rounded(self.learned_score), "distance_score": rounded(self.distance_score),
                 "inner_targets": self.inner_targets}
-
-
-#: A mean gain (balanced accuracy) under this is no practical effect, however sure: one point.
-MIN_EFFECT = 0.01
-#: A gain is *strong* when its mean is at least this many standard errors (and at least :data:`MIN_EFFECT`).
-STRONG = 4.0
-#: Targets with a measured gain below which no interval is given (the effect is ``thin``).
-MIN_GAINS = 3
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """A source's measured record in one scenario, on the targets a query may read (never the query's own).
-
-    ``improved`` of ``tried`` targets gained in balanced accuracy over their baseline (mean over repetitions);
-    ``median_gain`` and ``mean_gain`` summarise those gains, ``interval`` is the 95 % t-interval of the mean over
-    the targets (``None`` under :data:`MIN_GAINS` targets); ``beyond_noise`` of the ``sized`` targets whose held-out
-    size is known gained by more than twice the standard error of a difference on their split, ``within_noise``
-    moved by less (:mod:`tfp_mlflow.noise`); ``outcomes`` counts every measured case behind them. ``among`` names
-    how many targets were read when the record was restricted to the query's nearest (``None``: all others).
-    """
-
-    tried: int
-    improved: int
-    median_gain: float | None
-    outcomes: int
-    record: float
-    within_noise: int = 0
-    mean_gain: float | None = None
-    interval: tuple[float, float] | None = None
-    standard_error: float | None = None
-    beyond_noise: int = 0
-    sized: int = 0
-    among: int | None = None
-    #: Distinct accounts whose outcomes back the record (0 where the writers are not known).
-    accounts: int = 0
-
-    @property
-    def strength(self) -> str:
-        """What the gains say, by effect size against their own uncertainty (never by a count):
-
-        ``none`` (never tried), ``thin`` (under :data:`MIN_GAINS` targets with a gain), ``no measurable effect``
-        (the interval holds 0, or the mean is under :data:`MIN_EFFECT`), ``loss`` (the interval is below 0),
-        ``gain`` (above 0) and ``strong`` (above 0 and the mean at least :data:`STRONG` standard errors).
-        """
-        if self.tried == 0:
-            return "none"
-        if self.interval is None or self.mean_gain is None:
-            return "thin"
-        low, high = self.interval
-        if high < 0:
-            return "loss"
-        if low <= 0 or self.mean_gain < MIN_EFFECT:
-            return "no measurable effect"
-        return "strong" if self.mean_gain >= STRONG * (self.standard_error or math.inf) else "gain"
-
-    @property
-    def measurable_gain(self) -> bool:
-        return self.strength in ("gain", "strong")
-
-    def to_json(self) -> dict:
-        return {"tried": self.tried, "improved": self.improved, "median_gain": _round(self.median_gain),
-                "mean_gain": _round(self.mean_gain),
-                "interval": None if self.interval is None else [_round(v) for v in self.interval],
-                "outcomes": self.outcomes, "record": _round(self.record), "evidence": self.strength,
-                "within_noise": self.within_noise, "beyond_noise": self.beyond_noise, "sized": self.sized,
-                "among": self.among, "accounts": self.accounts}
 
 
 class _Scenario:
@@ -384,7 +240,7 @@ class TrackRecord:
         margins = data.margins[i][known]
         sized = np.isfinite(margins)
         record = float(data.filled[i][keep].sum() / (measured.sum() + self.shrinkages[0]))
-        mean, error, interval = _mean_interval(gains)
+        mean, error, interval = mean_interval(gains)
         return Evidence(tried=int(measured.sum()), improved=int((gains > 0).sum()),
                         median_gain=float(np.median(gains)) if len(gains) else None,
                         outcomes=int(data.cases[i][measured].sum()), record=record,
@@ -521,32 +377,8 @@ def _nearest(closeness: np.ndarray, k: int) -> np.ndarray:
     return mask & np.isfinite(closeness)
 
 
-def _mean_interval(gains: np.ndarray) -> tuple[float | None, float | None, tuple[float, float] | None]:
-    """Mean gain, its standard error and 95 % t-interval over targets (no interval under :data:`MIN_GAINS`)."""
-    if not len(gains):
-        return None, None, None
-    mean = float(gains.mean())
-    if len(gains) < MIN_GAINS:
-        return mean, None, None
-    error = float(gains.std(ddof=1) / math.sqrt(len(gains)))
-    half = _T975.get(len(gains) - 1, 1.96 + 2.5 / (len(gains) - 1)) * error
-    return mean, error, (mean - half, mean + half)
-
-
-#: Two-sided 95 % quantiles of Student's t by degrees of freedom (others: 1.96 + 2.5 / df, within 0.02).
-_T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
-         15: 2.131, 20: 2.086}
-
-
-def _group_map(groups: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
-    return {task: frozenset({task, *members}) for task, members in groups.items()}
-
-
 def _variance(score: np.ndarray, held_out: np.ndarray) -> np.ndarray:
     """Squared standard error of scores on ``held_out`` images, as :func:`tfp_mlflow.noise.standard_error`."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.maximum(score * (1 - score), 1.0 / held_out) / held_out
 
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), 4)

@@ -232,8 +232,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if embedded and (words or not get_selector(selector).needs_fingerprint):
         ensure_reference(cloud, on_note)        # the reference answers by keywords: worth importing only with them
     # With --server the server checks (and ranks) itself: nothing of the cloud is read or cached here.
-    selector, fallback = (_plan_on_server(server, selector, words, has_target=data is not None) if server else
-                          plan_query(cloud, selector, words, has_target=data is not None))
+    selector, fallback = ((_plan_on_server(server, selector, words, has_target=True) if dataset else (selector, None))
+                          if server else plan_query(cloud, selector, words, has_target=data is not None))
     if dataset is not None and not get_selector(selector).needs_fingerprint:
         fallback = " ".join(filter(None, [fallback, _unread(dataset)]))
     target = data if isinstance(data, Fingerprint) else None
@@ -340,8 +340,8 @@ def _unread(dataset: str) -> str:
 
 
 def _plan_on_server(server: str, selector: str, words: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:
-    """Before any image is drawn for ``--server``: whether its cloud can rank by fingerprint at all (else ``manual``
-    with the keywords, or a one-line error, as :func:`plan_query` says for a local cloud)."""
+    """Before any image of a dataset is drawn for ``--server``: whether its cloud can rank by fingerprint at all
+    (else ``manual`` with the keywords, or a one-line error, as :func:`plan_query` says for a local cloud)."""
     from tfp_mlflow.cloud.remote import tasks_on_server
 
     chooser = get_selector(selector)
