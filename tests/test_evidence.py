@@ -158,3 +158,51 @@ def test_one_accounts_evidence_about_its_own_sources_is_bounded_unless_trusted(t
     trusting = recommend(cloud, **query, trusted="mallory").scenarios["cotraining"]
     record = next(i.reasons["track_record"] for i in trusting.items if i.source == "m_src")
     assert record["tried"] == len(own)
+
+
+def test_the_schemas_outcome_kinds_are_the_scenarios_outcomes_and_the_baseline():
+    from tfp_mlflow.cloud.schema import OUTCOME_KINDS
+    from tfp_mlflow.scenarios import list_scenarios
+
+    assert OUTCOME_KINDS == {KnowledgeKind.BASELINE, *(s.outcome for s in list_scenarios())}
+
+
+def test_an_accounts_rows_about_one_target_are_bounded_on_write_and_on_read(tmp_path, monkeypatch):
+    from tfp_mlflow import evidence
+    from tfp_mlflow.cloud import knowledge_log
+    from tfp_mlflow.errors import BadInputError
+
+    monkeypatch.setattr(knowledge_log, "MAX_ROWS_PER_TARGET", 3)
+    cloud = Cloud(sqlite_uri(tmp_path / "mlflow.db"), cache_dir=tmp_path / "cache")
+    cloud.contribute(None, name="target", keywords=["x-ray"], num_images=100, num_classes=2, contributor="lab")
+    table = lambda *sources: Knowledge("target", KnowledgeKind.COTRAINING, tuple(  # noqa: E731
+        KnowledgeRow(source=s, repetition=0, balanced_accuracy=0.8) for s in sources))
+    cloud.add_knowledge(table("a", "b"), contributor="lab")
+    with pytest.raises(BadInputError, match=r"lab already wrote 2 outcome and baseline rows about task 'target'; "
+                                            r"readers count at most 3"):
+        cloud.add_knowledge(table("c", "d"), contributor="lab")
+    assert cloud.add_knowledge(table("c"), contributor="lab")                 # within the bound: written
+    # The same content again is the stored run, not a refusal; policies and architectures are not outcomes.
+    assert cloud.add_knowledge(table("a", "b"), contributor="lab")
+    assert len(cloud.knowledge("target", [KnowledgeKind.COTRAINING])) == 2
+    # Read side (a writer that went around tfp): rows beyond the bound are left out, counted from each run's params.
+    runs = cloud.knowledge_runs([KnowledgeKind.COTRAINING])
+    tasks = {t.name: t for t in cloud.tasks()}
+    monkeypatch.setattr(evidence, "MAX_ROWS_PER_TARGET", 2)
+    kept, ignored = evidence.admissible(runs, tasks)
+    assert (len(kept), ignored) == (1, 1) and kept[0].params["rows"] == "1"
+
+
+def test_a_verified_table_is_parsed_once_and_a_changed_checksum_is_read_again(tmp_path):
+    from tfp_mlflow.cloud import knowledge_log
+    from tfp_mlflow.cloud.schema import sha256_tag
+
+    cloud = _cloud(tmp_path)
+    run = cloud.knowledge_runs([KnowledgeKind.COTRAINING])[0]
+    first = cloud.read_knowledge(run)
+    assert cloud.read_knowledge(run) is first                                 # no second parse
+    sha = sha256_tag(f"knowledge/{KnowledgeKind.COTRAINING}.json")
+    assert run.tags[sha]
+    forged = knowledge_log.StoredRun(run.run_id, {**run.tags, sha: "0" * 64}, run.params)
+    assert cloud.read_knowledge(forged) is None                               # read and checked again: refused
+    assert any(q["run_id"] == run.run_id for q in cloud.quarantined())

@@ -18,9 +18,11 @@ import pandas as pd
 
 from tfp_mlflow._threads import thread_map
 from tfp_mlflow.cloud.base import KnowledgeStore
+from tfp_mlflow.cloud.knowledge_log import table_rows
 from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Tag
+from tfp_mlflow.cloud.schema import (BASE_METRICS, MAX_ROWS_PER_ACCOUNT, MAX_ROWS_PER_TARGET, OUTCOME_KINDS,
+                                    KnowledgeKind, Tag)
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
@@ -28,7 +30,7 @@ from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
-__all__ = ["ORDERS", "NEAR", "OUTCOME_KINDS", "REFERENCE_PREFIX", "CloudEvidence", "Ordering", "admissible",
+__all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX", "CloudEvidence", "Ordering", "admissible",
            "fit_track_record", "order"]
 
 #: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.
@@ -38,8 +40,6 @@ NEAR = 20
 _KINDS = {s.outcome: s.name for s in list_scenarios()}
 #: The published reference's contributor (``reference:<study>``), imported by the cloud's owner.
 REFERENCE_PREFIX = "reference:"
-#: Knowledge about a task that only its owner's say makes evidence: baselines and transfer outcomes.
-OUTCOME_KINDS = frozenset({KnowledgeKind.BASELINE, *_KINDS})
 _FITTED: dict[tuple, CloudEvidence] = {}
 _LOCK = threading.Lock()
 
@@ -112,9 +112,6 @@ class Ordering:
     notes: list[str] = field(default_factory=list)
 
 
-#: Outcome or baseline tables one account may have read about one target, and in all (the newest are read).
-MAX_TABLES_PER_TARGET = 50
-MAX_TABLES_PER_ACCOUNT = 20_000
 #: Targets of its own through which one account's evidence about its own sources counts, unless the reader
 #: trusts that account (``--trusted``) or is that account: self-dealing, shown but bounded.
 SELF_DEALT_TARGETS = 2
@@ -127,7 +124,8 @@ def admissible(runs: Iterable[StoredRun], tasks: Mapping[str, CloudTask],
     An outcome or baseline *about* a task is its owner's evidence: it counts when written by the task's contributor,
     by an account the owner named (``tfp contribute --measured-by``), or by the published reference's import. Any
     other account's tables about the task are left out, and so is what one account wrote beyond
-    :data:`MAX_TABLES_PER_TARGET` tables about one target or :data:`MAX_TABLES_PER_ACCOUNT` in all.
+    :data:`MAX_ROWS_PER_TARGET` rows about one target or :data:`MAX_ROWS_PER_ACCOUNT` in all (counted from each
+    run's recorded row count before any table is read; a run without one counts as a full table).
     """
     kept, ignored = [], 0
     per_target: dict[tuple[str, str], int] = {}
@@ -137,13 +135,14 @@ def admissible(runs: Iterable[StoredRun], tasks: Mapping[str, CloudTask],
         if task is None or (trusts is not None and not trusts(writer)):
             continue
         spoken = task.measured_by_account(writer) or writer.startswith(REFERENCE_PREFIX)
-        counted = (per_target.get((writer, task.name), 0) < MAX_TABLES_PER_TARGET
-                   and per_account.get(writer, 0) < MAX_TABLES_PER_ACCOUNT)
+        rows = table_rows(run)
+        counted = (per_target.get((writer, task.name), 0) + rows <= MAX_ROWS_PER_TARGET
+                   and per_account.get(writer, 0) + rows <= MAX_ROWS_PER_ACCOUNT)
         if not (spoken and counted):
             ignored += 1
             continue
-        per_target[(writer, task.name)] = per_target.get((writer, task.name), 0) + 1
-        per_account[writer] = per_account.get(writer, 0) + 1
+        per_target[(writer, task.name)] = per_target.get((writer, task.name), 0) + rows
+        per_account[writer] = per_account.get(writer, 0) + rows
         kept.append(run)
     return kept, ignored
 

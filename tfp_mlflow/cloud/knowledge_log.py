@@ -9,6 +9,8 @@ never the error of a query. Torch-free.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from tfp_mlflow import _json
@@ -18,11 +20,52 @@ from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.records import safe_file, short, validate_knowledge
 from tfp_mlflow.cloud.runs import RunLog
-from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS, Kind, Metric, Param, Tag, artifact_limit
+from tfp_mlflow.cloud.schema import (KNOWLEDGE_KINDS, MAX_ROWS_PER_TARGET, OUTCOME_KINDS, Kind, Metric, Param, Tag,
+                                    artifact_limit, sha256_tag)
 from tfp_mlflow.errors import BadInputError, TamperedError
 from tfp_mlflow.fingerprint import validate_task_name
 
-__all__ = ["KnowledgeLog"]
+__all__ = ["KnowledgeLog", "MAX_PARSED_ROWS", "table_rows"]
+
+#: Rows of verified tables kept parsed in memory, shared by every cloud of the process (least recently read go).
+MAX_PARSED_ROWS = 1_000_000
+
+
+class _Parsed:
+    """Verified knowledge tables already read, by run and recorded checksum: a complete run's table never changes,
+    so the next query (and the next fit of the track record) reads only the tables added since."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows, self.rows = max_rows, 0
+        self._tables: OrderedDict[tuple, Knowledge] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Knowledge | None:
+        with self._lock:
+            knowledge = self._tables.get(key)
+            if knowledge is not None:
+                self._tables.move_to_end(key)
+            return knowledge
+
+    def put(self, key: tuple, knowledge: Knowledge) -> None:
+        with self._lock:
+            if key in self._tables or len(knowledge.rows) > self.max_rows:
+                return
+            self._tables[key] = knowledge
+            self.rows += len(knowledge.rows)
+            while self.rows > self.max_rows:
+                _, dropped = self._tables.popitem(last=False)
+                self.rows -= len(dropped.rows)
+
+
+_PARSED = _Parsed(MAX_PARSED_ROWS)
+
+
+def table_rows(run: StoredRun) -> int:
+    """The rows a knowledge run recorded having (its ``rows`` param), read before its table; a full table when it
+    recorded none or something else."""
+    value = run.params.get(Param.ROWS, "")
+    return int(value) if value.isdigit() and 0 < int(value) <= MAX_ROWS else MAX_ROWS
 
 
 class KnowledgeLog:
@@ -39,6 +82,8 @@ class KnowledgeLog:
         contributor = contributor or knowledge.contributor or current_contributor()
         for run in self.runs.find_runs(Kind.KNOWLEDGE, knowledge_key=key, contributor=contributor):
             return run.run_id
+        if knowledge.kind in OUTCOME_KINDS:
+            self._check_bound(knowledge, contributor)
         tags = {Tag.TASK: knowledge.task, Tag.KNOWLEDGE: knowledge.kind, Tag.KNOWLEDGE_KEY: key,
                 Tag.CONTRIBUTOR: contributor,
                 Tag.PROVENANCE: short(knowledge.provenance, "provenance")}
@@ -54,6 +99,16 @@ class KnowledgeLog:
                 run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})
             run.log_params({Param.ROWS: len(knowledge.rows)})
         return run.run_id
+
+    def _check_bound(self, knowledge: Knowledge, contributor: str) -> None:
+        """Refuse an outcome or baseline table beyond the rows readers count of one account about one target."""
+        written = sum(table_rows(run) for run in self.runs.find_runs(Kind.KNOWLEDGE, task=knowledge.task,
+                                                                      contributor=contributor)
+                      if run.tags.get(Tag.KNOWLEDGE) in OUTCOME_KINDS)
+        if written + len(knowledge.rows) > MAX_ROWS_PER_TARGET:
+            raise BadInputError(f"{contributor} already wrote {written:,} outcome and baseline rows about task "
+                                f"{knowledge.task!r}; readers count at most {MAX_ROWS_PER_TARGET:,} per account and "
+                                f"target, so these {len(knowledge.rows):,} were not written (measure another task)")
 
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """Complete knowledge of a task (all kinds, or the given ones), oldest first."""
@@ -89,6 +144,11 @@ class KnowledgeLog:
         if kind not in KNOWLEDGE_KINDS:
             raise BadInputError(f"knowledge kind {kind[:40]!r} is unknown")
         artifact = f"knowledge/{kind}.json"
+        sha = run.tags.get(sha256_tag(artifact))
+        key = (run.run_id, sha, task, kind, run.tags.get(Tag.CONTRIBUTOR, ""))
+        known = _PARSED.get(key) if sha else None
+        if known is not None:
+            return known
         table = _json.loads(self.artifacts.artifact(run, artifact).read_bytes(), f"{artifact} of run {run.run_id}",
                             max_bytes=artifact_limit(artifact))
         if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
@@ -105,6 +165,8 @@ class KnowledgeLog:
                               provenance=str(table.get("provenance", "")),
                               contributor=run.tags.get(Tag.CONTRIBUTOR, ""))
         validate_knowledge(knowledge)
+        if sha:
+            _PARSED.put(key, knowledge)
         return knowledge
 
     def policy(self, knowledge_run_id: str, policy_id: str) -> dict:

@@ -108,6 +108,13 @@ class KnowledgeKind:
 KNOWLEDGE_KINDS = (KnowledgeKind.ARCHITECTURE, KnowledgeKind.POLICY, KnowledgeKind.BASELINE,
                    KnowledgeKind.AUGMENTATION, KnowledgeKind.PRETRAINING, KnowledgeKind.COTRAINING,
                    KnowledgeKind.ARCHITECTURE_TRANSFER)
+#: Knowledge about a task that only its owner's say makes evidence (docs/server.md, "Who may say what").
+OUTCOME_KINDS = frozenset({KnowledgeKind.BASELINE, KnowledgeKind.AUGMENTATION, KnowledgeKind.PRETRAINING,
+                           KnowledgeKind.COTRAINING, KnowledgeKind.ARCHITECTURE_TRANSFER})
+#: Outcome and baseline rows one account may write about one target (a seed over 10,000 sources, two
+#: repetitions), and rows of its outcome tables that readers count in all (the newest tables first).
+MAX_ROWS_PER_TARGET = 20_000
+MAX_ROWS_PER_ACCOUNT = 200_000
 
 
 class Param:
