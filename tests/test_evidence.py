@@ -164,7 +164,7 @@ def test_the_schemas_outcome_kinds_are_the_scenarios_outcomes_and_the_baseline()
     from tfp_mlflow.cloud.schema import OUTCOME_KINDS
     from tfp_mlflow.scenarios import list_scenarios
 
-    assert OUTCOME_KINDS == {KnowledgeKind.BASELINE, *(s.outcome for s in list_scenarios())}
+    assert {KnowledgeKind.BASELINE, *(s.outcome for s in list_scenarios())} == OUTCOME_KINDS
 
 
 def test_an_accounts_rows_about_one_target_are_bounded_on_write_and_on_read(tmp_path, monkeypatch):

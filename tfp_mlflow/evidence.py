@@ -21,8 +21,14 @@ from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.knowledge_log import table_rows
 from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import (BASE_METRICS, MAX_ROWS_PER_ACCOUNT, MAX_ROWS_PER_TARGET, OUTCOME_KINDS,
-                                    KnowledgeKind, Tag)
+from tfp_mlflow.cloud.schema import (
+    BASE_METRICS,
+    MAX_ROWS_PER_ACCOUNT,
+    MAX_ROWS_PER_TARGET,
+    OUTCOME_KINDS,
+    KnowledgeKind,
+    Tag,
+)
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
@@ -30,7 +36,8 @@ from tfp_mlflow.scenarios import list_scenarios
 from tfp_mlflow.selectors import get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
-__all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX", "CloudEvidence", "Ordering", "admissible",
+__all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX",
+           "CloudEvidence", "Ordering", "admissible",
            "fit_track_record", "order"]
 
 #: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import draw_features
 from tfp_mlflow import FingerprintBuilder
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud.schema import Artifact, Kind, Tag, sha256_tag
+from tfp_mlflow.cloud.schema import Artifact, Kind, Param, Tag, sha256_tag
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.testing.servers import LocalServer, basic_auth, http_call
 
@@ -625,7 +625,7 @@ def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
-    from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT, Param
+    from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT
     from tfp_mlflow.cloud.studies import mlflow_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -705,3 +705,101 @@ def test_a_fresh_clouds_experiments_and_owner_cannot_be_squatted(tmp_path, small
         with as_user(admin):
             tags = Cloud(url, cache_dir=tmp_path / "check").runs.experiment_tags()
         assert tags[Tag.OWNER] == admin[0] and tags[Tag.SPEC_ID] == small_spec.id
+
+
+def _run_write_routes() -> list[tuple[str, object]]:
+    """Every route of MLflow's REST API that writes into an existing run, with its request message (from MLflow's
+    own endpoint table: a route MLflow adds is fuzzed without a change here)."""
+    from mlflow.server import handlers
+
+    message = {}
+    for request, handler in handlers.HANDLERS.items():
+        message.setdefault(handler, request)
+    return [(path, message[handler]) for path, handler, methods in handlers.get_endpoints()
+            if "POST" in methods and "/mlflow/runs/" in path and handler in message
+            and "run_id" in message[handler].DESCRIPTOR.fields_by_name]
+
+
+def _body(data, request, run_ids: list[str]) -> dict:
+    """A request body drawn from the message's fields: the targeted run under each of its names (``run_id``,
+    ``run_uuid``, both, or disagreeing), the study's own keys and hostile values."""
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from([Tag.HEARTBEAT, Param.CLAIMED_BY, Tag.OWNER, Tag.CONTRIBUTOR, Tag.KIND,
+                            "mlflow.parentRunId", "value", "numbers", "param_directions", "user_attrs_rank"])
+    text = st.one_of(st.text(max_size=40), st.sampled_from(["9e99", "NaN", "-1", "FINISHED", "mallory"]))
+    pair = st.fixed_dictionaries({"key": keys, "value": text})
+    body = {}
+    for field in request.DESCRIPTOR.fields:
+        if field.name in ("run_id", "run_uuid"):
+            if data.draw(st.booleans()):
+                body[field.name] = data.draw(st.sampled_from(run_ids))
+        elif field.name == "status":
+            body[field.name] = data.draw(st.sampled_from(["FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"]))
+        elif field.name in ("key",):
+            body[field.name] = data.draw(keys)
+        elif field.name in ("params", "tags", "metrics"):
+            body[field.name] = data.draw(st.lists(pair, max_size=3))
+            if field.name == "metrics":
+                body[field.name] = [{**m, "value": 0.99, "timestamp": 1, "step": 0} for m in body[field.name]]
+        elif field.type in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
+            body[field.name] = data.draw(st.floats(allow_nan=False, allow_infinity=False))
+        elif field.type in (field.TYPE_INT64, field.TYPE_INT32):
+            body[field.name] = data.draw(st.integers(0, 2**40))
+        elif field.type == field.TYPE_STRING:
+            body[field.name] = data.draw(text)
+    if not ({"run_id", "run_uuid"} & set(body)):
+        body["run_id"] = data.draw(st.sampled_from(run_ids))
+    return body
+
+
+def test_a_fuzzer_over_every_run_write_route_leaves_another_accounts_study_untouched(site):
+    """Schema-driven: each run-write route of MLflow's endpoint table, bodies drawn from its request message, aimed
+    by mallory at alice's study run and trial runs. Whatever is refused or answered, alice's study reads the same
+    afterwards, nothing answers 500, and alice's own worker still finishes her trial."""
+    import optuna
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from optuna.distributions import FloatDistribution
+
+    from tfp_mlflow.cloud.studies import mlflow_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    with as_user(site.alice):
+        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
+        study = optuna.create_study(study_name="tune-fuzzed", storage=mlflow_storage(cloud), direction="maximize")
+        study.tell(study.ask(space), 0.6)
+        running = study.ask(space)
+        study.enqueue_trial({"lr": 2e-3})
+        study._storage.flush_all_batches()
+        run_ids = [study._study_id, *(t._trial_id for t in study.get_trials())]
+
+    def state() -> list:
+        with as_user(site.alice):
+            runs = [mallory_client(site).get_run(run_id) for run_id in run_ids]
+        return [(r.info.status, r.info.lifecycle_stage, r.info.end_time, dict(r.data.params), dict(r.data.metrics),
+                 {k: v for k, v in r.data.tags.items() if k != Tag.HEARTBEAT}) for r in runs]
+
+    before, routes, seen = state(), _run_write_routes(), set()
+    assert {"/api/2.0/mlflow/runs/set-tag", "/api/2.0/mlflow/runs/log-batch", "/api/2.0/mlflow/runs/update",
+            "/api/2.0/mlflow/runs/delete"} <= {path for path, _ in routes}
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def probe(data):
+        path, request = data.draw(st.sampled_from(routes))
+        body = _body(data, request, run_ids)
+        status, answer = call(site.url + path, site.mallory, data=json.dumps(body).encode(), method="POST",
+                              content_type="application/json")
+        seen.add(path)
+        assert status < 500, (path, body, answer)
+        assert status != 200, (path, body, answer)        # every write into alice's runs is refused
+
+    probe()
+    assert state() == before                               # and none of it left a mark
+    assert len(seen) >= len(routes) - 2
+    with as_user(site.alice):                              # the honest path: alice's worker finishes her trial
+        study.tell(running, 0.7)
+        assert study.ask(space).params == {"lr": 2e-3}

@@ -20,8 +20,17 @@ from tfp_mlflow.cloud.recorder import StoredRun
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.records import safe_file, short, validate_knowledge
 from tfp_mlflow.cloud.runs import RunLog
-from tfp_mlflow.cloud.schema import (KNOWLEDGE_KINDS, MAX_ROWS_PER_TARGET, OUTCOME_KINDS, Kind, Metric, Param, Tag,
-                                    artifact_limit, sha256_tag)
+from tfp_mlflow.cloud.schema import (
+    KNOWLEDGE_KINDS,
+    MAX_ROWS_PER_TARGET,
+    OUTCOME_KINDS,
+    Kind,
+    Metric,
+    Param,
+    Tag,
+    artifact_limit,
+    sha256_tag,
+)
 from tfp_mlflow.errors import BadInputError, TamperedError
 from tfp_mlflow.fingerprint import validate_task_name
 
