@@ -19,12 +19,15 @@ from tfp_mlflow.task import Task
 __all__ = ["__version__", "TfpError", "BadInputError", "SpecMismatchError", "CloudError", "Fingerprint",
            "FingerprintBuilder", "merge", "FingerprintSpec", "default_spec", "Task", "Selector", "register_selector",
            "get_selector", "list_selectors", "describe_selector", "RankedSource", "rank_sources", "rank_order",
-           "recommend_for", "tune_for", "rank_models", "QueryOptions", "StudyPlan"]
+           "recommend_for", "tune_for", "rank_models", "QueryOptions", "StudyPlan", "log_task", "log_result",
+           "warm_start", "harvest"]
 
 #: Imported on first use: the workflows and their option types pull in MLflow (and Optuna).
 _LAZY = {"recommend_for": "tfp_mlflow.workflows", "tune_for": "tfp_mlflow.workflows",
          "rank_models": "tfp_mlflow.workflows", "QueryOptions": "tfp_mlflow.recommend",
-         "StudyPlan": "tfp_mlflow.tune.study"}
+         "StudyPlan": "tfp_mlflow.tune.study", "log_task": "tfp_mlflow.workflows.own_runs",
+         "log_result": "tfp_mlflow.workflows.own_runs", "warm_start": "tfp_mlflow.workflows.warm_start",
+         "harvest": "tfp_mlflow.workflows.harvesting"}
 
 
 def __getattr__(name: str):

@@ -44,6 +44,12 @@ def validate_task_name(name: Any) -> str:
     return name
 
 
+def task_name_from(text: str) -> str:
+    """A valid task name made from any text (a folder's or a dataset's name): other characters become ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9 _.+:-]", "_", str(text)).replace("..", "_").strip("_ .") or "task"
+    return cleaned[:128] if cleaned[0].isalnum() else f"t{cleaned}"[:128]
+
+
 def validate_keywords(keywords: Any) -> tuple[str, ...]:
     """Keywords: at most 64 distinct non-empty strings of at most 64 characters, lower-cased and stripped."""
     if isinstance(keywords, str):

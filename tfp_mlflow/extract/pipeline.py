@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ import torch
 from tfp_mlflow.errors import BadInputError, SpecMismatchError
 from tfp_mlflow.extract.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from tfp_mlflow.extract.datasets import ImageDataset, load_image, open_dataset
-from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder
+from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder, task_name_from
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 
 __all__ = ["Draws", "DrawPlan", "plan_draws", "parse_shard", "iter_features", "fingerprint_dataset", "create_spec",
@@ -319,9 +318,7 @@ def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: Fingerp
 
 
 def _task_name(dataset: ImageDataset) -> str:
-
-    cleaned = re.sub(r"[^A-Za-z0-9 _.+:-]", "_", dataset.name).strip("_ .") or "task"
-    return cleaned[:128] if cleaned[0].isalnum() else f"t{cleaned}"[:128]
+    return task_name_from(dataset.name)
 
 
 def create_spec(datasets: Sequence[str | os.PathLike], *, backbone_name: str = DEFAULT_BACKBONE,

@@ -55,30 +55,33 @@ def query_draws(samples: int | None, spec_samples: int) -> tuple[int, str]:
     return (spec_samples if device == "cuda" else min(spec_samples, QUERY_DRAWS_CPU)), device
 
 
-def target_fingerprint(data: Target, cloud: KnowledgeStore, *, samples: int | None = None, name: str | None = None,
-                       keywords: Sequence[str] = (), progress: bool = True, on_note=None) -> Fingerprint | None:
+def target_fingerprint(data: Target, cloud: KnowledgeStore | None, *, samples: int | None = None,
+                       name: str | None = None, keywords: Sequence[str] = (), progress: bool = True,
+                       on_note=None) -> Fingerprint | None:
     """``data`` as a fingerprint: returned as it is, loaded from a ``.npz``, or extracted from a dataset with the
     cloud's spec (the shipped default while the cloud has none) and :func:`query_draws` draws. ``None`` stays
     ``None``."""
     if data is None or isinstance(data, Fingerprint):
         return data
-    if is_fingerprint_file(data):
-        return Fingerprint.load(data)
-    from tfp_mlflow.extract import Draws, fingerprint_dataset, open_dataset
+    from tfp_mlflow.extract import Draws, ImageDataset, fingerprint_dataset, open_dataset
     from tfp_mlflow.spec import default_spec
 
-    spec = cloud.spec() or default_spec()
+    if not isinstance(data, ImageDataset) and is_fingerprint_file(data):
+        return Fingerprint.load(data)
+    spec = (cloud.spec() if cloud is not None else None) or default_spec()
     draws, device = query_draws(samples, spec.samples)
-    dataset = open_dataset(str(data))          # listed once: for the key below and for the draws
+    # listed once: for the key below and for the draws
+    dataset = data if isinstance(data, ImageDataset) else open_dataset(str(data))
+    label = dataset.name or Path(dataset.root).name
     kept = _drawn_before(dataset, spec.id, draws)
     if kept.is_file():   # `tfp recommend DATA` then `tfp tune DATA`: the same files, spec and draws, drawn once
         fingerprint = Fingerprint.load(kept)
         if on_note is not None:
-            on_note(f"reusing the fingerprint of {Path(data).name} drawn before ({draws:,} draws, same files and "
+            on_note(f"reusing the fingerprint of {label} drawn before ({draws:,} draws, same files and "
                     f"spec; {kept.parent})")
         return replace(fingerprint, name=name or fingerprint.name, keywords=tuple(keywords) or fingerprint.keywords)
     if on_note is not None and device == "cpu":
-        on_note(f"drawing {draws:,} crops of {Path(data).name} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
+        on_note(f"drawing {draws:,} crops of {label} on the CPU: about {draws / CPU_DRAWS_PER_SECOND:.0f} s "
                 f"on 2 cores (--samples sets the number; {spec.samples:,} is the spec's, for a GPU)")
     fingerprint = fingerprint_dataset(dataset, spec=spec, name=name, keywords=list(keywords), progress=progress,
                                       draws=Draws(samples=draws))
