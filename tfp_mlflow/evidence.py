@@ -83,28 +83,52 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     with _LOCK:
         if key in _FITTED:
             return _FITTED[key]
-    records = _records(filter(None, thread_map(cloud.read_knowledge, runs)), names,
-                       trusted=(lambda account: trusts is not None and trusts(account)))
-    if not records:
+    outcomes = _records(filter(None, thread_map(cloud.read_knowledge, runs)), names,
+                        trusted=(lambda account: trusts is not None and trusts(account)))
+    if not len(outcomes.table):
         return None
-    outcomes = Outcomes.from_records(records)
     targets = [names[t] for t in sorted(set(outcomes.table["t"])) if t in names]
     chooser = get_selector(selector)
     if chooser.needs_fingerprint and not all(t.has_fingerprint for t in [*targets, *tasks]):
         selector, chooser = "manual", get_selector("manual")
-    prepared = (prepared_sources(cloud, chooser, list(tasks)) if chooser.needs_fingerprint
-                else chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False)))
-    queries = cloud.as_tasks(targets, with_fingerprints=chooser.needs_fingerprint,
-                             variants=chooser.variants or ("small",), moments=chooser.needs_moments)
-    distances = chooser.matrix(prepared, queries)
-    affinities = pd.DataFrame(-distances, index=prepared.names, columns=[t.name for t in targets])
-    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector, len(records),
-                           ignored)
+    affinities = _affinities(cloud, selector, tasks, targets)
+    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector,
+                           len(outcomes.table), ignored)
     with _LOCK:
         if len(_FITTED) > 8:
             _FITTED.clear()
         _FITTED[key] = fitted
     return fitted
+
+
+#: Affinity columns of targets already computed, per cloud, selector and source set: a new outcome table on a
+#: new target computes one column, not the matrix.
+_COLUMNS: dict[tuple, dict[tuple, np.ndarray]] = {}
+
+
+def _affinities(cloud: KnowledgeStore, selector: str, tasks: Sequence[CloudTask],
+                targets: Sequence[CloudTask]) -> pd.DataFrame:
+    """``-distance`` from every task (rows) to every target (columns), each column computed once per source set."""
+    chooser = get_selector(selector)
+    prepared = (prepared_sources(cloud, chooser, list(tasks)) if chooser.needs_fingerprint
+                else chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False)))
+    key = (cloud.uri, selector, tuple(prepared.names),
+           tuple((t.name, t.fingerprint_sha256, tuple(t.keywords)) for t in tasks))
+    column_key = lambda t: (t.name, t.fingerprint_sha256, tuple(t.keywords))  # noqa: E731
+    with _LOCK:
+        if key not in _COLUMNS and len(_COLUMNS) > 4:
+            _COLUMNS.clear()
+        columns = _COLUMNS.setdefault(key, {})
+        missing = [t for t in targets if column_key(t) not in columns]
+    if missing:
+        queries = cloud.as_tasks(missing, with_fingerprints=chooser.needs_fingerprint,
+                                 variants=chooser.variants or ("small",), moments=chooser.needs_moments)
+        computed = chooser.matrix(prepared, queries)
+        with _LOCK:
+            for index, target in enumerate(missing):
+                columns[column_key(target)] = -np.asarray(computed[:, index], dtype=float)
+    return pd.DataFrame(np.column_stack([columns[column_key(t)] for t in targets]), index=prepared.names,
+                        columns=[t.name for t in targets])
 
 
 @dataclass
@@ -154,25 +178,49 @@ def admissible(runs: Iterable[StoredRun], tasks: Mapping[str, CloudTask],
     return kept, ignored
 
 
-def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Callable[[str], bool]) -> list[dict]:
-    """Outcome records with their baselines, for :class:`Outcomes`; an account's outcomes about its own sources on
+#: Each table's rows as plain tuples, by table (the parsed table object stays cached beside them): a refit after
+#: one new table reads only that table's rows.
+_ROWS: dict[int, tuple[object, list[tuple], list[tuple]]] = {}
+
+
+def _rows_of(knowledge) -> tuple[list[tuple], list[tuple]]:
+    """A table's ``(task, metric, repetition, value)`` baselines and ``(scenario, metric, repetition, source,
+    target, value, held_out, writer)`` transfers."""
+    known = _ROWS.get(id(knowledge))
+    if known is not None and known[0] is knowledge:
+        return known[1], known[2]
+    baselines, transfers = [], []
+    for row in knowledge.rows:
+        for metric in BASE_METRICS:
+            value = getattr(row, metric)
+            if value is None:
+                continue
+            if knowledge.kind == KnowledgeKind.BASELINE:
+                baselines.append((knowledge.task, metric, int(row.repetition or 0), float(value)))
+            elif row.source != knowledge.task:
+                transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
+                                  knowledge.task, float(value), row.held_out, knowledge.contributor))
+    with _LOCK:
+        if len(_ROWS) > 20_000:
+            _ROWS.clear()
+        _ROWS[id(knowledge)] = (knowledge, baselines, transfers)
+    return baselines, transfers
+
+
+def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Callable[[str], bool]) -> Outcomes:
+    """Outcome records with their baselines, as :class:`Outcomes`; an account's outcomes about its own sources on
     its own targets count through at most :data:`SELF_DEALT_TARGETS` targets per source and scenario, unless the
     reader trusts or is that account (or it is the reference's)."""
     me = current_contributor()
     baselines: dict[tuple[str, str], dict[int, float]] = {}
     transfers = []
     for knowledge in knowledges:
-        for row in knowledge.rows:
-            for metric in BASE_METRICS:
-                value = getattr(row, metric)
-                if value is None:
-                    continue
-                if knowledge.kind == KnowledgeKind.BASELINE:
-                    baselines.setdefault((knowledge.task, metric), {})[int(row.repetition or 0)] = float(value)
-                elif row.source in tasks and row.source != knowledge.task:
-                    transfers.append((_KINDS[knowledge.kind], metric, int(row.repetition or 0), row.source,
-                                      knowledge.task, float(value), row.held_out, knowledge.contributor))
+        base, moved = _rows_of(knowledge)
+        for task, metric, repetition, value in base:
+            baselines.setdefault((task, metric), {})[repetition] = value
+        transfers.extend(t for t in moved if t[3] in tasks)
     dealt: dict[tuple[str, str, str], set[str]] = {}
+    averages = {key: float(np.mean(list(known.values()))) for key, known in baselines.items()}
     records = []
     for scenario, metric, repetition, source, target, value, held_out, writer in sorted(
             transfers, key=lambda t: (t[0], t[3], t[4], t[1], t[2])):
@@ -185,11 +233,11 @@ def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Call
             seen.add(target)
         known = baselines.get((target, metric), {})
         # A baseline of the same repetition shares the outcome's held-out split; an average of others does not.
-        baseline = known.get(repetition, float(np.mean(list(known.values()))) if known else math.nan)
-        records.append({"scenario": scenario, "metric": metric, "r": repetition, "s": source, "t": target,
-                        "p": value, "baseline": baseline, "n": held_out if repetition in known else math.nan,
-                        "w": writer})
-    return records
+        same = repetition in known
+        baseline = known[repetition] if same else averages.get((target, metric), math.nan)
+        records.append((scenario, metric, repetition, source, target, value, baseline,
+                        held_out if same else math.nan, writer))
+    return Outcomes.from_rows(records, with_writers=True)
 
 
 def order(evidence: CloudEvidence | None, scenario: str, target: str, ranking: Sequence[RankedSource],

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any
 
 from tfp_mlflow.cloud.base import KnowledgeStore
@@ -317,7 +318,7 @@ class _Walk:
                 passed_over += 1
                 continue
             task = self.by_name[entry.name]
-            item = _ITEMS[scenario.item](entry, task, self.knowledge(entry.name), self.metric)
+            item = _ITEMS[scenario.item](entry, task, partial(self.knowledge, entry.name), self.metric)
             if item is None or item == AT_CHANCE:
                 skipped += item is None
                 chance += item == AT_CHANCE
@@ -406,8 +407,8 @@ def _screen_knowledge(source: str, knowledge: list, guard: Guard, metric: str, i
     return screened
 
 
-def _architecture(entry, task, knowledge, metric) -> dict | str | None:
-    rows = [(k, r) for k in knowledge if k.kind == KnowledgeKind.ARCHITECTURE for r in k.rows
+def _architecture(entry, task, knowledge: Callable[[], list], metric) -> dict | str | None:
+    rows = [(k, r) for k in knowledge() if k.kind == KnowledgeKind.ARCHITECTURE for r in k.rows
             if getattr(r, metric) is not None]
     if not rows:
         return None
@@ -422,8 +423,8 @@ def _architecture(entry, task, knowledge, metric) -> dict | str | None:
                          "noise": noise_reason(getattr(best, metric), metric, task.num_classes, best.held_out)}}
 
 
-def _augmentation(entry, task, knowledge, metric) -> dict | None:
-    policies = [(k, r) for k in knowledge if k.kind == KnowledgeKind.POLICY for r in k.rows]
+def _augmentation(entry, task, knowledge: Callable[[], list], metric) -> dict | None:
+    policies = [(k, r) for k in knowledge() if k.kind == KnowledgeKind.POLICY for r in k.rows]
     if not policies:
         return None
     # The policy that measured best on the source (a tuned one), else the first contributed (the published ones).
@@ -435,11 +436,11 @@ def _augmentation(entry, task, knowledge, metric) -> dict | None:
                          "provenance": chosen.provenance, "repetition": row.repetition}}
 
 
-def _shared_data(entry, task, knowledge, metric) -> dict | None:
+def _shared_data(entry, task, knowledge: Callable[[], list], metric) -> dict | None:
     public = public_dataset(task.name) if task.contributor == REFERENCE_CONTRIBUTOR else None
     if (not task.shareable or not task.data_uri) and public is None:
         return None
-    baselines = [r for k in knowledge if k.kind == KnowledgeKind.BASELINE for r in k.rows]
+    baselines = [r for k in knowledge() if k.kind == KnowledgeKind.BASELINE for r in k.rows]
     # The source's own baseline says how learnable its data is, unless it is at chance level.
     useful = [r for r in baselines if r.balanced_accuracy is not None
               and not at_chance(r.balanced_accuracy, Metric.BALANCED_ACCURACY, task.num_classes, r.held_out)]
@@ -451,7 +452,8 @@ def _shared_data(entry, task, knowledge, metric) -> dict | None:
                          "baseline_at_chance": bool(baselines) and not useful}}
 
 
-#: What an item builder answers for a source whose only results are at chance level.
+#: What an item builder answers for a source whose only results are at chance level. Each builder reads the
+#: source's knowledge (one search) only once the task itself could be suggested.
 AT_CHANCE = "at chance"
 _ITEMS = {ITEM_ARCHITECTURE: _architecture, ITEM_POLICY: _augmentation, ITEM_DATA: _shared_data}
 

@@ -198,3 +198,14 @@ def test_the_neighbourhood_never_reads_the_held_out_targets_outcomes():
     other = TrackRecord(moved, list(affinity.index))
     assert not before.scores("cotraining", "a0", affinity["a0"], rules[0]).equals(
         other.scores("cotraining", "a0", affinity["a0"], rules[0]))
+
+
+def test_top_rows_is_a_stable_argsort_cut_at_k_on_tie_heavy_columns():
+    from tfp_mlflow.selectors.track_record import _top_rows
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n, m, k = rng.integers(1, 30), rng.integers(1, 6), rng.integers(1, 5)
+        values = rng.integers(0, 4, size=(n, m)).astype(float)
+        values[rng.random((n, m)) < 0.3] = -np.inf
+        assert np.array_equal(_top_rows(values, k), np.argsort(-values, axis=0, kind="stable")[:k])

@@ -2,7 +2,7 @@
 reference, a cloud's knowledge, or records. Torch-free."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,17 @@ class Outcomes:
         """From dicts with the keys of :attr:`table` (``baseline`` and ``n`` optional)."""
         records = list(records)
         table = pd.DataFrame(records, columns=_COLUMNS + (["w"] if records and "w" in records[0] else []))
+        return cls._checked(table, groups)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple], groups: Mapping[str, Iterable[str]] | None = None, *,
+                  with_writers: bool = False) -> Outcomes:
+        """From tuples in the order of :attr:`table`'s columns (and the writer last, ``with_writers``)."""
+        return cls._checked(pd.DataFrame.from_records(list(rows), columns=_COLUMNS + (["w"] if with_writers else [])),
+                            groups)
+
+    @classmethod
+    def _checked(cls, table: pd.DataFrame, groups: Mapping[str, Iterable[str]] | None) -> Outcomes:
         if len(table):
             table["p"] = table["p"].astype(float)
             table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")

@@ -106,22 +106,24 @@ class _Scenario:
         case = ["metric", "r", "t"]
         size = table.groupby(case)["p"].transform("size")
         table["v"] = (table.groupby(case)["p"].rank(method="average") - 0.5) / size - 0.5
-        table = table[table["s"].isin(row)]
-        per_pair = table.groupby(["s", "t"])
+        table = table[table["s"].isin(row)].copy()
+        # Integer cells: grouping by them keeps the matrices' coordinates without reading tuples back.
+        table["i"] = table["s"].map(row).astype(np.int64)
+        table["j"] = table["t"].map(col).astype(np.int64)
+        per_pair = table.groupby(["i", "j"])
         value = per_pair["v"].mean()
         count = per_pair.size()
         shape = (len(sources), len(self.targets))
         self.values = np.full(shape, np.nan)
         self.cases = np.zeros(shape, dtype=np.int64)
-        rows = [row[s] for s, _ in value.index]
-        cols = [col[t] for _, t in value.index]
-        self.values[rows, cols] = value.to_numpy()
-        self.cases[rows, cols] = count.to_numpy()
+        cells = _cells(value.index)
+        self.values[cells] = value.to_numpy()
+        self.cases[cells] = count.to_numpy()
         self.measured = np.isfinite(self.values)
         self.filled = np.where(self.measured, self.values, 0.0)
         # Gain over the target's baseline in balanced accuracy (mean over repetitions), for the reasons.
         ba = table[(table["metric"] == "balanced_accuracy") & table["baseline"].notna()]
-        pairs = [ba["s"], ba["t"]]
+        pairs = [ba["i"], ba["j"]]
         gain = (ba["p"] - ba["baseline"]).groupby(pairs).mean()
         # Twice the standard error of the difference on the held-out split (NaN where its size is unknown).
         held_out = ba["n"].to_numpy(dtype=float)
@@ -131,14 +133,14 @@ class _Scenario:
         self.gains = np.full(shape, np.nan)
         self.margins = np.full(shape, np.nan)
         if len(gain):
-            at = ([row[s] for s, _ in gain.index], [col[t] for _, t in gain.index])
+            at = _cells(gain.index)
             self.gains[at] = gain.to_numpy()
             self.margins[at] = margin.reindex(gain.index).to_numpy()
         # Who wrote each measured cell's outcomes (one account per cell: its target's owner), where known.
         self.writers = np.full(shape, "", dtype=object)
         if "w" in table.columns:
-            first = table.groupby(["s", "t"])["w"].first()
-            self.writers[[row[s] for s, _ in first.index], [col[t] for _, t in first.index]] = first.to_numpy()
+            first = table.groupby(["i", "j"])["w"].first()
+            self.writers[_cells(first.index)] = first.to_numpy()
         # Columns that share images with each target (itself included), for group-out.
         self.group_of = [np.array([col[m] for m in outcomes.group(t) if m in col]) for t in self.targets]
 
@@ -343,11 +345,33 @@ class TrackRecord:
         if not usable.any():
             return float("nan")
         masked = np.where(candidates, scores, -np.inf)[:, usable]
-        order = np.argsort(-masked, axis=0, kind="stable")[:self.top_k]
+        order = _top_rows(masked, self.top_k)
         columns = np.arange(masked.shape[1])
         picked = candidates[:, usable][order, columns]
         gained = values[:, usable][order, columns]
         return float(np.mean((gained * picked).sum(axis=0) / np.maximum(picked.sum(axis=0), 1)))
+
+
+def _top_rows(values: np.ndarray, k: int) -> np.ndarray:
+    """The rows of the ``k`` largest values of each column, largest first, ties by row: exactly
+    ``np.argsort(-values, axis=0, kind="stable")[:k]``, without sorting whole columns."""
+    n = values.shape[0]
+    if k >= n or np.isnan(values).any():
+        return np.argsort(-values, axis=0, kind="stable")[:k]
+    kth = -np.partition(-values, k - 1, axis=0)[k - 1]                  # each column's k-th largest value
+    above = values > kth
+    tied = values == kth
+    room = k - above.sum(axis=0)                                        # how many ties each column takes
+    chosen = above | (tied & (np.cumsum(tied, axis=0) <= room))         # ties: the lowest rows first
+    columns, rows = np.nonzero(chosen.T)                                # rows ascending within each column
+    rows = rows.reshape(values.shape[1], k)
+    picked = values[rows, columns.reshape(values.shape[1], k)]
+    return np.take_along_axis(rows, np.argsort(-picked, axis=1, kind="stable"), axis=1).T
+
+
+def _cells(index: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray]:
+    """A (row, column) group index as two integer arrays, for fancy indexing."""
+    return (index.get_level_values(0).to_numpy(dtype=np.int64), index.get_level_values(1).to_numpy(dtype=np.int64))
 
 
 def _affinities(distances: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
