@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tfp_mlflow.cloud import Cloud
@@ -206,3 +207,28 @@ def test_a_verified_table_is_parsed_once_and_a_changed_checksum_is_read_again(tm
     forged = knowledge_log.StoredRun(run.run_id, {**run.tags, sha: "0" * 64}, run.params)
     assert cloud.read_knowledge(forged) is None                               # read and checked again: refused
     assert any(q["run_id"] == run.run_id for q in cloud.quarantined())
+
+
+def test_a_refit_after_one_new_table_equals_a_fit_from_scratch(tmp_path):
+    """What a query keeps between fits (parsed tables, their rows, affinity columns) gives the same model as
+    nothing kept."""
+    from tfp_mlflow import evidence
+    from tfp_mlflow.cloud import knowledge_log
+
+    cloud = _cloud(tmp_path)
+    tasks = cloud.tasks()
+    before = evidence.fit_track_record(cloud, tasks)
+    rows = tuple(KnowledgeRow(source=s, repetition=1, balanced_accuracy=0.6 + 0.01 * i)
+                 for i, s in enumerate(SOURCES) if s != "echo")
+    cloud.add_knowledge(Knowledge("echo", KnowledgeKind.COTRAINING, rows))
+    incremental = evidence.fit_track_record(cloud, tasks)
+    assert incremental is not before and incremental.outcomes == before.outcomes + len(rows)
+    for cache in (evidence._FITTED, evidence._COLUMNS, evidence._ROWS):
+        cache.clear()
+    knowledge_log._PARSED.__init__(knowledge_log.MAX_PARSED_ROWS)
+    scratch = evidence.fit_track_record(cloud, tasks)
+    pd.testing.assert_frame_equal(incremental.affinities, scratch.affinities)
+    pd.testing.assert_frame_equal(incremental.model.outcomes.table, scratch.model.outcomes.table)
+    for target in SOURCES:
+        assert incremental.model.rule("cotraining", target, incremental.affinities) == \
+            scratch.model.rule("cotraining", target, scratch.affinities)

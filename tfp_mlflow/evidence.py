@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -221,12 +222,12 @@ def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Call
         transfers.extend(t for t in moved if t[3] in tasks)
     dealt: dict[tuple[str, str, str], set[str]] = {}
     averages = {key: float(np.mean(list(known.values()))) for key, known in baselines.items()}
+    owner = {name: task.contributor for name, task in tasks.items()}
     records = []
-    for scenario, metric, repetition, source, target, value, held_out, writer in sorted(
-            transfers, key=lambda t: (t[0], t[3], t[4], t[1], t[2])):
-        self_dealt = (writer == tasks[source].contributor == tasks[target].contributor and writer != me
-                      and not trusted(writer) and not writer.startswith(REFERENCE_PREFIX))
-        if self_dealt:
+    transfers.sort(key=itemgetter(0, 3, 4, 1, 2))
+    for scenario, metric, repetition, source, target, value, held_out, writer in transfers:
+        if (writer == owner[source] == owner[target] and writer != me and not trusted(writer)
+                and not writer.startswith(REFERENCE_PREFIX)):       # self-dealt
             seen = dealt.setdefault((scenario, source, writer), set())
             if target not in seen and len(seen) >= SELF_DEALT_TARGETS:
                 continue
