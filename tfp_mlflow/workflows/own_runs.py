@@ -28,7 +28,8 @@ from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_task_name
 
-__all__ = ["RUN_FINGERPRINT", "RUN_PICTURE", "RESULT", "TrackedTask", "log_task", "log_result", "run_knowledge"]
+__all__ = ["RUN_FINGERPRINT", "RUN_PICTURE", "RESULT", "TrackedTask", "log_task", "log_result", "run_knowledge",
+           "attach_recommendation"]
 
 #: Where a run keeps its task's fingerprint and its picture.
 RUN_FINGERPRINT = "tfp/fingerprint.npz"
@@ -65,8 +66,8 @@ def _run(run_id: str | None, tracking_uri: str | None):
 
 
 def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = (), samples: int | None = None,
-             contribute: Any = None, run_id: str | None = None, tracking_uri: str | None = None,
-             progress: bool = False) -> TrackedTask:
+             contribute: Any = None, recommend: Any = None, run_id: str | None = None,
+             tracking_uri: str | None = None, progress: bool = False) -> TrackedTask:
     """Fingerprint ``data`` and log it next to an MLflow run (the active one, or ``run_id``).
 
     Parameters
@@ -82,6 +83,9 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
         Draws (default: as ``tfp recommend``: 1,000 on a CPU, the spec's on a GPU).
     contribute : Cloud or str, optional
         Also contribute the task to this cloud (with the run as provenance of its data).
+    recommend : Cloud or str, optional
+        Also ask this cloud what worked on the nearest tasks and link the answer from the run (``tfp.suggested.*``
+        tags and the recommendation's run), for whoever browses the run in MLflow's UI.
     """
     from tfp_mlflow.workflows.recommending import target_fingerprint
 
@@ -109,7 +113,27 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
         client.set_tag(run_id, key, value)
     if cloud is not None:
         cloud.contribute(fingerprint, data_uri=data_uri or None)
+    if recommend is not None:
+        attach_recommendation(client, run_id, fingerprint, _cloud(recommend))
     return TrackedTask(run_id, fingerprint.name, sha, fingerprint)
+
+
+def attach_recommendation(client, run_id: str, fingerprint: Fingerprint, cloud) -> Any:
+    """Ask ``cloud`` what worked on the tasks nearest the run's data, and link the answer from the run: the
+    recommendation's own run, and the first suggestion of each scenario as ``tfp.suggested.*`` tags."""
+    from tfp_mlflow.recommend import recommend
+
+    result = recommend(cloud, fingerprint)
+    tags = {"tfp.recommendation_run": result.run_id or ""}
+    for scenario, advice in result.scenarios.items():
+        if advice.items:
+            first = advice.items[0]
+            what = first.architecture or first.policy_id or first.source
+            tags[f"tfp.suggested.{scenario}"] = f"{what} (from {first.source}, rank {first.rank})"
+    for key, value in tags.items():
+        if value:
+            client.set_tag(run_id, key, value[:500])
+    return result
 
 
 def log_result(*, architecture: str = "", balanced_accuracy: float | None = None, auroc: float | None = None,
