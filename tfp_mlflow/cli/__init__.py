@@ -165,5 +165,5 @@ DATA_OPTIONS = (DATA_ROOT,
                              "(default: its ClassLabel, else label/labels)."))
 
 
-from tfp_mlflow.cli import cloud, demo, evaluate, fingerprints, models, train, tune  # noqa: E402,F401
+from tfp_mlflow.cli import cloud, demo, evaluate, fingerprints, harvest, models, train, tune  # noqa: E402,F401
 

@@ -126,16 +126,17 @@ def harvest(experiments: Sequence[str], cloud=None, *, source: str | None = None
     me = current_contributor()
     drawn: dict[str, Fingerprint] = {}
     report = HarvestReport(source, [], contribute)
-    for run in runs:
-        item = _read(client, run, mapping, samples, drawn, spec)
+    for run in runs:                       # every run read and checked before anything is written
+        report.runs.append(_read(client, run, mapping, samples, drawn, spec))
+        if on_run is not None:
+            on_run(report.runs[-1])
+    harvested = {item.task for item in report.runs if item.status != "skipped"}
+    for item in report.runs:
         if item.status != "skipped":
-            _check_sources(item, known, {r.task for r in report.runs if r.status != "skipped"})
+            _check_sources(item, known, harvested)
             _mark(cloud, item, known, me)
         if contribute and item.status == "new":
             _write(cloud, item, known)
-        report.runs.append(item)
-        if on_run is not None:
-            on_run(item)
     return report
 
 
