@@ -20,7 +20,7 @@ LAYERS = [
     {"recommend", "recommendation", "evidence", "knowledge_map", "prepared"},
     {"train", "tune"},
     {"evaluation"},
-    {"demo", "workflows"},
+    {"demo", "workflows", "lightning"},
     {"cli", "testing", "__init__", "__main__"},
 ]
 

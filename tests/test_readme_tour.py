@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
+def bash_block(title: str) -> str:
+    section = ROOT.joinpath("README.md").read_text().split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+
+
 def tour_script() -> str:
-    section = ROOT.joinpath("README.md").read_text().split("## A tour", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    """The tour, then "Already using MLflow?" in the same folder (its example script is the repository's)."""
     # `mlflow ui` serves until stopped: the one line a script cannot run to its end.
-    return "\n".join(line for line in block.splitlines() if not line.startswith("mlflow ui"))
+    tour = "\n".join(line for line in bash_block("A tour").splitlines() if not line.startswith("mlflow ui"))
+    return tour + "\n" + bash_block("Already using MLflow?")
 
 
 def test_the_readme_tour_runs_as_written(tmp_path):
     script = tmp_path / "tour.sh"
     script.write_text("set -euo pipefail\n" + tour_script())
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                TFP_CACHE_DIR=str(tmp_path / "cache"))
@@ -40,3 +47,5 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     assert set(empty) <= {"architecture"}, empty
     assert all(any("at chance level" in note for note in notes) for notes in empty.values()), empty
     assert recommendation["next_steps"] and (tmp_path / "eval-plots" / "gain_curves.png").is_file()
+    # Already using MLflow: the example's run became a task and its knowledge in the tour's cloud, by harvest.
+    assert re.search(r"1 runs: 1 contributed", output), output[-3000:]

@@ -619,6 +619,23 @@ def test_a_huge_body_without_credentials_is_answered_unread_in_bounded_memory(si
 
 # -- studies are owned tfp runs --------------------------------------------------------------------------------------
 
+def _alices_study(site, name: str, space: dict, *, waiting: float):
+    """Alice's study on the server: one finished trial, one running (returned) and one waiting with ``lr=waiting``."""
+    import optuna
+
+    from tfp_mlflow.cloud.studies import mlflow_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with as_user(site.alice):
+        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
+        study = optuna.create_study(study_name=name, storage=mlflow_storage(cloud), direction="maximize")
+        study.tell(study.ask(space), 0.6)
+        running = study.ask(space)
+        study.enqueue_trial({"lr": waiting})
+        study._storage.flush_all_batches()
+    return cloud, study, running
+
+
 def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
     import optuna
     from mlflow.exceptions import MlflowException
@@ -628,14 +645,9 @@ def test_another_account_cannot_take_beat_finish_add_to_or_shadow_a_study(site):
     from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT
     from tfp_mlflow.cloud.studies import mlflow_storage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    cloud, study, _ = _alices_study(site, "tune-owned", space, waiting=1e-3)
     with as_user(site.alice):
-        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
-        study = optuna.create_study(study_name="tune-owned", storage=mlflow_storage(cloud), direction="maximize")
-        study.tell(study.ask(space), 0.6)
-        study.enqueue_trial({"lr": 1e-3})
-        study._storage.flush_all_batches()
         waiting = next(t._trial_id for t in study.get_trials() if t.state == TrialState.WAITING)
     with as_user(site.admin):   # mallory may write tfp-studies (`tfp cloud init --grant mallory=EDIT`)
         studies = cloud.client.get_experiment_by_name(STUDIES_EXPERIMENT).experiment_id
@@ -757,22 +769,14 @@ def test_a_fuzzer_over_every_run_write_route_leaves_another_accounts_study_untou
     """Schema-driven: each run-write route of MLflow's endpoint table, bodies drawn from its request message, aimed
     by mallory at alice's study run and trial runs. Whatever is refused or answered, alice's study reads the same
     afterwards, nothing answers 500, and alice's own worker still finishes her trial."""
-    import optuna
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     from optuna.distributions import FloatDistribution
 
-    from tfp_mlflow.cloud.studies import mlflow_storage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    _, study, running = _alices_study(site, "tune-fuzzed", space, waiting=2e-3)
     with as_user(site.alice):
-        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
-        study = optuna.create_study(study_name="tune-fuzzed", storage=mlflow_storage(cloud), direction="maximize")
-        study.tell(study.ask(space), 0.6)
-        running = study.ask(space)
-        study.enqueue_trial({"lr": 2e-3})
-        study._storage.flush_all_batches()
         run_ids = [study._study_id, *(t._trial_id for t in study.get_trials())]
 
     def state() -> list:

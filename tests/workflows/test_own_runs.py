@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import tfp_mlflow
 from tfp_mlflow.cloud import Cloud, KnowledgeKind
-from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.cloud.schema import KNOWLEDGE_KINDS
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.workflows.harvesting import RunMapping, harvest
 
 POLICY = {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [

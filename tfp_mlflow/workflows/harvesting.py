@@ -21,7 +21,8 @@ from typing import Any
 
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import Kind, KnowledgeKind
+from tfp_mlflow.cloud.schema import Artifact, Kind, KnowledgeKind, artifact_limit
+from tfp_mlflow.cloud.user_runs import UserRun, UserRuns
 from tfp_mlflow.errors import BadInputError, TfpError
 from tfp_mlflow.fingerprint import Fingerprint, task_name_from, validate_task_name
 from tfp_mlflow.workflows.own_runs import NO_SOURCE, RESULT, RUN_FINGERPRINT, run_knowledge
@@ -119,8 +120,9 @@ def harvest(experiments: Sequence[str], cloud=None, *, source: str | None = None
     from tfp_mlflow.cloud import Cloud
 
     cloud = cloud if hasattr(cloud, "add_knowledge") else Cloud(cloud)
-    client, source = _client(source or cloud.uri)
-    runs = _runs(client, experiments, filter_string, max_runs)
+    client = UserRuns(source or cloud.uri)
+    source = client.uri
+    runs = client.search(experiments, filter_string, max_runs)
     spec = cloud.spec()
     known = {t.name: t for t in cloud.tasks()}
     me = current_contributor()
@@ -140,42 +142,12 @@ def harvest(experiments: Sequence[str], cloud=None, *, source: str | None = None
     return report
 
 
-def _client(uri: str):
-    import mlflow
-
-    return mlflow.MlflowClient(uri), uri
-
-
-def _runs(client, experiments: Sequence[str], filter_string: str, max_runs: int) -> list:
-    """The runs of the experiments (names or ids), newest first, at most ``max_runs``."""
-    ids = []
-    for name in experiments:
-        found = client.get_experiment_by_name(name)
-        if found is None and str(name).isdigit():
-            try:
-                found = client.get_experiment(str(name))
-            except Exception:
-                found = None
-        if found is None:
-            raise BadInputError(f"experiment {name!r} is not on {client.tracking_uri}; `mlflow experiments search` "
-                                f"lists them")
-        ids.append(found.experiment_id)
-    runs, token = [], None
-    while len(runs) < max_runs:
-        page = client.search_runs(ids, filter_string=filter_string, max_results=min(1000, max_runs - len(runs)),
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return runs
-
-
-def _read(client, run, mapping: RunMapping, samples: int | None, drawn: dict, spec) -> Harvested:
+def _read(client: UserRuns, run: UserRun, mapping: RunMapping, samples: int | None, drawn: dict,
+          spec) -> Harvested:
     """One run: its task and its knowledge, or the one-line reason it is skipped."""
-    item = Harvested(run.info.run_id, run_name=run.info.run_name or "")
-    if run.info.status != "FINISHED":
-        item.reason = f"the run is {run.info.status}, not FINISHED"
+    item = Harvested(run.run_id, run_name=run.run_name)
+    if run.status != "FINISHED":
+        item.reason = f"the run is {run.status}, not FINISHED"
         return item
     try:
         result = _result(client, run, mapping)        # cheap, and a run without a result draws nothing
@@ -188,8 +160,7 @@ def _read(client, run, mapping: RunMapping, samples: int | None, drawn: dict, sp
             item.reason = "its fingerprint was drawn with another spec than the cloud's"
             return item
         item.task = validate_task_name(item.fingerprint.name)
-        item.knowledge = run_knowledge(item.task, run.info.run_id, provenance=f"mlflow run {run.info.run_id}",
-                                       **result)
+        item.knowledge = run_knowledge(item.task, run.run_id, provenance=f"mlflow run {run.run_id}", **result)
         item.what = _described(result)
         item.status = "new"
     except TfpError as exc:
@@ -197,39 +168,30 @@ def _read(client, run, mapping: RunMapping, samples: int | None, drawn: dict, sp
     return item
 
 
-def _task_of(client, run, samples: int | None, drawn: dict) -> tuple[Fingerprint | None, str]:
+def _task_of(client: UserRuns, run: UserRun, samples: int | None, drawn: dict) -> tuple[Fingerprint | None, str]:
     """The run's task: the fingerprint logged next to it (checked against its recorded checksum), or one drawn from
-    its dataset input's source (once per source)."""
-    tags = run.data.tags
+    its dataset input's source (once per source; a training input first)."""
+    tags = run.tags
     sha = tags.get("tfp.fingerprint_sha256", "")
     if sha:
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = Path(client.download_artifacts(run.info.run_id, RUN_FINGERPRINT, tmp))
-            except Exception:
-                raise BadInputError(f"its fingerprint artifact {RUN_FINGERPRINT} cannot be read") from None
+            path = client.download(run.run_id, RUN_FINGERPRINT, tmp, max_bytes=artifact_limit(Artifact.FINGERPRINT))
             if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
                 raise BadInputError("its fingerprint does not match the checksum the run recorded")
             fingerprint = Fingerprint.load(path)
         name = tags.get("tfp.task") or fingerprint.name
         return replace(fingerprint, name=name), tags.get("tfp.data_uri", "")
-    for dataset_input in _training_inputs(run):
-        source = _readable(dataset_input.dataset.source)
+    for dataset in sorted(run.inputs, key=lambda d: d.context != "training"):
+        source = _readable(dataset.source)
         if source is None:
             continue
         if source not in drawn:
             from tfp_mlflow.workflows.recommending import target_fingerprint
 
             fingerprint = target_fingerprint(source, None, samples=samples, progress=False)
-            drawn[source] = replace(fingerprint, name=task_name_from(dataset_input.dataset.name or fingerprint.name))
+            drawn[source] = replace(fingerprint, name=task_name_from(dataset.name or fingerprint.name))
         return drawn[source], source
     return None, ""
-
-
-def _training_inputs(run) -> list:
-    inputs = list(getattr(run.inputs, "dataset_inputs", None) or [])
-    context = lambda d: {t.key: t.value for t in d.tags}.get("mlflow.data.context", "")  # noqa: E731
-    return sorted(inputs, key=lambda d: context(d) != "training")
 
 
 def _readable(source: str) -> str | None:
@@ -251,9 +213,9 @@ def _readable(source: str) -> str | None:
     return None
 
 
-def _result(client, run, mapping: RunMapping) -> dict[str, Any]:
+def _result(client: UserRuns, run: UserRun, mapping: RunMapping) -> dict[str, Any]:
     """What the run measured: the result :func:`log_result` recorded, else the mapping's names."""
-    tags, metrics = run.data.tags, run.data.metrics
+    tags, metrics = run.tags, run.metrics
     if RESULT["architecture"] in tags or RESULT["balanced_accuracy"] in metrics or RESULT["auroc"] in metrics:
         out = {key: tags.get(RESULT[key], "") for key in ("architecture", "pretrained", "cotraining")}
         out.update(balanced_accuracy=metrics.get(RESULT["balanced_accuracy"]), auroc=metrics.get(RESULT["auroc"]),
@@ -289,9 +251,9 @@ def _is_task_name(value: str) -> bool:
         return False
 
 
-def _value(run, names: Sequence[str], what: str) -> Any:
+def _value(run: UserRun, names: Sequence[str], what: str) -> Any:
     """The first of ``names`` the run has; a prefixed name the run lacks is an error (the mapping named it)."""
-    data = run.data
+    data = run
     for name in names:
         where, _, key = name.partition(".") if name.startswith(("params.", "metrics.", "tags.")) else ("", "", name)
         if where:
@@ -315,7 +277,7 @@ def _metric(value: Any, name: str) -> float:
     return number
 
 
-def _policy_of(client, run, value: str) -> tuple[str, dict] | None:
+def _policy_of(client: UserRuns, run: UserRun, value: str) -> tuple[str, dict] | None:
     """A policy given as albumentations JSON in a param or as a path to an artifact of the run."""
     from tfp_mlflow.workflows.own_runs import _policy
 
@@ -329,19 +291,13 @@ def _policy_of(client, run, value: str) -> tuple[str, dict] | None:
     return policy_id, policy
 
 
-def _artifact_json(client, run, path: str) -> dict:
+def _artifact_json(client: UserRuns, run: UserRun, path: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
+        local = client.download(run.run_id, path, tmp, max_bytes=1_000_000)
         try:
-            local = Path(client.download_artifacts(run.info.run_id, path, tmp))
-            if local.stat().st_size > 1_000_000:
-                raise BadInputError(f"artifact {path} is larger than 1 MB")
             return json.loads(local.read_text())
         except (OSError, ValueError):
             raise BadInputError(f"artifact {path} cannot be read as JSON") from None
-        except TfpError:
-            raise
-        except Exception:
-            raise BadInputError(f"artifact {path} is not in the run") from None
 
 
 def _described(result: dict[str, Any]) -> str:

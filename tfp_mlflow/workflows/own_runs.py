@@ -25,6 +25,7 @@ from typing import Any
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.user_runs import UserRuns
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_task_name
 
@@ -52,19 +53,6 @@ class TrackedTask:
     fingerprint: Fingerprint
 
 
-def _run(run_id: str | None, tracking_uri: str | None):
-    """The MLflow client and run to log into: the given run, or the active one."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    if run_id is None:
-        active = mlflow.active_run()
-        if active is None:
-            raise BadInputError("no active MLflow run: call this inside `with mlflow.start_run():` or give run_id")
-        run_id = active.info.run_id
-    return client, run_id
-
-
 def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = (), samples: int | None = None,
              contribute: Any = None, recommend: Any = None, run_id: str | None = None,
              tracking_uri: str | None = None, progress: bool = False) -> TrackedTask:
@@ -89,7 +77,7 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
     """
     from tfp_mlflow.workflows.recommending import target_fingerprint
 
-    client, run_id = _run(run_id, tracking_uri)
+    runs, run_id = UserRuns.active(run_id, tracking_uri)
     source, data_uri = as_source(data)
     cloud = _cloud(contribute) if contribute is not None else None
     fingerprint = target_fingerprint(source, cloud, samples=samples, name=name, keywords=list(keywords),
@@ -100,25 +88,24 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
     with tempfile.TemporaryDirectory() as tmp:
         path = fingerprint.save(Path(tmp) / "fingerprint.npz")
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        client.log_artifact(run_id, str(path), "tfp")
+        runs.log_file(run_id, path, "tfp")
         try:
             from tfp_mlflow.plots import plot_fingerprint
 
-            client.log_artifact(run_id, str(plot_fingerprint(fingerprint, Path(tmp) / "fingerprint.png")), "tfp")
+            runs.log_file(run_id, plot_fingerprint(fingerprint, Path(tmp) / "fingerprint.png"), "tfp")
         except ImportError:   # matplotlib is optional: the picture is a courtesy
             pass
-    client.log_inputs(run_id, datasets=[_training_input(fingerprint.name, sha, data_uri)])
-    for key, value in {"tfp.task": fingerprint.name, "tfp.fingerprint_sha256": sha,
-                       "tfp.keywords": ",".join(fingerprint.keywords), "tfp.data_uri": data_uri}.items():
-        client.set_tag(run_id, key, value)
+    runs.log_training_input(run_id, fingerprint.name, sha, data_uri)
+    runs.set_tags(run_id, {"tfp.task": fingerprint.name, "tfp.fingerprint_sha256": sha,
+                           "tfp.keywords": ",".join(fingerprint.keywords), "tfp.data_uri": data_uri})
     if cloud is not None:
         cloud.contribute(fingerprint, data_uri=data_uri or None)
     if recommend is not None:
-        attach_recommendation(client, run_id, fingerprint, _cloud(recommend))
+        attach_recommendation(runs, run_id, fingerprint, _cloud(recommend))
     return TrackedTask(run_id, fingerprint.name, sha, fingerprint)
 
 
-def attach_recommendation(client, run_id: str, fingerprint: Fingerprint, cloud) -> Any:
+def attach_recommendation(runs: UserRuns, run_id: str, fingerprint: Fingerprint, cloud) -> Any:
     """Ask ``cloud`` what worked on the tasks nearest the run's data, and link the answer from the run: the
     recommendation's own run, and the first suggestion of each scenario as ``tfp.suggested.*`` tags."""
     from tfp_mlflow.recommend import recommend
@@ -130,9 +117,7 @@ def attach_recommendation(client, run_id: str, fingerprint: Fingerprint, cloud) 
             first = advice.items[0]
             what = first.architecture or first.policy_id or first.source
             tags[f"tfp.suggested.{scenario}"] = f"{what} (from {first.source}, rank {first.rank})"
-    for key, value in tags.items():
-        if value:
-            client.set_tag(run_id, key, value[:500])
+    runs.set_tags(run_id, {key: value[:500] for key, value in tags.items()})
     return result
 
 
@@ -147,26 +132,22 @@ def log_result(*, architecture: str = "", balanced_accuracy: float | None = None
     policy (its JSON, a dict or a file) the run trained with; ``held_out`` how many images the metrics were
     measured on. With ``contribute`` the knowledge goes to that cloud too (the run's task must be there).
     """
-    client, run_id = _run(run_id, tracking_uri)
-    run = client.get_run(run_id)
-    task = run.data.tags.get("tfp.task")
+    runs, run_id = UserRuns.active(run_id, tracking_uri)
+    task = runs.get(run_id).tags.get("tfp.task")
     if not task:
         raise BadInputError(f"run {run_id} has no task: call tfp_mlflow.log_task(...) in it first")
     policy_json, policy_id = _policy(policy)
-    tags = {RESULT["architecture"]: architecture, RESULT["pretrained"]: pretrained,
-            RESULT["cotraining"]: cotraining, RESULT["policy_id"]: policy_id,
-            RESULT["held_out"]: "" if held_out is None else str(int(held_out))}
-    for key, value in tags.items():
-        if value:
-            client.set_tag(run_id, key, value)
-    for key, value in (("balanced_accuracy", balanced_accuracy), ("auroc", auroc)):
-        if value is not None:
-            client.log_metric(run_id, RESULT[key], float(value))
-    if policy_json is not None:
-        client.log_dict(run_id, policy_json, f"tfp/policy/{policy_id}.json")
+    # Checked first: a value the cloud would refuse is one line, and nothing is logged.
     knowledge = run_knowledge(task, run_id, architecture=architecture, balanced_accuracy=balanced_accuracy,
                               auroc=auroc, held_out=held_out, pretrained=pretrained, cotraining=cotraining,
                               policy=(policy_id, policy_json) if policy_json is not None else None)
+    runs.set_tags(run_id, {RESULT["architecture"]: architecture, RESULT["pretrained"]: pretrained,
+                           RESULT["cotraining"]: cotraining, RESULT["policy_id"]: policy_id,
+                           RESULT["held_out"]: "" if held_out is None else str(int(held_out))})
+    runs.log_metrics(run_id, {RESULT[key]: value for key, value in (("balanced_accuracy", balanced_accuracy),
+                                                                   ("auroc", auroc)) if value is not None})
+    if policy_json is not None:
+        runs.log_json(run_id, policy_json, f"tfp/policy/{policy_id}.json")
     if contribute is not None:
         cloud = _cloud(contribute)
         for item in knowledge:
@@ -237,20 +218,6 @@ def _renamed(fingerprint: Fingerprint, name: str, keywords: Sequence[str]) -> Fi
     from dataclasses import replace
 
     return replace(fingerprint, name=name, keywords=tuple(keywords) or fingerprint.keywords)
-
-
-def _training_input(name: str, sha: str, data_uri: str):
-    """The run's training data as an MLflow dataset input: digest the fingerprint's checksum."""
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    source = HTTPDatasetSource(url=data_uri if data_uri.startswith(("http", "https")) else f"tfp://{name}")
-    dataset = MetaDataset(source=source, name=name, digest=sha[:16])
-    record = dataset.to_dict()
-    if data_uri and not data_uri.startswith(("http", "https")):
-        record["source"] = json.dumps({"url": data_uri})      # where a harvest finds the files again
-    return DatasetInput(Dataset(**record), tags=[InputTag("mlflow.data.context", "training")])
 
 
 def _policy(policy: dict | str | os.PathLike | None) -> tuple[dict | None, str]:
