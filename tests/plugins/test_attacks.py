@@ -807,3 +807,46 @@ def test_a_fuzzer_over_every_run_write_route_leaves_another_accounts_study_untou
     with as_user(site.alice):                              # the honest path: alice's worker finishes her trial
         study.tell(running, 0.7)
         assert study.ask(space).params == {"lr": 2e-3}
+
+
+def test_a_worker_account_the_owner_names_runs_its_trials_and_cannot_change_the_study(site):
+    """The honest path the study attacks resemble: alice names mallory's account as a worker of one study; mallory's
+    worker joins it by alice's name, takes and finishes a waiting trial, which alice's study then holds; alice's own
+    worker may end a trial mallory's left; mallory still cannot name workers or write the study's own run."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from tfp_mlflow.cloud.studies import mlflow_storage
+    from tfp_mlflow.errors import BadInputError
+
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with as_user(site.alice):
+        cloud = Cloud(site.url, cache_dir=tempfile.mkdtemp())
+        study = optuna.create_study(study_name="tune-team", direction="maximize",
+                                    storage=mlflow_storage(cloud, workers=[site.mallory[0]]))
+        study.tell(study.ask(space), 0.6)
+        study.enqueue_trial({"lr": 3e-3})
+        study._storage.flush_all_batches()
+    with as_user(site.mallory):
+        theirs = Cloud(site.url, cache_dir=tempfile.mkdtemp())
+        with pytest.raises(BadInputError, match="alice has no study named 'tune-solo'"):
+            optuna.create_study(study_name="tune-solo", direction="maximize", load_if_exists=True,
+                                storage=mlflow_storage(theirs, owner="alice"))
+        joined = optuna.create_study(study_name="tune-team", direction="maximize", load_if_exists=True,
+                                     storage=mlflow_storage(theirs, owner="alice"))
+        assert joined._study_id == study._study_id
+        taken = joined.ask(space)                                 # alice's waiting trial, taken by her worker
+        assert taken.params == {"lr": 3e-3}
+        joined.tell(taken, 0.8)
+        left = joined.ask(space)                                  # a trial of mallory's own, then gone
+        joined._storage.flush_all_batches()
+        with pytest.raises(MlflowException, match="belongs to 'alice'"):
+            mallory_client(site).set_tag(study._study_id, Tag.WORKERS, "mallory,stranger")
+    with as_user(site.alice):
+        again = optuna.load_study(study_name="tune-team", storage=mlflow_storage(cloud))
+        assert sorted(t.value for t in again.trials if t.value is not None) == [0.6, 0.8]
+        again._storage.set_trial_state_values(left._trial_id, TrialState.FAIL)   # her worker ends mallory's trial
+        assert {t.number: t.state for t in again.get_trials()}[left.number] == TrialState.FAIL

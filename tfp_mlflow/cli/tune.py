@@ -41,6 +41,10 @@ from tfp_mlflow.selectors import DEFAULT_SELECTOR
 @click.option("--no-contribute", is_flag=True, help="Do not add the best configuration to the cloud.")
 @click.option("--heartbeat", type=int, default=60, show_default=True,
               help="Seconds between a worker's heartbeats; a trial silent for three is failed and retried once.")
+@click.option("--worker-accounts", default=None, metavar="ACCOUNTS",
+              help="With --storage mlflow: other accounts (comma-separated) whose workers may run this study's trials.")
+@click.option("--study-owner", default=None, metavar="ACCOUNT",
+              help="With --storage mlflow: join ACCOUNT's study of this name as one of its named worker accounts.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the study result as JSON (to FILE, or stdout with --json alone).")
 @TRACKING_URI
@@ -51,7 +55,8 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
                  transfer: str, widen: bool, image_size: int, batch_size: int, seed: int, workers: int,
                  epochs: int | None,
                  shrink: int | None, device: str | None, name: str | None, no_contribute: bool, heartbeat: int,
-                 json_out: str | None, tracking_uri: str | None) -> None:
+                 worker_accounts: str | None, study_owner: str | None, json_out: str | None,
+                 tracking_uri: str | None) -> None:
     """Search architecture, policy, learning rate, weight decay and truncation for DATA with Optuna."""
     from tfp_mlflow.recommend import QueryOptions
     from tfp_mlflow.train import TrainConfig
@@ -61,7 +66,9 @@ def tune_command(data: str, study_name: str | None, storage: str | None, n_trial
     training = TrainConfig(target=data, name=name, image_size=image_size, batch_size=batch_size, seed=seed,
                            workers=workers, shrink=shrink, device=device)
     study = StudyPlan(name=study_name or "", storage=storage or "", n_trials=n_trials, top_k=top_k, widen=widen,
-                      seed=seed, contribute=not no_contribute, heartbeat=heartbeat, transfer=transfer)
+                      seed=seed, contribute=not no_contribute, heartbeat=heartbeat, transfer=transfer,
+                      workers=tuple(a for a in (worker_accounts or "").split(",") if a.strip()),
+                      owner=study_owner or "")
 
     def on_trial(trial) -> None:
         if json_out != "-":

@@ -75,6 +75,7 @@ class Tag:
     SHA256_PREFIX = "tfp.sha256/"        # + artifact path: the SHA-256 of every file tfp logged (see sha256_tag)
     SNAPSHOT_TASKS = "tfp.snapshot_tasks"  # snapshot runs: how many fingerprints they hold
     HEARTBEAT = "tfp.heartbeat"          # trial runs of tfp-studies: the worker's last beat (Unix seconds)
+    WORKERS = "tfp.workers"              # study runs of tfp-studies: accounts the owner named to run its trials
     PROJECT_RUN = "tfp.project_run"      # the `mlflow run` entry point's run that created this run
     CREATED_PREFIX = "tfp.created."      # + run id, on an `mlflow run` entry point's run: the tfp runs it created
 

@@ -26,7 +26,7 @@ server) per trial against 0.02 s for the RDB storage, small against minutes of t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.schema import STUDIES_EXPERIMENT
@@ -38,10 +38,14 @@ MLFLOW_STORAGE = "mlflow"
 
 
 def mlflow_storage(cloud: KnowledgeStore, *, heartbeat: int | None = None,
-                   on_lost: Callable | None = None, flush_interval: float = 1.0):
+                   on_lost: Callable | None = None, flush_interval: float = 1.0, owner: str | None = None,
+                   workers: Sequence[str] = ()):
     """An Optuna storage whose studies are runs of the cloud's ``tfp-studies`` experiment (created on first use,
     beside the cloud's artifacts); ``heartbeat`` seconds between a running trial's beats (``None``: no heartbeats),
-    ``on_lost(study, trial)`` for a trial failed because its worker went silent."""
+    ``on_lost(study, trial)`` for a trial failed because its worker went silent.
+
+    ``workers``: the accounts a study this account creates (or resumes) names to run its trials; ``owner``: open
+    another account's study as one of its named workers (a name then resolves among that account's studies)."""
     import mlflow
 
     from tfp_mlflow.cloud.study_storage import CloudStudies  # imports Optuna: only when a study is opened
@@ -51,7 +55,7 @@ def mlflow_storage(cloud: KnowledgeStore, *, heartbeat: int | None = None,
     # moment only, so nothing else in the process changes its store.
     with _tracking_uri(mlflow, cloud.uri):
         return CloudStudies(experiment_id=experiment_id, batch_flush_interval=flush_interval,
-                            heartbeat=heartbeat, on_lost=on_lost)
+                            heartbeat=heartbeat, on_lost=on_lost, owner=owner, workers=workers)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The Optuna storage behind ``--storage mlflow``: MLflow's ``MlflowStorage`` keeping Optuna's storage contract
 (one study per name, one taker per waiting trial, a trial finished once, heartbeats) and the cloud's ownership rules
 (a study and its trials are tfp runs of the account that created them; a name resolves among that account's
-studies; only its trials are read); :mod:`tfp_mlflow.cloud.studies` says why and opens it."""
+studies; only its trials, and those of the worker accounts it named, are read); :mod:`tfp_mlflow.cloud.studies`
+says why and opens it."""
 from __future__ import annotations
 
 import datetime
@@ -10,7 +11,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import Kind, Param, Tag
+from tfp_mlflow.errors import BadInputError
 
 __all__ = ["CloudStudies"]
 
@@ -39,22 +41,35 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
 
     def __init__(self, *, heartbeat: int | None = None,
                  on_lost: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-                 **kwargs: Any) -> None:
+                 owner: str | None = None, workers: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._heartbeat, self._on_lost = heartbeat, on_lost
         self._worker = uuid.uuid4().hex       # this worker's name in the write-once claims
-        self._me = current_contributor()      # the account whose studies this storage opens and writes
-        self._owners: dict[str, str] = {}     # study run id -> the account that created it
+        self._me = current_contributor()      # the account this storage writes as
+        self._study_owner = owner or self._me  # the account whose studies a name resolves among
+        self._workers = tuple(sorted({w.strip() for w in workers if w.strip()}))
+        if self._workers and self._study_owner != self._me:
+            raise BadInputError(f"only {self._study_owner} names the workers of their studies")
+        self._owners: dict[str, tuple[str, frozenset[str]]] = {}   # study run id -> its owner and named workers
 
     # -- one study per name --------------------------------------------------------------------------------
     def create_new_study(self, directions, study_name: str | None = None):
-        if study_name is not None and self._named(study_name):
-            raise DuplicatedStudyError(f"a study named {study_name!r} is already in the cloud")
+        if study_name is not None:
+            named = self._named(study_name)
+            if named:
+                if self._workers:              # the owner names (more) workers of a study it resumes
+                    self._mlflow_client.set_tag(named[0], Tag.WORKERS, ",".join(self._workers))
+                    self._owners.pop(named[0], None)
+                raise DuplicatedStudyError(f"a study named {study_name!r} is already in the cloud")
+        if self._study_owner != self._me:
+            raise BadInputError(f"{self._study_owner} has no study named {study_name!r} in the cloud yet: they start "
+                                f"it, naming you as a worker (`tfp tune ... --workers {self._me}`)")
         study_name = study_name or f"no-name-{uuid.uuid4()}"
         # MLflow's own study run, born a tfp run of this account: behind tfp-basic-auth nobody else may write it.
+        workers = {Tag.WORKERS: ",".join(self._workers)} if self._workers else {}
         study_id = self._mlflow_client.create_run(experiment_id=self._experiment_id, tags={
             "mlflow.runName": study_name, _DIRECTION: ",".join(d.name for d in directions),
-            **self._owned(Kind.OPTUNA_STUDY)}).info.run_id
+            **self._owned(Kind.OPTUNA_STUDY), **workers}).info.run_id
         if study_name is not None and self._named(study_name)[0] != study_id:
             # Another worker created it at the same moment: the older is the study, ours goes.
             self._mlflow_client.delete_run(study_id)
@@ -80,15 +95,15 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
                             directions=[StudyDirection[d] for d in run.data.tags[_DIRECTION].split(",")],
                             user_attrs=self.get_study_user_attrs(run.info.run_id),
                             system_attrs=self.get_study_system_attrs(run.info.run_id), study_id=run.info.run_id)
-                for run in self._search(f"tags.`{_DIRECTION}` LIKE '%'") if _writer(run) == self._me]
+                for run in self._search(f"tags.`{_DIRECTION}` LIKE '%'") if _writer(run) == self._study_owner]
 
     def _named(self, study_name: str) -> list[str]:
-        """Run ids of this account's studies (not trials) called ``study_name``, oldest first: another account's
-        study of the same name, whatever start time it claims, is never opened as ours."""
+        """Run ids of the owner's studies (not trials) called ``study_name``, oldest first: another account's
+        study of the same name, whatever start time it claims, is never opened as the owner's."""
         quote = "'" if "'" not in study_name else '"'
         runs = self._search(f"tags.`{_DIRECTION}` LIKE '%' and tags.mlflow.runName = {quote}{study_name}{quote}")
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-                if _writer(r) == self._me]
+                if _writer(r) == self._study_owner]
 
     # -- a study's trials are its owner's ------------------------------------------------------------------
     def create_new_trial(self, study_id, template_trial=None):
@@ -98,7 +113,8 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         return trial_id
 
     def get_all_trials(self, study_id, deepcopy: bool = True, states=None):
-        """The study's trials written by the study's owner; a trial run anyone else added is not the study's."""
+        """The study's trials written by the study's owner or a worker it named; a trial run anyone else added is
+        not the study's."""
         self.flush_all_batches()
         trials = [self.get_trial(run.info.run_id) for run in self._trial_runs(study_id)]
         return [t for t in trials if states is None or t.state in states]
@@ -110,13 +126,16 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         return len(self._trial_runs(study_id))
 
     def _trial_runs(self, study_id, extra: str = "") -> list:
-        owner = self._owner(study_id)
+        owner, workers = self._members(study_id)
         return [run for run in self._search(f"tags.mlflow.parentRunId = '{study_id}'{extra}")
-                if _writer(run) == owner]
+                if _writer(run) == owner or _writer(run) in workers]
 
-    def _owner(self, study_id) -> str:
+    def _members(self, study_id) -> tuple[str, frozenset[str]]:
+        """The study's owner and the worker accounts it named (``tfp.workers`` on its run, which only it writes)."""
         if study_id not in self._owners:
-            self._owners[study_id] = _writer(self._mlflow_client.get_run(study_id))
+            run = self._mlflow_client.get_run(study_id)
+            named = run.data.tags.get(Tag.WORKERS, "")
+            self._owners[study_id] = (_writer(run), frozenset(w for w in named.split(",") if w))
         return self._owners[study_id]
 
     def _owned(self, kind: str) -> dict[str, str]:

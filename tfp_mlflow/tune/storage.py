@@ -17,16 +17,20 @@ __all__ = ["open_storage", "open_study_storage", "DEFAULT_HEARTBEAT"]
 DEFAULT_HEARTBEAT = 60
 
 
-def open_study_storage(url: str, cloud=None, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None):
-    """The storage ``url`` names: ``mlflow`` (the cloud's own store, with the same heartbeats), else an RDB URL."""
+def open_study_storage(url: str, cloud=None, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, *,
+                       owner: str | None = None, workers: tuple[str, ...] = ()):
+    """The storage ``url`` names: ``mlflow`` (the cloud's own store, with the same heartbeats; ``owner`` and
+    ``workers`` as :func:`~tfp_mlflow.cloud.studies.mlflow_storage`), else an RDB URL."""
     from tfp_mlflow.cloud.studies import MLFLOW_STORAGE, mlflow_storage
     from tfp_mlflow.errors import BadInputError
 
     if url != MLFLOW_STORAGE:
+        if owner or workers:
+            raise BadInputError("--study-owner and --workers name accounts of the cloud: they need --storage mlflow")
         return open_storage(url, heartbeat, on_lost)
     if cloud is None:
         raise BadInputError("--storage mlflow keeps the study in the cloud; give the cloud (--tracking-uri)")
-    return mlflow_storage(cloud, heartbeat=heartbeat, on_lost=on_lost)
+    return mlflow_storage(cloud, heartbeat=heartbeat, on_lost=on_lost, owner=owner, workers=workers)
 
 
 def open_storage(url: str, heartbeat: int = DEFAULT_HEARTBEAT, on_lost=None, attempts: int = 5

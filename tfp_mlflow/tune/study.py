@@ -221,6 +221,10 @@ class StudyPlan:
     #: ``studies`` (enqueue the recommendation's configurations and learn from the nearest tasks' whole studies,
     #: :mod:`tfp_mlflow.tune.transfer`; TPE alone when none of them has a study) or ``top-k`` (enqueue only).
     transfer: str = "studies"
+    #: ``--storage mlflow`` only: the accounts this study names to run its trials (``--workers``), or the account
+    #: whose study this worker joins (``--study-owner``, one it named).
+    workers: tuple[str, ...] = ()
+    owner: str = ""
 
     def check(self) -> StudyPlan:
         """One-line errors for values no study can run with."""
@@ -252,7 +256,8 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         raise BadInputError(f"policy {unknown[0]!r} of the search space is not in the cloud at {cloud.uri}; see the "
                             f"policies in `tfp recommend` or remove it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_study_storage(plan.storage, cloud, plan.heartbeat, _lost_trial(cloud))
+    storage = open_study_storage(plan.storage, cloud, plan.heartbeat, _lost_trial(cloud), owner=plan.owner or None,
+                                 workers=plan.workers)
     study = optuna.create_study(study_name=plan.name, storage=storage,
                                 direction="maximize", load_if_exists=True,
                                 sampler=_sampler(cloud, plan, base, recommendation),
@@ -273,7 +278,9 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
         study.optimize(objective, callbacks=callbacks, catch=(RuntimeError,))
     if hasattr(storage, "flush_all_batches"):   # MlflowStorage batches its writes
         storage.flush_all_batches()
-    result = _finish(study, cloud, base, parent, space, policies, suggestions, plan.storage, plan.contribute)
+    # A worker that joined another account's study leaves its contribution to that account, the study's owner.
+    result = _finish(study, cloud, base, parent, space, policies, suggestions, plan.storage,
+                     plan.contribute and not plan.owner)
     result.joined = joined
     return result
 

@@ -23,7 +23,7 @@ import re
 
 from fastapi import FastAPI
 
-from tfp_mlflow.cloud.schema import Tag
+from tfp_mlflow.cloud.schema import Kind, Tag
 from tfp_mlflow_plugins.app import VERIFIED_USER_HEADER, compose
 from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 
@@ -321,13 +321,30 @@ def _ownership_refusal(user: str, run_id: str) -> str | None:
     if Tag.KIND not in tags:
         return None   # not a tfp run: MLflow's permissions alone apply
     owner = tags.get(Tag.MLFLOW_USER) or run.info.user_id
-    if owner != user:
+    if owner != user and not _study_member(user, owner, tags):
         return (f"run {run_id} belongs to {owner!r}: on this server only the account that created a tfp run (or "
                 f"an admin) may change it")
     if tags.get(Tag.COMPLETE) == "1":
         return (f"run {run_id} is complete: on this server a complete tfp run is immutable (an admin can change "
                 f"it); contribute a new version instead")
     return None
+
+
+def _study_member(user: str, owner: str, tags: dict) -> bool:
+    """Whether ``user`` may write a trial run of ``owner``'s: both are the trial's study's owner or workers it
+    named (``tfp.workers`` on the study's run, which only its owner writes). Fails closed."""
+    if tags.get(Tag.KIND) != Kind.OPTUNA_TRIAL or not tags.get(Tag.MLFLOW_PARENT_RUN):
+        return False
+    try:
+        study = server_store().get_run(tags[Tag.MLFLOW_PARENT_RUN])
+    except Exception:
+        return False
+    study_tags = study.data.tags
+    if study_tags.get(Tag.KIND) != Kind.OPTUNA_STUDY:
+        return False
+    members = {study_tags.get(Tag.MLFLOW_USER) or study.info.user_id,
+               *(w for w in study_tags.get(Tag.WORKERS, "").split(",") if w)}
+    return user in members and owner in members
 
 
 def _artifact_run_id(path: str) -> str | None:
