@@ -169,6 +169,20 @@ def test_bad_knowledge_is_refused_before_anything_is_written(store):
     assert store.tasks() == [] and store.find_runs(Kind.KNOWLEDGE) == []
 
 
+def test_many_tables_at_once_are_as_idempotent_as_one_and_checked_before_any_is_written(store):
+    table = lambda task, value, source="s": Knowledge(task, KnowledgeKind.COTRAINING, (  # noqa: E731
+        KnowledgeRow(source=source, repetition=0, balanced_accuracy=value),))
+    first = store.add_knowledge(table("a", 0.6), contributor="lab")
+    ids = store.add_knowledge_many([table("a", 0.6), table("a", 0.7), table("b", 0.8)], contributor="lab")
+    assert ids[0] == first and len(set(ids)) == 3
+    assert store.add_knowledge_many([table("a", 0.7), table("b", 0.8)], contributor="lab") == ids[1:]
+    assert store.add_knowledge(table("b", 0.8), contributor="lab") == ids[2]
+    assert store.add_knowledge(table("b", 0.8), contributor="other") not in ids     # another's is its own item
+    with pytest.raises(BadInputError, match="outside"):
+        store.add_knowledge_many([table("c", 0.5), table("c", 1.5)], contributor="lab")
+    assert [r for r in store.find_runs(Kind.KNOWLEDGE) if r.tags.get(Tag.TASK) == "c"] == []
+
+
 def test_a_recorded_run_is_visible_only_when_its_block_completes(store):
     with pytest.raises(RuntimeError), store.record(Kind.KNOWLEDGE, {Tag.TASK: "t"}) as run:
         run.log_params({"rows": 1})

@@ -92,6 +92,11 @@ class KnowledgeStore(Protocol):
     def add_knowledge(self, knowledge: Knowledge, *, contributor: str | None = None) -> str:
         """Store one knowledge record; returns its run id (the existing one for identical content)."""
 
+    def add_knowledge_many(self, items: Sequence[Knowledge], *, contributor: str | None = None,
+                           on_item: Callable[[Knowledge], None] | None = None) -> list[str]:
+        """:meth:`add_knowledge` for many records of one contributor (all validated before any is written), with
+        one search for what it stored before; idempotent against what was stored when the call began."""
+
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """A task's knowledge records (all kinds, or the given ones), oldest first."""
 

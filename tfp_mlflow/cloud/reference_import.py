@@ -30,27 +30,27 @@ def import_reference(cloud: KnowledgeStore, ref: Reference,
     transfers = _transfer_tables(ref)
     policies = ref.policy_files()
     counts = {"tasks": 0, "tasks_unchanged": 0, "knowledge": 0}
+    known = {t.name: t for t in cloud.tasks()}               # one read of the task list, not one per task
     for name, task in ref.tasks.items():
-        knowledge = []
+        tables = []
         for scenario in list_scenarios():
             rows = transfers[scenario.name].get(name)
             if rows is not None:
-                knowledge.append(Knowledge(name, scenario.outcome, rows,
-                                   provenance=_provenance(name, ref, scenario.name)))
+                tables.append(Knowledge(name, scenario.outcome, rows, provenance=_provenance(name, ref, scenario.name)))
         baseline = _baseline_rows(ref, name)
         if baseline:
-            knowledge.append(Knowledge(name, KnowledgeKind.BASELINE, baseline,
-                                       provenance=_provenance(name, ref, "baseline")))
+            tables.append(Knowledge(name, KnowledgeKind.BASELINE, baseline,
+                                    provenance=_provenance(name, ref, "baseline")))
         task_policies = {f"{name}-rep{r}": json.loads(path.read_text())
                          for (task_name, r), path in sorted(policies.items()) if task_name == name}
         if task_policies:
-            knowledge.append(Knowledge(name, KnowledgeKind.POLICY, tuple(
+            tables.append(Knowledge(name, KnowledgeKind.POLICY, tuple(
                 KnowledgeRow(policy_id=pid, repetition=int(pid.rsplit("rep", 1)[1])) for pid in task_policies),
                 policies=task_policies, provenance=f"{STUDY}; Faster-AutoAugment policy, albumentations 1.3.0"))
-        for item in knowledge:
-            cloud.add_knowledge(item, contributor=REFERENCE_CONTRIBUTOR)
-            counts["knowledge"] += 1
-        existing = cloud.task(name)
+        # One search for what the reference stored about this task before, not one (or two) per table.
+        cloud.add_knowledge_many(tables, contributor=REFERENCE_CONTRIBUTOR)
+        counts["knowledge"] += len(tables)
+        existing = known.get(name)
         described = dict(keywords=task.keywords, domain=task.domain, num_images=task.num_images,
                          num_classes=task.num_classes, intrinsic_dim=task.dimensions)
         if existing is not None and (existing.keywords, existing.domain, existing.num_images, existing.num_classes,

@@ -212,6 +212,11 @@ class Cloud:
         """Store one knowledge record; returns its run id (the existing one for identical content)."""
         return self.knowledge_log.add_knowledge(knowledge, contributor=contributor)
 
+    def add_knowledge_many(self, items: Sequence[Knowledge], *, contributor: str | None = None,
+                           on_item: Callable[[Knowledge], None] | None = None) -> list[str]:
+        """Store many knowledge records of one contributor with one search for what it stored before."""
+        return self.knowledge_log.add_knowledge_many(items, contributor=contributor, on_item=on_item)
+
     def knowledge(self, task: str, kinds: Sequence[str] | None = None) -> list[Knowledge]:
         """A task's knowledge records (all kinds, or the given ones), oldest first."""
         return self.knowledge_log.knowledge(task, kinds)
