@@ -789,7 +789,7 @@ def test_a_fuzzer_over_every_run_write_route_leaves_another_accounts_study_untou
     assert {"/api/2.0/mlflow/runs/set-tag", "/api/2.0/mlflow/runs/log-batch", "/api/2.0/mlflow/runs/update",
             "/api/2.0/mlflow/runs/delete"} <= {path for path, _ in routes}
 
-    @settings(max_examples=60, deadline=None, derandomize=True,
+    @settings(max_examples=40, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(st.data())
     def probe(data):
