@@ -55,3 +55,58 @@ def test_fingerprint_dataset_reads_every_draw_option():
     read = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "draws"}
     assert read == {f.name for f in fields(Draws)}
+
+
+class _Received(Exception):
+    pass
+
+
+@pytest.mark.parametrize("field, value", [("selector", "manual"), ("top_k", 7), ("scenarios", ("architecture",
+                         "pretraining")), ("metric", "auroc"), ("trusted", "alice,bob"), ("include_flagged", True),
+                         ("merge", None), ("merge", "interleave"), ("order_by", "distance")])
+def test_the_server_path_carries_every_query_option_alone(monkeypatch, field, value):
+    """Client to REST parameters to the server's query: each field, changed alone, arrives as it was sent."""
+    pytest.importorskip("tfp_mlflow_plugins")
+    from tfp_mlflow.cloud import remote
+    from tfp_mlflow.workflows import recommending
+    from tfp_mlflow_plugins import service
+
+    assert {f.name for f in fields(QueryOptions)} >= {field}
+    sent: dict = {}
+    monkeypatch.setattr(remote, "recommend_on_server", lambda url, body, **params: sent.update(params))
+    query = QueryOptions(**{field: value})
+    assert recommending._on_server("http://127.0.0.1:1", None, query, keywords=["x-ray"], name="q", log=False) is None
+
+    def received(target, cloud, *, query, **_):
+        raise _Received(query)
+
+    monkeypatch.setattr(service, "recommend_for", received)
+    params = {k: v for k, v in sent.items() if v is not None and v != ""}
+    with pytest.raises(_Received) as arrived:
+        service.recommend_upload(None, b"", **params)
+    assert arrived.value.args[0] == query
+
+
+def test_a_tracking_server_cloud_ranks_on_the_server_by_default_and_here_with_local(monkeypatch, tmp_path):
+    from tfp_mlflow.workflows import recommending
+
+    asked = []
+
+    def on_server(server, target, query, **kwargs):
+        asked.append(server)
+        raise _Received(server)
+
+    monkeypatch.setattr(recommending, "_on_server", on_server)
+    monkeypatch.setattr(recommending, "plan_query", lambda cloud, selector, words, has_target: (selector, None))
+    with pytest.raises(_Received):
+        recommend_for(None, "http://127.0.0.1:9", query=QueryOptions(selector="manual"), keywords="x-ray", log=False)
+    assert asked == ["http://127.0.0.1:9"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://cloud.example:5000")
+    with pytest.raises(_Received):
+        recommend_for(None, None, query=QueryOptions(selector="manual"), keywords="x-ray", log=False)
+    assert asked[-1] == "https://cloud.example:5000"
+    monkeypatch.setattr(recommending, "recommend", lambda *a, **k: (_ for _ in ()).throw(_Received("here")))
+    with pytest.raises(_Received, match="here"):
+        recommend_for(None, "http://127.0.0.1:9", query=QueryOptions(selector="manual"), keywords="x-ray",
+                      log=False, local=True)
+    assert len(asked) == 2

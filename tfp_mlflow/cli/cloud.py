@@ -90,7 +90,9 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
                    "on DATA's labelled images (DATA must be a dataset).")
 @click.option("--server", default=None, metavar="URL",
               help="Rank on this `mlflow server --app-name tfp` (one upload, no fingerprint downloads); falls back "
-                   "to ranking here when the server has no tfp app.")
+                   "to ranking here when the server has no tfp app. An http(s) --tracking-uri is used so by "
+                   "default.")
+@click.option("--local", is_flag=True, help="Rank here even when the cloud is a tracking server (reads its tasks).")
 @click.option("--trusted", default=None, metavar="PATTERNS",
               help="Use only tasks and knowledge of these contributors (comma-separated fnmatch patterns, e.g. "
                    "'alice,bob,reference:*').")
@@ -106,8 +108,8 @@ def contribute_command(fingerprint: str | None, name: str | None, keywords: str 
 @data_source
 def recommend_command(data: str | None, top_k: int, selector_name: str, scenario: str, keywords: str, metric: str,
                       json_out: str | None, samples: int | None, no_log: bool, rerank: str | None,
-                      server: str | None, trusted: str | None, include_flagged: bool, merge: str, order_by: str,
-                      tracking_uri: str | None) -> None:
+                      server: str | None, local: bool, trusted: str | None, include_flagged: bool, merge: str,
+                      order_by: str, tracking_uri: str | None) -> None:
     """Recommend architectures, policies and source data for a new task (a fingerprint file or a dataset)."""
     from tfp_mlflow.recommend import QueryOptions
     from tfp_mlflow.workflows import recommend_for
@@ -116,7 +118,7 @@ def recommend_command(data: str | None, top_k: int, selector_name: str, scenario
                          metric=metric, trusted=trusted, include_flagged=include_flagged,
                          merge=None if merge == "none" else merge, order_by=order_by)
     result = recommend_for(data, tracking_uri, query=query, keywords=keywords or "", samples=samples, rerank=rerank,
-                           server=server, log=not no_log, progress=json_out != "-",
+                           server=server, local=local, log=not no_log, progress=json_out != "-",
                            on_note=print_note,
                            saved_as=json_out if json_out not in (None, "-") else None)
     if emit_json(result.to_json(), json_out, sort_keys=True):

@@ -42,8 +42,8 @@ def recommend_on_server(url: str, fingerprint_bytes: bytes, *, timeout: float = 
                         **params: Any) -> dict[str, Any] | None:
     """``POST URL/tfp/api/recommend``; the recommendation JSON, or ``None`` when the server has no tfp app.
 
-    ``params``: ``top_k``, ``selector``, ``scenario``, ``metric``, ``keywords``, ``name``, ``log``, ``trusted``,
-    ``include_flagged``.
+    ``params``: ``top_k``, ``selector``, ``scenario`` (one, ``all`` or comma-separated), ``metric``,
+    ``keywords``, ``name``, ``log``, ``trusted``, ``include_flagged``, ``merge`` (a rule or ``none``), ``order_by``.
     A 4xx answer from the tfp app becomes a :class:`BadInputError` with the server's one-line message.
     """
     _check_url(url)

@@ -185,7 +185,7 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
                   query: QueryOptions = QueryOptions(), keywords: Sequence[str] | str = (), name: str | None = None,
                   samples: int | None = None, rerank: str | None = None, server: str | None = None, log: bool = True,
                   progress: bool = True, on_note=None, saved_as: str | None = None,
-                  own_images: bool = True) -> Recommendation:
+                  own_images: bool = True, local: bool = False) -> Recommendation:
     """Recommend architectures, policies and source data for a new task.
 
     Parameters
@@ -204,7 +204,9 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
         A transferability score (``logme``, ...) that re-orders the architecture suggestions on ``data``'s
         labelled images (``data`` must be a dataset).
     server : str, optional
-        Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app.
+        Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app. By default a
+        cloud given as an ``http(s)://`` URI (or ``MLFLOW_TRACKING_URI``) is that server: a new client's first answer
+        then downloads no fingerprint; ``local=True`` ranks here instead, reading the cloud's tasks.
     on_note : callable, optional
         Receives one-line notes meant for people (a fallback taken, the reference imported).
     saved_as : str, optional
@@ -222,6 +224,10 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     # Options first: a wrong one costs nothing, not even a new cloud's database.
     query.check()
     selector = query.selector
+    named = cloud if isinstance(cloud, str) or cloud is not None else os.environ.get("MLFLOW_TRACKING_URI")
+    if server is None and not local and rerank is None and isinstance(named, str) and \
+            named.startswith(("http://", "https://")):
+        server = named                          # a tracking server ranks for its clients: one upload, no downloads
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
@@ -247,6 +253,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
+            result.notes.append(f"ranked on the server {server} (one upload of the fingerprint; --local ranks here, "
+                                f"reading the cloud's tasks)")
             return _finished(result, fallback, dataset if own_images else None, cloud, progress, on_note,
                              (saved_as, fingerprint_file), dataset)
         if on_note is not None:
@@ -373,15 +381,16 @@ def _reranker(dataset: str | None, score: str):
 
 def _on_server(server: str, target: Fingerprint | None, query: QueryOptions, *, keywords: Sequence[str],
                name: str | None, log: bool) -> Recommendation | None:
-    """The server's answer to one upload of the target; ``None`` when it has no tfp app. The server's form takes
-    one scenario or all, and no merge rule or order (it uses its defaults)."""
+    """The server's answer to one upload of the target (every field of ``query`` sent); ``None`` when it has no
+    tfp app."""
     from tfp_mlflow.cloud.remote import recommend_on_server
 
     with tempfile.TemporaryDirectory() as tmp:
         body = target.save(Path(tmp) / "target.npz").read_bytes() if target is not None else b""
-    scenarios = query.scenarios
-    scenario = scenarios[0] if scenarios is not None and len(scenarios) == 1 else "all"
+    trusted = query.trusted if isinstance(query.trusted, (str, type(None))) else ",".join(query.trusted)
+    scenario = "all" if query.scenarios is None else ",".join(query.scenarios)
     payload = recommend_on_server(server, body, top_k=query.top_k, selector=query.selector, scenario=scenario,
                                   metric=query.metric, keywords=",".join(keywords), name=name, log=log,
-                                  trusted=query.trusted, include_flagged=query.include_flagged)
+                                  trusted=trusted, include_flagged=query.include_flagged,
+                                  merge=query.merge or "none", order_by=query.order_by)
     return None if payload is None else Recommendation.from_json(payload)

@@ -327,9 +327,15 @@ def _api_router() -> APIRouter:
                      "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     @_json_errors
     async def post_recommend(request: Request, top_k: int = Query(3, ge=1, le=50),
-                             selector: str = service.DEFAULT_SELECTOR, scenario: str = "all",
+                             selector: str = service.DEFAULT_SELECTOR,
+                             scenario: str = Query("all", description="one scenario, all, or several "
+                                                   "(comma-separated)"),
                              metric: str = "balanced_accuracy", keywords: str = "", name: str = "",
-                             log: bool = False, trusted: str = "", include_flagged: bool = False):
+                             log: bool = False, trusted: str = "", include_flagged: bool = False,
+                             merge: str = Query(service.DEFAULT_MERGE, description="how tasks known only by "
+                                                "keywords join a fingerprint ranking; none leaves them out"),
+                             order_by: str = Query("auto", description="auto (track record where it validated "
+                                                   "better) or distance")):
         _authorization(request)
         async with _upload_gate(request.app).turn():   # checked a few at a time: other routes stay responsive
             body = bytearray()   # up to just past the limit (answering before the body ends breaks clients)
@@ -339,7 +345,8 @@ def _api_router() -> APIRouter:
                     break
             return await _serve(request, service.recommend_upload, bytes(body), top_k=top_k, selector=selector,
                                 scenario=scenario, metric=metric, keywords=keywords, name=name, log=log,
-                                trusted=trusted or None, include_flagged=include_flagged)
+                                trusted=trusted or None, include_flagged=include_flagged, merge=merge,
+                                order_by=order_by)
 
     return router
 

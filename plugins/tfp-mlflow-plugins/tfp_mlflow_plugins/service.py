@@ -15,6 +15,8 @@ from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
 from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
 from tfp_mlflow.noise import noise_reason
+from tfp_mlflow.ranking import DEFAULT_MERGE_RULE as DEFAULT_MERGE
+from tfp_mlflow.ranking import MERGE_RULES
 from tfp_mlflow.recommend import QueryOptions, recommend
 from tfp_mlflow.scenarios import get_scenario
 from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
@@ -113,17 +115,23 @@ def knowledge_map(cloud: KnowledgeStore, selector: str = DEFAULT_SELECTOR) -> di
 def recommend_upload(cloud: KnowledgeStore, body: bytes, *, top_k: int = 3, selector: str = DEFAULT_SELECTOR,
                      scenario: str = "all", metric: str = "balanced_accuracy", keywords: str = "",
                      name: str | None = None, log: bool = False, trusted: str | None = None,
-                     include_flagged: bool = False) -> dict[str, Any]:
-    """``tfp recommend --json`` for an uploaded fingerprint file (or, with ``manual``, keywords alone)."""
+                     include_flagged: bool = False, merge: str = DEFAULT_MERGE,
+                     order_by: str = "auto") -> dict[str, Any]:
+    """``tfp recommend --json`` for an uploaded fingerprint file (or, with ``manual``, keywords alone); every field
+    of :class:`~tfp_mlflow.recommend.QueryOptions` is a parameter (``scenario``: one, ``all`` or a comma-separated
+    list; ``merge``: a rule or ``none``)."""
     if len(body) > MAX_UPLOAD_BYTES:
         raise TooLargeError(f"the upload is {len(body):,} bytes; a fingerprint file is at most "
                             f"{MAX_UPLOAD_BYTES:,} (send the .npz that `tfp fingerprint` wrote)")
     # The query's own parameters first: a wrong selector or metric is said as such, whatever the upload holds.
     get_selector(selector)
-    if scenario != "all":
-        get_scenario(scenario)
+    scenarios = None if scenario == "all" else tuple(s.strip() for s in scenario.split(",") if s.strip())
+    for name_ in scenarios or ():
+        get_scenario(name_)
     if metric not in BASE_METRICS:
         raise BadInputError(f"metric must be {' or '.join(BASE_METRICS)}, got {metric!r}")
+    if merge != "none" and merge not in MERGE_RULES:
+        raise BadInputError(f"merge must be none or one of {', '.join(MERGE_RULES)}, got {merge[:40]!r}")
     target = None
     if body:
         # Reading the cloud's spec needs READ permission: a caller without it is answered 403 before the upload is
@@ -136,8 +144,10 @@ def recommend_upload(cloud: KnowledgeStore, body: bytes, *, top_k: int = 3, sele
                 target = Fingerprint.load(path, spec)
             except BadInputError as exc:
                 raise type(exc)(str(exc).replace(f"fingerprint file {str(path)!r}", "the uploaded file")) from None
-    query = QueryOptions(selector=selector, top_k=top_k, scenarios=None if scenario == "all" else (scenario,),
-                         metric=metric, trusted=trusted, include_flagged=include_flagged)
+    query = QueryOptions(selector=selector, top_k=top_k, scenarios=scenarios, metric=metric, trusted=trusted,
+                         include_flagged=include_flagged, merge=None if merge == "none" else merge,
+                         order_by=order_by)
+    query.check()
     result = recommend_for(target, cloud, query=query, keywords=keywords, name=name or None, log=log, progress=False)
     return result.to_json()
 
