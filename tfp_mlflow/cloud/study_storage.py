@@ -18,11 +18,17 @@ import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.optuna import MlflowStorage
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage implements (no public alias)
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy  # the type every Optuna storage returns here
 from optuna.trial import TrialState
 
+from tfp_mlflow._compat.mlflow import (
+    STUDY_DIRECTION_TAG,
+    SYSTEM_ATTR_PREFIX,
+    TRIAL_NUMBER_TAG,
+    storage_client,
+    storage_experiment,
+)
+from tfp_mlflow._compat.optuna import BaseHeartbeat, FrozenStudy
 from tfp_mlflow.cloud.records import contributor as current_contributor
 from tfp_mlflow.cloud.schema import Kind, Param, Tag
 from tfp_mlflow.errors import BadInputError
@@ -30,7 +36,7 @@ from tfp_mlflow.errors import BadInputError
 __all__ = ["CloudStudies"]
 
 #: MLflow's tag on a study run (trial runs have none).
-_DIRECTION = "optuna.study_direction"
+_DIRECTION = STUDY_DIRECTION_TAG
 #: The system attr holding when a waiting trial was taken (Unix seconds).
 _CLAIMED_AT = "tfp_claimed_at"
 
@@ -52,13 +58,18 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
             raise BadInputError(f"only {self._study_owner} names the workers of their studies")
         self._owners: dict[str, tuple[str, frozenset[str]]] = {}   # study run id -> its owner and named workers
 
+    @property
+    def _client(self):
+        """The MLflow client MlflowStorage writes through (its private attribute: :mod:`tfp_mlflow._compat.mlflow`)."""
+        return storage_client(self)
+
     # -- one study per name --------------------------------------------------------------------------------
     def create_new_study(self, directions, study_name: str | None = None):
         if study_name is not None:
             named = self._named(study_name)
             if named:
                 if self._workers:              # the owner names (more) workers of a study it resumes
-                    self._mlflow_client.set_tag(named[0], Tag.WORKERS, ",".join(self._workers))
+                    self._client.set_tag(named[0], Tag.WORKERS, ",".join(self._workers))
                     self._owners.pop(named[0], None)
                 raise DuplicatedStudyError(f"a study named {study_name!r} is already in the cloud")
         if self._study_owner != self._me:
@@ -67,12 +78,12 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         study_name = study_name or f"no-name-{uuid.uuid4()}"
         # MLflow's own study run, born a tfp run of this account: behind tfp-basic-auth nobody else may write it.
         workers = {Tag.WORKERS: ",".join(self._workers)} if self._workers else {}
-        study_id = self._mlflow_client.create_run(experiment_id=self._experiment_id, tags={
+        study_id = self._client.create_run(experiment_id=storage_experiment(self), tags={
             "mlflow.runName": study_name, _DIRECTION: ",".join(d.name for d in directions),
             **self._owned(Kind.OPTUNA_STUDY), **workers}).info.run_id
         if study_name is not None and self._named(study_name)[0] != study_id:
             # Another worker created it at the same moment: the older is the study, ours goes.
-            self._mlflow_client.delete_run(study_id)
+            self._client.delete_run(study_id)
             raise DuplicatedStudyError(f"a study named {study_name!r} was created by another worker")
         return study_id
 
@@ -109,7 +120,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
     def create_new_trial(self, study_id, template_trial=None):
         trial_id = super().create_new_trial(study_id, template_trial)
         for key, value in self._owned(Kind.OPTUNA_TRIAL).items():
-            self._mlflow_client.set_tag(trial_id, key, value)
+            self._client.set_tag(trial_id, key, value)
         return trial_id
 
     def get_all_trials(self, study_id, deepcopy: bool = True, states=None):
@@ -133,7 +144,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
     def _members(self, study_id) -> tuple[str, frozenset[str]]:
         """The study's owner and the worker accounts it named (``tfp.workers`` on its run, which only it writes)."""
         if study_id not in self._owners:
-            run = self._mlflow_client.get_run(study_id)
+            run = self._client.get_run(study_id)
             named = run.data.tags.get(Tag.WORKERS, "")
             self._owners[study_id] = (_writer(run), frozenset(w for w in named.split(",") if w))
         return self._owners[study_id]
@@ -148,7 +159,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
                 return False                  # another worker took this waiting trial
             self.record_heartbeat(trial_id)   # before any other worker can see it RUNNING
             # When it started running (the run's own start is when it was enqueued), written now, not batched.
-            self._mlflow_client.set_tag(trial_id, f"sys_{_CLAIMED_AT}", json.dumps(time.time()))
+            self._client.set_tag(trial_id, f"{SYSTEM_ATTR_PREFIX}{_CLAIMED_AT}", json.dumps(time.time()))
         elif state.is_finished() and not self._first_to_write(trial_id, Param.FINISHED_BY):
             raise UpdateFinishedTrialError(f"trial run {trial_id} was already finished by another worker")
         return super().set_trial_state_values(trial_id, state, values)
@@ -164,16 +175,16 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
     def get_trial_id_from_study_id_trial_number(self, study_id, trial_number: int):
         """The run of trial ``trial_number`` (MLflow's storage does not implement it: ``study.tell(number)``)."""
         self.flush_all_batches()
-        runs = self._trial_runs(study_id, f" and tags.numbers = '{int(trial_number)}'")
+        runs = self._trial_runs(study_id, f" and tags.{TRIAL_NUMBER_TAG} = '{int(trial_number)}'")
         if not runs:
             raise KeyError(f"no trial {trial_number} in study run {study_id}")
         return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
 
     def _first_to_write(self, run_id: str, key: str) -> bool:
         try:
-            self._mlflow_client.log_param(run_id, key, self._worker)
+            self._client.log_param(run_id, key, self._worker)
         except MlflowException:
-            held = self._mlflow_client.get_run(run_id).data.params.get(key)
+            held = self._client.get_run(run_id).data.params.get(key)
             if held is None:                  # not a write-once refusal: the store itself failed
                 raise
             return held == self._worker
@@ -181,7 +192,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
 
     # -- heartbeats (Optuna's BaseHeartbeat) ---------------------------------------------------------------
     def record_heartbeat(self, trial_id) -> None:
-        self._mlflow_client.set_tag(trial_id, Tag.HEARTBEAT, f"{time.time():.3f}")
+        self._client.set_tag(trial_id, Tag.HEARTBEAT, f"{time.time():.3f}")
 
     def _get_stale_trial_ids(self, study_id) -> list[str]:
         if self._heartbeat is None:
@@ -201,7 +212,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
         """Every run of the studies experiment matching ``filter_string``, all pages."""
         out, token = [], None
         while True:
-            page = self._mlflow_client.search_runs(experiment_ids=[self._experiment_id], max_results=1000,
+            page = self._client.search_runs(experiment_ids=[storage_experiment(self)], max_results=1000,
                                                    page_token=token, filter_string=filter_string)
             out.extend(page)
             token = page.token

@@ -29,6 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from tfp_mlflow._compat.optuna import enqueued
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.guard import Guard, parse_trusted
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, Tag
@@ -167,7 +168,7 @@ class StudyTransferSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
-        if not len(self._sources) or "fixed_params" in trial.system_attrs:   # an enqueued trial keeps its own
+        if not len(self._sources) or enqueued(trial):   # an enqueued trial keeps its own
             return
         own = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         chance = self._share * float(self._weights.sum()) * self._prior / (self._prior + own)

@@ -203,10 +203,9 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     rerank : str, optional
         A transferability score (``logme``, ...) that re-orders the architecture suggestions on ``data``'s
         labelled images (``data`` must be a dataset).
-    server : str, optional
-        Rank on this ``mlflow server --app-name tfp`` (one upload); ranks here when it has no tfp app. By default a
-        cloud given as an ``http(s)://`` URI (or ``MLFLOW_TRACKING_URI``) is that server: a new client's first answer
-        then downloads no fingerprint; ``local=True`` ranks here instead, reading the cloud's tasks.
+    server, local
+        Rank on this ``mlflow server --app-name tfp`` (one upload; here when it has no tfp app); a cloud given as an
+        ``http(s)://`` URI is that server unless ``local`` (:func:`_tracking_server`).
     on_note : callable, optional
         Receives one-line notes meant for people (a fallback taken, the reference imported).
     saved_as : str, optional
@@ -221,13 +220,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     >>> recommend_for("data/fundus_1", query=QueryOptions(top_k=3)).suggestions("architecture")[0].architecture
     'tf_efficientnet_lite1'
     """
-    # Options first: a wrong one costs nothing, not even a new cloud's database.
-    query.check()
-    selector = query.selector
-    named = cloud if isinstance(cloud, str) or cloud is not None else os.environ.get("MLFLOW_TRACKING_URI")
-    if server is None and not local and rerank is None and isinstance(named, str) and \
-            named.startswith(("http://", "https://")):
-        server = named                          # a tracking server ranks for its clients: one upload, no downloads
+    query.check()                  # options first: a wrong one costs nothing, not even a new cloud's database
+    selector, server = query.selector, server or (None if local or rerank else _tracking_server(cloud))
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
@@ -253,18 +247,15 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     if server and reranker is None:
         result = _on_server(server, target, replace(query, selector=selector), keywords=words, name=name, log=log)
         if result is not None:
-            result.notes.append(f"ranked on the server {server} (one upload of the fingerprint; --local ranks here, "
-                                f"reading the cloud's tasks)")
+            result.notes.append(f"ranked on the server {server} (one upload; --local ranks here, reading its tasks)")
             return _finished(result, fallback, dataset if own_images else None, cloud, progress, on_note,
                              (saved_as, fingerprint_file), dataset)
         if on_note is not None:
             on_note(f"{server} has no tfp app (`mlflow server --app-name tfp`); ranking here")
         selector, fallback = plan_query(cloud, selector, words, has_target=target is not None)
     elif server and on_note is not None:
-        on_note(f"--rerank scores models on your images, which {server} never sees: ranked here, on the cloud's "
-                f"tasks read from it")
-    if target is None and name is None and dataset is not None:
-        name = Path(dataset).name
+        on_note(f"--rerank scores models on your images, which {server} never sees: ranked here, on its tasks")
+    name = name or (Path(dataset).name if target is None and dataset is not None else None)
     result = recommend(cloud, target, keywords=words, name=name, log=log, rerank=reranker,
                        **replace(query, selector=selector).as_kwargs())
     return _finished(result, fallback, dataset if own_images else None, cloud, progress, on_note,
@@ -348,6 +339,13 @@ def _unread(dataset: str) -> str:
     if not images:
         return f"{dataset!r} holds no image, and none was drawn: the answer rests on the keywords alone"
     return ""
+
+
+def _tracking_server(cloud: KnowledgeStore | str | None) -> str | None:
+    """The cloud's URI when it names a tracking server (given, or ``MLFLOW_TRACKING_URI``): it ranks for its
+    clients, one upload and no downloads. A cloud object (the server's own, a test's) ranks where it is."""
+    named = cloud if cloud is not None else os.environ.get("MLFLOW_TRACKING_URI")
+    return named if isinstance(named, str) and named.startswith(("http://", "https://")) else None
 
 
 def _plan_on_server(server: str, selector: str, words: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:

@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from tfp_mlflow._version import __version__
+from tfp_mlflow import __version__
 from tfp_mlflow.cloud.context import forwarding
 from tfp_mlflow.errors import CloudError, TfpError
 from tfp_mlflow.scenarios import scenario_names

@@ -303,12 +303,13 @@ def server_store():
 
     The checks must see a run or experiment exactly as the handler that acts on it will, so they read that store,
     not a client (which would come back through HTTP and these hooks). MLflow offers no public handle on it inside
-    the server: ``mlflow.server.handlers._get_tracking_store`` is the one private MLflow name the plugins use, here
-    only; ``constraints.txt`` pins MLflow and ``tests/plugins/test_attacks.py`` exercises every caller.
+    the server: ``mlflow.server.handlers._get_tracking_store`` is the one private MLflow name the plugins use, kept
+    with tfp's others in :mod:`tfp_mlflow._compat.mlflow` (checked versions, a test per name);
+    ``tests/plugins/test_attacks.py`` exercises every caller.
     """
-    from mlflow.server.handlers import _get_tracking_store
+    from tfp_mlflow._compat.mlflow import tracking_store
 
-    return _get_tracking_store()
+    return tracking_store()
 
 
 def _ownership_refusal(user: str, run_id: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
-from tfp_mlflow._version import __version__
+from tfp_mlflow import __version__
 from tfp_mlflow.cloud.context import current_cloud
 from tfp_mlflow.cloud.schema import Tag
 
