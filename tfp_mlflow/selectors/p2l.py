@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.stats
 
 from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, nonnegative_l1, xlogx
 from tfp_mlflow.selectors._registry import register_selector
@@ -53,6 +52,8 @@ class P2LSize(P2L):
         affinity[usable] = self.similarity_weight * -_zscore(distance[usable])
         sizes = prepared.num_images[usable].astype(np.float64)
         if (sizes > 0).all() and np.ptp(sizes) > 0:
+            import scipy.stats  # 0.7 s to import: not on `import tfp_mlflow`, only here
+
             affinity[usable] += self.size_weight * _zscore(scipy.stats.boxcox(sizes)[0])
         return -affinity
 
