@@ -97,3 +97,15 @@ def test_the_architecture_page_lists_these_layers():
     block = page.split("```text\n", 1)[1].split("```", 1)[0]
     listed = [set(line.split("  ", 1)[1].split(", ")) for line in block.strip().splitlines()]
     assert listed == LAYERS, "docs/architecture.md's layer list differs from LAYERS: redraw it from this file"
+
+
+def test_importing_the_package_stays_light():
+    """``import tfp_mlflow`` (every ``tfp`` command, the server plugin) loads no torch, MLflow or scipy.stats."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "mlflow", "scipy.stats", "optuna", "timm"]
+    done = subprocess.run([sys.executable, "-c", "import sys, tfp_mlflow; "
+                           f"print([m for m in {heavy!r} if m in sys.modules])"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
