@@ -223,7 +223,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | Non
     model.eval().requires_grad_(False)
     device = torch.device(device)
     if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)  # about 2x faster on CPU (environment.md)
+        model = model.to(memory_format=torch.channels_last)  # about 2x faster on CPU (benchmarks/extract.py)
     model = model.to(device)
     mean, std, input_size = normalisation(model)
     return Backbone(name=name, model=model, num_features=int(model.num_features), input_size=input_size,

@@ -1,7 +1,7 @@
 """Optuna pruning for `pytorch_lightning` trainers.
 
 optuna-integration's callback imports the ``lightning`` package; this project uses ``pytorch_lightning``
-(environment.md), so the same few lines live here: report the held-out score each epoch, stop when pruned.
+(setup.cfg's torch extra), so the same few lines live here: report the held-out score each epoch, stop when pruned.
 """
 from __future__ import annotations
 

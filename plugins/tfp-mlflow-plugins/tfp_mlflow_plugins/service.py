@@ -1,5 +1,5 @@
 """What the ``/tfp/`` API answers, computed with the torch-free core: task lists, task pages, the knowledge map and
-server-side recommendations. The web routes (:mod:`.server`) only translate HTTP to these calls."""
+server-side recommendations. The web routes (:mod:`.app`) only translate HTTP to these calls."""
 from __future__ import annotations
 
 import tempfile
