@@ -1,5 +1,6 @@
-"""What tfp tells MLflow's providers (:mod:`tfp_mlflow_plugins.run_context`): the cloud it works on, and, inside the server, the caller's
-credentials. Pure state, no MLflow import, so MLflow can load the providers while tfp itself is being imported."""
+"""What tfp tells MLflow's run-context providers (:mod:`tfp_mlflow_plugins.run_context`): the cloud it works on,
+and, inside the server, the caller's credentials. Pure state, no MLflow import, so MLflow can load the providers
+while tfp itself is being imported."""
 from __future__ import annotations
 
 import contextlib
