@@ -74,4 +74,5 @@ def _answer(url: str, request: urllib.request.Request, timeout: float) -> Any:
             raise BadInputError(f"the server refused the query ({exc.code}): {message or exc.reason}") from None
         raise CloudError(f"the server at {url} failed ({exc.code}): {message or exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise CloudError(f"cannot reach {url} ({exc.reason}); start the server or check --server") from None
+        raise CloudError(f"cannot reach the cloud at {url} ({exc.reason}); start the server, or check "
+                         f"--tracking-uri (or --server)") from None
