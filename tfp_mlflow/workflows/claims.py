@@ -5,7 +5,7 @@ Every item is a trial of one Optuna study. A worker claims an item by taking its
 each waiting trial to one worker), writes a heartbeat into it (a user attr, written before any work and then every
 ``heartbeat`` seconds), and once nothing is left to take, waits for the items others hold: a claim silent for three
 heartbeats is failed and its item put back, to be resumed by whoever takes it. Two workers putting the same item
-back at once give two trials; the first claim wins and the other is pruned.
+back at once give two trials; the earlier one wins (taken or still waiting) and the other is pruned.
 
 Optuna's own heartbeats are not used for this: they are written by a thread, so a worker killed right after
 claiming can leave no heartbeat at all, and Optuna never takes such a trial for stale.
@@ -53,8 +53,10 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
             raise optuna.TrialPruned("nothing left to claim")
         others = [t for t in study.get_trials(deepcopy=False)
                   if t.number != trial.number and t.user_attrs.get("item") == index]
-        if any(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < trial.number)
-               for t in others):   # two workers put the same item back at once: the first claim wins
+        # Two workers put the same item back at once: the earlier trial wins, whether its taker already shows it
+        # running or not (a store that batches its writes, as MLflow's, may still show a taken trial waiting).
+        if any(t.state == TrialState.COMPLETE or (t.state in (TrialState.RUNNING, TrialState.WAITING)
+                                                  and t.number < trial.number) for t in others):
             raise optuna.TrialPruned("another worker holds this item")
         trial.set_user_attr("worker", worker)
         with _alive(trial, heartbeat, flush):
