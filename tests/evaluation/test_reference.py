@@ -185,6 +185,7 @@ def test_import_reference_is_idempotent_and_ranks_by_keywords(reference, tmp_pat
     assert len(payload["scenarios"]["augmentation"]["items"]) == 3
 
 
+@pytest.mark.slow   # end to end through the CLI: the formulas above stay on the quick path
 def test_evaluate_cli_writes_json_and_plots(reference, tmp_path):
     csv = reference / "distances" / "bkld-small-target.csv"
     result = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--selector",
@@ -204,6 +205,7 @@ def test_evaluate_cli_writes_json_and_plots(reference, tmp_path):
     assert bad.exit_code == 2 and "NAME=PATH.csv" in bad.output
 
 
+@pytest.mark.slow   # end to end through the CLI: the formulas above stay on the quick path
 def test_evaluate_compares_the_shipped_distances_with_manual_by_default(reference):
     shipped = reference / "distances" / "bkld-small-target.csv"
     explicit = CliRunner().invoke(main, ["evaluate", "--reference", str(reference), "--bootstraps", "10", "--json",
