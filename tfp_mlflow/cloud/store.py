@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.catalogue import Catalogue
@@ -38,7 +39,11 @@ from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import FingerprintSpec
 from tfp_mlflow.task import Task
 
-__all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "create_sqlite_store", "default_tracking_uri"]
+if TYPE_CHECKING:   # base.py imports this module's types
+    from tfp_mlflow.cloud.base import KnowledgeStore
+
+__all__ = ["Cloud", "CloudTask", "RunRecorder", "StoredRun", "create_sqlite_store", "default_tracking_uri",
+           "open_cloud"]
 
 DEFAULT_HOME = "tfp-cloud"
 
@@ -250,3 +255,8 @@ class Cloud:
     def quarantined(self) -> list[dict[str, str]]:
         """The runs left out, with their reasons."""
         return self.artifacts.quarantined()
+
+
+def open_cloud(cloud: KnowledgeStore | str | None) -> KnowledgeStore:
+    """A cloud given as itself, as its tracking URI, or as ``None`` (``MLFLOW_TRACKING_URI``, else ./tfp-cloud)."""
+    return Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud

@@ -117,9 +117,9 @@ def harvest(experiments: Sequence[str], cloud=None, *, source: str | None = None
 
     Without ``contribute`` nothing is written: the report says what would be (``new``) and what is already there.
     """
-    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.cloud import open_cloud
 
-    cloud = cloud if hasattr(cloud, "add_knowledge") else Cloud(cloud)
+    cloud = open_cloud(cloud)
     client = UserRuns(source or cloud.uri)
     source = client.uri
     runs = client.search(experiments, filter_string, max_runs)

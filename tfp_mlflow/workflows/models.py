@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow.cloud import Cloud, KnowledgeStore
+from tfp_mlflow.cloud import KnowledgeStore, open_cloud
 from tfp_mlflow.cloud.schema import MODEL_RANKING_EXPERIMENT, Kind, Tag
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.progress import Progress
@@ -34,7 +34,7 @@ def rank_models(data: str | os.PathLike, cloud: KnowledgeStore | str | None = No
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
         raise BadInputError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
-    cloud = Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
+    cloud = open_cloud(cloud)
     if candidates:
         names = list(candidates)
     else:

@@ -25,6 +25,7 @@ from typing import Any
 
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.cloud.store import open_cloud
 from tfp_mlflow.cloud.user_runs import UserRuns
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint, validate_task_name
@@ -79,7 +80,7 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
 
     runs, run_id = UserRuns.active(run_id, tracking_uri)
     source, data_uri = as_source(data)
-    cloud = _cloud(contribute) if contribute is not None else None
+    cloud = open_cloud(contribute) if contribute is not None else None
     fingerprint = target_fingerprint(source, cloud, samples=samples, name=name, keywords=list(keywords),
                                      progress=progress)
     if name:
@@ -101,7 +102,7 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
     if cloud is not None:
         cloud.contribute(fingerprint, data_uri=data_uri or None)
     if recommend is not None:
-        attach_recommendation(runs, run_id, fingerprint, _cloud(recommend))
+        attach_recommendation(runs, run_id, fingerprint, open_cloud(recommend))
     return TrackedTask(run_id, fingerprint.name, sha, fingerprint)
 
 
@@ -149,7 +150,7 @@ def log_result(*, architecture: str = "", balanced_accuracy: float | None = None
     if policy_json is not None:
         runs.log_json(run_id, policy_json, f"tfp/policy/{policy_id}.json")
     if contribute is not None:
-        cloud = _cloud(contribute)
+        cloud = open_cloud(contribute)
         for item in knowledge:
             cloud.add_knowledge(item)
     return knowledge
@@ -166,7 +167,8 @@ def run_knowledge(task: str, run_id: str, *, architecture: str = "", balanced_ac
     if balanced_accuracy is None and auroc is None:
         raise BadInputError(f"run {run_id} recorded no metric: give balanced_accuracy and/or auroc")
     provenance = provenance or f"runs:/{run_id}"
-    row = dict(balanced_accuracy=_fraction(balanced_accuracy), auroc=_fraction(auroc), evidence_run=run_id,
+    row = dict(balanced_accuracy=None if balanced_accuracy is None else float(balanced_accuracy),
+               auroc=None if auroc is None else float(auroc), evidence_run=run_id,
                held_out=_count(held_out), repetition=0)
     source_kind = [(KnowledgeKind.PRETRAINING, pretrained), (KnowledgeKind.COTRAINING, cotraining)]
     sources = [(kind, s) for kind, s in source_kind if str(s).strip().lower() not in NO_SOURCE]
@@ -239,10 +241,6 @@ def _policy(policy: dict | str | os.PathLike | None) -> tuple[dict | None, str]:
     return content, f"policy-{digest}"
 
 
-def _fraction(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
 def _count(value: Any) -> int | None:
     if value in (None, ""):
         return None
@@ -252,7 +250,3 @@ def _count(value: Any) -> int | None:
         raise BadInputError(f"held-out size {value!r} is not a count of images") from None
 
 
-def _cloud(cloud: Any):
-    from tfp_mlflow.cloud import Cloud
-
-    return cloud if hasattr(cloud, "add_knowledge") else Cloud(cloud)

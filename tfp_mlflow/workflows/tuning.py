@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfp_mlflow.cloud import Cloud, KnowledgeStore
+from tfp_mlflow.cloud import KnowledgeStore, open_cloud
 from tfp_mlflow.cloud.studies import MLFLOW_STORAGE
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import validate_keywords
@@ -60,7 +60,7 @@ def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None,
 
     query.check()
     study = study or StudyPlan()
-    cloud = Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
+    cloud = open_cloud(cloud)
     note = on_note or (lambda line: None)
     base = replace(training or TrainConfig(target=str(data)), target=str(data)).validate()
     study = replace(study, name=study.name or f"tune-{base.task_name}",

@@ -60,12 +60,12 @@ def warm_start(study: optuna.Study, data: Any, cloud: Any = None, *, space: Mapp
     studies : bool
         Also learn from the nearest tasks' whole studies (the transfer sampler); ``False``: enqueue only.
     """
-    from tfp_mlflow.cloud import Cloud
+    from tfp_mlflow.cloud import open_cloud
     from tfp_mlflow.recommend import QueryOptions
     from tfp_mlflow.workflows.recommending import recommend_for
 
     meaning = _meanings(space, names)
-    cloud = cloud if hasattr(cloud, "add_knowledge") else Cloud(cloud)
+    cloud = open_cloud(cloud)
     recommendation = recommend_for(data, cloud, query=QueryOptions(top_k=top_k, trusted=trusted), samples=samples,
                                    progress=False, own_images=False)
     enqueued, notes = _enqueue(study, cloud, recommendation, space, meaning, top_k)
