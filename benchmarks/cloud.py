@@ -1,36 +1,61 @@
-"""Query time of the knowledge cloud on a local `mlflow server --app-name tfp` with N contributed tasks.
+"""The knowledge cloud's cold paths on a local ``mlflow server --app-name tfp`` with N contributed tasks.
 
-For each N: contribute N tasks (fingerprints with the shipped spec's shape, random counts), then time a cold query
-(empty local cache: download every fingerprint and prepare the stack), a warm query (the prepared stack is
-memory-mapped from the cache) and the ranking alone, and the share of the warm query spent in MLflow calls. Then
-the full recommendation computed by the server (``POST /tfp/api/recommend``, one upload) against the same computed
-here (``tfp recommend`` without ``--server``), each cold (empty cache) and warm; then ``tfp cloud pack`` and a new
-client's cold recommendation again, which reads the snapshot instead of every fingerprint.
+For each N (synthetic fingerprints with the shipped spec's shape), each figure the median of ``--repeats`` runs:
 
-With ``--concurrent``, at the largest N: that many clients at once (threads, each its own connection) send
-``--requests`` recommendations each to the server (``--workers`` uvicorn workers); p50/p95/max latency per level,
-and the server's memory (PSS of the process tree: shared pages counted once) before and after, which stays flat
-when every worker keeps one memory-mapped stack instead of one copy per request. Results are logged to MLflow
-(``--log``).
+* **empty cache**: the server started with an empty cache: seconds to boot (MLflow's ``/health``), until it says it
+  is ready (``/tfp/api/health``: it prepares in the background), and its first answer (``POST /tfp/api/recommend``,
+  a full recommendation, top 3, every scenario) once ready; beside it the first answer of a server that is asked at
+  once (the first user waits for the preparation).
+* **restored cache**: the same server restarted over its cache: boot, ready, first answer.
+* **new client**: a client with nothing cached, in a fresh process (``recommend_for`` on the target file, the
+  import not counted): ranked on the server (the default for a tracking server) against ranked here (``--local``,
+  reading every task).
+* **after one task** / **after one outcome table**: the first answer after one new task (or one new pretraining
+  outcome table of N rows), against the same with the prepared stack rebuilt whole (what every contribution cost
+  before the stack was kept in parts).
+* **warm**: the answer again.
 
-    python benchmarks/cloud.py [--tasks 100 1000] [--draws 300] [--workers 2 --concurrent 1 4 16]
+With ``--concurrent``, at the largest N: that many clients at once send ``--requests`` recommendations each (p50,
+p95, max latency, throughput, and the server's memory as PSS before and after). Results are logged to MLflow with
+``--log``. ``--keep DIR`` builds the clouds there once and reuses them (contributing 1,000 tasks takes minutes).
+
+    python benchmarks/cloud.py [--tasks 1000] [--repeats 3] [--keep DIR] [--workers 2 --concurrent 1 4 16]
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
+import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from tfp_mlflow import Fingerprint, Task, default_spec, get_selector, rank_sources
+from tfp_mlflow import Fingerprint, default_spec
 from tfp_mlflow.cloud import Cloud
+from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.remote import recommend_on_server
-from tfp_mlflow.recommend import recommend
+from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.testing.servers import LocalServer, tree_memory_mb
+
+_NEW_CLIENT = """
+import sys, time, json
+started = time.perf_counter()
+from tfp_mlflow.recommend import QueryOptions
+from tfp_mlflow.workflows.recommending import recommend_for
+from tfp_mlflow.cloud import Cloud
+imported = time.perf_counter()
+url, target, cache, local = sys.argv[1:5]
+recommend_for(target, Cloud(url, cache_dir=cache), query=QueryOptions(top_k=3), log=False, local=local == "local")
+print(json.dumps({"import": imported - started, "answer": time.perf_counter() - imported}))
+"""
 
 
 def fake_fingerprint(index: int, draws: int, rng: np.random.Generator) -> Fingerprint:
@@ -42,23 +67,6 @@ def fake_fingerprint(index: int, draws: int, rng: np.random.Generator) -> Finger
                        num_classes=2)
 
 
-def query(cloud: Cloud, target: Fingerprint) -> dict[str, float]:
-    """One recommendation's ranking, timed by stage (as `recommend` runs it)."""
-    selector = get_selector("bkld-small-target")
-    timings = {}
-    started = time.perf_counter()
-    tasks = cloud.tasks()
-    timings["search"] = time.perf_counter() - started
-    started = time.perf_counter()
-    prepared = cloud.prepared(selector, tasks)
-    timings["prepared"] = time.perf_counter() - started
-    started = time.perf_counter()
-    rank_sources(selector, Task.from_fingerprint(target), prepared, top_k=3)
-    timings["ranking"] = time.perf_counter() - started
-    timings["total"] = sum(timings.values())
-    return timings
-
-
 def server_recommend(url: str, body: bytes) -> float:
     """Seconds for one ``POST /tfp/api/recommend`` (the full recommendation, computed by the server)."""
     started = time.perf_counter()
@@ -68,78 +76,124 @@ def server_recommend(url: str, body: bytes) -> float:
     return elapsed
 
 
-def client_recommend(url: str, cache: Path, target: Fingerprint) -> float:
-    """Seconds for the same recommendation computed here (`tfp recommend` without --server)."""
+def until_ready(url: str, limit: float = 3600.0) -> float:
+    """Seconds until ``/tfp/api/health`` says the server is ready."""
     started = time.perf_counter()
-    recommend(Cloud(url, cache_dir=cache), target, top_k=3, log=False)
-    return time.perf_counter() - started
+    while time.perf_counter() - started < limit:
+        with urllib.request.urlopen(f"{url}/tfp/api/health", timeout=30) as response:
+            if json.loads(response.read()).get("ready"):
+                return time.perf_counter() - started
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} was not ready in {limit:.0f} s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--draws", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
-    parser.add_argument("--concurrent", type=int, nargs="*", default=[], help="concurrent clients, e.g. 1 4 16")
-    parser.add_argument("--requests", type=int, default=4, help="recommendations per client per level")
-    parser.add_argument("--log", default=None, help="MLflow tracking URI to log the figures to")
-    args = parser.parse_args()
-    levels: list[tuple[int, float, float, float, float, float, float]] = []
-    rng = np.random.default_rng(0)
-    target = fake_fingerprint(99_999, args.draws, rng)
-    rows = []
-    print(f"{'N':>5} {'contribute s':>12} {'cold s':>7} {'warm s':>7} {'ranking s':>9} {'MLflow share (warm)':>20}")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        body = target.save(root / "target.npz").read_bytes()
-        with LocalServer(root / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(root / "server-cache")},
-                         workers=args.workers) as srv:
-            url = srv.url
-            contributed = 0
-            cloud = Cloud(url, cache_dir=root / "cache")
-            cloud.ensure_spec(default_spec())
-            for size in sorted(args.tasks):
-                started = time.perf_counter()
-                while contributed < size:
-                    cloud.contribute(fake_fingerprint(contributed, args.draws, rng))
-                    contributed += 1
-                contribute_s = time.perf_counter() - started
-                shutil.rmtree(root / "cache", ignore_errors=True)
-                cold = query(Cloud(url, cache_dir=root / "cache"), target)
-                warm = query(Cloud(url, cache_dir=root / "cache"), target)
-                share = warm["search"] / warm["total"]
-                print(f"{size:>5} {contribute_s:>12.1f} {cold['total']:>7.2f} {warm['total']:>7.2f} "
-                      f"{warm['ranking']:>9.3f} {100 * share:>19.0f}%   (warm: tasks {warm['search']:.2f} s, "
-                      f"prepared stack from cache {warm['prepared']:.2f} s; cold: download + prepare "
-                      f"{cold['prepared']:.2f} s)", flush=True)
-                # The full recommendation, server-side (POST /tfp/api/recommend) against client-side.
-                shutil.rmtree(root / "server-cache", ignore_errors=True)
-                shutil.rmtree(root / "client", ignore_errors=True)
-                row = (size, server_recommend(url, body), server_recommend(url, body),
-                       client_recommend(url, root / "client", target), client_recommend(url, root / "client", target))
-                # A new client once the cloud is packed (`tfp cloud pack`): one snapshot download.
-                started = time.perf_counter()
-                cloud.pack()
-                pack_s = time.perf_counter() - started
-                shutil.rmtree(root / "client-packed", ignore_errors=True)
-                rows.append((*row, pack_s, client_recommend(url, root / "client-packed", target)))
-            for clients in args.concurrent:
-                levels.append(concurrent_level(url, body, srv.proc.pid, clients, args.requests))
-    print("\nfull recommendation (top 3, all scenarios), server-side POST /tfp/api/recommend vs client-side:")
-    print(f"{'N':>5} {'server cold s':>13} {'server warm s':>13} {'client cold s':>13} {'client warm s':>13} "
-          f"{'pack s':>7} {'client cold, packed s':>21}")
-    for size, server_cold, server_warm, client_cold, client_warm, pack_s, packed_cold in rows:
-        print(f"{size:>5} {server_cold:>13.2f} {server_warm:>13.2f} {client_cold:>13.2f} {client_warm:>13.2f} "
-              f"{pack_s:>7.1f} {packed_cold:>21.2f}")
-    if levels:
-        print(f"\nconcurrent recommendations at N = {max(args.tasks)} ({args.workers} server workers, "
-              f"{args.requests} per client):")
-        print(f"{'clients':>7} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'req/s':>7} {'server PSS MB before':>20} "
-              f"{'after':>7}")
-        for clients, p50, p95, worst, rate, before, after in levels:
-            print(f"{clients:>7} {p50:>7.2f} {p95:>7.2f} {worst:>7.2f} {rate:>7.2f} {before:>20.0f} {after:>7.0f}")
-    if args.log:
-        log_figures(args, rows, levels)
+def build(url: str, root: Path, size: int, draws: int) -> None:
+    """Contribute tasks until the cloud holds ``size`` (three at a time)."""
+    cloud = Cloud(url, cache_dir=root / "writer-cache")
+    cloud.ensure_spec(default_spec())
+    have = len(cloud.tasks())
+    if have >= size:
+        return
+    print(f"contributing {size - have} tasks ...", flush=True)
+    started = time.perf_counter()
+    rng = np.random.default_rng(have)
+    fingerprints = (fake_fingerprint(i, draws, rng) for i in range(have, size))
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(cloud.contribute, fingerprints))
+    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+
+
+class Bench:
+    """One cloud's server, restarted as each figure needs."""
+
+    def __init__(self, root: Path, workers: int, target: Path) -> None:
+        self.root, self.workers, self.target = root, workers, target
+        self.body = target.read_bytes()
+        self.cache = root / "server-cache"
+        self.server: LocalServer | None = None
+
+    def start(self) -> float:
+        self.stop()
+        started = time.perf_counter()
+        self.server = LocalServer(self.root / "server", app_name="tfp", workers=self.workers,
+                                  env={"TFP_CACHE_DIR": str(self.cache)}).start()
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def answer(self) -> float:
+        return server_recommend(self.url, self.body)
+
+    def new_client(self, where: str) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as cache:
+            out = subprocess.run([sys.executable, "-c", _NEW_CLIENT, self.url, str(self.target), cache, where],
+                                 capture_output=True, text=True, check=True,
+                                 env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+        times = json.loads(out.stdout.strip().splitlines()[-1])
+        return times["import"], times["answer"]
+
+    def rebuild_stack(self) -> None:
+        """What a contribution cost before the stack was kept in parts: the next query prepares it whole."""
+        shutil.rmtree(self.cache / "cloud" / "prepared", ignore_errors=True)
+        for listing in (self.cache / "cloud").glob("parts-*"):
+            listing.unlink()
+
+
+def cold_figures(bench: Bench, repeats: int) -> dict[str, float]:
+    """Empty and restored cache: boot, ready, first answer; and the first answer of a server asked at once."""
+    runs: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        runs.setdefault(key, []).append(value)
+    for _ in range(repeats):
+        bench.stop()
+        shutil.rmtree(bench.cache, ignore_errors=True)
+        add("empty: boot", bench.start())
+        add("empty: ready", until_ready(bench.url))
+        add("empty: first answer", bench.answer())
+        add("restored: boot", bench.start())
+        add("restored: ready", until_ready(bench.url))
+        add("restored: first answer", bench.answer())
+        bench.stop()
+        shutil.rmtree(bench.cache, ignore_errors=True)
+        bench.start()
+        add("empty, asked at once: first answer", bench.answer())
+    return {key: statistics.median(values) for key, values in runs.items()}
+
+
+def growth_figures(bench: Bench, size: int, repeats: int, draws: int) -> dict[str, float]:
+    """New client, first answer after one task or one outcome table (kept in parts, and rebuilt whole), warm."""
+    runs: dict[str, list[float]] = {}
+    cloud = Cloud(bench.url, cache_dir=bench.root / "writer-cache")
+    rng = np.random.default_rng(size + 7)
+    bench.answer()
+    sources = [t.name for t in cloud.tasks()]
+    for repeat in range(repeats):
+        for where in ("server", "local"):
+            imported, answered = bench.new_client(where)
+            runs.setdefault(f"new client ({where}): answer", []).append(answered)
+            runs.setdefault("new client: import", []).append(imported)
+        for rebuilt in (False, True):
+            suffix = " (stack rebuilt whole)" if rebuilt else ""
+            cloud.contribute(fake_fingerprint(10_000_000 + 2 * repeat + rebuilt + 100 * size, draws, rng))
+            if rebuilt:
+                bench.rebuild_stack()
+            runs.setdefault(f"after one task{suffix}", []).append(bench.answer())
+            target = sources[(2 * repeat + rebuilt) % len(sources)]
+            rows = tuple(KnowledgeRow(source=s, repetition=0, balanced_accuracy=float(rng.uniform(0.5, 0.9)),
+                                      held_out=200) for s in sources if s != target)
+            cloud.add_knowledge(Knowledge(task=target, kind=KnowledgeKind.PRETRAINING, rows=rows))
+            runs.setdefault(f"after one outcome table{suffix}", []).append(bench.answer())
+        runs.setdefault("warm", []).append(bench.answer())
+    return {key: statistics.median(values) for key, values in runs.items()}
 
 
 def concurrent_level(url: str, body: bytes, pid: int, clients: int, requests: int) -> tuple:
@@ -154,21 +208,65 @@ def concurrent_level(url: str, body: bytes, pid: int, clients: int, requests: in
             len(latencies) / wall, before, tree_memory_mb(pid, "Pss"))
 
 
-def log_figures(args, rows: list, levels: list) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1000])
+    parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[], help="concurrent clients, e.g. 1 4 16")
+    parser.add_argument("--requests", type=int, default=4, help="recommendations per client per level")
+    parser.add_argument("--keep", type=Path, default=None, help="build the clouds here once and reuse them")
+    parser.add_argument("--log", default=None, help="MLflow tracking URI to log the figures to")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    figures: dict[int, dict[str, float]] = {}
+    levels: list[tuple] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = args.keep or Path(tmp)
+        target = fake_fingerprint(99_999, args.draws, np.random.default_rng(0)).save(home / "target.npz")
+        for size in sorted(args.tasks):
+            bench = Bench(home / f"n{size}", args.workers, target)
+            try:
+                bench.start()
+                build(bench.url, bench.root, size, args.draws)
+                figures[size] = cold_figures(bench, args.repeats)
+                figures[size].update(growth_figures(bench, size, args.repeats, args.draws))
+                if size == max(args.tasks):
+                    assert bench.server is not None and bench.server.proc is not None
+                    levels = [concurrent_level(bench.url, bench.body, bench.server.proc.pid, c, args.requests)
+                              for c in args.concurrent]
+            finally:
+                bench.stop()
+            report(size, figures[size])
+    for clients, p50, p95, worst, rate, before, after in levels:
+        print(f"{clients:>3} clients: p50 {p50:.2f} s, p95 {p95:.2f} s, max {worst:.2f} s, {rate:.2f} req/s, "
+              f"server PSS {before:.0f} -> {after:.0f} MB")
+    if args.log:
+        log_figures(args, figures)
+
+
+def report(size: int, figures: dict[str, float]) -> None:
+    warm = figures["warm"]
+    print(f"\n{size:,} tasks (median of the repeats; warm {warm:.2f} s)")
+    for key, value in figures.items():
+        extra = f"   (+{value - warm:.2f} s over warm)" if key.startswith("after") else ""
+        print(f"  {key:<52} {value:>8.2f} s{extra}", flush=True)
+
+
+def log_figures(args, figures: dict[int, dict[str, float]]) -> None:
+    import re
+
     import mlflow
 
     mlflow.set_tracking_uri(args.log)
     mlflow.set_experiment("tfp-benchmarks")
     with mlflow.start_run(run_name="cloud"):
         mlflow.log_params({"tasks": " ".join(map(str, args.tasks)), "draws": args.draws, "workers": args.workers,
-                           "requests": args.requests})
-        for size, server_cold, server_warm, client_cold, client_warm, pack_s, packed_cold in rows:
-            mlflow.log_metrics({"server_cold_s": server_cold, "server_warm_s": server_warm,
-                                "client_cold_s": client_cold, "client_warm_s": client_warm, "pack_s": pack_s,
-                                "client_cold_packed_s": packed_cold}, step=size)
-        for clients, p50, p95, worst, rate, _before, after in levels:
-            mlflow.log_metrics({"concurrent_p50_s": p50, "concurrent_p95_s": p95, "concurrent_max_s": worst,
-                                "concurrent_requests_per_s": rate, "server_pss_mb_after": after}, step=clients)
+                           "repeats": args.repeats})
+        for size, values in figures.items():
+            mlflow.log_metrics({re.sub(r"[^A-Za-z0-9_]+", "_", k).strip("_") + "_s": v for k, v in values.items()},
+                               step=size)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios", "keywords", "noise"},
     {"extract", "selectors", "ranking", "transferability", "reference", "public_datasets", "plots"},
     {"cloud"},
-    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared"},
+    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared", "readiness"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows", "lightning"},

@@ -34,7 +34,7 @@ from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import list_scenarios
-from tfp_mlflow.selectors import get_selector
+from tfp_mlflow.selectors import JoinedSources, get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
 __all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX",
@@ -102,33 +102,47 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     return fitted
 
 
-#: Affinity columns of targets already computed, per cloud, selector and source set: a new outcome table on a
-#: new target computes one column, not the matrix.
+#: Affinity columns of targets already computed, per cloud, selector and source set, for a selector without a
+#: prepared stack (``manual``); fingerprint selectors keep theirs with each prepared part (see :func:`_affinities`).
 _COLUMNS: dict[tuple, dict[tuple, np.ndarray]] = {}
 
 
 def _affinities(cloud: KnowledgeStore, selector: str, tasks: Sequence[CloudTask],
                 targets: Sequence[CloudTask]) -> pd.DataFrame:
-    """``-distance`` from every task (rows) to every target (columns), each column computed once per source set."""
+    """``-distance`` from every task (rows) to every target (columns).
+
+    Each column is computed once per prepared part of the sources (:mod:`tfp_mlflow.prepared`) and kept with it, so
+    a new task computes one row of each column and a new target one column."""
     chooser = get_selector(selector)
-    prepared = (prepared_sources(cloud, chooser, list(tasks)) if chooser.needs_fingerprint
-                else chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False)))
-    key = (cloud.uri, selector, tuple(prepared.names),
-           tuple((t.name, t.fingerprint_sha256, tuple(t.keywords)) for t in tasks))
-    column_key = lambda t: (t.name, t.fingerprint_sha256, tuple(t.keywords))  # noqa: E731
-    with _LOCK:
-        if key not in _COLUMNS and len(_COLUMNS) > 4:
-            _COLUMNS.clear()
-        columns = _COLUMNS.setdefault(key, {})
-        missing = [t for t in targets if column_key(t) not in columns]
-    if missing:
-        queries = cloud.as_tasks(missing, with_fingerprints=chooser.needs_fingerprint,
-                                 variants=chooser.variants or ("small",), moments=chooser.needs_moments)
-        computed = chooser.matrix(prepared, queries)
+    column_key = lambda t: (selector, t.name, t.fingerprint_sha256, tuple(t.keywords))  # noqa: E731
+    if not chooser.needs_fingerprint:
+        prepared = chooser.prepare(cloud.as_tasks(list(tasks), with_fingerprints=False))
+        key = (cloud.uri, selector, tuple((t.name, t.fingerprint_sha256, tuple(t.keywords)) for t in tasks))
         with _LOCK:
-            for index, target in enumerate(missing):
-                columns[column_key(target)] = -np.asarray(computed[:, index], dtype=float)
-    return pd.DataFrame(np.column_stack([columns[column_key(t)] for t in targets]), index=prepared.names,
+            if key not in _COLUMNS and len(_COLUMNS) > 4:
+                _COLUMNS.clear()
+            columns = _COLUMNS.setdefault(key, {})
+        parts, index = [(prepared, columns)], None
+    else:
+        prepared = prepared_sources(cloud, chooser, list(tasks))
+        joined = isinstance(prepared, JoinedSources)
+        with _LOCK:
+            parts = [(part, part.memo.setdefault("affinities", {}))
+                     for part in (prepared.parts if joined else (prepared,))]
+        index = prepared.index if joined else None
+    for part, columns in parts:
+        with _LOCK:
+            missing = [t for t in targets if column_key(t) not in columns]
+        if missing:
+            queries = cloud.as_tasks(missing, with_fingerprints=chooser.needs_fingerprint,
+                                     variants=chooser.variants or ("small",), moments=chooser.needs_moments)
+            computed = chooser.matrix(part, queries)
+            with _LOCK:
+                for position, target in enumerate(missing):
+                    columns[column_key(target)] = -np.asarray(computed[:, position], dtype=float)
+    stacked = np.vstack([np.column_stack([columns[column_key(t)] for t in targets]) if targets else
+                         np.zeros((len(part), 0)) for part, columns in parts])
+    return pd.DataFrame(stacked if index is None else stacked[index], index=prepared.names,
                         columns=[t.name for t in targets])
 
 

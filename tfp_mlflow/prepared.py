@@ -1,36 +1,130 @@
-"""A fingerprint selector's sources, prepared from a cloud once per cloud version and shared by every query.
+"""A fingerprint selector's sources, prepared from a cloud once and extended as the cloud grows, shared by every
+query.
 
 :func:`prepared_sources` asks the store only what its contract offers (its spec, its tasks' fingerprints, its local
 cache): preparing is the selector's work (:meth:`~tfp_mlflow.selectors.FingerprintSelector.prepare`), the cache
-key is this module's, and the store keeps no selector state.
+keys and the layout in parts are this module's, and the store keeps no selector state.
+
+A selector whose distances are per source (:attr:`~tfp_mlflow.selectors.Selector.joinable`, all but ``p2l-size``)
+keeps its sources in parts, listed in the cache under the selector and the spec. A query uses every part that still
+holds one of its tasks and prepares only the tasks no part holds, as one new part: adding a task to a cloud of
+10,000 costs what preparing one task costs, and a restarted process reads the parts from disk. Parts are merged
+like a binary counter (the newest two whenever the newer holds at least half as many rows as the older), so there
+are at most about ``log2(N)`` of them, and each task is prepared again only about ``log2(N)`` times over the
+cloud's life; rows of replaced tasks are dropped at the next merge, and all parts are prepared anew once they hold
+twice as many rows as the query needs. The answer is the whole set's: the same distances and rankings
+(``tests/test_prepared.py`` holds an extended state against one prepared from scratch).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.records import LazyTasks
 from tfp_mlflow.cloud.store import CloudTask
-from tfp_mlflow.selectors import PreparedSources, Selector
+from tfp_mlflow.selectors import JoinedSources, PreparedSources, Selector
 
-__all__ = ["prepared_sources"]
+__all__ = ["prepared_sources", "MERGE_RATIO"]
+
+#: The newest part is merged into the one before it once it holds at least this share of that one's rows.
+MERGE_RATIO = 0.5
+#: Joined views kept in this process (one per selector and task list seen recently).
+_VIEWS_KEEP = 8
+_VIEWS: OrderedDict[str, PreparedSources] = OrderedDict()
+_VIEWS_LOCK = threading.Lock()
 
 
 def prepared_sources(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
-    """The tasks prepared for a fingerprint selector, from the cloud's local cache when these versions were seen.
+    """The tasks prepared for a fingerprint selector, reusing every part of them the local cache holds.
 
-    The key covers the selector, its parameters, the cloud's spec and each task's run, checksum and ranking fields,
-    so any contribution gives a new key. Fingerprints are loaded one at a time (only the variant the selector
-    reads), after the missing ones were fetched several at once.
+    Each task is identified by its name, run, checksum and ranking fields, so a new version of a task is a new row.
+    Missing fingerprints are fetched several at once, then loaded one at a time (only the variant the selector
+    reads).
     """
-    identity = [repr(selector), cloud.spec_id(), [(t.name, t.run_id, t.fingerprint_sha256, t.num_images,
-                                                   t.intrinsic_dim) for t in tasks]]
-    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    rows = [_row(t) for t in tasks]
+    key = _digest([repr(selector), cloud.spec_id(), rows, str(cloud.cache.root)])
+    if not selector.joinable:
+        return cloud.cache.prepared(key, lambda: _prepare(cloud, selector, tasks))
+    with _VIEWS_LOCK:
+        view = _VIEWS.get(key)   # the key names every row, so a view never goes stale
+        if view is not None:
+            _VIEWS.move_to_end(key)
+            return view
+    view = _extended(cloud, selector, tasks, rows)
+    with _VIEWS_LOCK:
+        _VIEWS[key] = view
+        while len(_VIEWS) > _VIEWS_KEEP:
+            _VIEWS.popitem(last=False)
+    return view
 
-    def build() -> PreparedSources:
-        # A cold query waits on the network: the snapshot, then the missing fingerprints several at once.
-        cloud.prefetch(tasks)
-        return selector.prepare(LazyTasks(cloud, tasks, selector.variants or ("small",), selector.needs_moments))
-    return cloud.cache.prepared(key, build)
+
+def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask],
+              rows: list[str]) -> PreparedSources:
+    """The tasks as the cached parts that hold them plus one new part for the rest, merged as the module says."""
+    listing = "parts-" + _digest([repr(selector), cloud.spec_id()])
+    wanted = {row: i for i, row in enumerate(rows)}
+    by_row = dict(zip(rows, tasks))
+    parts: list[tuple[str, list[str], PreparedSources]] = []
+    covered: set[str] = set()
+    for entry in _listed(cloud.cache.read_json(listing)):
+        live = [r for r in entry["rows"] if r in wanted and r not in covered]
+        opened = cloud.cache.open_prepared(entry["key"]) if live else None
+        if opened is not None and len(opened) == len(entry["rows"]):
+            parts.append((entry["key"], entry["rows"], opened))
+            covered.update(live)
+    missing = [r for r in rows if r not in covered]
+    if missing:
+        parts.append(_part(cloud, selector, missing, by_row))
+    if sum(len(p[1]) for p in parts) > 2 * len(rows) and len(parts) > 1:
+        parts = [_part(cloud, selector, rows, by_row)]   # mostly replaced rows: prepared anew
+    while len(parts) > 1 and len(parts[-1][1]) >= MERGE_RATIO * len(parts[-2][1]):
+        older, newer = parts[-2], parts[-1]
+        merged = [r for r in [*older[1], *newer[1]] if r in wanted]
+        parts[-2:] = [_part(cloud, selector, list(dict.fromkeys(merged)), by_row)]
+        for old_key, _, _ in (older, newer):
+            cloud.cache.forget_prepared(old_key)
+    cloud.cache.write_json(listing, [{"key": k, "rows": r} for k, r, _ in parts])
+    offsets, index = 0, [-1] * len(rows)
+    for _, part_rows, _ in parts:
+        for position, row in enumerate(part_rows):
+            slot = wanted.get(row)
+            if slot is not None and index[slot] < 0:
+                index[slot] = offsets + position
+        offsets += len(part_rows)
+    if len(parts) == 1 and index == list(range(len(parts[0][1]))):
+        return parts[0][2]
+    return JoinedSources([p for _, _, p in parts], index)
+
+
+def _part(cloud: KnowledgeStore, selector: Selector, rows: list[str],
+          by_row: dict[str, CloudTask]) -> tuple[str, list[str], PreparedSources]:
+    """A new part holding ``rows`` (prepared now, or read from the cache when another process prepared it)."""
+    key = _digest([repr(selector), cloud.spec_id(), rows])
+    part = cloud.cache.prepared(key, lambda: _prepare(cloud, selector, [by_row[r] for r in rows]))
+    return key, rows, part
+
+
+def _prepare(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
+    # A cold query waits on the network: the snapshot, then the missing fingerprints several at once.
+    cloud.prefetch(tasks)
+    return selector.prepare(LazyTasks(cloud, tasks, selector.variants or ("small",), selector.needs_moments))
+
+
+def _listed(value) -> list[dict]:
+    """The parts listing read from the cache, or nothing when it is not one (written by an older version)."""
+    if not isinstance(value, list):
+        return []
+    return [e for e in value if isinstance(e, dict) and isinstance(e.get("key"), str)
+            and isinstance(e.get("rows"), list) and all(isinstance(r, str) for r in e["rows"])]
+
+
+def _row(task: CloudTask) -> str:
+    return _digest([task.name, task.run_id, task.fingerprint_sha256, task.num_images, task.intrinsic_dim])[:20]
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:32]

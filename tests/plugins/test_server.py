@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,8 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
 
     server, admin = auth_server
     url = server.url
+    status, health = _call(f"{url}/tfp/api/health")                # anyone may ask, and learns nothing else
+    assert status == 200 and set(health) <= {"ready", "state", "seconds", "reason"}, health
     assert _call(f"{url}/tfp/api/tasks")[0] == 401                  # anonymous
     assert _call(f"{url}/tfp/")[0] == 401
     assert _call(f"{url}/tfp/api/tasks", auth=("admin", "wrong-password"))[0] == 401
@@ -323,6 +326,34 @@ def test_basic_auth_guards_the_tfp_pages_and_api_with_mlflow_permissions(auth_se
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "tfp-index-basic-auth.png"), full_page=True)
             browser.close()
+
+
+def _ready(url: str, limit: float = 120.0) -> dict:
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        status, health = _call(f"{url}/tfp/api/health")
+        assert status == 200 and health["state"] in ("preparing", "ready"), health
+        if health["ready"]:
+            return health
+        time.sleep(0.2)
+    raise AssertionError(f"not ready in {limit:.0f} s")
+
+
+def test_a_restarted_server_prepares_in_the_background_and_answers_as_before(fingerprints, small_spec, tmp_path):
+    cache = tmp_path / "server-cache"
+    target = fingerprints["a_target"].save(tmp_path / "t.npz").read_bytes()
+    with LocalServer(tmp_path / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(cache)}) as server:
+        _fill(Cloud(server.url, cache_dir=tmp_path / "client-cache"), fingerprints, small_spec)
+        before = _call(f"{server.url}/tfp/api/recommend", target)[1]
+    shutil.rmtree(cache)
+    with LocalServer(tmp_path / "server", app_name="tfp", env={"TFP_CACHE_DIR": str(cache)}) as server:
+        # Nothing but probes reach it: MLflow's /health started the preparation, which fills the empty cache.
+        health = _ready(server.url)
+        assert health["state"] == "ready" and health["seconds"] >= 0
+        assert list((cache / "cloud" / "prepared").iterdir()) and list((cache / "cloud").glob("parts-*"))
+        after = _call(f"{server.url}/tfp/api/recommend", target)[1]
+    assert [r["source"] for r in after["ranking"]] == [r["source"] for r in before["ranking"]]
+    assert after["scenarios"] == before["scenarios"]
 
 
 def test_recommend_on_a_server_of_keyword_tasks_draws_nothing(tmp_path):

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,8 +29,11 @@ from tfp_mlflow.selectors import PreparedSources
 
 __all__ = ["ArtifactSource", "LocalCache", "default_cache_dir", "PREPARED_KEEP"]
 
-#: Prepared source sets kept (one per selector and cloud state seen recently).
-PREPARED_KEEP = 4
+#: Prepared source sets kept on disk and open in a process (the parts of each selector's sources, for the cloud
+#: states seen recently).
+PREPARED_KEEP = 32
+#: A prepared set used this recently is never pruned (another process may be reading it).
+PREPARED_KEEP_SECONDS = 3600
 
 
 class ArtifactSource(Protocol):
@@ -152,30 +156,66 @@ class LocalCache:
     def prepared(self, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
         """Prepared sources stored under ``key`` (memory-mapped), built and saved on a miss.
 
-        The :data:`PREPARED_KEEP` most recently used sets are kept on disk, and the same number stay open in this
-        process: every query of a server worker shares one memory map (and what a selector derived from it at
-        its first query) instead of opening its own. An unreadable set is rebuilt.
+        Sets used within :data:`PREPARED_KEEP_SECONDS`, and the :data:`PREPARED_KEEP` most recently used, are kept
+        on disk; as many stay open in this process, so every query of a server worker shares one memory map (and
+        what a selector derived from it at its first query) instead of opening its own. An unreadable set is
+        rebuilt.
         """
+        opened = self.open_prepared(key)
+        if opened is not None:
+            return opened
+        folder = self.root / "prepared" / key
+        build().save(folder)
+        self._prune_prepared()
+        return _remember(folder, PreparedSources.load(folder))
+
+    def open_prepared(self, key: str) -> PreparedSources | None:
+        """The prepared sources stored under ``key``, or ``None`` when there are none (or they cannot be read)."""
         folder = self.root / "prepared" / key
         with _OPEN_LOCK:
             opened = _OPEN.get(str(folder))
             if opened is not None:
                 _OPEN.move_to_end(str(folder))
-                return opened
-        if (folder / "meta.json").is_file():
-            try:
-                prepared = PreparedSources.load(folder)
-                os.utime(folder)  # recently used: kept by the pruning below
-                return _remember(folder, prepared)
-            except BadInputError:
-                shutil.rmtree(folder, ignore_errors=True)
-        prepared = build()
-        prepared.save(folder)
-        stale = sorted((p for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                       key=lambda p: p.stat().st_mtime, reverse=True)[PREPARED_KEEP:]
-        for old in stale:
-            shutil.rmtree(old, ignore_errors=True)
-        return _remember(folder, PreparedSources.load(folder))
+        if opened is not None and (folder / "meta.json").is_file():
+            _touch(folder)
+            return opened
+        if not (folder / "meta.json").is_file():
+            return None
+        try:
+            prepared = PreparedSources.load(folder)
+        except BadInputError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        _touch(folder)   # recently used: kept by the pruning
+        return _remember(folder, prepared)
+
+    def forget_prepared(self, key: str) -> None:
+        """Close a prepared set in this process (its memory map and what was derived from it); it stays on disk
+        until pruned."""
+        with _OPEN_LOCK:
+            _OPEN.pop(str(self.root / "prepared" / key), None)
+
+    def _prune_prepared(self) -> None:
+        folders = [p for p in (self.root / "prepared").iterdir() if p.is_dir() and not p.name.startswith(".")]
+        now = time.time()
+        by_use = sorted(folders, key=_mtime, reverse=True)
+        for old in by_use[PREPARED_KEEP:]:
+            if now - _mtime(old) > PREPARED_KEEP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _touch(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
 
 
 #: Prepared sets open in this process, most recently used last.

@@ -186,26 +186,32 @@ def _voting_groups(by_contributor: Mapping[str, list[str]]) -> list[list[str]]:
 
 
 def fingerprint_stats(cloud, tasks: Sequence) -> dict[str, FingerprintStats]:
-    """Guard statistics of the cloud tasks' fingerprints, cached locally per fingerprint set (the spec itself is
-    read only on a cache miss, so a warm query costs one JSON read)."""
+    """Guard statistics of the cloud tasks' fingerprints, kept in the local cache per fingerprint (one JSON entry
+    per spec, by checksum): a query computes them only for fingerprints it has not seen, and the spec itself is read
+    only then, so a warm query costs one JSON read and a new task one fingerprint's statistics."""
 
     spec_id = cloud.spec_id()
     with_fp = [t for t in tasks if t.has_fingerprint]
     if spec_id is None or not with_fp:
         return {}
-    identity = [STATS_VERSION, spec_id, sorted((t.name, t.fingerprint_sha256) for t in with_fp)]
-    key = "guard-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    key = "guard-" + hashlib.sha256(json.dumps([STATS_VERSION, spec_id]).encode()).hexdigest()[:32]
     cached = cloud.cache.read_json(key)
+    known: dict[str, FingerprintStats] = {}
     if isinstance(cached, dict):
-        try:
-            return {name: FingerprintStats(**value) for name, value in cached.items()}
-        except TypeError:
-            pass
-    spec = cloud.spec()
+        for sha, value in cached.items():
+            try:
+                known[sha] = FingerprintStats(**value)
+            except TypeError:
+                pass
+    missing = list({t.fingerprint_sha256: t for t in with_fp if t.fingerprint_sha256 not in known}.values())
+    if missing:
+        spec = cloud.spec()
 
-    def one(task) -> tuple[str, FingerprintStats]:
-        return task.name, FingerprintStats.of(cloud.fingerprint(task, spec, variants=(guard_variant(spec),),
-                                                                moments=False), spec)
-    stats = dict(thread_map(one, with_fp))   # decompression releases the GIL
-    cloud.cache.write_json(key, {name: asdict(s) for name, s in stats.items()})
-    return stats
+        def one(task) -> tuple[str, FingerprintStats]:
+            return task.fingerprint_sha256, FingerprintStats.of(
+                cloud.fingerprint(task, spec, variants=(guard_variant(spec),), moments=False), spec)
+        known.update(thread_map(one, missing))   # decompression releases the GIL
+        current = {t.fingerprint_sha256 for t in with_fp}
+        keep = known if len(known) <= 2 * len(current) + 1000 else {k: v for k, v in known.items() if k in current}
+        cloud.cache.write_json(key, {sha: asdict(s) for sha, s in keep.items()})
+    return {t.name: known[t.fingerprint_sha256] for t in with_fp}

@@ -2,7 +2,7 @@
 
 One registry: :func:`get_selector` builds a selector by name, :func:`list_selectors` lists them (``tfp selectors``).
 """
-from tfp_mlflow.selectors._base import FingerprintSelector, PreparedSources, Selector
+from tfp_mlflow.selectors._base import FingerprintSelector, JoinedSources, PreparedSources, Selector
 from tfp_mlflow.selectors._registry import describe_selector, get_selector, list_selectors, register_selector
 from tfp_mlflow.selectors.bkld import BinnedKLD
 from tfp_mlflow.selectors.fid import FID
@@ -13,6 +13,6 @@ from tfp_mlflow.selectors.vdna import VDNA
 #: The selector a query uses unless told otherwise (the paper's best fingerprint selector).
 DEFAULT_SELECTOR = "bkld-small-target"
 
-__all__ = ["DEFAULT_SELECTOR", "Selector", "FingerprintSelector", "PreparedSources", "register_selector",
-           "get_selector", "list_selectors", "describe_selector", "BinnedKLD", "ManualSelector", "P2L", "P2LSize",
-           "VDNA", "FID"]
+__all__ = ["DEFAULT_SELECTOR", "Selector", "FingerprintSelector", "PreparedSources", "JoinedSources",
+           "register_selector", "get_selector", "list_selectors", "describe_selector", "BinnedKLD", "ManualSelector",
+           "P2L", "P2LSize", "VDNA", "FID"]

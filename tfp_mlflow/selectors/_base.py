@@ -19,7 +19,7 @@ from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.spec import check_same_spec
 from tfp_mlflow.task import Task
 
-__all__ = ["Selector", "PreparedSources", "FingerprintSelector"]
+__all__ = ["Selector", "PreparedSources", "JoinedSources", "FingerprintSelector"]
 
 PREPARED_FORMAT = "tfp.prepared/3"   # 3: bKLD stacks hold integer counts (were float64 histograms)
 
@@ -116,6 +116,30 @@ class PreparedSources:
         return prepared
 
 
+class JoinedSources(PreparedSources):
+    """Several prepared sets read as one, without copying them: a cloud's set prepared once, then the parts for the
+    tasks added since (:mod:`tfp_mlflow.prepared`).
+
+    Source ``i`` is row ``index[i]`` of the parts' rows laid end to end; rows no index points at (a task since
+    replaced or left out of this query) are computed and dropped. Only for selectors whose distance to one source
+    depends on that source alone (:attr:`Selector.joinable`); a selector answers for each part in turn.
+    """
+
+    def __init__(self, parts: Sequence[PreparedSources], index: Sequence[int] | np.ndarray) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        if not parts or len({p.selector for p in parts}) != 1 or len({p.spec_id for p in parts}) != 1:
+            raise BadInputError("joined sources need at least one part, all of one selector and one spec")
+        names = [name for part in parts for name in part.names]
+        super().__init__(selector=parts[0].selector, names=[names[i] for i in index],
+                         num_images=np.concatenate([p.num_images for p in parts])[index],
+                         intrinsic_dims=np.concatenate([p.intrinsic_dims for p in parts])[index],
+                         spec_id=parts[0].spec_id)
+        self.parts, self.index = tuple(parts), index
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        raise TypeError("joined sources are saved part by part (PreparedSources.save on each of .parts)")
+
+
 class Selector(abc.ABC):
     """Ranks sources for a target: lower distance means closer (a better source).
 
@@ -132,6 +156,9 @@ class Selector(abc.ABC):
     variants: tuple[str, ...] = ()
     #: Whether the selector reads second moments.
     needs_moments: bool = False
+    #: Whether a source's distance depends on that source and the target alone, so sources prepared in several
+    #: parts (:class:`JoinedSources`) give the distances the whole set would.
+    joinable: bool = True
 
     def prepare(self, sources: Sequence[Task] | Iterable[Task]) -> PreparedSources:
         """Reduce the sources to the arrays this selector needs (done once, reused for every target).
@@ -165,6 +192,11 @@ class Selector(abc.ABC):
         prepared = sources if isinstance(sources, PreparedSources) else self.prepare(sources)
         if prepared.selector != self.name:
             raise BadInputError(f"sources were prepared for selector {prepared.selector!r}, not {self.name!r}")
+        if isinstance(prepared, JoinedSources):
+            if not self.joinable:
+                raise BadInputError(f"selector {self.name!r} compares each source with the others; prepare its "
+                                    f"sources as one set, not in parts")
+            return np.concatenate([self._distances(target, part) for part in prepared.parts])[prepared.index]
         return self._distances(target, prepared)
 
     def matrix(self, sources: Sequence[Task] | PreparedSources, targets: Sequence[Task]) -> np.ndarray:

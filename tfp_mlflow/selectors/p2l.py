@@ -39,6 +39,7 @@ class P2LSize(P2L):
     the returned distance is the negated affinity. With fewer than three usable sources the prior is dropped.
     """
 
+    joinable = False   # z-scores over the whole set of sources
     similarity_weight = 1.5
     size_weight = 1.0
 

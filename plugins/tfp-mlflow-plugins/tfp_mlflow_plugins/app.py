@@ -33,6 +33,7 @@ from tfp_mlflow.errors import CloudError, TfpError
 from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow_plugins import service
 from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
+from tfp_mlflow_plugins.readiness import Readiness
 
 __all__ = ["create_app", "compose"]
 
@@ -53,6 +54,8 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
 
     def lifespan(_app: FastAPI):
         # Mounted apps get no lifespan events of their own: run MLflow's (job runners and the like).
+        if os.environ.get(SELF_URL_ENV) and not basic_auth:
+            _app.state.readiness.start(os.environ[SELF_URL_ENV].rstrip("/"), None, _cloud)
         router = getattr(mlflow_app, "router", None)
         return router.lifespan_context(mlflow_app) if router is not None else _NoLifespan()
 
@@ -61,7 +64,9 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
                   description="Task fingerprinting on this MLflow server: tasks, knowledge and recommendations.",
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.basic_auth = basic_auth
+    app.state.readiness = Readiness()
     _bounded_bodies(app)
+    _prepared_in_background(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(_api_router())
     app.include_router(_openapi_router(app))
@@ -110,6 +115,20 @@ def _bounded_bodies(app: FastAPI) -> None:
                            f"bodies; send less per request (log-batch takes 1,000 metrics at most)")
                 return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": message, "error": message},
                                     status_code=413)
+        return await call_next(request)
+
+
+def _prepared_in_background(app: FastAPI) -> None:
+    """Without accounts, the first request of any kind starts the worker's preparation (:mod:`.readiness`)."""
+
+    @app.middleware("http")
+    async def prepare(request: Request, call_next):
+        readiness = request.app.state.readiness
+        if readiness.state == "cold" and not request.app.state.basic_auth:
+            try:
+                readiness.start(_self_url(request), None, _cloud)
+            except CloudError:
+                pass   # no address to reach this server by: the queries prepare what they need
         return await call_next(request)
 
 
@@ -230,9 +249,14 @@ def _may_read(cloud) -> None:
 
 
 async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``work(cloud, *args)`` in a worker thread with the caller's credentials forwarded."""
+    """Run ``work(cloud, *args)`` in a worker thread with the caller's credentials forwarded (after the worker's
+    preparation, which the first caller whose credentials verify starts on a server with accounts)."""
     header = _authorization(request)
     url = _self_url(request)
+    readiness = request.app.state.readiness
+    if readiness.state == "cold":
+        readiness.start(url, header, _cloud)
+    await readiness.wait()
 
     def call():
         with forwarding(header):
@@ -293,6 +317,10 @@ def _page_errors(route):
 
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/tfp/api", tags=["tfp"])
+
+    @router.get("/health", summary="Whether this worker has prepared the cloud for queries (no account needed)")
+    async def health(request: Request):
+        return request.app.state.readiness.health()
 
     @router.get("/tasks", summary="Every task with its fields and which knowledge it has; the quarantined runs")
     @_json_errors
