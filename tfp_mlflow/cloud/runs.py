@@ -121,8 +121,9 @@ class RunLog:
 
     Parameters
     ----------
-    client : MlflowClient
-        The store's client (:func:`mlflow_client`).
+    client : MlflowClient or None
+        The store's client (:func:`mlflow_client`); ``None``: made at the first call that needs it, so a cloud that
+        is only named (a query ranked on its server) never imports MLflow.
     uri : str
         The store's tracking URI.
     experiment : str
@@ -133,8 +134,15 @@ class RunLog:
     page_size: int = 1000
 
     def __init__(self, client, uri: str, experiment: str) -> None:
-        self.client, self.uri, self.experiment = client, uri, experiment
+        self._client, self.uri, self.experiment = client, uri, experiment
         self._experiment_ids: dict[str, str] = {}
+
+    @property
+    def client(self):
+        """The store's ``MlflowClient``."""
+        if self._client is None:
+            self._client = mlflow_client(self.uri)
+        return self._client
 
     # -- experiments --------------------------------------------------------------------------------------------
     def _artifact_location(self, name: str) -> str | None:

@@ -32,7 +32,7 @@ from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
-from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store, mlflow_client
+from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store
 from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
@@ -85,14 +85,18 @@ class Cloud:
                  experiment: str = CLOUD_EXPERIMENT, runs: RunLog | None = None) -> None:
         if runs is None:
             uri = absolute_uri(tracking_uri or default_tracking_uri())
-            runs = RunLog(mlflow_client(uri), uri, experiment)
+            runs = RunLog(None, uri, experiment)     # MLflow's client is made at the first call that needs it
         self.uri, self.experiment = runs.uri, runs.experiment
-        self.client = getattr(runs, "client", None)
         self.cache = LocalCache(cache_dir)
         self.runs = runs
         self.artifacts = VerifiedArtifacts(self.runs, self.cache)
         self.knowledge_log = KnowledgeLog(self.runs, self.artifacts)
         self.catalogue = Catalogue(self.runs, self.artifacts, self.knowledge_log)
+
+    @property
+    def client(self):
+        """The store's ``MlflowClient`` (``None`` for a run log without one)."""
+        return getattr(self.runs, "client", None)
 
     # -- experiments and runs (RunLog) --------------------------------------------------------------------------
     def experiment_id(self, name: str | None = None) -> str:

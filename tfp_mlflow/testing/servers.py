@@ -98,8 +98,10 @@ class LocalServer:
         if self.app_name:
             command += ["--app-name", self.app_name]
         self.log = open(self.root / "server.log", "w")
+        # MLflow's job runner (GenAI jobs; four consumer processes importing MLflow at start) is not used by tfp.
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **self.env}
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **self.env}, cwd=self.root)
+                                     env=env, cwd=self.root)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.time() + self.timeout
         while time.time() < deadline:

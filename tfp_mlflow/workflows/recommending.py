@@ -63,6 +63,8 @@ def target_fingerprint(data: Target, cloud: KnowledgeStore | None, *, samples: i
     ``None``."""
     if data is None or isinstance(data, Fingerprint):
         return data
+    if isinstance(data, (str, os.PathLike)) and is_fingerprint_file(data):
+        return Fingerprint.load(data)     # a file: no torch imported
     from tfp_mlflow.extract import Draws, ImageDataset, fingerprint_dataset, open_dataset
     from tfp_mlflow.spec import default_spec
 
