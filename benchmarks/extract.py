@@ -1,8 +1,11 @@
 """End-to-end fingerprint throughput against the bare backbone forward, in one run.
 
 End to end = decode + resize + crop/flip + normalise + forward + binning, through `fingerprint_dataset`, on a
-synthetic task written to disk as PNGs. Bare = the same model on pre-made tensors of the same batch size. Prints
-images/s of both, the overhead ratio and the peak RSS.
+synthetic task written to disk as PNGs. Bare = the same model on pre-made tensors of the same batch size. Input
+alone = the same draws decoded, resized and cropped by the same loader, with no forward pass. Prints images/s of
+each, the share of the bare forward that end to end reaches, the overhead, and which stage bounds the rate: where
+the input pipeline alone is slower than the bare forward, it is the bottleneck (add decoding workers, or a GPU's
+worth of CPU cores). Runs on a GPU when one is available (``--device``).
 
     python benchmarks/extract.py [--draws 512] [--batch-size 64] [--images 200] [--backbone tf_efficientnet_lite0]
 """
@@ -37,6 +40,26 @@ def bare_forward(backbone, batches: int, batch_size: int, device: torch.device) 
         if device.type == "cuda":
             torch.cuda.synchronize()
     return batches * batch_size / (time.perf_counter() - started)
+
+
+def input_alone(folder: Path, spec: FingerprintSpec, draws: int, batch_size: int, workers: int,
+                crop: int) -> float:
+    """Draws per second of the input pipeline alone (decode, resize, crop, flip), as `fingerprint_dataset` loads
+    them, with no forward pass."""
+    import numpy as np
+
+    from tfp_mlflow.extract import open_dataset, plan_draws
+    from tfp_mlflow.extract.pipeline import CACHE_IMAGES, _Draws
+
+    dataset = open_dataset(str(folder))
+    plan = plan_draws(len(dataset), draws, 0, spec.resize, crop)
+    loader = torch.utils.data.DataLoader(_Draws(dataset.paths, plan, np.arange(draws), spec.resize, crop,
+                                                CACHE_IMAGES), batch_size=batch_size, num_workers=workers,
+                                         prefetch_factor=4 if workers else None)
+    started = time.perf_counter()
+    for _ in loader:
+        pass
+    return draws / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -77,11 +100,19 @@ def main() -> None:
                                                 device=str(device)))
                 rates.setdefault(f"end to end, {workers} workers", []).append(
                     args.draws / (time.perf_counter() - started))
+                rates.setdefault(f"input alone, {workers} workers", []).append(
+                    input_alone(folder, spec, args.draws, args.batch_size, workers, backbone.input_size))
         bare = statistics.median(rates["bare forward"])
         for label, values in rates.items():
             rate = statistics.median(values)
-            overhead = "" if label == "bare forward" else f"   overhead {100 * (bare / rate - 1):5.1f} %"
-            print(f"{label:<28} {rate:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in values)}){overhead}")
+            share = ("" if not label.startswith("end to end") else
+                     f"   {100 * rate / bare:5.1f} % of the bare forward (overhead {100 * (bare / rate - 1):5.1f} %)")
+            print(f"{label:<28} {rate:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in values)}){share}")
+        for workers in args.workers:
+            feed = statistics.median(rates[f"input alone, {workers} workers"])
+            bound = ("the input pipeline (it alone is slower than the forward pass)" if feed < bare else
+                     "the forward pass (the input pipeline alone is faster)")
+            print(f"{workers} workers: bounded by {bound}: input {feed:.1f} images/s, forward {bare:.1f}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

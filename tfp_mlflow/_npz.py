@@ -37,9 +37,9 @@ HEADER_LOCK = threading.Lock()
 Header = tuple[tuple[int, ...], np.dtype]
 
 
-def read_npz(path: str | os.PathLike, *, kind: str, required: set[str], optional: set[str] = frozenset(),
-             optional_prefix: str | None = None, max_bytes: int = MAX_ARCHIVE_BYTES,
-             skip: frozenset[str] = frozenset(),
+def read_npz(path: str | os.PathLike, *, kind: str, required: set[str],
+             optional: set[str] | frozenset[str] = frozenset(), optional_prefix: str | None = None,
+             max_bytes: int = MAX_ARCHIVE_BYTES, skip: frozenset[str] = frozenset(),
              check_headers: Callable[[dict[str, Header]], None] | None = None) -> dict[str, np.ndarray]:
     """Read every member of an ``.npz`` archive after validating its layout.
 

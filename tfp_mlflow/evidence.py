@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,11 +126,10 @@ def _affinities(cloud: KnowledgeStore, selector: str, tasks: Sequence[CloudTask]
         parts, index = [(prepared, columns)], None
     else:
         prepared = prepared_sources(cloud, chooser, list(tasks))
-        joined = isinstance(prepared, JoinedSources)
         with _LOCK:
             parts = [(part, part.memo.setdefault("affinities", {}))
-                     for part in (prepared.parts if joined else (prepared,))]
-        index = prepared.index if joined else None
+                     for part in (prepared.parts if isinstance(prepared, JoinedSources) else (prepared,))]
+        index = prepared.index if isinstance(prepared, JoinedSources) else None
     for part, columns in parts:
         with _LOCK:
             missing = [t for t in targets if column_key(t) not in columns]
@@ -228,7 +228,7 @@ def _records(knowledges: Iterable, tasks: Mapping[str, CloudTask], trusted: Call
     reader trusts or is that account (or it is the reference's)."""
     me = current_contributor()
     baselines: dict[tuple[str, str], dict[int, float]] = {}
-    transfers = []
+    transfers: list[tuple] = []
     for knowledge in knowledges:
         base, moved = _rows_of(knowledge)
         for task, metric, repetition, value in base:
@@ -266,7 +266,7 @@ def order(evidence: CloudEvidence | None, scenario: str, target: str, ranking: S
     on either, the answer says so first and lists the sources by distance: a record that moves nothing is no
     reason to prefer a far source.
     """
-    reasons = {r.name: {"distance": r.distance, "distance_rank": r.rank} for r in ranking}
+    reasons: dict[str, dict[str, Any]] = {r.name: {"distance": r.distance, "distance_rank": r.rank} for r in ranking}
     if evidence is None:
         return Ordering(list(ranking), None, reasons)
     model = evidence.model

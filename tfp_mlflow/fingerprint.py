@@ -420,7 +420,8 @@ def merge(*fingerprints: Fingerprint) -> Fingerprint:
         if (fp.second_moments is None) != (first.second_moments is None):
             raise BadInputError("cannot merge shards where only some carry second moments; re-extract alike")
     counts = {v: np.sum([fp.counts[v] for fp in fingerprints], axis=0) for v in first.variants}
-    moments = None if first.second_moments is None else np.sum([fp.second_moments for fp in fingerprints], axis=0)
+    moments = (None if first.second_moments is None else
+               np.sum([fp.second_moments for fp in fingerprints if fp.second_moments is not None], axis=0))
     extra = {k: v for k, v in first.extra.items() if k != "shard"}
     return replace(first, counts=counts, feature_sum=np.sum([fp.feature_sum for fp in fingerprints], axis=0),
                    num_draws=sum(fp.num_draws for fp in fingerprints), second_moments=moments, extra=extra)

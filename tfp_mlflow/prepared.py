@@ -114,7 +114,7 @@ def _prepare(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTas
     return selector.prepare(LazyTasks(cloud, tasks, selector.variants or ("small",), selector.needs_moments))
 
 
-def _listed(value) -> list[dict]:
+def _listed(value: object) -> list[dict]:
     """The parts listing read from the cache, or nothing when it is not one (written by an older version)."""
     if not isinstance(value, list):
         return []
@@ -126,5 +126,5 @@ def _row(task: CloudTask) -> str:
     return _digest([task.name, task.run_id, task.fingerprint_sha256, task.num_images, task.intrinsic_dim])[:20]
 
 
-def _digest(value) -> str:
+def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:32]

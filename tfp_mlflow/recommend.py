@@ -281,7 +281,7 @@ def _rank(cloud: KnowledgeStore, chooser, query: Task, pool: _Pool,
         signals.update(dict.fromkeys((r.name for r in by_keywords), "manual"))
         entries = {r.name: r for r in [*ranking, *by_keywords]}
         merged = merge_rankings([(r.name, r.distance) for r in ranking], [(r.name, r.distance) for r in by_keywords],
-                                merge)
+                                merge or DEFAULT_MERGE_RULE)
         ranking = [replace(entries[name], rank=rank) for rank, (name, _) in enumerate(merged, start=1)]
     return ranking, signals
 
@@ -307,7 +307,8 @@ class _Walk:
     def scenario(self, scenario, ordering: Ordering, outcomes: int) -> ScenarioAdvice:
         """One scenario's advice: the first ``top_k`` sources with usable knowledge, and notes on what was not."""
         top_k, flagged = self.top_k, self.result.flagged
-        items, skipped, passed_over, chance = [], 0, 0, 0
+        items: list[Suggestion] = []
+        skipped, passed_over, chance = 0, 0, 0
         rule, reasons, by_record = ordering.rule, ordering.reasons, ordering.by_record
         # Ordered by distance, the walk stays among the closest; ordered by record, it goes as far as it takes.
         walk = ordering.ranking if by_record else ordering.ranking[:WALK_FACTOR * top_k]
@@ -323,6 +324,7 @@ class _Walk:
                 skipped += item is None
                 chance += item == AT_CHANCE
                 continue
+            assert isinstance(item, dict)
             flags = list(self.task_flags.get(entry.name, []))
             if self.include_flagged:  # flagged results were kept: mark the items built on them
                 run = item["evidence"].get("knowledge_run")
@@ -446,7 +448,7 @@ def _shared_data(entry, task, knowledge: Callable[[], list], metric) -> dict | N
               and not at_chance(r.balanced_accuracy, Metric.BALANCED_ACCURACY, task.num_classes, r.held_out)]
     shared = task.shareable and bool(task.data_uri)
     return {"data_uri": task.data_uri if shared else None, "num_images": task.num_images,
-            "num_classes": task.num_classes, "dataset": None if shared else public.to_json(),
+            "num_classes": task.num_classes, "dataset": None if shared or public is None else public.to_json(),
             "evidence": {"task_run": task.run_id,
                          "source_baseline": useful[0].balanced_accuracy if useful else None,
                          "baseline_at_chance": bool(baselines) and not useful}}

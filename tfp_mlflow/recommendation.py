@@ -194,6 +194,7 @@ class Recommendation:
             except (OSError, ValueError) as exc:
                 raise BadInputError(f"cannot read the recommendation {str(value)!r} ({exc}); give the file "
                                     f"written by `tfp recommend --json FILE`") from None
+        assert isinstance(value, dict)
         return cls.from_json(value)
 
     @classmethod

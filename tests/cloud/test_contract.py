@@ -58,21 +58,8 @@ def _declared(cls) -> dict[str, inspect.Signature]:
             if callable(member) and not name.startswith("_")}
 
 
-def test_every_method_of_the_interface_has_its_signature_on_the_cloud():
-    """Callers type against KnowledgeStore: the Cloud takes every parameter the interface names, of the same kind
-    (an interface's ``**fields`` stands for keyword-only fields with defaults)."""
-    declared = _declared(KnowledgeStore)
-    assert {"tasks", "knowledge_runs", "read_knowledge", "pack", "experiment_id", "record"} <= set(declared)
-    for name, interface in declared.items():
-        implemented = inspect.signature(getattr(Cloud, name)).parameters
-        for parameter in interface.parameters.values():
-            if parameter.kind is parameter.VAR_KEYWORD:
-                extra = [p for p in implemented.values() if p.name not in interface.parameters]
-                assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra), name
-                continue
-            assert parameter.name in implemented, f"Cloud.{name} lacks {parameter.name}"
-            assert implemented[parameter.name].kind is parameter.kind, f"Cloud.{name}({parameter.name})"
-    assert {"uri", "cache"} <= set(KnowledgeStore.__annotations__)
+# That the Cloud takes every parameter of every method of the interface, of the same kind, is mypy's to check
+# (`mypy` in .ci/run): tfp_mlflow/cloud/store.py hands a Cloud out as a KnowledgeStore.
 
 
 def test_opening_a_cloud_changes_nothing_outside_it(tmp_path, monkeypatch):

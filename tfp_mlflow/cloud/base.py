@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from tfp_mlflow.cloud.cache import LocalCache
 from tfp_mlflow.cloud.knowledge import Knowledge
@@ -78,14 +78,18 @@ class KnowledgeStore(Protocol):
     def conforming(self, tasks: Sequence[CloudTask], spec: FingerprintSpec | None = None) -> list[CloudTask]:
         """The tasks whose fingerprint (if any) verifies and conforms to the spec; the others are quarantined."""
 
-    def quarantine(self, what: str, run, reason: str, task: str | None = None) -> None:
+    def quarantine(self, what: str, run: Any, reason: str, task: str | None = None) -> None:
         """Leave a run out of every query from now on, with the reason."""
 
     def quarantined(self) -> list[dict[str, str]]:
         """The runs left out, with their reasons: ``[{"what", "run_id", "task", "contributor", "reason"}]``."""
 
     def contribute(self, fingerprint: Fingerprint | None = None, *, name: str | None = None,
-                   knowledge: Iterable[Knowledge] = (), **fields) -> CloudTask:
+                   keywords: Sequence[str] | None = None, domain: str | None = None, data_uri: str | None = None,
+                   shareable: bool | None = None, num_images: int | None = None, num_classes: int | None = None,
+                   intrinsic_dim: float | None = None, knowledge: Iterable[Knowledge] = (),
+                   contributor: str | None = None, spec: FingerprintSpec | None = None,
+                   measured_by: Sequence[str] | None = None) -> CloudTask:
         """Add or update a task with its fingerprint, fields and knowledge; atomic for readers."""
 
     # -- knowledge ----------------------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class KnowledgeStore(Protocol):
     def get_run(self, run_id: str) -> StoredRun:
         """One run by id (raises when the store does not hold it)."""
 
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ...) -> None:
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = ...) -> None:
         """End a run another process started (pruned, lost), after setting ``tags``."""
 
     def list_artifacts(self, run_id: str) -> list[str]:

@@ -230,7 +230,9 @@ class Catalogue:
             if fingerprint.spec_id != cloud_spec:
                 raise SpecMismatchError(f"fingerprint of {name!r} has spec {fingerprint.spec_id} but the cloud at "
                                         f"{self.uri} uses {cloud_spec}; re-fingerprint it with the cloud's spec")
-            fingerprint.check_conforms(self.spec(), f"fingerprint of {name!r}")
+            spec_of_cloud = self.spec()
+            assert spec_of_cloud is not None, "a cloud with a spec id has its spec"
+            fingerprint.check_conforms(spec_of_cloud, f"fingerprint of {name!r}")
             return
         if spec is None or spec.id != fingerprint.spec_id:
             spec = default_spec()

@@ -85,7 +85,7 @@ class FingerprintStats:
 
 def guard_variant(spec: FingerprintSpec) -> str:
     """The variant the guard reads: ``small`` (100 bins) when the spec has it, else its coarsest."""
-    return "small" if "small" in spec.variants else min(spec.variants, key=spec.variants.get)
+    return "small" if "small" in spec.variants else min(spec.variants, key=lambda v: spec.variants[v])
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tfp_mlflow import _json
 from tfp_mlflow.cloud.integrity import VerifiedArtifacts
@@ -104,8 +105,9 @@ class KnowledgeLog:
             validate_knowledge(knowledge)
         contributor = contributor or current_contributor()
         tasks = {knowledge.task for knowledge in items}
-        about = {"task": next(iter(tasks))} if len(tasks) == 1 else {}   # one task's tables: only its runs
-        stored = self.runs.find_runs(Kind.KNOWLEDGE, contributor=contributor, **about)
+        stored = (self.runs.find_runs(Kind.KNOWLEDGE, contributor=contributor, task=next(iter(tasks)))
+                  if len(tasks) == 1 else   # one task's tables: only its runs
+                  self.runs.find_runs(Kind.KNOWLEDGE, contributor=contributor))
         keys = {run.tags.get(Tag.KNOWLEDGE_KEY, ""): run.run_id for run in stored}
         rows: dict[str, int] = {}
         for run in stored:
@@ -131,10 +133,9 @@ class KnowledgeLog:
         with self.runs.record(Kind.KNOWLEDGE, tags) as run:
             table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
                      "rows": [row_json(r) for r in knowledge.rows]}
-            run.log_file(f"knowledge/{knowledge.kind}.json", lambda p: p.write_text(json.dumps(table, sort_keys=True)))
+            run.log_file(f"knowledge/{knowledge.kind}.json", _writer(json.dumps(table, sort_keys=True)))
             for policy_id, policy in sorted(knowledge.policies.items()):
-                run.log_file(f"policy/{safe_file(policy_id)}.json",
-                             lambda p, policy=policy: p.write_text(json.dumps(policy, indent=1)))
+                run.log_file(f"policy/{safe_file(policy_id)}.json", _writer(json.dumps(policy, indent=1)))
             best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
             if best:
                 run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})
@@ -195,7 +196,7 @@ class KnowledgeLog:
         if known is not None:
             return known
         table = _json.loads(self.artifacts.artifact(run, artifact).read_bytes(), f"{artifact} of run {run.run_id}",
-                            max_bytes=artifact_limit(artifact))
+                            max_bytes=artifact_limit(artifact) or _json.MAX_JSON_BYTES)
         if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
             raise BadInputError(f"{artifact} of run {run.run_id} is not a knowledge table")
         if len(table["rows"]) > MAX_ROWS:   # before a single row becomes an object
@@ -222,3 +223,8 @@ class KnowledgeLog:
         if not isinstance(policy, dict):
             raise BadInputError(f"{artifact} of run {knowledge_run_id} is not an albumentations policy")
         return policy
+
+
+def _writer(text: str) -> Callable[[Path], int]:
+    """What :meth:`RunRecorder.log_file` calls to write ``text`` to its file."""
+    return lambda path: path.write_text(text)

@@ -164,6 +164,7 @@ def dataset_input(name: str, digest: str, data_uri: str):
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    dataset = MetaDataset(source=HTTPDatasetSource(url=data_uri or f"tfp://{name}"), name=name, digest=digest[:16])
+    dataset = MetaDataset(source=HTTPDatasetSource(url=data_uri or f"tfp://{name}"),  # type: ignore[abstract]
+                          name=name, digest=digest[:16])
     # Dataset.to_dict() is the public form of the entity (name, digest, source, source_type, schema, profile).
     return DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", "fingerprint")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -57,7 +58,9 @@ def import_reference(cloud: KnowledgeStore, ref: Reference,
                                      existing.intrinsic_dim) == tuple(described.values()):
             counts["tasks_unchanged"] += 1
         else:
-            cloud.contribute(None, name=name, contributor=REFERENCE_CONTRIBUTOR, **described)
+            cloud.contribute(None, name=name, contributor=REFERENCE_CONTRIBUTOR, keywords=task.keywords,
+                             domain=task.domain, num_images=task.num_images, num_classes=task.num_classes,
+                             intrinsic_dim=task.dimensions)
             counts["tasks"] += 1
         if on_task:
             on_task(name)
@@ -93,7 +96,7 @@ def _transfer_tables(ref: Reference) -> dict[str, dict[str, tuple[KnowledgeRow, 
 def _baseline_rows(ref: Reference, task: str) -> tuple[KnowledgeRow, ...]:
     rows = []
     for repetition in ref.repetitions:
-        values = {}
+        values: dict[str, Any] = {}
         for metric in BASE_METRICS:
             value = ref.baseline_or_none(task, metric, repetition)
             if value is not None:

@@ -230,7 +230,8 @@ class RunLog:
                 order_by: str = "attributes.start_time DESC") -> list:
         """Active runs matching the filter (MLflow entities, which stay in this module), following MLflow's pages;
         all of them, or the first ``max_results``."""
-        runs, token = [], None
+        runs: list = []       # MLflow's Run entities
+        token = None
         experiment_id = self.experiment_id(experiment)
         while True:
             size = self.page_size if max_results is None else min(self.page_size, max_results - len(runs))
@@ -283,9 +284,9 @@ class RunLog:
     def get_run(self, run_id: str) -> StoredRun:
         return StoredRun.from_mlflow(self.client.get_run(run_id))
 
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End a run some other process started (a trial Optuna pruned, a worker that died): tags, then status."""
-        for key, value in dict(tags).items():
+        for key, value in dict(tags or {}).items():
             self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, status)
 
@@ -307,7 +308,8 @@ class RunLog:
     # -- artifacts ----------------------------------------------------------------------------------------------
     def artifacts(self, run_id: str) -> list[str]:
         """The paths of every file a run holds."""
-        out, folders = [], [None]
+        out: list[str] = []
+        folders: list[str | None] = [None]
         while folders:
             for entry in self.client.list_artifacts(run_id, folders.pop()):
                 (folders if entry.is_dir else out).append(entry.path)

@@ -119,13 +119,13 @@ class Cloud:
 
     def find_runs(self, kind: str, *, experiment: str | None = None, **tags: str) -> list[StoredRun]:
         """Complete runs of ``kind`` with the given ``tfp.`` tags, newest first."""
-        return self.runs.find_runs(kind, experiment=experiment, **tags)
+        return self.runs.find_runs(kind, experiment=experiment, **tags)  # type: ignore[arg-type]  # tags: str
 
     def get_run(self, run_id: str) -> StoredRun:
         """One run by id."""
         return self.runs.get_run(run_id)
 
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         """End a run another process started, after setting ``tags``."""
         self.runs.end_run(run_id, status, tags)
 
@@ -262,5 +262,10 @@ class Cloud:
 
 
 def open_cloud(cloud: KnowledgeStore | str | None) -> KnowledgeStore:
-    """A cloud given as itself, as its tracking URI, or as ``None`` (``MLFLOW_TRACKING_URI``, else ./tfp-cloud)."""
-    return Cloud(cloud) if cloud is None or isinstance(cloud, str) else cloud
+    """A cloud given as itself, as its tracking URI, or as ``None`` (``MLFLOW_TRACKING_URI``, else ./tfp-cloud).
+
+    Returning a :class:`Cloud` as a :class:`~tfp_mlflow.cloud.base.KnowledgeStore` is where the type checker holds
+    every method of the Cloud to the interface's signature."""
+    if cloud is None or isinstance(cloud, str):
+        return Cloud(cloud)
+    return cloud

@@ -194,7 +194,7 @@ class CloudStudies(MlflowStorage, BaseHeartbeat):
     def record_heartbeat(self, trial_id) -> None:
         self._client.set_tag(trial_id, Tag.HEARTBEAT, f"{time.time():.3f}")
 
-    def _get_stale_trial_ids(self, study_id) -> list[str]:
+    def _get_stale_trial_ids(self, study_id) -> list[str]:  # type: ignore[override]  # ids: MLflow run ids
         if self._heartbeat is None:
             return []
         self.flush_all_batches()

@@ -85,8 +85,8 @@ class UserRuns:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         web = data_uri.startswith(("http://", "https://"))
-        record = MetaDataset(source=HTTPDatasetSource(url=data_uri if web else f"tfp://{name}"), name=name,
-                             digest=digest[:16]).to_dict()
+        record = MetaDataset(source=HTTPDatasetSource(url=data_uri if web else f"tfp://{name}"),  # type: ignore[abstract]
+                             name=name, digest=digest[:16]).to_dict()
         if data_uri and not web:
             record["source"] = json.dumps({"url": data_uri})
         self.client.log_inputs(run_id, datasets=[DatasetInput(Dataset(**record),
@@ -99,7 +99,8 @@ class UserRuns:
     def search(self, experiments: Sequence[str], filter_string: str = "", max_runs: int = 10_000) -> list[UserRun]:
         """The runs of the experiments (names, or ids), newest first, at most ``max_runs``."""
         ids = [self._experiment_id(name) for name in experiments]
-        runs, token = [], None
+        runs: list[UserRun] = []
+        token = None
         while len(runs) < max_runs:
             page = self.client.search_runs(ids, filter_string=filter_string,
                                            max_results=min(1000, max_runs - len(runs)), page_token=token)

@@ -167,8 +167,9 @@ class Selector(abc.ABC):
         one source fingerprint in memory besides the prepared arrays.
         """
         # Anything sized is walked as it is (a lazy sequence stays lazy); other iterables are listed first.
-        sources = sources if hasattr(sources, "__len__") else list(sources)
-        count = len(sources)
+        listed: Sequence[Task] = sources if isinstance(sources, Sequence) or hasattr(sources, "__len__") \
+            else list(sources)  # type: ignore[assignment]
+        sources, count = listed, len(listed)
         if count == 0:
             raise BadInputError(f"selector {self.name!r} needs at least one source task")
         prepared = PreparedSources(selector=self.name, names=[], num_images=np.zeros(count, dtype=np.int64),

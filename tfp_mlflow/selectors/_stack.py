@@ -15,7 +15,7 @@ to 1e-12 relative) while memory stays a few chunks above the stack itself. Torch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -66,7 +66,8 @@ class CountStack:
         self.added = 0
         self.largest = 0
         # sparse: flat indices and values, grown in place (amortised), and each source's end
-        self.indices = self.values = None
+        self.indices: np.ndarray = np.empty(0, dtype=np.uint32)
+        self.values: np.ndarray = np.empty(0, dtype=np.uint16)
         self.ends = np.zeros(count, dtype=np.int64)
         self.used = 0
 
@@ -123,6 +124,7 @@ class CountStack:
         if self.layout is None:
             self._choose()
         if self.layout == "dense":
+            assert self.dense is not None
             return {"counts": self.dense}
         indptr = np.zeros(self.count + 1, dtype=np.int64)
         indptr[1:] = self.ends
@@ -150,6 +152,7 @@ class CountStack:
         _each_chunk(fill, count, 8 * width)
         out /= np.asarray(draws, dtype=np.float64)[:, None]
         if row_weights is not None:
+            assert features is not None, "row weights need the number of features"
             out.reshape(count, features, -1)[...] *= row_weights[:, :, None]
         return out
 
@@ -174,7 +177,8 @@ def _chunks(count: int, per_row_bytes: int, chunk_bytes: int | None = None) -> I
         yield start, min(count, start + step)
 
 
-def _each_chunk(work, count: int, per_row_bytes: int, chunk_bytes: int | None = None) -> None:
+def _each_chunk(work: Callable[[int, int], None], count: int, per_row_bytes: int,
+                chunk_bytes: int | None = None) -> None:
     """``work(start, stop)`` over the chunks, on up to :data:`THREADS` threads (numpy's casts and BLAS release the
     GIL); each chunk writes its own slice of the output, so the result does not depend on the threads."""
     chunks = list(_chunks(count, per_row_bytes, chunk_bytes))
@@ -188,7 +192,7 @@ def _each_chunk(work, count: int, per_row_bytes: int, chunk_bytes: int | None = 
         list(pool.map(lambda chunk: work(*chunk), chunks))
 
 
-def _dense(stack: np.ndarray, vector: np.ndarray, features: int | None, row_weights: np.ndarray | None):
+def _dense(stack: np.ndarray, vector: np.ndarray, features: int | None, row_weights: np.ndarray | None) -> np.ndarray:
     count, width = stack.shape
     out = np.empty(count)
     # Where the target leaves most bins empty, only its occupied columns are read and converted.
@@ -206,15 +210,16 @@ def _dense(stack: np.ndarray, vector: np.ndarray, features: int | None, row_weig
         if row_weights is None:
             out[start:stop] = block @ vector
         else:
-            per_feature = np.einsum("cmb,mb->cm", block.reshape(stop - start, features, -1),
-                                    vector.reshape(features, -1))
+            assert features is not None, "row weights need the number of features"
+            per_feature = np.einsum("cmb,mb->cm",  # type: ignore[arg-type]  # numpy's stubs
+                                    block.reshape(stop - start, features, -1), vector.reshape(features, -1))
             out[start:stop] = np.einsum("cm,cm->c", per_feature, row_weights[start:stop])
     _each_chunk(whole, count, 8 * width)
     return out
 
 
-def _sparse(indptr, indices, values, width: int, vector: np.ndarray, features: int | None,
-            row_weights: np.ndarray | None) -> np.ndarray:
+def _sparse(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, width: int, vector: np.ndarray,
+            features: int | None, row_weights: np.ndarray | None) -> np.ndarray:
     count = len(indptr) - 1
     out = np.zeros(count)
     bins = width // features if features else None

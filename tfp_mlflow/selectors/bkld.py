@@ -52,13 +52,15 @@ class BinnedKLD(FingerprintSelector):
 
     def _prepare(self, sources: Iterator[Task], count: int, prepared: PreparedSources) -> None:
         stack: CountStack | None = None
-        lse = weights = draws = None
+        shape: tuple[int, ...] = ()
+        lse, draws = np.empty((count, 0)), np.empty(count)
+        weights: np.ndarray | None = None
         for index, fingerprint in enumerate(self._fingerprints(sources, prepared)):
             counts = fingerprint.counts_of(self.variant)                            # (m, b) int64
             if stack is None:
                 shape = counts.shape
                 stack = CountStack(count, counts.size)
-                lse, draws = np.empty((count, shape[0])), np.empty(count)
+                lse = np.empty((count, shape[0]))
                 weights = np.empty((count, shape[0])) if self.weighting == "source-l1" else None
             elif counts.shape != shape:
                 raise BadInputError(f"source {fingerprint.name!r} has histograms of shape {counts.shape}, "
@@ -69,12 +71,14 @@ class BinnedKLD(FingerprintSelector):
             if weights is not None:
                 weights[index] = nonnegative_l1(fingerprint.means, f"source {fingerprint.name!r}'s feature means")
             stack.add(counts)
+        assert stack is not None, "prepare() refuses an empty source set"
         prepared.arrays.update({f"stack_{key}": value for key, value in stack.finish().items()})
         prepared.arrays.update(shape=shape, draws=draws)
         if weights is None:
             prepared.arrays["logsumexp"] = lse
         else:
-            prepared.arrays.update(weights=weights, weighted_logsumexp=np.einsum("nm,nm->n", weights, lse))
+            weighted = np.einsum("nm,nm->n", weights, lse)  # type: ignore[arg-type]  # numpy's stubs
+            prepared.arrays.update(weights=weights, weighted_logsumexp=weighted)
 
     def _distances(self, target: Task, prepared: PreparedSources) -> np.ndarray:
         fingerprint = self._target(target, prepared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ class Outcomes:
         return cls(table=table.reset_index(drop=True), groups=_group_map(groups or {}))
 
     @classmethod
-    def from_reference(cls, ref, *, development: bool = True) -> Outcomes:
+    def from_reference(cls, ref: Any, *, development: bool = True) -> Outcomes:
         """The reference's outcomes: validation targets, and (``development``) the 28 development targets' too."""
         frames = []
         for (scenario, metric), table in ref.outcomes.items():

@@ -210,7 +210,7 @@ class TrackRecord:
         if rule.neighbours:
             near = self._record(data, self._readable(data, hidden, affinity, rule.neighbours), rule.shrinkage)
             record = (1 - rule.blend) * record + rule.blend * near
-        return pd.Series(record + (rule.weight + _TIE) * close, index=self.sources)
+        return pd.Series(record + ((rule.weight or 0.0) + _TIE) * close, index=self.sources)
 
     def neighbours(self, scenario: str, target: str, affinity: pd.Series, k: int | None) -> list[str]:
         """The ``k`` targets of ``scenario`` nearest ``target`` whose outcomes a query may read, nearest first
@@ -320,7 +320,8 @@ class TrackRecord:
         values = data.filled[:, inner]
         usable = candidates.sum(axis=0) >= 2
         distance_score = self._top_k_score(close, candidates, values, usable)
-        best = (distance_score, None, self.shrinkages[0], None, 1.0)
+        best: tuple[float, float | None, float, int | None, float] = (distance_score, None, self.shrinkages[0],
+                                                                       None, 1.0)
         if usable.sum() >= MIN_TARGETS:
             # Who is near each inner target: the other readable targets by their affinity to it (no outcome).
             near = affinities.reindex(index=data.targets, columns=names).to_numpy(dtype=float)
@@ -363,8 +364,8 @@ def _top_rows(values: np.ndarray, k: int) -> np.ndarray:
     tied = values == kth
     room = k - above.sum(axis=0)                                        # how many ties each column takes
     chosen = above | (tied & (np.cumsum(tied, axis=0) <= room))         # ties: the lowest rows first
-    columns, rows = np.nonzero(chosen.T)                                # rows ascending within each column
-    rows = rows.reshape(values.shape[1], k)
+    columns, flat_rows = np.nonzero(chosen.T)                           # rows ascending within each column
+    rows = flat_rows.reshape(values.shape[1], k)
     picked = values[rows, columns.reshape(values.shape[1], k)]
     return np.take_along_axis(rows, np.argsort(-picked, axis=1, kind="stable"), axis=1).T
 

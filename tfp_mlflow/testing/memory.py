@@ -190,10 +190,10 @@ class MemoryRunLog:
     def recorder(self, run_id: str) -> MemoryRecorder:
         return MemoryRecorder(self, run_id, self.get_run(run_id).start_time)
 
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] = ()) -> None:
+    def end_run(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         with self._lock:
             run = self._get(run_id)
-            run.tags.update({k: str(v) for k, v in dict(tags).items()})
+            run.tags.update({k: str(v) for k, v in dict(tags or {}).items()})
             run.status, run.end_time = status, next(self._clock)
 
     def delete_run(self, run_id: str) -> bool:

@@ -67,7 +67,7 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
     app.state.readiness = Readiness()
     _bounded_bodies(app)
     _prepared_in_background(app)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]  # starlette's stubs
     app.include_router(_api_router())
     app.include_router(_openapi_router(app))
     app.include_router(_page_router())
@@ -103,7 +103,10 @@ def _bounded_bodies(app: FastAPI) -> None:
                 except _HTTPFailure as failure:
                     return JSONResponse({"error_code": "UNAUTHENTICATED", "message": failure.message,
                                          "error": failure.message}, status_code=401, headers=failure.headers)
-                headers.append((VERIFIED_USER_HEADER.encode(), basic_credentials(header)[0].encode("latin-1")))
+                verified = basic_credentials(header) if header else None
+                if verified is None:      # _authorization verified it: cannot happen, fail closed all the same
+                    return JSONResponse({"error": "unauthenticated"}, status_code=401)
+                headers.append((VERIFIED_USER_HEADER.encode(), verified[0].encode("latin-1")))
             request.scope["headers"] = headers
             length = request.headers.get("content-length")
             if length is None and request.headers.get("transfer-encoding"):
