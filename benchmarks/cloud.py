@@ -41,8 +41,8 @@ import numpy as np
 from tfp_mlflow import Fingerprint, default_spec
 from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
-from tfp_mlflow.cloud.remote import recommend_on_server
 from tfp_mlflow.cloud.schema import KnowledgeKind
+from tfp_mlflow.remote import recommend_on_server
 from tfp_mlflow.testing.servers import LocalServer, tree_memory_mb
 
 _NEW_CLIENT = """

@@ -61,7 +61,6 @@ def main() -> None:
 
     from rich.console import Console
 
-    from tfp_mlflow.cloud.reference_import import import_reference
     from tfp_mlflow.cloud.runs import configure_process
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.demo.cloud import (
@@ -76,6 +75,7 @@ def main() -> None:
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.recommendation import Recommendation
     from tfp_mlflow.reference import Reference, bundled_reference
+    from tfp_mlflow.reference_import import import_reference
     from tfp_mlflow.train import TrainConfig
     from tfp_mlflow.tune import StudyPlan, run_study
 

@@ -18,7 +18,8 @@ LAYERS = [
     {"spec", "fingerprint", "task", "policies", "scenarios", "keywords", "noise"},
     {"extract", "selectors", "ranking", "transferability", "reference", "public_datasets", "plots"},
     {"cloud"},
-    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared", "readiness"},
+    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared", "readiness", "guard", "remote",
+     "reference_import"},
     {"train", "tune"},
     {"evaluation"},
     {"demo", "workflows", "lightning"},
@@ -71,6 +72,15 @@ def test_only_the_cloud_package_imports_mlflow():
                if not name.startswith("cloud") and name != "_compat.mlflow"
                for imported, line in _imports(tree) if imported == "mlflow" or imported.startswith("mlflow.")]
     assert outside == []
+
+
+def test_the_cloud_is_storage_and_imports_no_selector():
+    """``cloud/`` stores runs, artifacts, knowledge and studies; what is derived from them (prepared stacks, rankings)
+    lives above it."""
+    above = ("tfp_mlflow.selectors", "tfp_mlflow.ranking")
+    found = [f"tfp_mlflow.{name}:{line} imports {imported}" for name, tree in _modules() if name.startswith("cloud")
+             for imported, line in _imports(tree) if imported.startswith(above)]
+    assert found == []
 
 
 def test_the_plugins_are_not_part_of_the_core_package():

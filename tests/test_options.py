@@ -67,7 +67,7 @@ class _Received(Exception):
 def test_the_server_path_carries_every_query_option_alone(monkeypatch, field, value):
     """Client to REST parameters to the server's query: each field, changed alone, arrives as it was sent."""
     pytest.importorskip("tfp_mlflow_plugins")
-    from tfp_mlflow.cloud import remote
+    from tfp_mlflow import remote
     from tfp_mlflow.workflows import recommending
     from tfp_mlflow_plugins import service
 

@@ -7,7 +7,6 @@ import pytest
 import tfp_mlflow.prepared as prepared_module
 from tfp_mlflow import evidence
 from tfp_mlflow.cloud import Cloud
-from tfp_mlflow.cloud.cache import _OPEN
 from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.prepared import prepared_sources
@@ -21,7 +20,7 @@ from tfp_mlflow.testing.memory import memory_cloud
 def _forget_process_state() -> None:
     """As after a restart: nothing open in this process, only the cache on disk."""
     prepared_module._VIEWS.clear()
-    _OPEN.clear()
+    prepared_module._OPEN.clear()
 
 
 def _cloud(path, spec):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.public_datasets import public_dataset, public_datasets
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import Reference, bundled_reference
+from tfp_mlflow.reference_import import REFERENCE_CONTRIBUTOR
 from tfp_mlflow.testing.memory import memory_cloud
 
 

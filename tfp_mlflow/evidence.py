@@ -34,7 +34,7 @@ from tfp_mlflow.cloud.schema import (
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
-from tfp_mlflow.scenarios import list_scenarios
+from tfp_mlflow.scenarios import outcome_scenarios
 from tfp_mlflow.selectors import JoinedSources, get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
@@ -46,7 +46,7 @@ __all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUT
 ORDERS = ("auto", "distance")
 #: The query's nearest targets whose records a suggestion shows when the rule reads no neighbourhood.
 NEAR = 20
-_KINDS = {s.outcome: s.name for s in list_scenarios()}
+_KINDS = outcome_scenarios()
 #: The published reference's contributor (``reference:<study>``), imported by the cloud's owner.
 REFERENCE_PREFIX = "reference:"
 _FITTED: dict[tuple, CloudEvidence] = {}

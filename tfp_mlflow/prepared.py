@@ -19,19 +19,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tfp_mlflow.cloud.base import KnowledgeStore
 from tfp_mlflow.cloud.records import LazyTasks
 from tfp_mlflow.cloud.store import CloudTask
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors import JoinedSources, PreparedSources, Selector
 
-__all__ = ["prepared_sources", "MERGE_RATIO"]
+__all__ = ["prepared_sources", "MERGE_RATIO", "PREPARED_KEEP"]
 
 #: The newest part is merged into the one before it once it holds at least this share of that one's rows.
 MERGE_RATIO = 0.5
+#: Prepared sets kept on disk and open in a process (the parts of each selector's sources, for the cloud states
+#: seen recently).
+PREPARED_KEEP = 32
+#: A prepared set used this recently is never pruned (another process may be reading it).
+PREPARED_KEEP_SECONDS = 3600
 #: Joined views kept in this process (one per selector and task list seen recently).
 _VIEWS_KEEP = 8
 _VIEWS: OrderedDict[str, PreparedSources] = OrderedDict()
@@ -48,7 +58,7 @@ def prepared_sources(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[
     rows = [_row(t) for t in tasks]
     key = _digest([repr(selector), cloud.spec_id(), rows, str(cloud.cache.root)])
     if not selector.joinable:
-        return cloud.cache.prepared(key, lambda: _prepare(cloud, selector, tasks))
+        return _stored(cloud, key, lambda: _prepare(cloud, selector, tasks))
     with _VIEWS_LOCK:
         view = _VIEWS.get(key)   # the key names every row, so a view never goes stale
         if view is not None:
@@ -72,7 +82,7 @@ def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTa
     covered: set[str] = set()
     for entry in _listed(cloud.cache.read_json(listing)):
         live = [r for r in entry["rows"] if r in wanted and r not in covered]
-        opened = cloud.cache.open_prepared(entry["key"]) if live else None
+        opened = _opened(cloud, entry["key"]) if live else None
         if opened is not None and len(opened) == len(entry["rows"]):
             parts.append((entry["key"], entry["rows"], opened))
             covered.update(live)
@@ -86,7 +96,7 @@ def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTa
         merged = [r for r in [*older[1], *newer[1]] if r in wanted]
         parts[-2:] = [_part(cloud, selector, list(dict.fromkeys(merged)), by_row)]
         for old_key, _, _ in (older, newer):
-            cloud.cache.forget_prepared(old_key)
+            _forget(cloud, old_key)
     cloud.cache.write_json(listing, [{"key": k, "rows": r} for k, r, _ in parts])
     offsets, index = 0, [-1] * len(rows)
     for _, part_rows, _ in parts:
@@ -104,7 +114,7 @@ def _part(cloud: KnowledgeStore, selector: Selector, rows: list[str],
           by_row: dict[str, CloudTask]) -> tuple[str, list[str], PreparedSources]:
     """A new part holding ``rows`` (prepared now, or read from the cache when another process prepared it)."""
     key = _digest([repr(selector), cloud.spec_id(), rows])
-    part = cloud.cache.prepared(key, lambda: _prepare(cloud, selector, [by_row[r] for r in rows]))
+    part = _stored(cloud, key, lambda: _prepare(cloud, selector, [by_row[r] for r in rows]))
     return key, rows, part
 
 
@@ -112,6 +122,87 @@ def _prepare(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTas
     # A cold query waits on the network: the snapshot, then the missing fingerprints several at once.
     cloud.prefetch(tasks)
     return selector.prepare(LazyTasks(cloud, tasks, selector.variants or ("small",), selector.needs_moments))
+
+
+# -- prepared sets in the cloud's local cache --------------------------------------------------------------------
+#: Prepared sets open in this process, by folder, most recently used last.
+_OPEN: OrderedDict[str, PreparedSources] = OrderedDict()
+_OPEN_LOCK = threading.Lock()
+
+
+def _stored(cloud: KnowledgeStore, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
+    """The prepared set stored under ``key`` (memory-mapped), built and saved on a miss.
+
+    Sets used within :data:`PREPARED_KEEP_SECONDS`, and the :data:`PREPARED_KEEP` most recently used, are kept on
+    disk; as many stay open in this process, so every query of a server worker shares one memory map (and what a
+    selector derived from it at its first query) instead of opening its own. An unreadable set is rebuilt.
+    """
+    opened = _opened(cloud, key)
+    if opened is not None:
+        return opened
+    folder = cloud.cache.folder("prepared") / key
+    build().save(folder)
+    _prune(folder.parent)
+    return _remember(folder, PreparedSources.load(folder))
+
+
+def _opened(cloud: KnowledgeStore, key: str) -> PreparedSources | None:
+    """The prepared set stored under ``key``, or ``None`` when there is none (or it cannot be read)."""
+    folder = cloud.cache.folder("prepared") / key
+    with _OPEN_LOCK:
+        opened = _OPEN.get(str(folder))
+        if opened is not None:
+            _OPEN.move_to_end(str(folder))
+    if opened is not None and (folder / "meta.json").is_file():
+        _touch(folder)
+        return opened
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        prepared = PreparedSources.load(folder)
+    except BadInputError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    _touch(folder)   # recently used: kept by the pruning
+    return _remember(folder, prepared)
+
+
+def _forget(cloud: KnowledgeStore, key: str) -> None:
+    """Close a prepared set in this process (its memory map and what was derived from it); it stays on disk until
+    pruned."""
+    with _OPEN_LOCK:
+        _OPEN.pop(str(cloud.cache.folder("prepared") / key), None)
+
+
+def _remember(folder: Path, prepared: PreparedSources) -> PreparedSources:
+    with _OPEN_LOCK:
+        _OPEN[str(folder)] = prepared
+        _OPEN.move_to_end(str(folder))
+        while len(_OPEN) > PREPARED_KEEP:
+            _OPEN.popitem(last=False)
+    return prepared
+
+
+def _prune(root: Path) -> None:
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    now = time.time()
+    for old in sorted(folders, key=_mtime, reverse=True)[PREPARED_KEEP:]:
+        if now - _mtime(old) > PREPARED_KEEP_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _touch(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
 
 
 def _listed(value: object) -> list[dict]:

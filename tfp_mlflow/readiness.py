@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 
 from tfp_mlflow.cloud.base import KnowledgeStore
-from tfp_mlflow.cloud.guard import fingerprint_stats
 from tfp_mlflow.evidence import fit_track_record
+from tfp_mlflow.guard import fingerprint_stats
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.selectors import DEFAULT_SELECTOR, get_selector
 

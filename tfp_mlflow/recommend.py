@@ -14,8 +14,6 @@ from functools import partial
 from typing import Any
 
 from tfp_mlflow.cloud.base import KnowledgeStore
-from tfp_mlflow.cloud.guard import Guard, fingerprint_stats, parse_trusted
-from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR
 from tfp_mlflow.cloud.schema import (
     BASE_METRICS,
     RECOMMENDATION_EXPERIMENT,
@@ -30,12 +28,14 @@ from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import ArtifactsOnServerError, BadInputError, SpecMismatchError
 from tfp_mlflow.evidence import ORDERS, Ordering, describe, fit_track_record, order
 from tfp_mlflow.fingerprint import Fingerprint, validate_keywords
+from tfp_mlflow.guard import Guard, fingerprint_stats, parse_trusted
 from tfp_mlflow.keywords import match_keywords, vocabulary
 from tfp_mlflow.noise import at_chance, noise_reason
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.public_datasets import public_dataset
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, RankedSource, merge_rankings, rank_sources
 from tfp_mlflow.recommendation import RECOMMENDATION_SCHEMA, RankedTask, Recommendation, ScenarioAdvice, Suggestion
+from tfp_mlflow.reference_import import REFERENCE_CONTRIBUTOR
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_DATA, ITEM_POLICY, get_scenario, scenario_names
 from tfp_mlflow.selectors import DEFAULT_SELECTOR, get_selector
 from tfp_mlflow.task import Task
@@ -81,7 +81,7 @@ def recommend(cloud: KnowledgeStore, target: Fingerprint | None = None, *, keywo
         Contributor patterns (``fnmatch``; ``"alice,reference:*"``): only their tasks and knowledge are used.
     include_flagged : bool
         Use sources and results the poisoning guard flagged (they stay marked); by default they are passed over.
-        See :mod:`tfp_mlflow.cloud.guard`.
+        See :mod:`tfp_mlflow.guard`.
     merge : str or None
         On a mixed cloud, with a fingerprint selector, the target's fingerprint and its keywords: tasks known only by
         keywords are ranked by ``manual`` and merged into the fingerprint ranking by this rule

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from tfp_mlflow.cloud.schema import KnowledgeKind
 from tfp_mlflow.errors import BadInputError
 
-__all__ = ["Scenario", "register_scenario", "get_scenario", "list_scenarios", "scenario_names", "BASELINE",
-           "ITEM_ARCHITECTURE", "ITEM_POLICY", "ITEM_DATA"]
+__all__ = ["Scenario", "register_scenario", "get_scenario", "list_scenarios", "scenario_names", "outcome_scenarios",
+           "BASELINE", "ITEM_ARCHITECTURE", "ITEM_POLICY", "ITEM_DATA"]
 
 #: Training without any transfer: the reference every outcome is compared with. Not a scenario.
 BASELINE = "baseline"
@@ -93,6 +93,12 @@ def list_scenarios() -> list[Scenario]:
 
 def scenario_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def outcome_scenarios() -> dict[str, str]:
+    """The knowledge kind of each scenario's measured outcomes, to the scenario's name (the one mapping the track
+    record and the cloud's evaluation read outcome tables by)."""
+    return {s.outcome: s.name for s in _REGISTRY.values()}
 
 
 _NO_DATA_URI = ("reference tasks are public datasets: their suggestions name the dataset and where it is published "

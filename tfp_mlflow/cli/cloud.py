@@ -235,9 +235,9 @@ def import_reference_command(reference_dir: str, tracking_uri: str | None) -> No
     REFERENCE_DIR defaults to the copy shipped with tfp-mlflow.
     """
     from tfp_mlflow.cloud import Cloud
-    from tfp_mlflow.cloud.reference_import import import_reference
     from tfp_mlflow.progress import Progress
     from tfp_mlflow.reference import Reference, bundled_reference
+    from tfp_mlflow.reference_import import import_reference
 
     study = Reference.load(reference_dir or bundled_reference())
     cloud = Cloud(tracking_uri)

@@ -1,5 +1,5 @@
-"""A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies) and of
-the selector stacks prepared from it.
+"""A local content-addressed cache of what the cloud serves (fingerprints, specs, knowledge tables, policies), and
+a folder for what the layers above derive from it (the selector stacks of :mod:`tfp_mlflow.prepared`).
 
 Entries are keyed by the SHA-256 a run recorded when it wrote the file (or, for runs older than those records, by
 the run's own id), never by a name a writer chooses, so one run can never stand in for another's content; such an
@@ -14,26 +14,16 @@ import os
 import re
 import shutil
 import tempfile
-import threading
-import time
 import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud.schema import artifact_limit
-from tfp_mlflow.errors import BadInputError, CloudError, TamperedError, first_line
-from tfp_mlflow.selectors import PreparedSources
+from tfp_mlflow.errors import CloudError, TamperedError, first_line
 
-__all__ = ["ArtifactSource", "LocalCache", "default_cache_dir", "PREPARED_KEEP"]
-
-#: Prepared source sets kept on disk and open in a process (the parts of each selector's sources, for the cloud
-#: states seen recently).
-PREPARED_KEEP = 32
-#: A prepared set used this recently is never pruned (another process may be reading it).
-PREPARED_KEEP_SECONDS = 3600
+__all__ = ["ArtifactSource", "LocalCache", "default_cache_dir"]
 
 
 class ArtifactSource(Protocol):
@@ -153,83 +143,10 @@ class LocalCache:
             json.dump(value, handle)
         os.replace(handle.name, target)
 
-    def prepared(self, key: str, build: Callable[[], PreparedSources]) -> PreparedSources:
-        """Prepared sources stored under ``key`` (memory-mapped), built and saved on a miss.
-
-        Sets used within :data:`PREPARED_KEEP_SECONDS`, and the :data:`PREPARED_KEEP` most recently used, are kept
-        on disk; as many stay open in this process, so every query of a server worker shares one memory map (and
-        what a selector derived from it at its first query) instead of opening its own. An unreadable set is
-        rebuilt.
-        """
-        opened = self.open_prepared(key)
-        if opened is not None:
-            return opened
-        folder = self.root / "prepared" / key
-        build().save(folder)
-        self._prune_prepared()
-        return _remember(folder, PreparedSources.load(folder))
-
-    def open_prepared(self, key: str) -> PreparedSources | None:
-        """The prepared sources stored under ``key``, or ``None`` when there are none (or they cannot be read)."""
-        folder = self.root / "prepared" / key
-        with _OPEN_LOCK:
-            opened = _OPEN.get(str(folder))
-            if opened is not None:
-                _OPEN.move_to_end(str(folder))
-        if opened is not None and (folder / "meta.json").is_file():
-            _touch(folder)
-            return opened
-        if not (folder / "meta.json").is_file():
-            return None
-        try:
-            prepared = PreparedSources.load(folder)
-        except BadInputError:
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-        _touch(folder)   # recently used: kept by the pruning
-        return _remember(folder, prepared)
-
-    def forget_prepared(self, key: str) -> None:
-        """Close a prepared set in this process (its memory map and what was derived from it); it stays on disk
-        until pruned."""
-        with _OPEN_LOCK:
-            _OPEN.pop(str(self.root / "prepared" / key), None)
-
-    def _prune_prepared(self) -> None:
-        folders = [p for p in (self.root / "prepared").iterdir() if p.is_dir() and not p.name.startswith(".")]
-        now = time.time()
-        by_use = sorted(folders, key=_mtime, reverse=True)
-        for old in by_use[PREPARED_KEEP:]:
-            if now - _mtime(old) > PREPARED_KEEP_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _touch(folder: Path) -> None:
-    try:
-        os.utime(folder)
-    except OSError:
-        pass
-
-
-#: Prepared sets open in this process, most recently used last.
-_OPEN: OrderedDict[str, PreparedSources] = OrderedDict()
-_OPEN_LOCK = threading.Lock()
-
-
-def _remember(folder: Path, prepared: PreparedSources) -> PreparedSources:
-    with _OPEN_LOCK:
-        _OPEN[str(folder)] = prepared
-        _OPEN.move_to_end(str(folder))
-        while len(_OPEN) > PREPARED_KEEP:
-            _OPEN.popitem(last=False)
-    return prepared
+    def folder(self, kind: str) -> Path:
+        """A folder of the cache for entries a layer above keeps itself (``prepared``: selector stacks,
+        :mod:`tfp_mlflow.prepared`)."""
+        return self.root / kind
 
 
 def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:

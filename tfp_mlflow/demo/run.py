@@ -68,12 +68,12 @@ def run_demo(home: str | Path = "tfp-demo", *, plan: DemoPlan = DEFAULT_PLAN, se
              console: Console | None = None, storage: str | None = None) -> DemoResult:
     """Run the demo under ``home`` (the module doc; studies in ``home/optuna.db``, or with ``storage="mlflow"`` in
     its cloud itself); returns its result and writes ``summary.json``."""
-    from tfp_mlflow.cloud.reference_import import REFERENCE_CONTRIBUTOR, import_reference
     from tfp_mlflow.cloud.store import Cloud
     from tfp_mlflow.extract import load_backbone
     from tfp_mlflow.progress import Progress
     from tfp_mlflow.recommend import recommend
     from tfp_mlflow.reference import Reference, bundled_reference
+    from tfp_mlflow.reference_import import REFERENCE_CONTRIBUTOR, import_reference
 
     console = console or Console(stderr=True)
     started = time.perf_counter()

@@ -21,11 +21,11 @@ from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.reference import Reference, ReferenceTask
-from tfp_mlflow.scenarios import list_scenarios, scenario_names
+from tfp_mlflow.scenarios import outcome_scenarios, scenario_names
 
 __all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
 
-_SCENARIO_OF_KIND = {s.outcome: s.name for s in list_scenarios()}
+_SCENARIO_OF_KIND = outcome_scenarios()
 
 
 def outcomes_from_cloud(cloud: KnowledgeStore, tasks: Sequence[CloudTask] | None = None) -> Reference:

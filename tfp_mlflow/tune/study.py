@@ -245,11 +245,13 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
               recommendation: Recommendation | dict[str, Any] | None = None,
               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> StudyResult:
     """Create or join the study ``plan`` names and run trials until it holds ``plan.n_trials`` finished ones (see
-    the module doc); ``recommendation`` warm-starts a new study.
+    the module doc); ``recommendation`` warm-starts a new study (the object itself travels on; a JSON form or a
+    file is read once here).
 
     ``base`` is the :class:`~tfp_mlflow.train.TrainConfig` every trial starts from (target, image size, seed).
     """
     plan.check()
+    recommendation = None if recommendation is None else Recommendation.read(recommendation)
     policies = cloud_policies(cloud)
     unknown = [p for p in space.policies if p != NO_POLICY and p not in policies]
     if unknown:

@@ -31,9 +31,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tfp_mlflow._compat.optuna import enqueued
 from tfp_mlflow.cloud.base import KnowledgeStore
-from tfp_mlflow.cloud.guard import Guard, parse_trusted
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, Tag
 from tfp_mlflow.errors import TfpError
+from tfp_mlflow.guard import Guard, parse_trusted
 from tfp_mlflow.recommendation import Recommendation
 
 __all__ = ["SourceStudy", "StudyTransferSampler", "source_studies", "TRANSFERS"]

@@ -105,8 +105,8 @@ def ensure_reference(cloud: KnowledgeStore, on_note=None) -> bool:
     """Import the reference into ``cloud`` when it holds no task at all (idempotent); True when it imported."""
     if cloud.tasks():
         return False
-    from tfp_mlflow.cloud.reference_import import import_reference
     from tfp_mlflow.reference import Reference, bundled_reference
+    from tfp_mlflow.reference_import import import_reference
 
     if on_note is not None:
         on_note(f"the cloud at {cloud.uri} is new: importing the reference (71 published tasks with their "
@@ -353,7 +353,7 @@ def _tracking_server(cloud: KnowledgeStore | str | None) -> str | None:
 def _plan_on_server(server: str, selector: str, words: Sequence[str], *, has_target: bool) -> tuple[str, str | None]:
     """Before any image of a dataset is drawn for ``--server``: whether its cloud can rank by fingerprint at all
     (else ``manual`` with the keywords, or a one-line error, as :func:`plan_query` says for a local cloud)."""
-    from tfp_mlflow.cloud.remote import tasks_on_server
+    from tfp_mlflow.remote import tasks_on_server
 
     chooser = get_selector(selector)
     check_query(selector, words, has_target=has_target)
@@ -383,7 +383,7 @@ def _on_server(server: str, target: Fingerprint | None, query: QueryOptions, *, 
                name: str | None, log: bool) -> Recommendation | None:
     """The server's answer to one upload of the target (every field of ``query`` sent); ``None`` when it has no
     tfp app."""
-    from tfp_mlflow.cloud.remote import recommend_on_server
+    from tfp_mlflow.remote import recommend_on_server
 
     with tempfile.TemporaryDirectory() as tmp:
         body = target.save(Path(tmp) / "target.npz").read_bytes() if target is not None else b""

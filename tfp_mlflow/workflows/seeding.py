@@ -293,8 +293,8 @@ def _fingerprint_and_contribute(cloud: KnowledgeStore, entry: SeedEntry, name: s
     spec = cloud.spec() or default_spec()
     note = ""
     if published and cloud.task(name) is None:
-        from tfp_mlflow.cloud.reference_import import import_reference
         from tfp_mlflow.reference import Reference, bundled_reference
+        from tfp_mlflow.reference_import import import_reference
 
         import_reference(cloud, Reference.load(bundled_reference()))
         note = "imported the published study; "

@@ -84,7 +84,7 @@ def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None,
             target = None if query.selector == "manual" else (fingerprint or str(data))
             warm = replace(query, top_k=study.top_k, scenarios=("architecture", "augmentation"))
             recommendation = recommend_for(target, cloud, query=warm, keywords=words, name=base.task_name,
-                                           progress=False, on_note=note, own_images=False).to_json()
+                                           progress=False, on_note=note, own_images=False)
         except BadInputError as exc:   # e.g. the target is the only task of the cloud: the study starts cold
             note(f"no warm start: {exc}")
     return run_study(base, cloud, space, study, recommendation=recommendation, on_trial=on_trial)

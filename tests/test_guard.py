@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from tfp_mlflow import FingerprintBuilder, FingerprintSpec
 from tfp_mlflow.cli import main
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.cloud.guard import MAX_PLAUSIBLE_GAIN, MIN_REFERENCE, FingerprintStats, Guard, parse_trusted
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
+from tfp_mlflow.guard import MAX_PLAUSIBLE_GAIN, MIN_REFERENCE, FingerprintStats, Guard, parse_trusted
 from tfp_mlflow.recommend import recommend
 from tfp_mlflow.reference import bundled_reference
 from tfp_mlflow.testing.stores import sqlite_uri

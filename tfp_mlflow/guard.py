@@ -38,7 +38,7 @@ __all__ = ["Guard", "FingerprintStats", "MAX_PLAUSIBLE_GAIN", "OUTLIER_Z", "MIN_
 #: Largest believable gain of a result over its task's baseline (metric points). The reference's 117,060
 #: published transfer outcomes (architecture, augmentation, pretraining, co-training; both metrics, every
 #: repetition, full and shrunk targets) gain at most 0.392 over the target's mean baseline;
-#: ``tests/cloud/test_guard.py`` checks that every one stays below.
+#: ``tests/test_guard.py`` checks that every one stays below.
 MAX_PLAUSIBLE_GAIN = 0.40
 #: Robust z-score (median / scaled MAD) beyond which a fingerprint statistic is implausible.
 OUTLIER_Z = 6.0
