@@ -124,6 +124,20 @@ def test_prepared_stack_is_cached_and_rebuilt_when_the_cloud_changes(store, fing
     assert len(list((store.cache.root / "prepared").iterdir())) == 2
 
 
+def test_the_task_list_kept_as_the_cloud_grows_is_what_a_full_search_finds(store, fingerprints, small_spec, tmp_path):
+    fill(store, fingerprints, small_spec)
+    assert len(store.tasks()) == 4                                        # a full search, kept in the cache
+    latest = store.cache.read_json(store.catalogue._latest_key())
+    store.contribute(fingerprints["a_target"], name="a_3")                # a new task
+    store.contribute(None, name="described", keywords=["x-ray"], num_images=50, num_classes=2)
+    store.contribute(fingerprints["a_target"], name="a_1")                # a new version of a task
+    grown = store.tasks()
+    assert store.cache.read_json(store.catalogue._latest_key())["full_at"] == latest["full_at"]   # incremental
+    fresh = Cloud(runs=store.runs, cache_dir=tmp_path / "fresh").tasks()  # the same store, searched whole
+    assert grown == fresh and len(grown) == 6
+    assert next(t for t in grown if t.name == "a_1").num_images == fingerprints["a_target"].num_images
+
+
 def test_manual_selector_ranks_tasks_without_fingerprints(store):
     for name, keywords in [("chest_a", ["x-ray", "chest", "lung"]), ("skin_a", ["skin"]), ("chest_b", ["x-ray"])]:
         store.contribute(None, name=name, keywords=keywords, num_images=100, num_classes=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
@@ -27,6 +28,17 @@ from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
 __all__ = ["Catalogue"]
+
+
+#: A task run counts as new to an incremental search when it ended this long before the newest one seen (writers'
+#: clocks differ); a full search runs at least every :data:`FULL_SEARCH_SECONDS`.
+CLOCK_MARGIN_MS = 10 * 60 * 1000
+FULL_SEARCH_SECONDS = 3600
+
+
+def _versions(entries) -> list[CloudTask]:
+    return [CloudTask(**{**t, "keywords": tuple(t["keywords"]), "measured_by": tuple(t.get("measured_by", ()))})
+            for t in entries]
 
 
 class Catalogue:
@@ -99,37 +111,69 @@ class Catalogue:
 
         The list is kept in the local cache under the cloud's task state (the experiment tag
         ``tfp.tasks_version``, renewed after every contribution, and the most recently completed task run), so a
-        repeated query makes two small calls instead of searching every task run again.
+        repeated query makes two small calls instead of searching every task run again; after a change, only the
+        task runs that ended since the last list are searched (a full search runs at least hourly).
         """
         stamp = self.runs.experiment_tags().get(Tag.TASKS_VERSION, "")
         newest = self.runs.find_runs(Kind.TASK, max_results=1, newest="end")
         state = [self.uri, stamp,
                  [(r.run_id, r.end_time) for r in newest]]
         key = "tasks-" + hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
-        cached = self.artifacts.cache.read_json(key)
-        versions = None
-        if isinstance(cached, dict):
-            try:
-                versions = [CloudTask(**{**t, "keywords": tuple(t["keywords"]),
-                                         "measured_by": tuple(t.get("measured_by", ()))}) for t in cached["versions"]]
-                self.artifacts.remember(cached["quarantined"])
-            except (TypeError, KeyError):
-                versions = None  # written by another version: search again
+        versions = self._cached_versions(key)
         if versions is None:
-            versions, quarantined = self._search_tasks()
-            self.artifacts.cache.write_json(key, {"versions": [asdict(t) for t in versions],
-                                                  "quarantined": quarantined})
+            newest_end = newest[0].end_time if newest else None
+            versions, quarantined, full_at = self._searched_since_last(newest_end)
+            entry = {"versions": [asdict(t) for t in versions], "quarantined": quarantined}
+            self.artifacts.cache.write_json(key, entry)
+            self.artifacts.cache.write_json(self._latest_key(), {**entry, "newest_end": newest_end, "full_at": full_at})
         chosen: dict[str, CloudTask] = {}
         for task in versions:   # newest first
             if trusts is None or trusts(task.contributor):
                 chosen.setdefault(task.name, task)
         return [chosen[name] for name in sorted(chosen)]
 
-    def _search_tasks(self) -> tuple[list[CloudTask], list[dict[str, str]]]:
+    def _cached_versions(self, key: str) -> list[CloudTask] | None:
+        cached = self.artifacts.cache.read_json(key)
+        if not isinstance(cached, dict):
+            return None
+        try:
+            versions = _versions(cached["versions"])
+            self.artifacts.remember(cached["quarantined"])
+            return versions
+        except (TypeError, KeyError):
+            return None  # written by another version: search again
+
+    def _latest_key(self) -> str:
+        return "tasks-latest-" + hashlib.sha256(json.dumps([self.uri, self.runs.experiment]).encode()).hexdigest()[:32]
+
+    def _searched_since_last(self, newest_end: int | None) -> tuple[list[CloudTask], list[dict[str, str]], float]:
+        """The task versions: the last list this cache kept, updated by the task runs that ended since (within
+        :data:`CLOCK_MARGIN_MS` of its newest, for writers whose clocks lag); a full search when there is none,
+        or when the last full search is older than :data:`FULL_SEARCH_SECONDS` (what an incremental search cannot
+        see, a deleted run, is then gone). Also returns when the last full search ran."""
+        latest = self.artifacts.cache.read_json(self._latest_key())
+        base = None
+        fresh = isinstance(latest, dict) and isinstance(latest.get("full_at"), (int, float)) and \
+            time.time() - latest["full_at"] < FULL_SEARCH_SECONDS
+        if fresh and isinstance(latest, dict) and isinstance(latest.get("newest_end"), int) and newest_end is not None:
+            try:
+                base = _versions(latest["versions"]), list(latest["quarantined"])
+            except (TypeError, KeyError):
+                base = None
+        if base is None or latest is None:
+            return (*self._search_tasks(), time.time())
+        recent, quarantined = self._search_tasks(ended_after=latest["newest_end"] - CLOCK_MARGIN_MS)
+        merged: dict[tuple[str, str], CloudTask] = {(t.name, t.contributor): t for t in recent}
+        for task in base[0]:    # newest first: the recent runs, then the versions they did not replace
+            merged.setdefault((task.name, task.contributor), task)
+        left_out = list({q.get("run_id"): q for q in [*base[1], *quarantined]}.values())
+        return list(merged.values()), left_out, latest["full_at"]
+
+    def _search_tasks(self, ended_after: int | None = None) -> tuple[list[CloudTask], list[dict[str, str]]]:
         """The newest version of each task by each contributor, newest first; and the runs that do not parse."""
         versions: dict[tuple[str, str], CloudTask] = {}
         quarantined = []
-        for run in self.runs.find_runs(Kind.TASK):
+        for run in self.runs.find_runs(Kind.TASK, ended_after=ended_after):
             try:
                 task = task_from_run(run)
             except BadInputError as exc:

@@ -274,12 +274,16 @@ class RunLog:
         return RunRecorder(self.client, self.uri, run_id)
 
     def find_runs(self, kind: str, *, experiment: str | None = None, max_results: int | None = None,
-                  newest: str = "start", **tags: str) -> list[StoredRun]:
+                  newest: str = "start", ended_after: int | None = None, **tags: str) -> list[StoredRun]:
         """Complete runs of ``kind`` with the given ``tfp.`` tags (keys without the prefix), newest first by start
-        time (``newest="end"``: by end time); all of them, or the first ``max_results``."""
+        time (``newest="end"``: by end time); all of them, or the first ``max_results``; with ``ended_after`` (ms
+        since the epoch) only those that ended at or after it."""
         order = "attributes.end_time DESC" if newest == "end" else "attributes.start_time DESC"
-        return [StoredRun.from_mlflow(run) for run in self._search(complete_filter(kind, **tags), experiment,
-                                                                   max_results=max_results, order_by=order)]
+        where = complete_filter(kind, **tags)
+        if ended_after is not None:
+            where += f" and attributes.end_time >= {int(ended_after)}"
+        return [StoredRun.from_mlflow(run) for run in self._search(where, experiment, max_results=max_results,
+                                                                   order_by=order)]
 
     def get_run(self, run_id: str) -> StoredRun:
         return StoredRun.from_mlflow(self.client.get_run(run_id))

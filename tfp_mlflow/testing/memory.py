@@ -159,13 +159,15 @@ class MemoryRunLog:
 
     # -- runs ---------------------------------------------------------------------------------------------------
     def find_runs(self, kind: str, *, experiment: str | None = None, max_results: int | None = None,
-                  newest: str = "start", **tags: str) -> list[StoredRun]:
-        """Complete, active runs of ``kind`` with the given ``tfp.`` tags, newest first (by start or end time)."""
+                  newest: str = "start", ended_after: int | None = None, **tags: str) -> list[StoredRun]:
+        """Complete, active runs of ``kind`` with the given ``tfp.`` tags, newest first (by start or end time); with
+        ``ended_after``, only those that ended at or after it."""
         wanted = {Tag.KIND: kind, Tag.COMPLETE: "1", **{f"tfp.{key}": str(value) for key, value in tags.items()}}
         experiment_id = self.experiment_id(experiment)
         with self._lock:
             runs = [r for r in self._runs.values() if r.experiment_id == experiment_id and not r.deleted
-                    and all(r.tags.get(k) == v for k, v in wanted.items())]
+                    and all(r.tags.get(k) == v for k, v in wanted.items())
+                    and (ended_after is None or (r.end_time or 0) >= ended_after)]
             runs.sort(key=lambda r: (r.end_time or 0) if newest == "end" else r.start_time, reverse=True)
             return [r.stored() for r in runs[:max_results]]
 
