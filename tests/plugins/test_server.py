@@ -209,6 +209,14 @@ def test_page_lists_tasks_draws_the_map_and_recommends_in_a_real_browser(tfp_ser
         text = page.locator("#recommendation").inner_text()
         assert "a_1" in text and "arch_a_" in text and "architecture" in text
         page.screenshot(path=str(SCREENSHOTS / "tfp-recommendation.png"), full_page=True)
+        page.select_option("#scenario", "architecture")                        # every query option is on the form
+        page.select_option("#order-by", "distance")
+        page.click("#recommend-button")
+        page.wait_for_function("document.querySelectorAll('#recommendation h3.scenario').length === 1 && "
+                               "document.getElementById('recommendation').innerText.includes('ordered by distance')",
+                               timeout=60_000)
+        page.select_option("#scenario", "all")
+        page.select_option("#order-by", "auto")
         page.set_input_files("#fingerprint-file", [])
         page.click("#recommend-button")
         page.wait_for_selector("#recommend-error", timeout=60_000)

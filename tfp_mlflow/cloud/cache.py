@@ -85,6 +85,16 @@ class LocalCache:
             os.replace(staged, target)
         return target
 
+    def put(self, sha256: str, artifact_path: str, data: bytes) -> None:
+        """Cache ``data``, a file this process just wrote to a run, under its checksum (checked here, so a wrong one
+        caches nothing)."""
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, suffix=".partial", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, self.path(sha256, artifact_path))
+
     def fetch_many(self, source: ArtifactSource, items: Sequence[tuple[str, str, str]], workers: int = 8) -> None:
         """Download ``(run_id, artifact_path, sha256)`` items not cached yet (keyed and verified by the checksum,
         each within its kind's size limit), ``workers`` at once."""

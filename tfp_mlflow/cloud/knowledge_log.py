@@ -133,9 +133,13 @@ class KnowledgeLog:
         with self.runs.record(Kind.KNOWLEDGE, tags) as run:
             table = {"task": knowledge.task, "kind": knowledge.kind, "provenance": knowledge.provenance,
                      "rows": [row_json(r) for r in knowledge.rows]}
-            run.log_file(f"knowledge/{knowledge.kind}.json", _writer(json.dumps(table, sort_keys=True)))
-            for policy_id, policy in sorted(knowledge.policies.items()):
-                run.log_file(f"policy/{safe_file(policy_id)}.json", _writer(json.dumps(policy, indent=1)))
+            # Compact JSON (indented, the encoder runs in Python: seconds for the reference's policies); each file
+            # goes into the local cache as written, so this process reads it back without a download.
+            files = {f"knowledge/{knowledge.kind}.json": json.dumps(table, sort_keys=True),
+                     **{f"policy/{safe_file(pid)}.json": json.dumps(policy)
+                        for pid, policy in sorted(knowledge.policies.items())}}
+            for artifact_path, text in files.items():
+                self.artifacts.cache.put(run.log_file(artifact_path, _writer(text)), artifact_path, text.encode())
             best = [r.balanced_accuracy for r in knowledge.rows if r.balanced_accuracy is not None]
             if best:
                 run.log_metrics({Metric.BEST_BALANCED_ACCURACY: max(best)})

@@ -30,7 +30,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from tfp_mlflow import __version__
 from tfp_mlflow.cloud.context import forwarding
 from tfp_mlflow.errors import CloudError, TfpError
-from tfp_mlflow.scenarios import scenario_names
 from tfp_mlflow_plugins import service
 from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 from tfp_mlflow_plugins.readiness import Readiness
@@ -409,7 +408,7 @@ def _templates():
     return Environment(loader=PackageLoader("tfp_mlflow_plugins", "templates"), autoescape=select_autoescape())
 
 
-def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _page(name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(_templates().get_template(name).render(version=__version__, **context), status_code=status)
 
 
@@ -428,8 +427,7 @@ def _page_router() -> APIRouter:
     @_page_errors
     async def index(request: Request):
         tasks = await _serve(request, service.tasks)
-        return _page("index.html", tasks=tasks, selectors=service.selectors(),
-                     scenarios=("all",) + scenario_names(),
+        return _page("index.html", tasks=tasks, selectors=service.selectors(), choices=service.query_choices(),
                      quarantined=await _serve(request, service.quarantined))
 
     @router.get("/tasks/{name}", response_class=HTMLResponse)

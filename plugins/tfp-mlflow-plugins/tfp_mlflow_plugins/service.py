@@ -10,7 +10,7 @@ from typing import Any
 from tfp_mlflow.cloud import CloudTask, KnowledgeStore
 from tfp_mlflow.cloud.schema import BASE_METRICS, Kind, Metric, Tag
 from tfp_mlflow.errors import BadInputError, NotFoundError, TooLargeError
-from tfp_mlflow.evidence import OUTCOME_KINDS, REFERENCE_PREFIX, fit_track_record
+from tfp_mlflow.evidence import ORDERS, OUTCOME_KINDS, REFERENCE_PREFIX, fit_track_record
 from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.knowledge_map import MAP_MAX_TASKS
 from tfp_mlflow.knowledge_map import knowledge_map as _knowledge_map
@@ -18,7 +18,7 @@ from tfp_mlflow.noise import noise_reason
 from tfp_mlflow.ranking import DEFAULT_MERGE_RULE as DEFAULT_MERGE
 from tfp_mlflow.ranking import MERGE_RULES
 from tfp_mlflow.recommend import QueryOptions, recommend
-from tfp_mlflow.scenarios import get_scenario
+from tfp_mlflow.scenarios import get_scenario, scenario_names
 from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
 from tfp_mlflow.workflows import recommend_for
 
@@ -150,6 +150,13 @@ def recommend_upload(cloud: KnowledgeStore, body: bytes, *, top_k: int = 3, sele
     query.check()
     result = recommend_for(target, cloud, query=query, keywords=keywords, name=name or None, log=log, progress=False)
     return result.to_json()
+
+
+def query_choices() -> dict[str, tuple[str, ...]]:
+    """The values the page's form offers for each choice of :class:`~tfp_mlflow.recommend.QueryOptions` (defaults
+    first)."""
+    return {"scenarios": ("all", *scenario_names()), "metrics": tuple(BASE_METRICS), "orders": tuple(ORDERS),
+            "merges": (DEFAULT_MERGE, *(rule for rule in MERGE_RULES if rule != DEFAULT_MERGE))}
 
 
 def selectors() -> list[dict[str, Any]]:
