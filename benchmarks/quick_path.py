@@ -52,15 +52,15 @@ def main() -> None:
         subprocess.run(quick, cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
         print(f"quick path: {time.perf_counter() - started:.0f} s (plain, run alone)")
     with tempfile.TemporaryDirectory() as tmp:
-        data, report = Path(tmp) / ".coverage", Path(tmp) / "coverage.json"
-        sources = ",".join(str(p) for p in PACKAGES.values())
-        subprocess.run([sys.executable, "-m", "coverage", "run", f"--data-file={data}", f"--source={sources}",
-                        "--concurrency=thread,multiprocessing", "--parallel-mode", *quick[1:]], cwd=ROOT,
-                       check=False, stdout=subprocess.DEVNULL)
-        subprocess.run([sys.executable, "-m", "coverage", "combine", f"--data-file={data}"], cwd=ROOT,
-                       check=False, capture_output=True)
-        subprocess.run([sys.executable, "-m", "coverage", "json", f"--data-file={data}", "-o", str(report)],
-                       cwd=ROOT, check=True, capture_output=True)
+        data, report, rc = Path(tmp) / ".coverage", Path(tmp) / "coverage.json", Path(tmp) / "coveragerc"
+        rc.write_text("[run]\nparallel = True\nconcurrency = thread, multiprocessing\nsource =\n"
+                      + "".join(f"    {p}\n" for p in PACKAGES.values()))
+        subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", f"--data-file={data}",
+                        *quick[1:]], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "coverage", "combine", f"--rcfile={rc}", f"--data-file={data}"],
+                       cwd=ROOT, check=False, capture_output=True)
+        subprocess.run([sys.executable, "-m", "coverage", "json", f"--rcfile={rc}", f"--data-file={data}", "-o",
+                        str(report)], cwd=ROOT, check=True, capture_output=True)
         files = json.loads(report.read_text())["files"]
     called: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])   # functions called, functions, lines run, lines
     for root in PACKAGES.values():
