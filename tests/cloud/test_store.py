@@ -103,6 +103,7 @@ from tfp_mlflow.cloud import Cloud
 from tfp_mlflow.testing.load import load_task
 cloud = Cloud(sys.argv[1], cache_dir=sys.argv[2])
 spec = FingerprintSpec.load(sys.argv[3])
+cloud.spec_id()                                 # MLflow's client is made at the first call: ready to write now
 print("ready", flush=True)
 for index in range(int(sys.argv[4])):          # a resumable batch: skips what is already complete
     fingerprint = load_task(spec, 0, index)
