@@ -162,6 +162,7 @@ class Catalogue:
                 base = None
         if base is None or latest is None:
             return (*self._search_tasks(), time.time())
+        self.artifacts.remember(base[1])    # what the last list left out stays left out here too
         recent, quarantined = self._search_tasks(ended_after=latest["newest_end"] - CLOCK_MARGIN_MS)
         merged: dict[tuple[str, str], CloudTask] = {(t.name, t.contributor): t for t in recent}
         for task in base[0]:    # newest first: the recent runs, then the versions they did not replace
