@@ -56,7 +56,8 @@ def prepared_sources(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[
     reads).
     """
     rows = [_row(t) for t in tasks]
-    key = _digest([repr(selector), cloud.spec_id(), rows, str(cloud.cache.root)])
+    spec_id = cloud.spec_id()     # a call to the store: read once per query
+    key = _digest([repr(selector), spec_id, rows, str(cloud.cache.root)])
     if not selector.joinable:
         return _stored(cloud, key, lambda: _prepare(cloud, selector, tasks))
     with _VIEWS_LOCK:
@@ -64,7 +65,7 @@ def prepared_sources(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[
         if view is not None:
             _VIEWS.move_to_end(key)
             return view
-    view = _extended(cloud, selector, tasks, rows)
+    view = _extended(cloud, selector, tasks, rows, spec_id)
     with _VIEWS_LOCK:
         _VIEWS[key] = view
         while len(_VIEWS) > _VIEWS_KEEP:
@@ -72,12 +73,18 @@ def prepared_sources(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[
     return view
 
 
-def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask],
-              rows: list[str]) -> PreparedSources:
+def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask], rows: list[str],
+              spec_id: str | None) -> PreparedSources:
     """The tasks as the cached parts that hold them plus one new part for the rest, merged as the module says."""
-    listing = "parts-" + _digest([repr(selector), cloud.spec_id()])
-    wanted = {row: i for i, row in enumerate(rows)}
+    listing = "parts-" + _digest([repr(selector), spec_id])
     by_row = dict(zip(rows, tasks))
+
+    def part(part_rows: list[str]) -> tuple[str, list[str], PreparedSources]:
+        """A new part holding ``part_rows`` (prepared now, or read from the cache when another process did)."""
+        key = _digest([repr(selector), spec_id, part_rows])
+        return key, part_rows, _stored(cloud, key, lambda: _prepare(cloud, selector, [by_row[r] for r in part_rows]))
+
+    wanted = {row: i for i, row in enumerate(rows)}
     parts: list[tuple[str, list[str], PreparedSources]] = []
     covered: set[str] = set()
     for entry in _listed(cloud.cache.read_json(listing)):
@@ -88,13 +95,13 @@ def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTa
             covered.update(live)
     missing = [r for r in rows if r not in covered]
     if missing:
-        parts.append(_part(cloud, selector, missing, by_row))
+        parts.append(part(missing))
     if sum(len(p[1]) for p in parts) > 2 * len(rows) and len(parts) > 1:
-        parts = [_part(cloud, selector, rows, by_row)]   # mostly replaced rows: prepared anew
+        parts = [part(rows)]   # mostly replaced rows: prepared anew
     while len(parts) > 1 and len(parts[-1][1]) >= MERGE_RATIO * len(parts[-2][1]):
         older, newer = parts[-2], parts[-1]
         merged = [r for r in [*older[1], *newer[1]] if r in wanted]
-        parts[-2:] = [_part(cloud, selector, list(dict.fromkeys(merged)), by_row)]
+        parts[-2:] = [part(list(dict.fromkeys(merged)))]
         for old_key, _, _ in (older, newer):
             _forget(cloud, old_key)
     cloud.cache.write_json(listing, [{"key": k, "rows": r} for k, r, _ in parts])
@@ -108,14 +115,6 @@ def _extended(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTa
     if len(parts) == 1 and index == list(range(len(parts[0][1]))):
         return parts[0][2]
     return JoinedSources([p for _, _, p in parts], index)
-
-
-def _part(cloud: KnowledgeStore, selector: Selector, rows: list[str],
-          by_row: dict[str, CloudTask]) -> tuple[str, list[str], PreparedSources]:
-    """A new part holding ``rows`` (prepared now, or read from the cache when another process prepared it)."""
-    key = _digest([repr(selector), cloud.spec_id(), rows])
-    part = _stored(cloud, key, lambda: _prepare(cloud, selector, [by_row[r] for r in rows]))
-    return key, rows, part
 
 
 def _prepare(cloud: KnowledgeStore, selector: Selector, tasks: Sequence[CloudTask]) -> PreparedSources:
