@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-__all__ = ["META_METRICS", "WIN_RATE_METRICS", "affinities_from_distances", "top_k", "top_k_score",
-           "weighted_tau"]
+__all__ = ["META_METRICS", "WIN_RATE_METRICS", "Case", "affinities_from_distances", "top_k", "top_k_positions",
+           "top_k_score", "weighted_tau", "weighted_tau_of"]
 
 #: Every meta metric, higher is better.
 META_METRICS = ("improvement", "gain", "percentile", "regret", "weightedtau")
@@ -34,9 +34,13 @@ def affinities_from_distances(distances: pd.DataFrame) -> pd.DataFrame:
 
 def top_k(affinities: pd.Series, k: int) -> list[str]:
     """The ``k`` sources of highest affinity (NaN never suggested; equal affinities keep the source order)."""
-    known = affinities.dropna()
-    order = np.argsort(-known.to_numpy(), kind="stable")
-    return known.index[order[:k]].tolist()
+    return affinities.index[top_k_positions(affinities.to_numpy(dtype=float), k)].tolist()
+
+
+def top_k_positions(affinities: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k` on an array: the positions of the ``k`` highest affinities, NaN never suggested."""
+    known = np.flatnonzero(~np.isnan(affinities))
+    return known[np.argsort(-affinities[known], kind="stable")[:k]]
 
 
 def top_k_score(metric: str, suggested: list[str], outcomes: pd.Series, baseline: float,
@@ -45,31 +49,64 @@ def top_k_score(metric: str, suggested: list[str], outcomes: pd.Series, baseline
 
     ``outcomes`` are the target's measured performances after transfer from every valid source (NaN: not run).
     """
-    if mode not in ("avg", "best"):
-        raise ValueError(f"mode must be avg or best, got {mode!r}")
-    if metric == "percentile":
-        ranks = outcomes.rank(method="average", pct=True).reindex(suggested)
-        return float(ranks.mean() if mode == "avg" else ranks.max())
-    performances = outcomes.reindex(suggested)
-    values = [performances.max()] if mode == "best" else list(performances.to_numpy(dtype=float))
-    if metric == "gain":
-        return float(np.mean([int(p > baseline) for p in values]))
-    if metric == "improvement":
-        return float(np.mean([p - baseline for p in values]))
-    if metric == "regret":
-        oracle = outcomes.max()
-        scores = []
-        for p in values:
-            source_gap = abs(oracle - p)
-            performance_gap = 1 - min(oracle, p)
-            scores.append(0.0 if performance_gap == 0.0 == source_gap else 1 - source_gap / performance_gap)
-        return float(np.mean(scores))
-    raise ValueError(f"unknown top-k meta metric {metric!r}")
+    return Case(outcomes.to_numpy(dtype=float), baseline).score(metric, outcomes.index.get_indexer(suggested), mode)
+
+
+class Case:
+    """One case's measured outcomes (an array over its valid sources, NaN: not run) and baseline, scoring any
+    selector's suggestions given as positions into that array (-1: a source without a measured outcome)."""
+
+    def __init__(self, outcomes: np.ndarray, baseline: float):
+        self.outcomes, self.baseline = outcomes, float(baseline)
+        self._padded = np.append(outcomes, np.nan)   # position -1: not measured
+        self._percentiles: np.ndarray | None = None
+
+    def percentiles(self) -> np.ndarray:
+        """Each outcome's rank among the measured ones as a fraction (ties averaged; NaN where not measured)."""
+        if self._percentiles is None:
+            known = ~np.isnan(self._padded)
+            self._percentiles = np.full(len(self._padded), np.nan)
+            if known.any():
+                self._percentiles[known] = scipy.stats.rankdata(self._padded[known]) / known.sum()
+        return self._percentiles
+
+    def score(self, metric: str, suggested: np.ndarray, mode: str = "avg") -> float:
+        """:func:`top_k_score` of the suggestions at positions ``suggested``."""
+        if mode not in ("avg", "best"):
+            raise ValueError(f"mode must be avg or best, got {mode!r}")
+        if metric == "percentile":
+            ranks = self.percentiles()[suggested]
+            return _nan_reduce(ranks, np.mean if mode == "avg" else np.max)
+        performances = self._padded[suggested]
+        values = np.array([_nan_reduce(performances, np.max)]) if mode == "best" else performances
+        if metric == "gain":
+            return float(np.mean(values > self.baseline)) if len(values) else float("nan")
+        if metric == "improvement":
+            return float(np.mean(values - self.baseline)) if len(values) else float("nan")
+        if metric == "regret":
+            oracle = _nan_reduce(self.outcomes, np.max)
+            source_gap, performance_gap = np.abs(oracle - values), 1 - np.minimum(oracle, values)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scores = np.where((performance_gap == 0) & (source_gap == 0), 0.0, 1 - source_gap / performance_gap)
+            return float(np.mean(scores)) if len(scores) else float("nan")
+        raise ValueError(f"unknown top-k meta metric {metric!r}")
+
+
+def _nan_reduce(values: np.ndarray, reduce) -> float:
+    """``reduce`` over the values that are not NaN (pandas' ``skipna``), NaN when none is."""
+    known = values[~np.isnan(values)]
+    return float(reduce(known)) if len(known) else float("nan")
 
 
 def weighted_tau(affinities: pd.Series, outcomes: pd.Series) -> float:
     """Hyperbolically weighted Kendall tau between affinities and outcomes over sources where both are known."""
-    both = pd.concat([affinities, outcomes], axis=1, join="inner").dropna()
-    if len(both) < 2:
+    both = pd.concat([affinities, outcomes], axis=1, join="inner")
+    return weighted_tau_of(both.iloc[:, 0].to_numpy(dtype=float), both.iloc[:, 1].to_numpy(dtype=float))
+
+
+def weighted_tau_of(affinities: np.ndarray, outcomes: np.ndarray) -> float:
+    """:func:`weighted_tau` of two aligned arrays."""
+    known = ~(np.isnan(affinities) | np.isnan(outcomes))
+    if known.sum() < 2:
         return float("nan")
-    return float(scipy.stats.weightedtau(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())[0])
+    return float(scipy.stats.weightedtau(affinities[known], outcomes[known])[0])

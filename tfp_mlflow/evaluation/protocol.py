@@ -26,10 +26,10 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.evaluation.meta_metrics import (
     META_METRICS,
     WIN_RATE_METRICS,
+    Case,
     affinities_from_distances,
-    top_k,
-    top_k_score,
-    weighted_tau,
+    top_k_positions,
+    weighted_tau_of,
 )
 from tfp_mlflow.reference import Reference
 from tfp_mlflow.scenarios import scenario_names
@@ -255,23 +255,21 @@ def evaluate(ref: Reference, selectors: Mapping[str, pd.DataFrame | Mapping[str,
                         valid = measured.index.tolist()
                         if len(valid) < 2:
                             continue
-                    baseline = ref.baseline(target, metric, repetition)
-                    case = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
+                    case = Case(measured.to_numpy(dtype=float), ref.baseline(target, metric, repetition))
+                    labels = {"scenario": scenario, "base_metric": metric, "repetition": repetition, "target": target}
                     for name, tables in affinities.items():
-                        affinity = tables[scenario][ref.shrink_map.get(target, target)].reindex(valid)
-                        ranked = top_k(affinity, MAX_SHOTS)
+                        affinity = tables[scenario][ref.shrink_map.get(target, target)].reindex(valid).to_numpy()
+                        ranked = top_k_positions(affinity, MAX_SHOTS)
                         suggested = ranked[:top_k_shots]
                         for meta in META_METRICS:
-                            score = (weighted_tau(affinity, measured) if meta == "weightedtau" else
-                                     top_k_score(meta, suggested, measured, baseline, "avg"))
-                            score_rows.append({**case, "selector": name, "meta_metric": meta, "score": score})
-                        delta_rows.append({**case, "selector": name, **{
-                            f"k{k}": top_k_score("improvement", ranked[:k], measured, baseline, "best")
-                            for k in range(1, MAX_SHOTS + 1)}})
+                            score = (weighted_tau_of(affinity, case.outcomes) if meta == "weightedtau" else
+                                     case.score(meta, suggested, "avg"))
+                            score_rows.append({**labels, "selector": name, "meta_metric": meta, "score": score})
+                        delta_rows.append({**labels, "selector": name, **{
+                            f"k{k}": case.score("improvement", ranked[:k], "best") for k in range(1, MAX_SHOTS + 1)}})
                         if metric == Metric.BALANCED_ACCURACY:
-                            gain_rows.append({**case, "selector": name, **{
-                                f"k{k}": top_k_score("gain", ranked[:k], measured, baseline, "best")
-                                for k in range(1, MAX_SHOTS + 1)}})
+                            gain_rows.append({**labels, "selector": name, **{
+                                f"k{k}": case.score("gain", ranked[:k], "best") for k in range(1, MAX_SHOTS + 1)}})
     result = Evaluation(selectors=list(selectors), top_k=top_k_shots, scores=pd.DataFrame(score_rows),
                         gains=pd.DataFrame(gain_rows), deltas=pd.DataFrame(delta_rows))
     if len(selectors) >= 2 and bootstraps:
