@@ -16,7 +16,7 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.demo.tasks import DemoTask, demo_suite
 from tfp_mlflow.extract import Draws, fingerprint_dataset, load_backbone, load_image, open_dataset
 
-pytestmark = [pytest.mark.slow, pytest.mark.torch]
+pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_a_fingerprint_from_ten_images_works(tmp_path, backbone):
     assert all((counts.sum(axis=1) == 10).all() for counts in fp.counts.values())
 
 
+@pytest.mark.slow
 def test_mixed_precision_moves_fewer_draws_than_another_draw_does_and_says_so(task_folder, backbone):
     """float16 autocast (as on a GPU; emulated on this CPU) against full precision, the same crops: some mass moves to
     a neighbouring bin, less than half of what drawing other crops moves (benchmarks/precision.py has the full
@@ -99,6 +100,7 @@ def test_merged_shards_equal_the_whole(task_folder, tmp_path, backbone):
     np.testing.assert_array_equal(merge(*shards).counts["small"], whole.counts["small"])
 
 
+@pytest.mark.slow
 def test_nearest_task_is_from_its_own_family(tmp_path, backbone):
     tasks = demo_suite(3, num_images=24, image_size=64, seed=11)
     fingerprints = [Task.from_fingerprint(fingerprint_dataset(t.write(tmp_path / t.name), backbone=backbone,

@@ -11,7 +11,7 @@ from tfp_mlflow.cli import main
 from tfp_mlflow.extract import open_dataset
 from tfp_mlflow.train.data import split_task
 
-pytestmark = [pytest.mark.slow, pytest.mark.torch]
+pytestmark = pytest.mark.torch
 
 
 @pytest.fixture

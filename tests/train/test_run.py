@@ -25,7 +25,7 @@ from tfp_mlflow.train.data import build_transforms, mixed_sampler, split_task
 from tfp_mlflow.train.module import TransferModule, class_balanced_metrics
 from tfp_mlflow.train.network import build_network
 
-pytestmark = [pytest.mark.slow, pytest.mark.torch]
+pytestmark = pytest.mark.torch   # the quick path trains once (truncated); the rest trains in the full run
 TINY = {"epochs": 2, "image_size": 32, "batch_size": 16}
 
 
@@ -160,6 +160,7 @@ def test_class_balanced_metrics_match_their_definitions():
 
 
 # -- end to end -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_baseline_trains_logs_a_complete_run_and_a_loadable_model(cloud, data):
     result = train(TrainConfig(target=str(data["target"]), **TINY), cloud=cloud, progress=False)
     run = cloud.client.get_run(result.run_id)
@@ -180,6 +181,7 @@ def test_baseline_trains_logs_a_complete_run_and_a_loadable_model(cloud, data):
     assert again.balanced_accuracy == result.balanced_accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", scenario_names())
 def test_each_scenario_trains_from_a_recommendation_and_lands_in_the_cloud(scenario, cloud, data, recommendation,
                                                                            reference_policy):
@@ -215,6 +217,7 @@ def test_pretraining_replaces_the_head_with_a_fresh_one():
     assert all(torch.equal(v, network.backbone.state_dict()[k]) for k, v in backbone.items())
 
 
+@pytest.mark.slow
 def test_lightning_precision_devices_and_strategy_are_passed_through(cloud, data):
     """bf16-mixed runs on a CPU (autocast); the settings reach the Trainer and the run's params; a combination this
     machine cannot run (two CUDA devices here) is refused in one line."""
@@ -240,6 +243,7 @@ def test_mixed_precision_on_a_cuda_gpu_trains_and_records_where_it_ran(cloud, da
     assert 0.0 <= result.balanced_accuracy <= 1.0
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_records_one_run_and_one_outcome(tmp_path, data):
     """`tfp train --devices 2 --strategy ddp`: Lightning's launcher runs the command again as rank 1; only rank zero
     records a run and contributes, and both ranks choose the best epoch on the whole held-out split."""
@@ -292,6 +296,7 @@ def test_single_class_target_and_closed_source_are_refused_before_training(cloud
     assert len(_training_runs(cloud)) == before
 
 
+@pytest.mark.slow
 def test_cli_trains_from_a_recommendation_and_writes_json(cloud, data, recommendation):
     result = CliRunner().invoke(main, ["train", str(data["target"]), "--scenario", "architecture",
                                        "--from-recommendation", str(recommendation), "--epochs", "1",
@@ -305,6 +310,7 @@ def test_cli_trains_from_a_recommendation_and_writes_json(cloud, data, recommend
     assert client.get_run(payload["run_id"]).data.tags["tfp.complete"] == "1"
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_is_one_line_naming_skip_unreadable_which_trains_without_it(cloud, data, tmp_path):
     import shutil
 
