@@ -9,8 +9,15 @@ import json
 import pytest
 
 from tfp_mlflow.cloud import Cloud, Knowledge, KnowledgeKind, KnowledgeRow
-from tfp_mlflow.demo.cloud import DemoPlan, contribute_task, demo_space, final_manifest, held_out_task, \
-    measure_knowledge, source_tasks
+from tfp_mlflow.demo.cloud import (
+    DemoPlan,
+    contribute_task,
+    demo_space,
+    final_manifest,
+    held_out_task,
+    measure_knowledge,
+    source_tasks,
+)
 from tfp_mlflow.reference import Reference, bundled_reference
 from tfp_mlflow.testing.stores import sqlite_uri
 from tfp_mlflow.tune import NO_POLICY

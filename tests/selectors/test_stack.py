@@ -86,7 +86,7 @@ def test_compact_stack_equals_the_dense_float64_path(name, draws, concentration,
     assert np.array_equal(np.argsort(compact, kind="stable"), np.argsort(dense, kind="stable"))
 
 
-@pytest.mark.parametrize("name", BKLD)
+@pytest.mark.parametrize("name", [n if "small" in n else pytest.param(n, marks=pytest.mark.slow) for n in BKLD])
 def test_compact_stack_equals_the_dense_path_on_extracted_fingerprints(name, tmp_path, query_path):
     """The shipped example fingerprints (real backbone features): every one against the others, saved and
     memory-mapped back as a query reads them from the cache."""

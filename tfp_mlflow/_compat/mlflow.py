@@ -6,13 +6,16 @@
   :data:`SYSTEM_ATTR_PREFIX`; the cloud's study storage subclasses it.
 * ``mlflow.server.handlers._get_tracking_store``: the tracking store a server's own handlers use, which the
   server plugin's checks must read exactly as the handler will (:func:`tracking_store`).
+* The environment ``mlflow server`` hands its uvicorn workers (the stores' ``_MLFLOW_SERVER_*`` variables and
+  ``_MLFLOW_SGI_NAME``, which decides whether the ``basic-auth`` app is built for FastAPI): what a test server in a
+  thread sets before it builds an app (:func:`server_environment`).
 """
 from __future__ import annotations
 
 from typing import Any
 
 __all__ = ["CHECKED", "TRIAL_NUMBER_TAG", "STUDY_DIRECTION_TAG", "SYSTEM_ATTR_PREFIX", "storage_client",
-           "storage_experiment", "tracking_store"]
+           "storage_experiment", "tracking_store", "server_environment"]
 
 #: The MLflow versions these names were checked against: at least the first, below the second.
 CHECKED = ("3.17", "3.18")
@@ -36,3 +39,22 @@ def tracking_store():
     from mlflow.server.handlers import _get_tracking_store
 
     return _get_tracking_store()
+
+
+def server_environment(backend_store_uri: str, artifacts_destination: str) -> dict[str, str]:
+    """What ``mlflow server --backend-store-uri URI --artifacts-destination DIR`` (uvicorn, proxied artifacts) sets
+    in its workers' environment."""
+    import uuid
+
+    from mlflow.environment_variables import _MLFLOW_IN_JOB_EXECUTOR, _MLFLOW_SERVER_BOOT_ID, _MLFLOW_SGI_NAME
+    from mlflow.server.constants import (
+        ARTIFACT_ROOT_ENV_VAR,
+        ARTIFACTS_DESTINATION_ENV_VAR,
+        BACKEND_STORE_URI_ENV_VAR,
+        SERVE_ARTIFACTS_ENV_VAR,
+    )
+
+    return {BACKEND_STORE_URI_ENV_VAR: backend_store_uri, ARTIFACT_ROOT_ENV_VAR: "mlflow-artifacts:/",
+            ARTIFACTS_DESTINATION_ENV_VAR: artifacts_destination, SERVE_ARTIFACTS_ENV_VAR: "true",
+            _MLFLOW_SGI_NAME.name: "uvicorn", _MLFLOW_IN_JOB_EXECUTOR.name: "false",
+            _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

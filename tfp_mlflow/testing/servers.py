@@ -1,5 +1,6 @@
 """A real ``mlflow server`` (and, for the team set-up, a real PostgreSQL) on 127.0.0.1 in subprocesses, for tests,
-benchmarks and trying the team set-up locally."""
+benchmarks and trying the team set-up locally; and the same server app in a thread of this process
+(:class:`ThreadServer`), for the quick tests and for measuring what the server's own code runs."""
 from __future__ import annotations
 
 import base64
@@ -13,16 +14,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tfp_mlflow._compat.mlflow import server_environment
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.testing.stores import sqlite_uri
 
-__all__ = ["LocalServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth", "http_call"]
+__all__ = ["LocalServer", "ThreadServer", "LocalPostgres", "free_port", "postgres_binaries", "basic_auth", "http_call"]
 
 
 def basic_auth(root: str | os.PathLike) -> tuple[dict[str, str], tuple[str, str]]:
@@ -131,6 +134,73 @@ class LocalServer:
             self.log.close()
 
     def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ThreadServer:
+    """What ``mlflow server --app-name APP`` serves (an ``mlflow.app`` entry point, a SQLite store, proxied artifacts
+    under ``root``), run by uvicorn in a thread of this process on 127.0.0.1; a context manager.
+
+    MLflow's server keeps its stores and its Flask app's hooks in module globals, set from the environment on first
+    use: a process holds one such server in its life, so a second one with another root or app is refused. Starts in
+    about a second where :class:`LocalServer` takes ten; use :class:`LocalServer` for anything about processes
+    (restarts, workers, memory). The server's own MLflow client shares this process's environment: while it serves,
+    keep ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` unset around requests to its ``/tfp/`` routes
+    (they act as the caller, through the forwarded credentials).
+    """
+
+    _started: tuple[Path, str] | None = None
+
+    def __init__(self, root: str | os.PathLike, *, app_name: str, env: dict[str, str] | None = None) -> None:
+        self.root, self.app_name, self.env = Path(root), app_name, env or {}
+        self.url = ""
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._saved: dict[str, str | None] = {}
+
+    def start(self) -> ThreadServer:
+        from importlib.metadata import entry_points
+
+        import uvicorn
+
+        if ThreadServer._started is not None:
+            raise CloudError(f"this process already served {ThreadServer._started[1]!r} from "
+                             f"{ThreadServer._started[0]}: MLflow's server state is per process; use LocalServer")
+        [entry] = [e for e in entry_points(group="mlflow.app") if e.name == self.app_name] or [None]
+        if entry is None:
+            raise CloudError(f"no mlflow.app plugin named {self.app_name!r} is installed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**server_environment(sqlite_uri(self.root / "mlflow.db"), str(self.root / "artifacts")), **self.env}
+        self._saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        ThreadServer._started = (self.root, self.app_name)
+        port = free_port()
+        self._server = uvicorn.Server(uvicorn.Config(entry.load()(), host="127.0.0.1", port=port,
+                                                     log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="tfp-thread-server", daemon=True)
+        self._thread.start()
+        deadline = time.time() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.time() > deadline:
+                raise CloudError(f"the {self.app_name!r} app did not start in this process")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=30)
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def __enter__(self) -> ThreadServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
