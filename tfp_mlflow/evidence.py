@@ -39,8 +39,7 @@ from tfp_mlflow.selectors import JoinedSources, get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
 __all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX",
-           "CloudEvidence", "Ordering", "admissible",
-           "fit_track_record", "order"]
+           "CloudEvidence", "Ordering", "admissible", "cloud_outcomes", "fit_track_record", "order"]
 
 #: ``auto``: per scenario, the rule that wins on the cloud's evidence; ``distance``: the ranking as it is.
 ORDERS = ("auto", "distance")
@@ -85,8 +84,7 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     with _LOCK:
         if key in _FITTED:
             return _FITTED[key]
-    outcomes = _records(filter(None, thread_map(cloud.read_knowledge, runs)), names,
-                        trusted=(lambda account: trusts is not None and trusts(account)))
+    outcomes = _read(cloud, runs, names, trusts)
     if not len(outcomes.table):
         return None
     targets = [names[t] for t in sorted(set(outcomes.table["t"])) if t in names]
@@ -101,6 +99,22 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
             _FITTED.clear()
         _FITTED[key] = fitted
     return fitted
+
+
+def cloud_outcomes(cloud: KnowledgeStore, tasks: Sequence[CloudTask],
+                   trusts: Callable[[str], bool] | None = None) -> Outcomes:
+    """The transfer outcomes (with their baselines) about ``tasks`` that may speak about them: what the track
+    record learns from and what ``tfp evaluate --cloud`` scores selectors on, read by the same rules
+    (:func:`admissible`, then the self-dealing bound of :func:`_records`)."""
+    names = {t.name: t for t in tasks}
+    runs, _ = admissible(cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS]), names, trusts)
+    return _read(cloud, runs, names, trusts)
+
+
+def _read(cloud: KnowledgeStore, runs: Sequence[StoredRun], names: Mapping[str, CloudTask],
+          trusts: Callable[[str], bool] | None) -> Outcomes:
+    return _records(filter(None, thread_map(cloud.read_knowledge, runs)), names,
+                    trusted=(lambda account: trusts is not None and trusts(account)))
 
 
 #: Affinity columns of targets already computed, per cloud, selector and source set, for a selector without a

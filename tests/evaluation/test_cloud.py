@@ -85,3 +85,20 @@ def test_track_record_on_a_cloud_with_little_evidence_is_its_distance_and_writes
     written = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert written == [f"track-record-{s}.csv" for s in sorted(["architecture", "augmentation", "cotraining",
                                                                  "pretraining"])]
+
+
+def test_another_accounts_outcomes_about_a_task_score_no_selector_on_it(cloud):
+    """Evaluation reads outcomes by the rules a recommendation does: a table about t_1 written by an account its
+    owner never named (here: rewarding the far source) changes neither the targets nor any score."""
+    before = evaluate_cloud(cloud, ["manual", "bkld-small-target"], top_k_shots=1, bootstraps=50)
+    for target in ("t_1", "t_2"):
+        cloud.add_knowledge(Knowledge(target, KnowledgeKind.COTRAINING, (
+            KnowledgeRow(source=f"far_{target[-1]}", balanced_accuracy=0.99, repetition=0),
+            KnowledgeRow(source=f"near_{target[-1]}", balanced_accuracy=0.10, repetition=0))), contributor="mallory")
+    cloud.add_knowledge(Knowledge("near_1", KnowledgeKind.BASELINE, (KnowledgeRow(balanced_accuracy=0.5),)),
+                        contributor="mallory")
+    after = evaluate_cloud(cloud, ["manual", "bkld-small-target"], top_k_shots=1, bootstraps=50)
+    assert outcomes_from_cloud(cloud).validation == ["t_1", "t_2"]
+    assert after.win_rates() == before.win_rates() and after.gain_curve() == before.gain_curve()
+    table = outcomes_from_cloud(cloud).outcome_table("cotraining", "balanced_accuracy", 0)
+    assert table.loc["far_1", "t_1"] == 0.60

@@ -12,74 +12,57 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tfp_mlflow.cloud.base import KnowledgeStore
-from tfp_mlflow.cloud.schema import BASE_METRICS, KnowledgeKind, Metric
+from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError
+from tfp_mlflow.evidence import cloud_outcomes
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.reference import Reference, ReferenceTask
-from tfp_mlflow.scenarios import outcome_scenarios, scenario_names
+from tfp_mlflow.scenarios import scenario_names
 
 __all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
-
-_SCENARIO_OF_KIND = outcome_scenarios()
 
 
 def outcomes_from_cloud(cloud: KnowledgeStore, tasks: Sequence[CloudTask] | None = None) -> Reference:
     """The cloud's transfer outcomes and baselines in the reference's form (targets: see the module doc).
 
-    ``tasks`` restricts both targets and sources (default: every task of the cloud). A repetition without its own
-    baseline is compared with the mean of the target's baselines.
+    ``tasks`` restricts both targets and sources (default: every task of the cloud). Read by the rules every reader
+    of outcomes follows (:func:`tfp_mlflow.evidence.cloud_outcomes`): only the evidence that may speak about a
+    task scores selectors on it. A repetition without its own baseline is compared with the mean of the target's
+    baselines.
     """
     tasks = list(cloud.conforming(cloud.tasks()) if tasks is None else tasks)
-    names = {t.name for t in tasks}
-    rows: dict[tuple[str, str], list[dict]] = {(s, m): [] for s in scenario_names() for m in BASE_METRICS}
-    baselines: dict[str, dict[str, dict[int, float]]] = {m: {} for m in BASE_METRICS}
-    for task in tasks:
-        for knowledge in cloud.knowledge(task.name):
-            scenario = _SCENARIO_OF_KIND.get(knowledge.kind)
-            for row in knowledge.rows:
-                repetition = int(row.repetition or 0)
-                for metric in BASE_METRICS:
-                    value = getattr(row, metric)
-                    if value is None:
-                        continue
-                    if knowledge.kind == KnowledgeKind.BASELINE:
-                        baselines[metric].setdefault(task.name, {})[repetition] = float(value)
-                    elif scenario and row.source in names and row.source != task.name:
-                        rows[(scenario, metric)].append({"r": repetition, "s": row.source, "t": task.name,
-                                                         "p": float(value)})
-    outcomes = {key: pd.DataFrame(value, columns=["r", "s", "t", "p"]) for key, value in rows.items()}
-    measured_sources: dict[str, set[str]] = {}
-    for (_, metric), table in outcomes.items():
-        if metric == Metric.BALANCED_ACCURACY:
-            for target, group in table.groupby("t"):
-                measured_sources.setdefault(target, set()).update(group["s"])
-    targets = sorted(t for t, sources in measured_sources.items()
-                     if len(sources) >= 2 and t in baselines[Metric.BALANCED_ACCURACY])
+    table = cloud_outcomes(cloud, tasks).table
+    table = table[table["s"] != table["t"]]
+    measured = table[(table["metric"] == Metric.BALANCED_ACCURACY) & table["baseline"].notna()]
+    sources = measured.groupby("t")["s"].nunique() if len(measured) else pd.Series(dtype=int)
+    targets = sorted(t for t, count in sources.items() if count >= 2)
     if not targets:
         raise BadInputError(f"no task of the cloud at {cloud.uri} has a baseline and transfer outcomes from two or "
                             f"more of its other tasks; contribute them with `tfp train --contribute` (the baseline "
                             f"and each scenario with --source)")
-    repetitions = sorted({int(r) for table in outcomes.values() for r in table["r"]})
+    outcomes = {(scenario, metric): table[(table["scenario"] == scenario) & (table["metric"] == metric)][
+        ["r", "s", "t", "p"]].reset_index(drop=True) for scenario in scenario_names() for metric in BASE_METRICS}
+    repetitions = sorted({int(r) for r in table["r"]})
     frames = {}
     for metric in BASE_METRICS:
+        known = table[(table["metric"] == metric) & table["baseline"].notna()].groupby(["t", "r"])["baseline"].first()
         frame = pd.DataFrame(index=repetitions, columns=targets, dtype=float)
         for target in targets:
-            measured = baselines[metric].get(target, {})
-            mean = float(np.mean(list(measured.values()))) if measured else math.nan
-            frame[target] = [measured.get(r, mean) for r in repetitions]
+            measured_baselines = known[target] if target in known.index.get_level_values(0) else pd.Series()
+            mean = float(measured_baselines.mean()) if len(measured_baselines) else math.nan
+            frame[target] = [float(measured_baselines.get(r, mean)) for r in repetitions]
         frames[(metric, True)] = frames[(metric, False)] = frame
     described = {t.name: ReferenceTask(name=t.name, keywords=t.keywords, num_images=t.num_images or 0,
                                        num_classes=t.num_classes or 0, domain=t.domain or "",
                                        dimensions=math.nan if t.intrinsic_dim is None else t.intrinsic_dim,
                                        dataset=t.name, imbalance_ratio=math.nan) for t in tasks}
     return Reference(root=Path("."), tasks=described, validation=targets,
-                          development=[t for t in described if t not in targets], groups={}, shrink_map={},
-                          outcomes=outcomes, baselines=frames)
+                     development=[t for t in described if t not in targets], groups={}, shrink_map={},
+                     outcomes=outcomes, baselines=frames)
 
 
 def cloud_distance_matrices(cloud: KnowledgeStore, selectors: Sequence[str],
@@ -110,7 +93,7 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
     from tfp_mlflow.evaluation.learned import write_matrices
     from tfp_mlflow.evaluation.protocol import evaluate
     from tfp_mlflow.selectors import get_selector
-    from tfp_mlflow.selectors.track_record import TRACK_RECORD, Outcomes, TrackRecord
+    from tfp_mlflow.selectors.track_record import TRACK_RECORD, TrackRecord
 
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
@@ -125,20 +108,10 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
         distances = matrices.get(base)
         if distances is None:
             distances = cloud_distance_matrices(cloud, [base], tasks)[base]
-        outcomes = Outcomes.from_records(_outcome_records(ref))
-        model = TrackRecord(outcomes, [t.name for t in tasks], top_k=top_k_shots, group_out=group_out)
+        model = TrackRecord(cloud_outcomes(cloud, tasks), [t.name for t in tasks], top_k=top_k_shots,
+                            group_out=group_out)
         matrices[TRACK_RECORD] = {s: model.matrix(s, distances, ref.validation) for s in scenario_names()}
         if matrix_dir:
             write_matrices(matrices[TRACK_RECORD], matrix_dir)
     matrices = {name: matrices[name] for name in selectors}
     return evaluate(ref, matrices, top_k_shots=top_k_shots, bootstraps=bootstraps, seed=seed, measured_only=True)
-
-
-def _outcome_records(ref: Reference):
-    """The cloud's outcomes (as :func:`outcomes_from_cloud` read them) as :class:`Outcomes` records."""
-    for (scenario, metric), table in ref.outcomes.items():
-        baselines = ref.baselines[(metric, True)]
-        for row in table.itertuples(index=False):
-            known = row.t in baselines.columns and int(row.r) in baselines.index
-            yield {"scenario": scenario, "metric": metric, "r": int(row.r), "s": row.s, "t": row.t, "p": row.p,
-                   "baseline": float(baselines.loc[int(row.r), row.t]) if known else math.nan}
