@@ -158,6 +158,10 @@ def test_bad_reference_and_matrices_are_clear_errors(tmp_path, study):
     (tmp_path / "bad.csv").write_text(",a\nb,not-a-number\n")
     with pytest.raises(BadInputError, match="non-numeric"):
         read_distance_matrix(tmp_path / "bad.csv")
+    # A fingerprint selector has nothing to read on the reference's tasks: one line naming what does.
+    result = CliRunner().invoke(main, ["evaluate", "--builtin", "bkld-small-target"])
+    assert result.exit_code == 2 and "needs fingerprints" in result.output and "manual, track-record, hybrid" in \
+        result.output and len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -52,6 +52,7 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
     or, with --cloud, your own cloud's."""
 
     from tfp_mlflow.evaluation import evaluate
+    from tfp_mlflow.evaluation.builtins import BuiltinOptions, builtin_matrices
     from tfp_mlflow.reference import Reference, bundled_reference, read_distance_matrix
     from tfp_mlflow.selectors.track_record import TRACK_RECORD
 
@@ -61,10 +62,6 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
                         bootstraps, json_out, plots_dir, tracking_uri, group_out, matrix_dir)
         return
-    unknown = [b for b in builtins if b not in ("manual", "hybrid", TRACK_RECORD)]
-    if unknown:
-        raise BadInputError(f"--builtin {unknown[0]} needs fingerprints, which the reference tasks do not have; "
-                            f"use manual, track-record or hybrid, or --cloud to evaluate on your own cloud")
     reference_dir = reference_dir or str(bundled_reference())
     ref = Reference.load(reference_dir)
     matrices = {}
@@ -73,25 +70,13 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
         if not sep or not name or not path:
             raise BadInputError(f"--selector takes NAME=PATH.csv, got {entry!r}")
         matrices[name] = read_distance_matrix(path)
-    for name in builtins:
-        if name == "manual":
-            matrices[name] = ref.manual_matrix()
-        elif name == TRACK_RECORD:
-            from tfp_mlflow.evaluation.learned import track_record_matrices, write_matrices
+    options = BuiltinOptions(top_k=top_k, group_out=group_out, fingerprinted=fingerprinted, merge=merge, seed=seed)
+    with _status("computing " + ", ".join(builtins), json_out) if builtins else contextlib.nullcontext():
+        matrices.update(builtin_matrices(ref, builtins, options))
+    if matrix_dir:
+        from tfp_mlflow.evaluation.learned import write_matrices
 
-            with _status(f"fitting {TRACK_RECORD} leave-one-target-out", json_out):
-                matrices[name] = track_record_matrices(ref, group_out=group_out, top_k=top_k)
-            if matrix_dir:
-                write_matrices(matrices[name], matrix_dir)
-        else:
-            import numpy as np
-
-            from tfp_mlflow.evaluation.hybrid import fingerprinted_subset, hybrid_distances
-
-            manual = ref.manual_matrix()
-            subset = fingerprinted_subset(list(manual.index), fingerprinted, np.random.default_rng(seed))
-            shipped = read_distance_matrix(ref.distance_files()["bkld-small-target"])
-            matrices[name] = hybrid_distances(shipped, manual, subset, merge)
+        write_matrices(matrices[TRACK_RECORD], matrix_dir)
     if not matrices:   # the default: the reference's shipped distances against manual (Fig. 4 and Table 4)
         matrices = {name: read_distance_matrix(path) for name, path in ref.distance_files().items()}
         matrices["manual"] = ref.manual_matrix()

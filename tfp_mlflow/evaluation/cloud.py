@@ -90,10 +90,10 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
     ``track-record`` among them is fitted from the cloud's own outcomes, strictly leave-one-target-out, combined
     with ``bkld-small-target`` where every task has a fingerprint, else with ``manual``.
     """
-    from tfp_mlflow.evaluation.learned import write_matrices
+    from tfp_mlflow.evaluation.learned import track_record_matrices, write_matrices
     from tfp_mlflow.evaluation.protocol import evaluate
     from tfp_mlflow.selectors import get_selector
-    from tfp_mlflow.selectors.track_record import TRACK_RECORD, TrackRecord
+    from tfp_mlflow.selectors.track_record import TRACK_RECORD
 
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
@@ -108,9 +108,8 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
         distances = matrices.get(base)
         if distances is None:
             distances = cloud_distance_matrices(cloud, [base], tasks)[base]
-        model = TrackRecord(cloud_outcomes(cloud, tasks), [t.name for t in tasks], top_k=top_k_shots,
-                            group_out=group_out)
-        matrices[TRACK_RECORD] = {s: model.matrix(s, distances, ref.validation) for s in scenario_names()}
+        matrices[TRACK_RECORD] = track_record_matrices(ref, distances, outcomes=cloud_outcomes(cloud, tasks),
+                                                       group_out=group_out, top_k=top_k_shots)
         if matrix_dir:
             write_matrices(matrices[TRACK_RECORD], matrix_dir)
     matrices = {name: matrices[name] for name in selectors}
