@@ -2,6 +2,8 @@
 in each library's own on-disk format (nothing is mocked, nothing unpickled)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -129,6 +131,7 @@ def test_tfp_fingerprint_reads_medmnist_end_to_end(roots, monkeypatch):
     result = CliRunner().invoke(main, ["fingerprint", "medmnist:dermamnist@64", "--out", str(out), "--samples", "16",
                                        "--batch-size", "8", "--workers", "0", "--data-root", str(roots / "medmnist")])
     assert result.exit_code == 0, result.output
+    assert "TFP_DATA_ROOT" not in os.environ                           # an argument, not a change to the process
     from tfp_mlflow import Fingerprint
 
     fingerprint = Fingerprint.load(out)

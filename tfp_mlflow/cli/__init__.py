@@ -143,12 +143,16 @@ def data_source(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args: Any, data_root: str | None = None, image_column: str | None = None,
                 label_column: str | None = None, **kwargs: Any) -> Any:
-        if data_root:
-            os.environ["TFP_DATA_ROOT"] = data_root
-        if (image_column or label_column) and kwargs.get("data") is not None:
+        data = kwargs.get("data")
+        if data_root and data is not None:
+            from tfp_mlflow.extract.sources import is_library_source, resolve_source
+
+            if is_library_source(data):   # read from --data-root once, into the cache every later use reads
+                resolve_source(data, data_root=data_root)
+        if (image_column or label_column) and data is not None:
             from tfp_mlflow.extract.sources import with_columns
 
-            kwargs["data"] = with_columns(kwargs["data"], image=image_column, label=label_column)
+            kwargs["data"] = with_columns(data, image=image_column, label=label_column)
         return command(*args, **kwargs)
 
     for option in reversed(DATA_OPTIONS):

@@ -1,7 +1,6 @@
 """Commands on the knowledge cloud: contribute, recommend, keywords, import-reference, seed."""
 from __future__ import annotations
 
-import os
 from pathlib import Path as _Path
 
 import click
@@ -281,8 +280,6 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.workflows.seeding import seed_cloud
 
-    if data_root:
-        os.environ["TFP_DATA_ROOT"] = data_root
     cloud = Cloud(tracking_uri)
 
     def show(step) -> None:
@@ -294,7 +291,8 @@ def seed_command(plan: str, samples: int, epochs: int, image_size: int, shrink: 
                           highlight=False, markup=False)
     steps = seed_cloud(plan, cloud, samples=samples, epochs=epochs, image_size=image_size, shrink=shrink,
                        baseline=not no_baseline, tune_trials=tune_trials, transfer=transfer, dry_run=dry_run,
-                       device=device, storage=storage, heartbeat=heartbeat, trusted=trusted, on_step=show)
+                       device=device, storage=storage, heartbeat=heartbeat, trusted=trusted, data_root=data_root,
+                       on_step=show)
     steps = [s for s in steps if s.step != "note"]
     if dry_run:
         table = Table(title=f"tfp seed {plan}: the plan (estimates for a 2-core CPU)")

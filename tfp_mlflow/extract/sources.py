@@ -39,11 +39,14 @@ def is_library_source(source) -> bool:
     return text.startswith(("medmnist:", "hf:")) or _saved_dataset(Path(text.partition("?")[0])) is not None
 
 
-def resolve_source(source):
-    """A manifest path for a library dataset (materialised in the cache on first use); anything else unchanged."""
+def resolve_source(source, data_root: str | os.PathLike | None = None):
+    """A manifest path for a library dataset (materialised in the cache on first use); anything else unchanged.
+
+    ``data_root`` is where MedMNIST files are read from and downloaded to on that first use (default:
+    ``$TFP_DATA_ROOT``, else MedMNIST's own ``~/.medmnist``); later uses read the cached copy."""
     text = str(source)
     if text.startswith("medmnist:"):
-        return _medmnist(text)
+        return _medmnist(text, data_root)
     if text.startswith("hf:"):
         return _huggingface(text)
     if _saved_dataset(Path(text.partition("?")[0])) is not None:
@@ -68,7 +71,7 @@ def with_columns(source, image: str | None = None, label: str | None = None) -> 
 
 # -- MedMNIST+ ----------------------------------------------------------------------------------------------------
 
-def _medmnist(source: str) -> Path:
+def _medmnist(source: str, data_root: str | os.PathLike | None = None) -> Path:
     match = re.fullmatch(r"medmnist:([a-z0-9]+)(?:@(\d+))?(?:/([a-z_ ]+))?", source.strip().lower())
     if not match:
         raise BadInputError(f"{source!r} is not a MedMNIST source; write medmnist:NAME[@SIZE][/LABEL], e.g. "
@@ -103,7 +106,7 @@ def _medmnist(source: str) -> Path:
     folder = default_cache_dir() / "datasets" / "medmnist" / task
     if (folder / f"{task}.csv").is_file():
         return folder / f"{task}.csv"
-    root = Path(os.environ.get("TFP_DATA_ROOT") or medmnist.dataset.DEFAULT_ROOT).expanduser()
+    root = Path(data_root or os.environ.get("TFP_DATA_ROOT") or medmnist.dataset.DEFAULT_ROOT).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     file = root / f"{name}{'' if size == 28 else f'_{size}'}.npz"
     cls = getattr(medmnist, info["python_class"])

@@ -27,6 +27,7 @@ whoever is still running (resuming from what the dead one had already put in the
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -131,8 +132,12 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *,
                image_size: int = 128, shrink: int | None = None, baseline: bool = True, tune_trials: int = 0,
                transfer: bool = False, dry_run: bool = False, device: str | None = None, progress: bool = True,
                storage: str | None = None, heartbeat: int = 60, trusted: str | None = None,
+               data_root: str | os.PathLike | None = None,
                on_step: Callable[[SeedStep], None] | None = None) -> list[SeedStep]:
-    """Run (or with ``dry_run`` plan) every entry's steps; returns what each step did (by this worker)."""
+    """Run (or with ``dry_run`` plan) every entry's steps; returns what each step did (by this worker).
+
+    ``data_root``: where MedMNIST files are read from and downloaded to (default: ``$TFP_DATA_ROOT``, else
+    ``~/.medmnist``)."""
     entries = list(plan) if not isinstance(plan, (str, Path)) else read_plan(plan)
     if tune_trials < 0:
         raise BadInputError(f"--tune-trials must be 0 or more, got {tune_trials}")
@@ -141,7 +146,7 @@ def seed_cloud(plan: str | Path | Sequence[SeedEntry], cloud: KnowledgeStore, *,
     training = SeedTraining(epochs=epochs, image_size=image_size, shrink=shrink, device=device, progress=progress,
                             trusted=trusted)
     work = SeedWork(samples=samples, baseline=baseline, tune_trials=tune_trials, transfer=transfer)
-    seeder = _Seeder(cloud, entries, training, work, on_step=on_step)
+    seeder = _Seeder(cloud, entries, training, work, on_step=on_step, data_root=data_root)
     if dry_run:
         for number, entry in enumerate(entries, start=1):
             seeder.plan(number, entry)
@@ -159,10 +164,10 @@ class _Seeder:
     """The steps of one dataset, each skipped when its result is already in the cloud."""
 
     def __init__(self, cloud: KnowledgeStore, entries: list[SeedEntry], training: SeedTraining, work: SeedWork, *,
-                 on_step: Callable[[SeedStep], None] | None) -> None:
+                 on_step: Callable[[SeedStep], None] | None, data_root: str | os.PathLike | None = None) -> None:
         from tfp_mlflow.cloud.records import contributor
 
-        self.cloud, self.entries, self.on_step = cloud, entries, on_step
+        self.cloud, self.entries, self.on_step, self.data_root = cloud, entries, on_step, data_root
         self.training, self.work = training, work
         self.me, self.published = contributor(), _published_tasks()
         self.steps: list[SeedStep] = []
@@ -223,7 +228,11 @@ class _Seeder:
                                  0.0 if done else 2 * run_s, "pretrain on the source, then fine-tune"))
 
     def seed(self, number: int, entry: SeedEntry) -> None:
+        from tfp_mlflow.extract.sources import is_library_source, resolve_source
+
         w, cloud = self.work, self.cloud
+        if is_library_source(entry.source):   # its files read from data_root once, into the cache the steps read
+            resolve_source(entry.source, data_root=self.data_root)
         name = entry.task or _task_name(entry.source, open_data=True)
         state = self._state(entry, name, open_data=True)
         label = f"[{number}/{len(self.entries)}] {name}"
