@@ -14,7 +14,7 @@ one, else the active MLflow run (``mlflow.pytorch.autolog()`` starts one). Impor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from lightning.pytorch import Callback
@@ -24,6 +24,9 @@ except ImportError:   # the standalone package
     from pytorch_lightning.loggers import MLFlowLogger
 
 from tfp_mlflow.errors import BadInputError
+
+if TYPE_CHECKING:
+    from tfp_mlflow.workflows.own_runs import TrackedTask
 
 __all__ = ["TaskCallback"]
 
@@ -60,7 +63,7 @@ class TaskCallback(Callback):
         self.monitor, self.metric = monitor, metric
         self.architecture, self.pretrained, self.cotraining, self.policy = architecture, pretrained, cotraining, policy
         self.contribute, self.recommend = contribute, recommend
-        self.task = None
+        self.task: TrackedTask | None = None
 
     def _where(self, trainer) -> dict[str, Any]:
         """The run to log into: the trainer's MLFlowLogger's, else the active MLflow run."""
@@ -87,10 +90,11 @@ class TaskCallback(Callback):
         if value is None:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise BadInputError(f"metric {self.monitor!r} was never logged (logged: {logged}); set monitor=")
+        measured = {"balanced_accuracy": None, "auroc": None, self.metric: float(value)}
         log_result(architecture=self.architecture or _architecture(pl_module), pretrained=self.pretrained,
                    cotraining=self.cotraining, policy=self.policy, held_out=_held_out(trainer),
-                   contribute=self.contribute, run_id=self.task.run_id, **{self.metric: float(value)},
-                   **{k: v for k, v in self._where(trainer).items() if k == "tracking_uri"})
+                   contribute=self.contribute, run_id=self.task.run_id, balanced_accuracy=measured["balanced_accuracy"],
+                   auroc=measured["auroc"], tracking_uri=self._where(trainer).get("tracking_uri"))
 
 
 def _train_loader(trainer):

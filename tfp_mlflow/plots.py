@@ -3,7 +3,7 @@ runs (matplotlib, Agg backend)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ def plot_ranking(names: Sequence[str], distances: Sequence[float], path: str | o
     return path
 
 
-def plot_gain_curves(gain_curve: dict[str, dict[str, list[float]]], path: str | os.PathLike,
+def plot_gain_curves(gain_curve: Mapping[str, Mapping[str, Sequence[float | None]]], path: str | os.PathLike,
                      ylabel: str = "targets improved (BA, best of top k) %") -> Path:
     """A value per shot k, per scenario and selector: the share of targets improved by the best of the top k (the
     paper's Fig. 4 top), or the mean AUROC improvement of the best of the top k (Fig. 4 bottom)."""

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -48,7 +48,7 @@ def print_note(line: str) -> None:
 _TORCH_EXTRA = {"torch", "torchvision", "timm", "albumentations", "pytorch_lightning", "safetensors", "pydicom"}
 
 
-def _usage_error(exc: click.UsageError) -> None:
+def _usage_error(exc: click.UsageError) -> NoReturn:
     """A usage error as one line (not Click's usage, hint and error), exit code 2."""
     where = exc.ctx.command_path if exc.ctx is not None else "tfp"
     err_console.print(f"[bold red]error:[/] {escape(exc.format_message())} (`{escape(where)} --help` lists the "

@@ -44,8 +44,8 @@ def harvest_command(experiments: tuple[str, ...], source: str | None, filter_str
     for column in ("run", "task", "what it measured", "status"):
         table.add_column(column)
     for run in report.runs:
-        status = run.status if run.status != "skipped" else f"skipped: {run.reason}"
-        table.add_row(escape(run.run_name or run.run_id[:12]), escape(run.task), escape(run.what), escape(status))
+        said = run.status if run.status != "skipped" else f"skipped: {run.reason}"
+        table.add_row(escape(run.run_name or run.run_id[:12]), escape(run.task), escape(run.what), escape(said))
     console.print(table)
     counts = report.counts()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -63,7 +63,7 @@ def demo_space(cloud: KnowledgeStore, plan: DemoPlan, seed: int = 0):
     chosen = np.random.default_rng([seed, 11]).choice(len(published), plan.policies, replace=False)
     return SearchSpace(architectures=tuple(architectures),
                        policies=(NO_POLICY, *sorted(published[i] for i in chosen)),
-                       lr=(3e-4, 3e-2), weight_decay=(1e-6, 1e-3), epochs=plan.epochs)
+                       lr=(3e-4, 3e-2), weight_decay=(1e-6, 1e-3), epochs=(plan.epochs,))
 
 
 def source_tasks(plan: DemoPlan, seed: int = 0) -> list[DemoTask]:

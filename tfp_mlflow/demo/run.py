@@ -251,7 +251,8 @@ def compare(rows: list[dict[str, Any]], *, held_out: int, num_classes: int) -> l
         scores = np.asarray(row["per_seed"], dtype=float)
         mean, gains = float(scores.mean()), scores - baseline
         spread = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
-        split = math.hypot(standard_error(mean, held_out), standard_error(float(baseline.mean()), held_out))
+        split = math.hypot(standard_error(mean, held_out) or 0.0,
+                           standard_error(float(baseline.mean()), held_out) or 0.0)
         error = math.hypot(spread, split) if row is not rows[0] else 0.0
         out.append({**row, "balanced_accuracy": mean, "held_out": held_out,
                     "sd": float(scores.std(ddof=1)) if len(scores) > 1 else None,

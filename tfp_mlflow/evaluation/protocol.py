@@ -63,10 +63,10 @@ class Evaluation:
     bootstrap: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     deltas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    def win_rates(self) -> dict[str, dict[str, float]]:
+    def win_rates(self) -> dict[str, dict[str, float | None]]:
         """Percent of setups (target x repetition x meta metric x base metric) each selector wins, ties shared."""
         setups = self.scores[self.scores["meta_metric"].isin(WIN_RATE_METRICS)]
-        out: dict[str, dict[str, float]] = {s: {} for s in self.selectors}
+        out: dict[str, dict[str, float | None]] = {s: {} for s in self.selectors}
         keys = ["base_metric", "repetition", "target", "meta_metric"]
         present = [s for s in scenario_names() if (setups["scenario"] == s).any()]   # a cloud may lack a scenario
         for scenario in present:
@@ -77,7 +77,7 @@ class Evaluation:
             for selector in self.selectors:
                 out[selector][scenario] = 100.0 * float((table[selector] == best).sum()) / max(1, len(table))
         for selector in self.selectors:
-            out[selector]["mean"] = float(np.mean([out[selector][s] for s in present])) if present else None
+            out[selector]["mean"] = float(np.mean([out[selector][s] or 0.0 for s in present])) if present else None
         return out
 
     def gain_curve(self) -> dict[str, dict[str, list[float]]]:
@@ -88,9 +88,9 @@ class Evaluation:
                                                       for k in range(1, MAX_SHOTS + 1)]
         return {s: out.get(s, {}) for s in self.selectors}
 
-    def delta_curve(self, metric: str = "auroc") -> dict[str, dict[str, list[float]]]:
+    def delta_curve(self, metric: str = "auroc") -> dict[str, dict[str, list[float | None]]]:
         """Mean improvement over the baseline of the best of the top k, k = 1..5 (Fig. 4 bottom: AUROC)."""
-        out: dict[str, dict[str, list[float]]] = {s: {} for s in self.selectors}
+        out: dict[str, dict[str, list[float | None]]] = {s: {} for s in self.selectors}
         if self.deltas.empty:
             return out
         rows = self.deltas[self.deltas["base_metric"] == metric]
@@ -98,7 +98,7 @@ class Evaluation:
             out[selector][scenario] = [_finite(table[f"k{k}"].mean()) for k in range(1, MAX_SHOTS + 1)]
         return out
 
-    def relative_improvement(self, over: str = "manual", metric: str = "auroc") -> dict[str, dict[str, float]]:
+    def relative_improvement(self, over: str = "manual", metric: str = "auroc") -> dict[str, dict[str, float | None]]:
         """How much larger each selector's mean improvement is than ``over``'s, in percent, averaged over targets,
         repetitions and k = 1..5 (the paper: bKLD(small,target) over manual, 12 / 57 / 15 / 2 %)."""
         if over not in self.selectors or self.deltas.empty:
@@ -106,7 +106,7 @@ class Evaluation:
         rows = self.deltas[self.deltas["base_metric"] == metric]
         shots = [f"k{k}" for k in range(1, MAX_SHOTS + 1)]
         means = rows.groupby(["selector", "scenario"])[shots].mean().mean(axis=1)
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, float | None]] = {}
         for selector in self.selectors:
             if selector == over:
                 continue
@@ -116,7 +116,7 @@ class Evaluation:
                     out.setdefault(selector, {})[scenario] = _finite(100.0 * (mine - base) / abs(base))
         return out
 
-    def meta_metric_means(self) -> dict[str, dict[str, dict[str, float]]]:
+    def meta_metric_means(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Mean of each meta metric over targets, repetitions and base metrics (``avg`` mode, top-k)."""
         means = self.scores.groupby(["selector", "scenario", "meta_metric"])["score"].mean()
         return {s: {c: {m: _finite(means.get((s, c, m))) for m in META_METRICS} for c in scenario_names()}

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tfp_mlflow._compat.mlflow import server_environment
 from tfp_mlflow.errors import CloudError
@@ -157,7 +158,7 @@ class ThreadServer:
     def __init__(self, root: str | os.PathLike, *, app_name: str, env: dict[str, str] | None = None) -> None:
         self.root, self.app_name, self.env = Path(root), app_name, env or {}
         self.url = ""
-        self._server = None
+        self._server: Any = None   # uvicorn.Server, imported on start
         self._thread: threading.Thread | None = None
         self._saved: dict[str, str | None] = {}
 
@@ -169,7 +170,7 @@ class ThreadServer:
         if ThreadServer._started is not None:
             raise CloudError(f"this process already served {ThreadServer._started[1]!r} from "
                              f"{ThreadServer._started[0]}: MLflow's server state is per process; use LocalServer")
-        [entry] = [e for e in entry_points(group="mlflow.app") if e.name == self.app_name] or [None]
+        entry = next((e for e in entry_points(group="mlflow.app") if e.name == self.app_name), None)
         if entry is None:
             raise CloudError(f"no mlflow.app plugin named {self.app_name!r} is installed")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -264,7 +265,10 @@ class LocalPostgres:
 
     def create_database(self, name: str) -> str:
         """Create an empty database; returns its URI."""
-        subprocess.run([str(postgres_binaries() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "tfp",
+        binaries = postgres_binaries()
+        if binaries is None:
+            raise CloudError("PostgreSQL is not installed here (apt-get install postgresql)")
+        subprocess.run([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "tfp",
                         name], check=True, capture_output=True, timeout=60)
         return self.uri(name)
 

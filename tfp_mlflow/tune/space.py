@@ -174,7 +174,8 @@ def loadable_architectures(candidates: Sequence[str]) -> tuple[list[str], list[s
     from tfp_mlflow.extract.backbones import list_offline_backbones
 
     offline = set(list_offline_backbones())
-    loadable, left_out = [], []
+    loadable: list[str] = []
+    left_out: list[str] = []
     for name in dict.fromkeys(candidates):
         (loadable if name in offline or _in_hub_cache(name) else left_out).append(name)
     return loadable, left_out

@@ -273,7 +273,8 @@ def run_study(base, cloud: KnowledgeStore, space: SearchSpace, plan: StudyPlan, 
     parent = _parent_run(study, cloud, base, space)
     objective = _objective(base, cloud, space, policies, parent)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    callbacks = [optuna.study.MaxTrialsCallback(plan.n_trials, states=finished)]
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
+        optuna.study.MaxTrialsCallback(plan.n_trials, states=finished)]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial(trial))
     if len(study.get_trials(states=finished)) < plan.n_trials:
@@ -308,8 +309,9 @@ def _lost_trial(cloud: KnowledgeStore) -> Callable[[optuna.Study, optuna.trial.F
     """Called when a dead worker's trial is marked FAIL: fail its MLflow run too, and run its configuration again."""
     with warnings.catch_warnings():  # renamed in Optuna 4.9; both are "experimental"
         warnings.simplefilter("ignore")
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
-                        getattr(optuna.storages, "RetryFailedTrialCallback", None))(max_retry=1)
+        retrying: Any = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+            optuna.storages.RetryFailedTrialCallback
+        retry = retrying(max_retry=1)
 
     def lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("run_id")
@@ -433,7 +435,7 @@ def _log_plots(study: optuna.Study, run: RunRecorder) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                axes = draw(study)
+                axes: Any = draw(study)   # one Axes, or an array of them
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this plot
                 continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
