@@ -102,3 +102,12 @@ def test_another_accounts_outcomes_about_a_task_score_no_selector_on_it(cloud):
     assert after.win_rates() == before.win_rates() and after.gain_curve() == before.gain_curve()
     table = outcomes_from_cloud(cloud).outcome_table("cotraining", "balanced_accuracy", 0)
     assert table.loc["far_1", "t_1"] == 0.60
+    # --trusted reads only the named accounts' tables (never another account's about a task it does not own).
+    owner = cloud.task("t_1").contributor
+    trusting = evaluate_cloud(cloud, ["manual", "bkld-small-target"], top_k_shots=1, bootstraps=50,
+                              trusted=f"{owner},mallory")
+    assert trusting.win_rates() == before.win_rates()
+    with pytest.raises(BadInputError, match="no task of the cloud"):
+        evaluate_cloud(cloud, ["manual"], trusted="mallory")
+    result = CliRunner().invoke(main, ["evaluate", "--trusted", "mallory"])
+    assert result.exit_code == 2 and "add --cloud" in result.output

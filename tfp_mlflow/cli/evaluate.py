@@ -38,6 +38,9 @@ from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 @click.option("--cloud", "on_cloud", is_flag=True,
               help="Leave-one-out on the cloud at --tracking-uri: each task with a baseline and measured transfers "
                    "as target, the others as sources.")
+@click.option("--trusted", default=None, metavar="PATTERNS",
+              help="With --cloud: read only these contributors' outcome tables (fnmatch patterns, e.g. "
+                   "'alice,reference:*'), and all of them.")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Shots averaged by the meta metrics.")
 @click.option("--bootstraps", type=int, default=1000, show_default=True, help="Bootstraps of the rank analysis.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -46,7 +49,8 @@ from tfp_mlflow.ranking import DEFAULT_MERGE_RULE, MERGE_RULES
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="Also log the evaluation as an MLflow run (tfp-evaluations) on this server.")
 def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builtins: tuple[str, ...], on_cloud: bool,
-                     group_out: bool, matrix_dir: str | None, fingerprinted: float, merge: str, seed: int, top_k: int,
+                     group_out: bool, matrix_dir: str | None, fingerprinted: float, merge: str, seed: int,
+                     trusted: str | None, top_k: int,
                      bootstraps: int, json_out: str | None, plots_dir: str | None, tracking_uri: str | None) -> None:
     """Score task selectors against measured transfer outcomes (win rates, gain curves): the reference's,
     or, with --cloud, your own cloud's."""
@@ -58,9 +62,11 @@ def evaluate_command(reference_dir: str, selector_files: tuple[str, ...], builti
 
     if (group_out or matrix_dir) and TRACK_RECORD not in builtins:
         raise BadInputError("--group-out and --matrix-out apply to the learned selector: add --builtin track-record")
+    if trusted and not on_cloud:
+        raise BadInputError("--trusted picks whose outcomes a cloud evaluation reads: add --cloud")
     if on_cloud:
         _evaluate_cloud(builtins or ("manual", "bkld-small-target"), selector_files, reference_dir, top_k,
-                        bootstraps, json_out, plots_dir, tracking_uri, group_out, matrix_dir)
+                        bootstraps, json_out, plots_dir, tracking_uri, group_out, matrix_dir, trusted)
         return
     reference_dir = reference_dir or str(bundled_reference())
     ref = Reference.load(reference_dir)
@@ -110,7 +116,7 @@ def _emit(payload: dict, json_out: str | None, heading: str | None = None) -> No
 
 
 def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps, json_out, plots_dir,
-                    tracking_uri, group_out=False, matrix_dir=None) -> None:
+                    tracking_uri, group_out=False, matrix_dir=None, trusted=None) -> None:
     from tfp_mlflow.cloud import Cloud
     from tfp_mlflow.evaluation.cloud import evaluate_cloud
 
@@ -119,7 +125,7 @@ def _evaluate_cloud(selectors, selector_files, reference_dir, top_k, bootstraps,
     cloud = Cloud(tracking_uri)
     with _status(f"leave-one-out on {cloud.uri}", json_out):
         result = evaluate_cloud(cloud, list(dict.fromkeys(selectors)), top_k_shots=top_k, bootstraps=bootstraps,
-                                group_out=group_out, matrix_dir=matrix_dir)
+                                group_out=group_out, matrix_dir=matrix_dir, trusted=trusted)
     payload = {**result.to_json(), "cloud": cloud.uri,
                "targets": sorted(result.scores["target"].unique().tolist()) if len(result.scores) else []}
     if plots_dir:

@@ -9,7 +9,7 @@ Torch-free: fingerprints come through the cloud's cache.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,29 +19,36 @@ from tfp_mlflow.cloud.schema import BASE_METRICS, Metric
 from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.evidence import cloud_outcomes
+from tfp_mlflow.guard import Guard, parse_trusted
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.reference import Reference, ReferenceTask
 from tfp_mlflow.scenarios import scenario_names
+from tfp_mlflow.selectors.outcomes import Outcomes
 
 __all__ = ["outcomes_from_cloud", "cloud_distance_matrices", "evaluate_cloud"]
 
 
-def outcomes_from_cloud(cloud: KnowledgeStore, tasks: Sequence[CloudTask] | None = None) -> Reference:
+def outcomes_from_cloud(cloud: KnowledgeStore, tasks: Sequence[CloudTask] | None = None,
+                        trusts: Callable[[str], bool] | None = None) -> Reference:
     """The cloud's transfer outcomes and baselines in the reference's form (targets: see the module doc).
 
     ``tasks`` restricts both targets and sources (default: every task of the cloud). Read by the rules every reader
-    of outcomes follows (:func:`tfp_mlflow.evidence.cloud_outcomes`): only the evidence that may speak about a
-    task scores selectors on it. A repetition without its own baseline is compared with the mean of the target's
-    baselines.
+    of outcomes follows (:func:`tfp_mlflow.evidence.cloud_outcomes`; ``trusts``: whose tables are read at all, as
+    ``--trusted`` does for a recommendation): only the evidence that may speak about a task scores selectors on it.
+    A repetition without its own baseline is compared with the mean of the target's baselines.
     """
     tasks = list(cloud.conforming(cloud.tasks()) if tasks is None else tasks)
-    table = cloud_outcomes(cloud, tasks).table
+    return _as_reference(cloud_outcomes(cloud, tasks, trusts), tasks, cloud.uri)
+
+
+def _as_reference(measured_outcomes: Outcomes, tasks: Sequence[CloudTask], uri: str) -> Reference:
+    table = measured_outcomes.table
     table = table[table["s"] != table["t"]]
     measured = table[(table["metric"] == Metric.BALANCED_ACCURACY) & table["baseline"].notna()]
     sources = measured.groupby("t")["s"].nunique() if len(measured) else pd.Series(dtype=int)
     targets = sorted(t for t, count in sources.items() if count >= 2)
     if not targets:
-        raise BadInputError(f"no task of the cloud at {cloud.uri} has a baseline and transfer outcomes from two or "
+        raise BadInputError(f"no task of the cloud at {uri} has a baseline and transfer outcomes from two or "
                             f"more of its other tasks; contribute them with `tfp train --contribute` (the baseline "
                             f"and each scenario with --source)")
     outcomes = {(scenario, metric): table[(table["scenario"] == scenario) & (table["metric"] == metric)][
@@ -84,11 +91,13 @@ def cloud_distance_matrices(cloud: KnowledgeStore, selectors: Sequence[str],
 
 def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", "bkld-small-target"), *,
                    top_k_shots: int = 3, bootstraps: int = 1000, seed: int = 0, group_out: bool = False,
-                   matrix_dir: str | None = None):
+                   matrix_dir: str | None = None, trusted: str | Sequence[str] | None = None):
     """Leave-one-out evaluation of ``selectors`` on the cloud's tasks that every one of them can rank.
 
     ``track-record`` among them is fitted from the cloud's own outcomes, strictly leave-one-target-out, combined
-    with ``bkld-small-target`` where every task has a fingerprint, else with ``manual``.
+    with ``bkld-small-target`` where every task has a fingerprint, else with ``manual``. ``trusted``
+    (``"alice,reference:*"``) reads only those contributors' tables, and counts all of theirs (an account's tables
+    about its own sources on its own targets otherwise count through two targets per source).
     """
     from tfp_mlflow.evaluation.learned import track_record_matrices, write_matrices
     from tfp_mlflow.evaluation.protocol import evaluate
@@ -101,15 +110,17 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
     needs_fingerprint = any(get_selector(s).needs_fingerprint for s in registered)
     # Quarantined tasks (cloud.quarantined()) are left out, like every reader does.
     tasks = [t for t in cloud.conforming(cloud.tasks()) if t.has_fingerprint or not needs_fingerprint]
-    ref = outcomes_from_cloud(cloud, tasks)
+    trusted_patterns = parse_trusted(trusted)
+    outcomes = cloud_outcomes(cloud, tasks, Guard(trusted=trusted_patterns).trusts if trusted_patterns else None)
+    ref = _as_reference(outcomes, tasks, cloud.uri)
     matrices: dict = cloud_distance_matrices(cloud, registered, tasks)
     if TRACK_RECORD in selectors:
         base = "bkld-small-target" if tasks and all(t.has_fingerprint for t in tasks) else "manual"
         distances = matrices.get(base)
         if distances is None:
             distances = cloud_distance_matrices(cloud, [base], tasks)[base]
-        matrices[TRACK_RECORD] = track_record_matrices(ref, distances, outcomes=cloud_outcomes(cloud, tasks),
-                                                       group_out=group_out, top_k=top_k_shots)
+        matrices[TRACK_RECORD] = track_record_matrices(ref, distances, outcomes=outcomes, group_out=group_out,
+                                                       top_k=top_k_shots)
         if matrix_dir:
             write_matrices(matrices[TRACK_RECORD], matrix_dir)
     matrices = {name: matrices[name] for name in selectors}
