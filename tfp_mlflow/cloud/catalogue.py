@@ -47,6 +47,8 @@ class Catalogue:
     def __init__(self, runs: RunLog, artifacts: VerifiedArtifacts, knowledge: KnowledgeLog) -> None:
         self.runs, self.artifacts, self.knowledge_log = runs, artifacts, knowledge
         self.uri = runs.uri
+        #: The spec last read, by its id (a spec's id is the hash of its content: the same id is the same spec).
+        self._spec: FingerprintSpec | None = None
 
     # -- spec ---------------------------------------------------------------------------------------------------
     def spec_id(self) -> str | None:
@@ -58,6 +60,9 @@ class Catalogue:
         spec_id = self.spec_id()
         if spec_id is None:
             return None
+        known = self._spec
+        if known is not None and known.id == spec_id:
+            return known
         runs = self.runs.find_runs(Kind.SPEC, spec_id=spec_id)
         for run in reversed(runs):   # the first spec run wins; one whose file is not that spec is passed over
             if self.artifacts.is_quarantined(run.run_id):
@@ -68,6 +73,7 @@ class Catalogue:
                 self.artifacts.quarantine("spec", run, str(exc))
                 continue
             if spec.id == spec_id:
+                self._spec = spec
                 return spec
             self.artifacts.quarantine("spec", run, f"its spec file has id {spec.id}, not {spec_id}")
         raise CloudError(f"the cloud at {self.uri} names spec {spec_id} but holds no spec run with that spec")
