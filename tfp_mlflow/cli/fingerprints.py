@@ -14,13 +14,12 @@ from rich.table import Table
 from tfp_mlflow._paths import as_ordinary_file
 from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.selectors import DEFAULT_SELECTOR
+from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
 
 
 @main.command("selectors")
 def selectors_command() -> None:
     """List the registered task selectors."""
-    from tfp_mlflow.selectors import describe_selector, get_selector, list_selectors
 
     table = Table(title="task selectors (lower distance = closer source)")
     table.add_column("name", style="bold")
@@ -60,7 +59,6 @@ def distances_command(fingerprints: tuple[str, ...], selector_name: str, target:
                       csv_path: str | None, spec_path: str | None) -> None:
     """Distances between fingerprint files, as a ranking (--target) or a matrix."""
     from tfp_mlflow.ranking import rank_sources
-    from tfp_mlflow.selectors import get_selector
 
     selector = get_selector(selector_name)
     sources = _load_tasks(fingerprints, spec_path)

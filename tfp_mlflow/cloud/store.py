@@ -33,10 +33,10 @@ from tfp_mlflow.cloud.knowledge_log import KnowledgeLog
 from tfp_mlflow.cloud.recorder import RunRecorder, StoredRun
 from tfp_mlflow.cloud.records import CloudTask
 from tfp_mlflow.cloud.runs import RunLog, absolute_uri, create_sqlite_store
-from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT
+from tfp_mlflow.cloud.schema import CLOUD_EXPERIMENT, TFP_EXPERIMENTS
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.fingerprint import Fingerprint
-from tfp_mlflow.spec import FingerprintSpec
+from tfp_mlflow.spec import FingerprintSpec, default_spec
 from tfp_mlflow.task import Task
 
 if TYPE_CHECKING:   # base.py imports this module's types
@@ -186,8 +186,6 @@ class Cloud:
         """Create every experiment tfp writes, set the spec (default: the shipped one), name this account the
         cloud's owner and, on a ``tfp-basic-auth`` server, grant each account in ``grants`` (account to ``READ``,
         ``EDIT`` or ``MANAGE``) that permission on every one of them (``tfp cloud init``); ``{experiment: id}``."""
-        from tfp_mlflow.cloud.schema import TFP_EXPERIMENTS
-        from tfp_mlflow.spec import default_spec
 
         grants = dict(grants or {})
         bad = [p for p in grants.values() if p not in ("READ", "EDIT", "MANAGE")]

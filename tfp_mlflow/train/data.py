@@ -9,7 +9,7 @@ import csv
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,6 @@ def _readable(dataset: ImageDataset) -> ImageDataset:
     """``dataset`` without the images that cannot be decoded (each is tried once, on a few threads)."""
     import warnings
     from concurrent.futures import ThreadPoolExecutor
-    from dataclasses import replace
 
     def readable(path: str) -> bool:
         try:

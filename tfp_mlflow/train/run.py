@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from tfp_mlflow._version import __version__
 from tfp_mlflow.cloud.base import KnowledgeStore
@@ -229,7 +229,6 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
          tracking_uri: str, run: RunRecorder, *, epochs: int, prefix: str, progress: bool,
          callbacks: Sequence[pl.Callback] = ()) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
     train_loader, val_loader = _loaders(config, task, cotrain, mean, std)

@@ -25,7 +25,7 @@ from tfp_mlflow.cloud.schema import Artifact, Kind, KnowledgeKind, artifact_limi
 from tfp_mlflow.cloud.user_runs import UserRun, UserRuns
 from tfp_mlflow.errors import BadInputError, TfpError
 from tfp_mlflow.fingerprint import Fingerprint, task_name_from, validate_task_name
-from tfp_mlflow.workflows.own_runs import NO_SOURCE, RESULT, RUN_FINGERPRINT, run_knowledge
+from tfp_mlflow.workflows.own_runs import NO_SOURCE, RESULT, RUN_FINGERPRINT, _policy, run_knowledge
 
 __all__ = ["RunMapping", "Harvested", "HarvestReport", "harvest", "MAX_RUNS"]
 
@@ -279,7 +279,6 @@ def _metric(value: Any, name: str) -> float:
 
 def _policy_of(client: UserRuns, run: UserRun, value: str) -> tuple[str, dict] | None:
     """A policy given as albumentations JSON in a param or as a path to an artifact of the run."""
-    from tfp_mlflow.workflows.own_runs import _policy
 
     text = value.strip()
     if not text.startswith("{"):

@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,6 @@ def as_source(data: Any) -> tuple[Any, str]:
 
 
 def _renamed(fingerprint: Fingerprint, name: str, keywords: Sequence[str]) -> Fingerprint:
-    from dataclasses import replace
 
     return replace(fingerprint, name=name, keywords=tuple(keywords) or fingerprint.keywords)
 
