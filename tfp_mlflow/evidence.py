@@ -75,7 +75,7 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     """
     names = {t.name: t for t in tasks}
     # One search per kind for the whole cloud; the fitted model is reused while the same runs back it.
-    runs, ignored = admissible(cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS]), names, trusts)
+    runs, ignored = _admitted(cloud, names, trusts)
     if not any(run.tags.get(Tag.KNOWLEDGE) in _KINDS for run in runs):
         return None
     writers = {run.tags.get(Tag.CONTRIBUTOR, "") for run in runs}
@@ -107,8 +107,13 @@ def cloud_outcomes(cloud: KnowledgeStore, tasks: Sequence[CloudTask],
     record learns from and what ``tfp evaluate --cloud`` scores selectors on, read by the same rules
     (:func:`admissible`, then the self-dealing bound of :func:`_records`)."""
     names = {t.name: t for t in tasks}
-    runs, _ = admissible(cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS]), names, trusts)
-    return _read(cloud, runs, names, trusts)
+    return _read(cloud, _admitted(cloud, names, trusts)[0], names, trusts)
+
+
+def _admitted(cloud: KnowledgeStore, names: Mapping[str, CloudTask],
+              trusts: Callable[[str], bool] | None) -> tuple[list[StoredRun], int]:
+    """The baseline and outcome runs about ``names`` that :func:`admissible` lets speak, and how many it left out."""
+    return admissible(cloud.knowledge_runs([KnowledgeKind.BASELINE, *_KINDS]), names, trusts)
 
 
 def _read(cloud: KnowledgeStore, runs: Sequence[StoredRun], names: Mapping[str, CloudTask],
