@@ -125,15 +125,16 @@ def test_loading_only_some_variants_skips_the_rest(make_fingerprint, tmp_path):
 
 
 def test_a_file_declaring_a_gigabyte_is_refused_from_its_header_in_bounded_memory(small_spec, tmp_path):
-    """A few hundred kB of deflated zeros declaring (12, 10**7) int64 (960 MB): refused with and without the spec
-    before any member is decompressed; the whole load allocates less than a megabyte."""
+    """A few MB of deflated zeros declaring (12, 10**7) int64 (960 MB): refused with and without the spec before any
+    member is decompressed; the whole load allocates less than a megabyte."""
     import io
     import tracemalloc
     import zipfile
 
     m = small_spec.num_features
     big = tmp_path / "big.npz"
-    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    # Deflate's fastest level: the file is a few MB instead of 1, and writing it takes a third of the time.
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open("counts_small.npy", "w", force_zip64=True) as member:   # streamed: the test stays small
             np.lib.format.write_array_header_1_0(member, {"descr": "<i8", "fortran_order": False,
                                                           "shape": (m, 10_000_000)})
@@ -144,7 +145,7 @@ def test_a_file_declaring_a_gigabyte_is_refused_from_its_header_in_bounded_memor
             buffer = io.BytesIO()
             np.save(buffer, array)
             archive.writestr(f"{name}.npy", buffer.getvalue())
-    assert big.stat().st_size < 2_000_000
+    assert big.stat().st_size < 10_000_000
     for spec in (None, small_spec):
         tracemalloc.start()
         with pytest.raises(BadInputError, match="declared"):

@@ -261,7 +261,7 @@ class TrackRecord:
         """
         columns = dict(columns or {})
         affinities = _affinities(distances, self.sources)
-        known = sorted(set(self.outcomes.table["t"]) | set(targets))
+        known = sorted(set(self.outcomes.table["t"].unique()) | set(targets))
         # One column per target, under its own name (the rules read the inner targets' columns by name).
         by_target = pd.DataFrame({t: affinities[columns.get(t, t)] for t in known
                                   if columns.get(t, t) in affinities.columns}, index=self.sources)
@@ -387,8 +387,20 @@ def _centred_rank(values: np.ndarray) -> np.ndarray:
     out = np.zeros(len(values))
     known = np.isfinite(values)
     if known.sum() >= 2:
-        out[known] = (pd.Series(values[known]).rank(method="average").to_numpy() - 0.5) / known.sum() - 0.5
+        out[known] = (_average_rank(values[known]) - 0.5) / known.sum() - 0.5
     return out
+
+
+def _average_rank(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given the mean of their ranks: ``pandas.Series.rank(method="average")`` on finite values,
+    without building a Series (the inner validation ranks one column per inner target)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])     # first position of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 def _nearest(closeness: np.ndarray, k: int) -> np.ndarray:
