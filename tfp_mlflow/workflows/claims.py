@@ -73,7 +73,7 @@ def claim_each(keys: Sequence[str], storage: str, heartbeat: int, work: Callable
         trials = study.get_trials(deepcopy=False)
         states: dict[int, list[TrialState]] = {index: [] for index in range(len(keys))}
         for trial in trials:
-            states.get(trial.user_attrs.get("item"), []).append(trial.state)
+            states.get(trial.user_attrs.get("item", -1), []).append(trial.state)
         for index, seen in states.items():
             if any(state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for state in seen):
                 continue

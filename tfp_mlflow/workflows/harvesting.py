@@ -21,7 +21,7 @@ from typing import Any
 
 from tfp_mlflow.cloud.knowledge import Knowledge
 from tfp_mlflow.cloud.records import contributor as current_contributor
-from tfp_mlflow.cloud.schema import Artifact, Kind, KnowledgeKind, artifact_limit
+from tfp_mlflow.cloud.schema import ARTIFACT_LIMITS, Artifact, Kind, KnowledgeKind
 from tfp_mlflow.cloud.user_runs import UserRun, UserRuns
 from tfp_mlflow.errors import BadInputError, TfpError
 from tfp_mlflow.fingerprint import Fingerprint, task_name_from, validate_task_name
@@ -175,7 +175,8 @@ def _task_of(client: UserRuns, run: UserRun, samples: int | None, drawn: dict) -
     sha = tags.get("tfp.fingerprint_sha256", "")
     if sha:
         with tempfile.TemporaryDirectory() as tmp:
-            path = client.download(run.run_id, RUN_FINGERPRINT, tmp, max_bytes=artifact_limit(Artifact.FINGERPRINT))
+            path = client.download(run.run_id, RUN_FINGERPRINT, tmp,
+                                   max_bytes=ARTIFACT_LIMITS[Artifact.FINGERPRINT])
             if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
                 raise BadInputError("its fingerprint does not match the checksum the run recorded")
             fingerprint = Fingerprint.load(path)
@@ -216,6 +217,7 @@ def _readable(source: str) -> str | None:
 def _result(client: UserRuns, run: UserRun, mapping: RunMapping) -> dict[str, Any]:
     """What the run measured: the result :func:`log_result` recorded, else the mapping's names."""
     tags, metrics = run.tags, run.metrics
+    out: dict[str, Any]
     if RESULT["architecture"] in tags or RESULT["balanced_accuracy"] in metrics or RESULT["auroc"] in metrics:
         out = {key: tags.get(RESULT[key], "") for key in ("architecture", "pretrained", "cotraining")}
         out.update(balanced_accuracy=metrics.get(RESULT["balanced_accuracy"]), auroc=metrics.get(RESULT["auroc"]),
@@ -287,7 +289,7 @@ def _policy_of(client: UserRuns, run: UserRun, value: str) -> tuple[str, dict] |
         content = _artifact_json(client, run, text)
         text = json.dumps(content)
     policy, policy_id = _policy(text)
-    return policy_id, policy
+    return None if policy is None else (policy_id, policy)
 
 
 def _artifact_json(client: UserRuns, run: UserRun, path: str) -> dict:

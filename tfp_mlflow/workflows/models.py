@@ -45,13 +45,13 @@ def rank_models(data: str | os.PathLike, cloud: KnowledgeStore | str | None = No
                     f"{', '.join(left_out[:6])}")
     if weights and len(names) != 1:
         raise BadInputError("--weights belongs to one architecture; give exactly one --candidates with it")
-    rows = []
+    rows: list[dict[str, Any]] = []
     with Progress(transient=True, disable=not progress) as bar:
         for name in names:
             job = bar.add_task(name, total=None)
             probe = probe_model(data, name, weights=weights, samples=samples, batch_size=batch_size, device=device,
                                 seed=seed, on_batch=lambda n, job=job: bar.advance(job, n))
-            row = {"architecture": name, "weights": probe.weights_source, "images": len(probe.labels)}
+            row: dict[str, Any] = {"architecture": name, "weights": probe.weights_source, "images": len(probe.labels)}
             for score_name in scores:
                 needs_head = SCORES[score_name][1] == "probabilities"
                 row[score_name] = (None if needs_head and probe.probabilities is None else
@@ -60,7 +60,7 @@ def rank_models(data: str | os.PathLike, cloud: KnowledgeStore | str | None = No
             rows.append(row)
             bar.remove_task(job)
     order = scores[0]
-    rows.sort(key=lambda r: -float("inf") if r[order] is None else -r[order])
+    rows.sort(key=lambda r: float("inf") if r[order] is None else -float(r[order]))   # unscored last
     payload = {"schema": MODEL_RANKING_SCHEMA, "data": str(data), "ordered_by": order, "scores": list(scores),
                "samples": samples, "seed": seed, "ranking": rows, "note": _NOTE}
     payload["run_id"] = _log(cloud, payload)

@@ -167,9 +167,9 @@ def run_knowledge(task: str, run_id: str, *, architecture: str = "", balanced_ac
     if balanced_accuracy is None and auroc is None:
         raise BadInputError(f"run {run_id} recorded no metric: give balanced_accuracy and/or auroc")
     provenance = provenance or f"runs:/{run_id}"
-    row = dict(balanced_accuracy=None if balanced_accuracy is None else float(balanced_accuracy),
-               auroc=None if auroc is None else float(auroc), evidence_run=run_id,
-               held_out=_count(held_out), repetition=0)
+    row: dict[str, Any] = dict(balanced_accuracy=None if balanced_accuracy is None else float(balanced_accuracy),
+                               auroc=None if auroc is None else float(auroc), evidence_run=run_id,
+                               held_out=_count(held_out), repetition=0)
     source_kind = [(KnowledgeKind.PRETRAINING, pretrained), (KnowledgeKind.COTRAINING, cotraining)]
     sources = [(kind, s) for kind, s in source_kind if str(s).strip().lower() not in NO_SOURCE]
     items = []

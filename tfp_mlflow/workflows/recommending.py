@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
 from tfp_mlflow._paths import default_cache_dir
 from tfp_mlflow.cloud import Cloud, KnowledgeStore
@@ -24,6 +25,9 @@ from tfp_mlflow.recommend import QueryOptions, Recommendation, check_query, reco
 from tfp_mlflow.recommendation import Suggestion
 from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, get_scenario
 from tfp_mlflow.selectors import get_selector
+
+if TYPE_CHECKING:
+    from tfp_mlflow.extract import ImageDataset
 
 __all__ = ["recommend_for", "target_fingerprint", "is_fingerprint_file", "plan_query", "ensure_reference",
            "next_steps", "query_draws", "QUERY_DRAWS_CPU"]
@@ -55,7 +59,19 @@ def query_draws(samples: int | None, spec_samples: int) -> tuple[int, str]:
     return (spec_samples if device == "cuda" else min(spec_samples, QUERY_DRAWS_CPU)), device
 
 
-def target_fingerprint(data: Target, cloud: KnowledgeStore | None, *, samples: int | None = None,
+@overload
+def target_fingerprint(data: None, cloud: KnowledgeStore | None, *, samples: int | None = None,
+                       name: str | None = None, keywords: Sequence[str] = (), progress: bool = True,
+                       on_note=None) -> None: ...
+
+
+@overload
+def target_fingerprint(data: Fingerprint | str | os.PathLike | ImageDataset, cloud: KnowledgeStore | None, *,
+                       samples: int | None = None, name: str | None = None, keywords: Sequence[str] = (),
+                       progress: bool = True, on_note=None) -> Fingerprint: ...
+
+
+def target_fingerprint(data: Target | ImageDataset, cloud: KnowledgeStore | None, *, samples: int | None = None,
                        name: str | None = None, keywords: Sequence[str] = (), progress: bool = True,
                        on_note=None) -> Fingerprint | None:
     """``data`` as a fingerprint: returned as it is, loaded from a ``.npz``, or extracted from a dataset with the
@@ -227,7 +243,8 @@ def recommend_for(data: Target = None, cloud: KnowledgeStore | str | None = None
     embedded = cloud is None and server is None and not os.environ.get("MLFLOW_TRACKING_URI")
     if cloud is None or isinstance(cloud, str):
         cloud = Cloud(server or cloud)
-    words = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str) else list(keywords))
+    words: Sequence[str] = validate_keywords([k for k in keywords.split(",") if k] if isinstance(keywords, str)
+                                             else list(keywords))
     _check_data(data)
     dataset = None if data is None or isinstance(data, Fingerprint) or is_fingerprint_file(data) else str(data)
     fingerprint_file = str(data) if data is not None and not isinstance(data, Fingerprint) and dataset is None else None

@@ -188,13 +188,14 @@ class _Seeder:
     def _state(self, entry: SeedEntry, name: str | None, *, open_data: bool) -> dict[str, Any]:
         """Which steps this contributor has already done for ``entry``, read from the cloud."""
         existing = self.cloud.task(name) if name else None
-        known = existing is not None
-        return {"fingerprint": known and existing.has_fingerprint and existing.contributor == self.me
+        others = self._transfer_sources(entry, open_data=open_data)
+        if name is None or existing is None:
+            return {"fingerprint": False, "baseline": False, "tune": False, "transfer": dict.fromkeys(others, False)}
+        return {"fingerprint": existing.has_fingerprint and existing.contributor == self.me
                 and existing.data_uri == entry.source,
-                "baseline": known and self._mine(name, KnowledgeKind.BASELINE),
-                "tune": known and self._mine(name, KnowledgeKind.ARCHITECTURE, "tfp tune study"),
-                "transfer": {other: known and self._mine(name, KnowledgeKind.PRETRAINING, source=other)
-                             for other in self._transfer_sources(entry, open_data=open_data)}}
+                "baseline": self._mine(name, KnowledgeKind.BASELINE),
+                "tune": self._mine(name, KnowledgeKind.ARCHITECTURE, "tfp tune study"),
+                "transfer": {other: self._mine(name, KnowledgeKind.PRETRAINING, source=other) for other in others}}
 
     def _transfer_sources(self, entry: SeedEntry, *, open_data: bool) -> list[str]:
         """The other datasets of the plan, by task name (by source where the name is not known without data)."""
@@ -233,7 +234,7 @@ class _Seeder:
         w, cloud = self.work, self.cloud
         if is_library_source(entry.source):   # its files read from data_root once, into the cache the steps read
             resolve_source(entry.source, data_root=self.data_root)
-        name = entry.task or _task_name(entry.source, open_data=True)
+        name = _open_name(entry)
         state = self._state(entry, name, open_data=True)
         label = f"[{number}/{len(self.entries)}] {name}"
         if state["fingerprint"]:
@@ -269,7 +270,7 @@ class _Seeder:
             if done:
                 self.report(SeedStep(label, step, "skipped", note="this contributor's outcome is in the cloud"))
                 continue
-            origin = next(e for e in self.entries if (e.task or _task_name(e.source, open_data=True)) == source)
+            origin = next(e for e in self.entries if _open_name(e) == source)
             started = time.perf_counter()
             result = _train(cloud, entry, name, self.training, scenario="pretraining", source=source,
                             source_data=_local(origin.source))
@@ -282,6 +283,14 @@ def _published_tasks() -> set[str]:
     from tfp_mlflow.reference import Reference, bundled_reference
 
     return set(Reference.load(bundled_reference()).tasks)
+
+
+def _open_name(entry: SeedEntry) -> str:
+    """The task name of a plan entry with its data open (its own name, else its source's)."""
+    name = entry.task or _task_name(entry.source, open_data=True)
+    if name is None:   # open data always names a library source
+        raise RuntimeError(f"no task name for {entry.source!r} with its data open")
+    return name
 
 
 def _task_name(source: str, *, open_data: bool) -> str | None:
@@ -335,7 +344,10 @@ def _tune(cloud: KnowledgeStore, entry: SeedEntry, name: str, trials: int, train
 
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / f"{name}.npz"
-        cloud.fingerprint(cloud.task(name)).save(target)
+        task = cloud.task(name)
+        if task is None:
+            raise BadInputError(f"task {name!r} is not in the cloud: fingerprint it first (`tfp seed` does)")
+        cloud.fingerprint(task).save(target)
         return tune_for(entry.source, cloud, fingerprint=target, keywords=entry.keywords, epochs=training.epochs,
                         query=QueryOptions(trusted=training.trusted),
                         training=TrainConfig(target=entry.source, name=name, image_size=training.image_size,

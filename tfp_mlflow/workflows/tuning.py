@@ -71,7 +71,7 @@ def tune_for(data: str | os.PathLike, cloud: KnowledgeStore | str | None = None,
     if not space_path or "architectures" not in Path(space_path).read_text():
         space = replace(space, left_out=tuple(left_out))
     if epochs is not None:
-        space = replace(space, epochs=epochs)   # checked on creation
+        space = replace(space, epochs=(epochs,))   # checked on creation
     if space.left_out:
         note(f"left out {len(space.left_out)} architectures whose weights cannot be loaded here: "
              f"{', '.join(space.left_out[:6])}{' ...' if len(space.left_out) > 6 else ''}")

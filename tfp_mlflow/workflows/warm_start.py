@@ -13,7 +13,7 @@ of your sampler, which samples everything the sources do not and takes over as y
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -66,8 +66,9 @@ def warm_start(study: optuna.Study, data: Any, cloud: Any = None, *, space: Mapp
 
     meaning = _meanings(space, names)
     cloud = open_cloud(cloud)
-    recommendation = recommend_for(data, cloud, query=QueryOptions(top_k=top_k, trusted=trusted), samples=samples,
-                                   progress=False, own_images=False)
+    query = QueryOptions(top_k=top_k,
+                         trusted=trusted if trusted is None or isinstance(trusted, str) else tuple(trusted))
+    recommendation = recommend_for(data, cloud, query=query, samples=samples, progress=False, own_images=False)
     enqueued, notes = _enqueue(study, cloud, recommendation, space, meaning, top_k)
     sources: list[str] = []
     if studies:
@@ -110,10 +111,14 @@ def _enqueue(study: optuna.Study, cloud, recommendation: Recommendation, space: 
     from tfp_mlflow.tune.study import evidence_params, warm_start_suggestions
 
     # tfp's space over your ranges: a measured learning rate is reused where yours holds it, else your middle.
-    ranges = {tfp: (space[mine].low, space[mine].high) for mine, tfp in meaning.items()
-              if tfp in ("lr", "weight_decay") and isinstance(space[mine], FloatDistribution)}
-    tfp_space = SearchSpace(architectures=("",), **ranges)
-    out, notes, dropped = [], [], set()
+    ranges = {tfp: (distribution.low, distribution.high) for mine, tfp in meaning.items()
+              if tfp in ("lr", "weight_decay") and isinstance(distribution := space[mine], FloatDistribution)}
+    default = SearchSpace(architectures=("",))
+    tfp_space = replace(default, lr=ranges.get("lr", default.lr),
+                        weight_decay=ranges.get("weight_decay", default.weight_decay))
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    dropped: set[str] = set()
     for suggestion in warm_start_suggestions(recommendation, tfp_space, top_k,
                                              evidence_params(cloud, recommendation)):
         params = {}
