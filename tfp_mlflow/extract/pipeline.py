@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ class _Draws(torch.utils.data.Dataset):
         from PIL import Image
 
         image = Image.fromarray(load_image(self.paths[index], min_side=self.resize))
-        array = np.asarray(image.resize((self.resize, self.resize), Image.BILINEAR))
+        array = np.asarray(image.resize((self.resize, self.resize), Image.Resampling.BILINEAR))
         self._cache[index] = array
         while len(self._cache) > self.cache_images:
             self._cache.popitem(last=False)
@@ -302,7 +303,7 @@ def fingerprint_dataset(data: str | os.PathLike | ImageDataset, *, spec: Fingerp
                     pending = binner.submit(builder.update, features)
             if pending is not None:
                 pending.result()
-    extra = {"backbone": spec.backbone, "weights_source": backbone.weights_source}
+    extra: dict[str, Any] = {"backbone": spec.backbone, "weights_source": backbone.weights_source}
     if precision != "32":
         extra["precision"] = precision
     if shard:

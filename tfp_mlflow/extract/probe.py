@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,11 +42,11 @@ def probe_model(data: str | os.PathLike, architecture: str, *, weights: str | os
     classes = dataset.classes
     labels = np.array([classes.index(label) for label in dataset.labels])
     chosen = _stratified(labels, samples, seed)
-    model, source = create_model(architecture, weights, num_classes=1000)
+    created, source = create_model(architecture, weights, num_classes=1000)
     # A state-dict file's classifier is dropped on load (training replaces it): no source-head probabilities then.
     has_head = not source.startswith("file:") or str(weights).endswith(".safetensors")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.eval().requires_grad_(False).to(device)
+    on = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model: Any = created.eval().requires_grad_(False).to(on)   # timm's forward_features / forward_head
     mean, std, side = normalisation(model)
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
@@ -53,9 +54,9 @@ def probe_model(data: str | os.PathLike, architecture: str, *, weights: str | os
     with torch.inference_mode():
         for start in range(0, len(chosen), batch_size):
             batch = np.stack([np.asarray(Image.fromarray(load_image(dataset.paths[i])).resize(
-                (side, side), Image.BILINEAR)) for i in chosen[start:start + batch_size]])
+                (side, side), Image.Resampling.BILINEAR)) for i in chosen[start:start + batch_size]])
             images = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
-            maps = model.forward_features(images.to(device))
+            maps = model.forward_features(images.to(on))
             features.append(model.forward_head(maps, pre_logits=True).float().cpu().numpy())
             if has_head:
                 probabilities.append(model.forward_head(maps).float().softmax(dim=1).cpu().numpy())
@@ -71,7 +72,7 @@ def _stratified(labels: np.ndarray, samples: int | None, seed: int) -> np.ndarra
     if samples is None or samples >= len(labels):
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    picked = []
+    picked: list[int] = []
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
         take = max(1, round(samples * len(members) / len(labels)))

@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -186,4 +186,6 @@ def mixed_sampler(sizes: Sequence[int], draws: int, seed: int) -> torch.utils.da
     """Sampler over a ConcatDataset of tasks that draws each task with equal probability (co-training)."""
     weights = torch.cat([torch.full((size,), 1.0 / (len(sizes) * size), dtype=torch.float64) for size in sizes])
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(weights, draws, replacement=True, generator=generator)
+    # torch takes the tensor as it is (its annotation says a sequence of floats)
+    return torch.utils.data.WeightedRandomSampler(cast(Sequence[float], weights), draws, replacement=True,
+                                                  generator=generator)

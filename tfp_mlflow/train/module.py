@@ -7,6 +7,7 @@ head ``eval_task`` on the held-out split: balanced accuracy and macro one-vs-res
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -84,8 +85,8 @@ class TransferModule(pl.LightningModule):
         if self.trainer.world_size > 1:   # DDP: each process saw a share; all compute on the whole split
             with warnings.catch_warnings():   # Lightning's gather uses a call torch marks deprecated
                 warnings.simplefilter("ignore")
-                labels = self.all_gather(labels.to(self.device)).reshape(-1).cpu()
-                logits = self.all_gather(logits.to(self.device)).reshape(-1, logits.shape[-1]).cpu()
+                labels = cast(torch.Tensor, self.all_gather(labels.to(self.device))).reshape(-1).cpu()
+                logits = cast(torch.Tensor, self.all_gather(logits.to(self.device))).reshape(-1, logits.shape[-1]).cpu()
         # One pass at the end of the epoch: loss and metrics over the whole held-out split.
         metrics = class_balanced_metrics(labels.numpy(), logits.softmax(dim=1).numpy())
         self.log("val_loss", F.cross_entropy(logits, labels).item())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,10 +31,11 @@ class TruncatedBackbone(nn.Module):
         if not 0 <= cut < len(points):
             raise BadInputError(f"--truncate {cut} is outside 0..{len(points) - 1} for {type(model).__name__} "
                                 f"(its stages: {', '.join(points)})")
-        model.prune_intermediate_layers(indices=[cut], prune_norm=True, prune_head=True)
-        self.model = model
+        timm_model: Any = model   # timm's feature API: attributes nn.Module does not declare
+        timm_model.prune_intermediate_layers(indices=[cut], prune_norm=True, prune_head=True)
+        self.model = timm_model
         self.cut = cut
-        self.num_features = int(model.feature_info[cut]["num_chs"])
+        self.num_features = int(timm_model.feature_info[cut]["num_chs"])
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -80,8 +82,9 @@ def build_network(architecture: str, num_classes: Sequence[int], *, weights: str
         if not truncation_points(model):
             raise BadInputError(f"{architecture} cannot be truncated (timm gives it no feature stages); drop "
                                 f"--truncate or choose a CNN such as resnet34 or tf_efficientnet_lite0")
-        backbone: nn.Module = TruncatedBackbone(model, truncate)
-        num_features = backbone.num_features
+        truncated = TruncatedBackbone(model, truncate)
+        backbone: nn.Module = truncated
+        num_features = truncated.num_features
     else:
-        backbone, num_features = model, int(model.num_features)
+        backbone, num_features = model, int(cast(Any, model).num_features)
     return Network(backbone, num_features, num_classes), source, (mean, std)

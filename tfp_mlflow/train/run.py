@@ -141,7 +141,11 @@ class _SilentRun:
         return lambda *args, **kwargs: None
 
 
-def _log_setup(run: RunRecorder, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
+#: What a training run writes to: rank zero's recorder, or the silence of the other ranks.
+_Run = RunRecorder | _SilentRun
+
+
+def _log_setup(run: _Run, config: TrainConfig, target: TaskSplit, source: TaskSplit | None,
                weights_source: str) -> None:
     params = {**config.params(), "weights_source": weights_source, "train_images": len(target.train),
               "val_images": len(target.val), "classes": ",".join(target.classes)[:500]}
@@ -163,7 +167,7 @@ def _loaders(config: TrainConfig, target: TaskSplit, cotrain: TaskSplit | None, 
     if cotrain is not None:
         parts.append(ImageClassificationData(cotrain.train, cotrain.label_indices(cotrain.train), train_tf, task=1,
                                              image_size=config.image_size))
-    common = {"batch_size": config.batch_size, "num_workers": config.workers,
+    common: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.workers,
               "persistent_workers": config.workers > 0}
     if cotrain is None:
         generator = torch.Generator().manual_seed(config.seed)
@@ -197,6 +201,8 @@ class _EpochBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         last = self.trainer.max_epochs
+        if last is None:                               # no epoch limit: Lightning's own wording
+            return super()._get_train_description(current_epoch)
         return super()._get_train_description(current_epoch).replace(
             f"Epoch {current_epoch}/{last - 1}", f"Epoch {current_epoch + 1}/{last}")
 
@@ -226,7 +232,7 @@ def epoch_images_per_second(seconds: list[float], images: int) -> float:
 
 
 def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSplit | None, mean, std,
-         tracking_uri: str, run: RunRecorder, *, epochs: int, prefix: str, progress: bool,
+         tracking_uri: str, run: _Run, *, epochs: int, prefix: str, progress: bool,
          callbacks: Sequence[pl.Callback] = ()) -> tuple[list[dict[str, float]], float]:
     """Fit ``network`` on ``task``; keeps the best epoch's weights (by held-out balanced accuracy)."""
     from pytorch_lightning.loggers import MLFlowLogger
@@ -259,7 +265,7 @@ def _fit(config: TrainConfig, network: Network, task: TaskSplit, cotrain: TaskSp
     return history.rows, images_per_second
 
 
-def _find_lr(trainer, module: TransferModule, train_loader, val_loader, run: RunRecorder) -> None:
+def _find_lr(trainer, module: TransferModule, train_loader, val_loader, run: _Run) -> None:
     """Lightning's learning-rate finder (the paper's per-task tuning); the suggestion replaces ``lr``."""
     from pytorch_lightning.tuner import Tuner
 
@@ -318,7 +324,7 @@ def _predict(network: Network, loader, device: torch.device) -> tuple[np.ndarray
     return torch.cat(labels).numpy(), torch.cat(probabilities).numpy()
 
 
-def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std, tracking_uri: str, run: RunRecorder,
+def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std, tracking_uri: str, run: _Run,
             history: list[dict[str, float]], images_per_second: float, log_model: bool) -> TrainResult:
     """Held-out metrics of the best epoch, figures, the model and the result JSON, all into the run."""
     from sklearn.metrics import confusion_matrix
@@ -349,7 +355,7 @@ def _finish(config: TrainConfig, network: Network, target: TaskSplit, mean, std,
     return result
 
 
-def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
+def _log_model(run: _Run, model: TaskModel, image_size: int) -> None:
     """The target's model in MLflow's pytorch flavour, saved with torch.export (pt2: loading runs no pickle)."""
     import timm
 
@@ -364,8 +370,8 @@ def _log_model(run: RunRecorder, model: TaskModel, image_size: int) -> None:
 
 def contribute_outcome(cloud: KnowledgeStore, config: TrainConfig, result: TrainResult, target: TaskSplit) -> list[str]:
     """Add the run's outcome to the cloud as knowledge of the target (registering the task by name if new)."""
-    row = {"balanced_accuracy": result.balanced_accuracy, "auroc": result.auroc, "evidence_run": result.run_id,
-           "repetition": config.seed, "held_out": len(target.val)}
+    row: dict[str, Any] = {"balanced_accuracy": result.balanced_accuracy, "auroc": result.auroc,
+                           "evidence_run": result.run_id, "repetition": config.seed, "held_out": len(target.val)}
     provenance = f"tfp train {config.scenario}, run {result.run_id}, seed {config.seed}"
     items: list[Knowledge] = []
     plain_architecture = config.truncate is None and config.scenario in (BASELINE, "architecture")

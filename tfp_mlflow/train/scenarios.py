@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.scenarios import BASELINE, get_scenario
 from tfp_mlflow.train.data import TaskSplit
 from tfp_mlflow.train.network import Network
@@ -29,17 +30,23 @@ class TrainingHook:
     fit: Callable[[Stage, Network, TaskSplit, TaskSplit | None], History]
 
 
+def _source(source: TaskSplit | None) -> TaskSplit:
+    if source is None:
+        raise BadInputError("this scenario trains on a source task too: give --source-data")
+    return source
+
+
 def _pretrain_then_finetune(stage: Stage, network: Network, target: TaskSplit, source: TaskSplit | None) -> History:
-    stage(source, None, prefix="pretrain", pretraining=True)
+    stage(_source(source), None, prefix="pretrain", pretraining=True)
     network.replace_head(0, len(target.classes))  # fine-tuning starts from a fresh head
     return stage(target, None, prefix="")
 
 
 TARGET_ONLY = TrainingHook(heads=lambda target, source: [len(target.classes)],
                            fit=lambda stage, network, target, source: stage(target, None, prefix=""))
-PRETRAIN_THEN_FINETUNE = TrainingHook(heads=lambda target, source: [len(source.classes)],
+PRETRAIN_THEN_FINETUNE = TrainingHook(heads=lambda target, source: [len(_source(source).classes)],
                                       fit=_pretrain_then_finetune)
-COTRAIN = TrainingHook(heads=lambda target, source: [len(target.classes), len(source.classes)],
+COTRAIN = TrainingHook(heads=lambda target, source: [len(target.classes), len(_source(source).classes)],
                        fit=lambda stage, network, target, source: stage(target, source, prefix=""))
 
 
