@@ -16,10 +16,10 @@ PACKAGE = Path(tfp_mlflow.__file__).parent
 LAYERS = [
     {"errors", "_version", "_paths", "_npz", "_json", "_threads", "_compat", "progress", "cloud.schema",
      "cloud.context"},
-    {"spec", "fingerprint", "task", "policies", "scenarios", "keywords", "noise"},
+    {"spec", "fingerprint", "builder", "task", "policies", "scenarios", "keywords", "noise"},
     {"extract", "selectors", "ranking", "transferability", "reference", "public_datasets", "plots"},
     {"cloud"},
-    {"recommend", "recommendation", "evidence", "knowledge_map", "prepared", "readiness", "guard", "remote",
+    {"recommend", "advice", "recommendation", "evidence", "knowledge_map", "prepared", "readiness", "guard", "remote",
      "reference_import"},
     {"train", "tune"},
     {"evaluation"},

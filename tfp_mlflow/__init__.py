@@ -9,8 +9,9 @@ use; those that extract features or train import torch when called.
 'tfp_mlflow.workflows.recommending'
 """
 from tfp_mlflow._version import __version__
+from tfp_mlflow.builder import FingerprintBuilder, merge
 from tfp_mlflow.errors import BadInputError, CloudError, SpecMismatchError, TfpError
-from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder, merge
+from tfp_mlflow.fingerprint import Fingerprint
 from tfp_mlflow.ranking import RankedSource, rank_order, rank_sources
 from tfp_mlflow.selectors import Selector, describe_selector, get_selector, list_selectors, register_selector
 from tfp_mlflow.spec import FingerprintSpec, default_spec

@@ -7,6 +7,7 @@ import pytest
 
 from tfp_mlflow.evaluation.learned import distance_for_track_record, track_record_matrices
 from tfp_mlflow.reference import Reference, bundled_reference
+from tfp_mlflow.selectors._ranks import average_rank, top_rows
 from tfp_mlflow.selectors.track_record import Outcomes, TrackRecord
 
 
@@ -201,11 +202,16 @@ def test_the_neighbourhood_never_reads_the_held_out_targets_outcomes():
 
 
 def test_top_rows_is_a_stable_argsort_cut_at_k_on_tie_heavy_columns():
-    from tfp_mlflow.selectors.track_record import _top_rows
-
     rng = np.random.default_rng(0)
     for _ in range(2000):
         n, m, k = rng.integers(1, 30), rng.integers(1, 6), rng.integers(1, 5)
         values = rng.integers(0, 4, size=(n, m)).astype(float)
         values[rng.random((n, m)) < 0.3] = -np.inf
-        assert np.array_equal(_top_rows(values, k), np.argsort(-values, axis=0, kind="stable")[:k])
+        assert np.array_equal(top_rows(values, k), np.argsort(-values, axis=0, kind="stable")[:k])
+
+
+def test_average_rank_is_pandas_average_rank_on_tie_heavy_values():
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        values = rng.integers(0, 5, size=rng.integers(1, 30)).astype(float)
+        assert np.array_equal(average_rank(values), pd.Series(values).rank(method="average").to_numpy())

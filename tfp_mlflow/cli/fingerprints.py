@@ -194,7 +194,8 @@ def fingerprint_command(data: str, out_path: str, spec_path: str | None, samples
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
 def merge_command(shards: tuple[str, ...], out_path: str) -> None:
     """Combine fingerprints of shards (tfp fingerprint --shard i/N) into the fingerprint of the whole."""
-    from tfp_mlflow.fingerprint import Fingerprint, merge
+    from tfp_mlflow.builder import merge
+    from tfp_mlflow.fingerprint import Fingerprint
 
     parts = [Fingerprint.load(path) for path in shards]
     declared = {p.extra.get("shard") for p in parts}

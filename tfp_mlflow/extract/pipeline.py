@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tfp_mlflow.builder import FingerprintBuilder
 from tfp_mlflow.errors import BadInputError, SpecMismatchError
 from tfp_mlflow.extract.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from tfp_mlflow.extract.datasets import ImageDataset, load_image, open_dataset
-from tfp_mlflow.fingerprint import Fingerprint, FingerprintBuilder, task_name_from
+from tfp_mlflow.fingerprint import Fingerprint, task_name_from
 from tfp_mlflow.spec import FingerprintSpec, default_spec
 
 __all__ = ["Draws", "DrawPlan", "plan_draws", "parse_shard", "iter_features", "fingerprint_dataset", "create_spec",

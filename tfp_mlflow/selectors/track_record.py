@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tfp_mlflow.noise import Z
+from tfp_mlflow.selectors._ranks import centred_rank, nearest, top_rows
 from tfp_mlflow.selectors.effect import MIN_EFFECT, Evidence, mean_interval, rounded
 from tfp_mlflow.selectors.outcomes import Outcomes
 
@@ -200,7 +201,7 @@ class TrackRecord:
         ``affinity`` (index sources, higher is closer; NaN: unknown) is the distance term; ``rule`` defaults to
         one chosen without distance information (the record, distance breaking ties).
         """
-        close = _centred_rank(affinity.reindex(self.sources).to_numpy(dtype=float))
+        close = centred_rank(affinity.reindex(self.sources).to_numpy(dtype=float))
         data = self._scenarios.get(scenario)
         if data is None or (rule is not None and not rule.uses_track_record):
             return pd.Series(close, index=self.sources)
@@ -293,7 +294,7 @@ class TrackRecord:
         if k is None:
             return keep
         closeness = affinity.reindex(data.targets).to_numpy(dtype=float)
-        return _nearest(np.where(keep & np.isfinite(closeness), closeness, -np.inf)[:, None], k)[:, 0]
+        return nearest(np.where(keep & np.isfinite(closeness), closeness, -np.inf)[:, None], k)[:, 0]
 
     def _validate(self, data: _Scenario, hidden: np.ndarray, affinities: pd.DataFrame, scenario: str) -> Rule:
         """Choose weight and shrinkage on the inner targets (every target but the hidden ones), each scored with
@@ -312,7 +313,7 @@ class TrackRecord:
         present = [j for j, name in enumerate(names) if name in affinities.columns]
         if present:
             block = affinities.reindex(index=self.sources, columns=[names[j] for j in present]).to_numpy(dtype=float)
-            close[:, present] = np.apply_along_axis(_centred_rank, 0, block)
+            close[:, present] = np.apply_along_axis(centred_rank, 0, block)
         candidates = data.measured[:, inner].copy()
         for j, u in enumerate(inner):                       # a target's own group is never its source
             group = [self._row[m] for m in self.outcomes.group(data.targets[u]) if m in self._row]
@@ -327,7 +328,7 @@ class TrackRecord:
             near = affinities.reindex(index=data.targets, columns=names).to_numpy(dtype=float)
             near = np.where(~excluded & np.isfinite(near), near, -np.inf)
             for k in self.neighbourhoods:
-                reads = None if k is None else _nearest(near, k).astype(float)        # (targets, inner)
+                reads = None if k is None else nearest(near, k).astype(float)        # (targets, inner)
                 for shrinkage in self.shrinkages:
                     overall = total / (count + shrinkage)
                     local = None if reads is None else (data.filled @ reads) / (data.measured @ reads + shrinkage)
@@ -346,28 +347,11 @@ class TrackRecord:
         if not usable.any():
             return float("nan")
         masked = np.where(candidates, scores, -np.inf)[:, usable]
-        order = _top_rows(masked, self.top_k)
+        order = top_rows(masked, self.top_k)
         columns = np.arange(masked.shape[1])
         picked = candidates[:, usable][order, columns]
         gained = values[:, usable][order, columns]
         return float(np.mean((gained * picked).sum(axis=0) / np.maximum(picked.sum(axis=0), 1)))
-
-
-def _top_rows(values: np.ndarray, k: int) -> np.ndarray:
-    """The rows of the ``k`` largest values of each column, largest first, ties by row: exactly
-    ``np.argsort(-values, axis=0, kind="stable")[:k]``, without sorting whole columns."""
-    n = values.shape[0]
-    if k >= n or np.isnan(values).any():
-        return np.argsort(-values, axis=0, kind="stable")[:k]
-    kth = -np.partition(-values, k - 1, axis=0)[k - 1]                  # each column's k-th largest value
-    above = values > kth
-    tied = values == kth
-    room = k - above.sum(axis=0)                                        # how many ties each column takes
-    chosen = above | (tied & (np.cumsum(tied, axis=0) <= room))         # ties: the lowest rows first
-    columns, flat_rows = np.nonzero(chosen.T)                           # rows ascending within each column
-    rows = flat_rows.reshape(values.shape[1], k)
-    picked = values[rows, columns.reshape(values.shape[1], k)]
-    return np.take_along_axis(rows, np.argsort(-picked, axis=1, kind="stable"), axis=1).T
 
 
 def _cells(index: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -382,40 +366,7 @@ def _affinities(distances: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame
     return pd.DataFrame(-data, index=list(sources), columns=distances.columns)
 
 
-def _centred_rank(values: np.ndarray) -> np.ndarray:
-    """Percentile rank among the known values, centred on 0 (in [-0.5, 0.5]); unknown values 0."""
-    out = np.zeros(len(values))
-    known = np.isfinite(values)
-    if known.sum() >= 2:
-        out[known] = (_average_rank(values[known]) - 0.5) / known.sum() - 0.5
-    return out
-
-
-def _average_rank(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given the mean of their ranks: ``pandas.Series.rank(method="average")`` on finite values,
-    without building a Series (the inner validation ranks one column per inner target)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])     # first position of each run of ties
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def _nearest(closeness: np.ndarray, k: int) -> np.ndarray:
-    """Per column, the ``k`` rows of highest closeness (``-inf``: not eligible), as a boolean mask."""
-    mask = np.zeros(closeness.shape, dtype=bool)
-    if closeness.size == 0:
-        return mask
-    order = np.argsort(-closeness, axis=0, kind="stable")[:k]
-    columns = np.broadcast_to(np.arange(closeness.shape[1]), order.shape)
-    mask[order, columns] = True
-    return mask & np.isfinite(closeness)
-
-
 def _variance(score: np.ndarray, held_out: np.ndarray) -> np.ndarray:
     """Squared standard error of scores on ``held_out`` images, as :func:`tfp_mlflow.noise.standard_error`."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.maximum(score * (1 - score), 1.0 / held_out) / held_out
-

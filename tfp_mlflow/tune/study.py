@@ -1,9 +1,7 @@
 """`tfp tune`: an Optuna study on the target, warm-started from the recommender, every trial a nested MLflow run.
 
-* Warm start: the top-k suggestions of ``tfp recommend`` (architecture of rank i with the policy of rank i) are
-  enqueued before the first trial, with ``user_attrs`` naming their sources, selector, distances and rank. Every
-  enqueued value must lie inside the search space: otherwise it is an error, or, with ``widen``, the space grows
-  to hold it (Optuna itself would only warn).
+* Warm start: the top-k suggestions of ``tfp recommend`` are enqueued before the first trial
+  (:mod:`tfp_mlflow.tune.warm_start`).
 * Storage: any Optuna RDB URL (a SQLite file beside a SQLite cloud by default), or ``mlflow``: the cloud's own
   store (:mod:`tfp_mlflow.cloud.studies`; the default for a cloud on a tracking server). Several processes running
   the same study name share its trials; ``n_trials`` is the study's total, and a worker stops once that many
@@ -19,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -32,14 +29,14 @@ from tfp_mlflow.cloud.knowledge import Knowledge, KnowledgeRow
 from tfp_mlflow.cloud.schema import TUNING_EXPERIMENT, Artifact, Kind, KnowledgeKind, Metric, Tag
 from tfp_mlflow.cloud.store import RunRecorder
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.recommendation import Recommendation, Suggestion
-from tfp_mlflow.scenarios import ITEM_ARCHITECTURE, ITEM_POLICY, list_scenarios
+from tfp_mlflow.recommendation import Recommendation
 from tfp_mlflow.tune.space import BUDGETS, NO_POLICY, SearchSpace
 from tfp_mlflow.tune.storage import DEFAULT_HEARTBEAT, open_study_storage
 from tfp_mlflow.tune.transfer import TRANSFERS, StudyTransferSampler, source_studies
+from tfp_mlflow.tune.warm_start import enqueue_warm_start, evidence_params, warm_start_suggestions
 
-__all__ = ["StudyPlan", "StudyResult", "warm_start_suggestions", "evidence_params", "enqueue_warm_start",
-           "cloud_policies", "cloud_architectures", "config_from_params", "run_study", "retried_from"]
+__all__ = ["StudyPlan", "StudyResult", "cloud_policies", "cloud_architectures", "config_from_params", "run_study",
+           "retried_from"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 
@@ -101,105 +98,6 @@ def config_from_params(base, params: dict[str, Any], cloud: KnowledgeStore, poli
                    policy_id="" if policy is None else params["policy"], lr=params["lr"],
                    weight_decay=params["weight_decay"], truncate=params["truncate"],
                    provenance=provenance or {}, **budget)
-
-
-def warm_start_suggestions(recommendation: Recommendation | dict[str, Any], space: SearchSpace, top_k: int,
-                           evidence: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
-    """Per rank i <= k: the architecture and policy suggested at rank i, with the numeric values that went with them.
-
-    ``evidence`` maps a training run id to its MLflow params: when the architecture suggestion names the run that
-    measured it, its learning rate, weight decay and truncation are reused where they lie inside the space (the
-    search starts where the similar task ended); otherwise the middle of each range (geometric mean) is used, and
-    the middle choice of searched epochs and image sizes.
-    Returns ``[{"params": ..., "user_attrs": ...}]``; a rank without an architecture suggestion keeps the space's
-    first architecture, one without a policy uses ``none``.
-    """
-    evidence = evidence or {}
-    recommendation = Recommendation.read(recommendation)
-    architectures = [i for i in _items(recommendation, ITEM_ARCHITECTURE) if i.architecture]
-    policies = _items(recommendation, ITEM_POLICY)
-    out = []
-    for rank in range(min(top_k, max(len(architectures), len(policies)))):
-        arch = architectures[rank] if rank < len(architectures) else None
-        policy = policies[rank] if rank < len(policies) else None
-        measured_run = (arch.evidence.get("training_run") or "") if arch else ""
-        measured = evidence.get(measured_run, {})
-        params = {"architecture": arch.architecture if arch else space.architectures[0],
-                  "policy": policy.policy_id if policy else NO_POLICY,
-                  "lr": _inside(measured.get("lr"), space.lr),
-                  "weight_decay": _inside(measured.get("weight_decay"), space.weight_decay),
-                  "truncate": _truncation(measured.get("truncation"), space.truncate),
-                  **{name: _choice(measured.get(name), getattr(space, name))
-                     for name in BUDGETS if name in space.searched}}
-        attrs = {"warm_start": True, "rank": rank + 1, "selector": recommendation.selector,
-                 "recommendation_run": recommendation.run_id,
-                 "architecture_source": arch.source if arch else "",
-                 "architecture_distance": arch.distance if arch else None,
-                 "policy_source": policy.source if policy else "",
-                 "policy_distance": policy.distance if policy else None,
-                 "numeric_from": measured_run if measured else ""}
-        out.append({"params": params, "user_attrs": attrs})
-    return out
-
-
-def evidence_params(cloud: KnowledgeStore,
-                    recommendation: Recommendation | dict[str, Any]) -> dict[str, dict[str, str]]:
-    """MLflow params of the training runs behind the architecture suggestions (those still in the cloud)."""
-    out = {}
-    for item in _items(Recommendation.read(recommendation), ITEM_ARCHITECTURE):
-        run_id = item.evidence.get("training_run")
-        if run_id and run_id not in out:
-            try:
-                out[run_id] = cloud.get_run(run_id).params
-            except Exception:  # a run recorded elsewhere (another server): fall back to the middle of the ranges
-                continue
-    return out
-
-
-def _items(recommendation: Recommendation, kind: str) -> list[Suggestion]:
-    """The suggestions of the (first) scenario whose items are of ``kind`` (through the registry)."""
-    for scenario in list_scenarios():
-        if scenario.item == kind and scenario.name in recommendation.scenarios:
-            return recommendation.suggestions(scenario.name)
-    return []
-
-
-def _inside(value: str | None, bounds: tuple[float, float]) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    return number if bounds[0] <= number <= bounds[1] else math.sqrt(bounds[0] * bounds[1])
-
-
-def _choice(value: str | None, choices: tuple[int, ...]) -> int:
-    try:
-        number = int(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = -1
-    return number if number in choices else choices[(len(choices) - 1) // 2]
-
-
-def _truncation(value: str | None, choices: tuple[int | None, ...]):
-    measured = None if value in (None, "", "None") else int(value)
-    return measured if measured in choices else choices[0]
-
-
-def enqueue_warm_start(study: optuna.Study, suggestions: list[dict[str, Any]], space: SearchSpace, *,
-                       widen: bool = False) -> SearchSpace:
-    """Enqueue the suggestions; returns the space (widened when ``widen`` and a suggestion lay outside)."""
-    for suggestion in suggestions:
-        problems = space.violations(suggestion["params"])
-        if problems and not widen:
-            attrs = suggestion["user_attrs"]
-            raise BadInputError(f"warm-start suggestion {attrs['rank']} (from "
-                                f"{attrs['architecture_source'] or attrs['policy_source']}) is outside the search "
-                                f"space: {problems[0]}; add it to the space file or pass --widen")
-        if problems:
-            space = space.widened(suggestion["params"])
-    for suggestion in suggestions:
-        study.enqueue_trial(suggestion["params"], user_attrs=suggestion["user_attrs"], skip_if_exists=True)
-    return space
 
 
 @dataclass(frozen=True)

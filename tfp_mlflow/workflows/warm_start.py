@@ -108,7 +108,7 @@ def _enqueue(study: optuna.Study, cloud, recommendation: Recommendation, space: 
              meaning: Mapping[str, str], top_k: int) -> tuple[list[dict[str, Any]], list[str]]:
     """The recommendation's first configurations in your names, each value kept only where ``space`` holds it."""
     from tfp_mlflow.tune.space import SearchSpace
-    from tfp_mlflow.tune.study import evidence_params, warm_start_suggestions
+    from tfp_mlflow.tune.warm_start import evidence_params, warm_start_suggestions
 
     # tfp's space over your ranges: a measured learning rate is reused where yours holds it, else your middle.
     ranges = {tfp: (distribution.low, distribution.high) for mine, tfp in meaning.items()
