@@ -37,7 +37,7 @@ def main() -> None:
     print(f"{len(suite)} demo tasks ({args.tasks_per_family} per family), {args.samples} draws each, fingerprinted "
           f"in {time.perf_counter() - started:.0f} s; chance top-1 {100 * chance:.1f} %")
     print(f"{'selector':<24} {'top-1 same family':>18} {'top-3 any same':>15}")
-    for name in list_selectors():
+    for name in list_selectors("distance"):
         selector = get_selector(name)
         if not selector.needs_fingerprint:
             continue

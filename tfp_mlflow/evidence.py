@@ -35,7 +35,7 @@ from tfp_mlflow.cloud.store import CloudTask
 from tfp_mlflow.prepared import prepared_sources
 from tfp_mlflow.ranking import RankedSource
 from tfp_mlflow.scenarios import outcome_scenarios
-from tfp_mlflow.selectors import JoinedSources, get_selector
+from tfp_mlflow.selectors import JoinedSources, fit_selector, get_selector
 from tfp_mlflow.selectors.track_record import MIN_EFFECT, TRACK_RECORD, Outcomes, Rule, TrackRecord
 
 __all__ = ["ORDERS", "NEAR", "MAX_ROWS_PER_ACCOUNT", "MAX_ROWS_PER_TARGET", "OUTCOME_KINDS", "REFERENCE_PREFIX",
@@ -92,7 +92,7 @@ def fit_track_record(cloud: KnowledgeStore, tasks: Sequence[CloudTask], trusts: 
     if chooser.needs_fingerprint and not all(t.has_fingerprint for t in [*targets, *tasks]):
         selector, chooser = "manual", get_selector("manual")
     affinities = _affinities(cloud, selector, tasks, targets)
-    fitted = CloudEvidence(TrackRecord(outcomes, [t.name for t in tasks]), affinities, selector,
+    fitted = CloudEvidence(fit_selector(TRACK_RECORD, outcomes, [t.name for t in tasks]), affinities, selector,
                            len(outcomes.table), ignored)
     with _LOCK:
         if len(_FITTED) > 8:

@@ -63,12 +63,16 @@ def test_inspect_summarises_and_draws(fingerprint_files, tmp_path):
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_selectors_lists_every_registered_selector():
+def test_selectors_lists_every_registered_selector_with_its_kind():
     result = CliRunner().invoke(main, ["selectors"])
     assert result.exit_code == 0
-    names = re.findall(r"^│ (\S+)\s+│", result.output, re.M)     # the name column, by exact name
-    assert sorted(names) == sorted(list_selectors()) == sorted(
-        ["bkld-small-target", "bkld-large-source", "bkld-large-unweighted", "manual", "p2l", "p2l-size", "vdna", "fid"])
+    rows = re.findall(r"^│ (\S+)\s+│ (\S+)\s+│ (\S+)\s+│", result.output, re.M)   # name, kind, needs
+    assert sorted(name for name, _, _ in rows) == sorted(list_selectors()) == sorted(
+        ["bkld-small-target", "bkld-large-source", "bkld-large-unweighted", "manual", "p2l", "p2l-size", "vdna", "fid",
+         "track-record"])
+    kinds = {name: (kind, needs) for name, kind, needs in rows}
+    assert kinds["track-record"] == ("learned", "outcomes") and kinds["manual"] == ("distance", "keywords")
+    assert kinds["fid"] == ("distance", "fingerprint")
 
 
 def test_bad_files_give_one_line_and_exit_2_from_the_cli(bad_catalogue):

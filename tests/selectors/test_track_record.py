@@ -215,3 +215,24 @@ def test_average_rank_is_pandas_average_rank_on_tie_heavy_values():
     for _ in range(2000):
         values = rng.integers(0, 5, size=rng.integers(1, 30)).astype(float)
         assert np.array_equal(average_rank(values), pd.Series(values).rank(method="average").to_numpy())
+
+
+def test_the_track_record_is_registered_as_a_learned_selector_and_fitted_through_the_registry():
+    from tfp_mlflow import BadInputError
+    from tfp_mlflow.selectors import DISTANCE, LEARNED, fit_selector, get_selector, list_selectors, selector_kind
+    from tfp_mlflow.selectors.track_record import TRACK_RECORD
+
+    assert list_selectors(LEARNED) == [TRACK_RECORD] and TRACK_RECORD not in list_selectors(DISTANCE)
+    assert selector_kind(TRACK_RECORD) == LEARNED and selector_kind("bkld-small-target") == DISTANCE
+    outcomes = _synthetic()
+    fitted = fit_selector(TRACK_RECORD, outcomes)
+    direct = TrackRecord(outcomes)
+    affinity = pd.Series(0.0, index=direct.sources)
+    assert isinstance(fitted, TrackRecord) and fitted.sources == direct.sources
+    pd.testing.assert_series_equal(fitted.scores("architecture", "t0", affinity),
+                                   direct.scores("architecture", "t0", affinity))
+    # A query's selector is a distance: naming the learned one says what it is and what to choose instead.
+    with pytest.raises(BadInputError, match="learned from measured outcomes, not a distance.*choose one of bkld"):
+        get_selector(TRACK_RECORD)
+    with pytest.raises(BadInputError, match="not learned from outcomes; the learned ones are track-record"):
+        fit_selector("bkld-small-target", outcomes)

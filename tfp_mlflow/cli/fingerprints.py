@@ -14,20 +14,30 @@ from rich.table import Table
 from tfp_mlflow._paths import as_ordinary_file
 from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
-from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
+from tfp_mlflow.selectors import (
+    DEFAULT_SELECTOR,
+    LEARNED,
+    describe_selector,
+    get_selector,
+    list_selectors,
+    selector_kind,
+)
 
 
 @main.command("selectors")
 def selectors_command() -> None:
-    """List the registered task selectors."""
+    """List the registered task selectors: distances, and those learned from measured outcomes."""
 
     table = Table(title="task selectors (lower distance = closer source)")
     table.add_column("name", style="bold")
+    table.add_column("kind")
     table.add_column("needs")
     table.add_column("description")
     for name in list_selectors():
-        needs = "fingerprint" if get_selector(name).needs_fingerprint else "keywords"
-        table.add_row(name, needs, describe_selector(name))
+        kind = selector_kind(name)
+        needs = ("outcomes" if kind == LEARNED else
+                 "fingerprint" if get_selector(name).needs_fingerprint else "keywords")
+        table.add_row(name, kind, needs, describe_selector(name))
     console.print(table)
 
 

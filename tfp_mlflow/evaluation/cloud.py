@@ -101,12 +101,12 @@ def evaluate_cloud(cloud: KnowledgeStore, selectors: Sequence[str] = ("manual", 
     """
     from tfp_mlflow.evaluation.learned import track_record_matrices, write_matrices
     from tfp_mlflow.evaluation.protocol import evaluate
-    from tfp_mlflow.selectors import get_selector
+    from tfp_mlflow.selectors import DISTANCE, get_selector, selector_kind
     from tfp_mlflow.selectors.track_record import TRACK_RECORD
 
     if not selectors:
         raise BadInputError("nothing to evaluate: name at least one selector (--builtin)")
-    registered = [s for s in selectors if s != TRACK_RECORD]
+    registered = [s for s in selectors if selector_kind(s) == DISTANCE]   # the rest are fitted from the outcomes
     needs_fingerprint = any(get_selector(s).needs_fingerprint for s in registered)
     # Quarantined tasks (cloud.quarantined()) are left out, like every reader does.
     tasks = [t for t in cloud.conforming(cloud.tasks()) if t.has_fingerprint or not needs_fingerprint]

@@ -15,7 +15,8 @@ import pandas as pd
 
 from tfp_mlflow.reference import Reference, read_distance_matrix
 from tfp_mlflow.scenarios import scenario_names
-from tfp_mlflow.selectors.track_record import NEIGHBOURHOODS, TRACK_RECORD, Outcomes, TrackRecord
+from tfp_mlflow.selectors import fit_selector
+from tfp_mlflow.selectors.track_record import NEIGHBOURHOODS, TRACK_RECORD, Outcomes
 
 __all__ = ["track_record_matrices", "write_matrices", "distance_for_track_record"]
 
@@ -48,7 +49,8 @@ def track_record_matrices(ref: Reference, distances: pd.DataFrame | None = None,
     """
     distances = distance_for_track_record(ref) if distances is None else distances
     outcomes = Outcomes.from_reference(ref) if outcomes is None else outcomes
-    model = TrackRecord(outcomes, list(ref.tasks), top_k=top_k, group_out=group_out, neighbourhoods=neighbourhoods)
+    model = fit_selector(TRACK_RECORD, outcomes, list(ref.tasks), top_k=top_k, group_out=group_out,
+                         neighbourhoods=neighbourhoods)
     targets = list(ref.validation if targets is None else targets)
     return {scenario: model.matrix(scenario, distances, targets, ref.shrink_map) for scenario in scenario_names()}
 

@@ -1,48 +1,96 @@
-"""One registry of selectors, timm-style: factories registered by name, built by :func:`get_selector`."""
+"""One registry of selectors, timm-style: factories registered by name.
+
+Two kinds share it. A **distance** selector (:func:`register_selector`, built by :func:`get_selector`) ranks the
+sources for a target by a distance between their fingerprints or keywords. A **learned** selector
+(:func:`register_learned_selector`, fitted by :func:`fit_selector`) is fitted from measured transfer outcomes and
+orders the sources per scenario, over a distance selector's ranking, where it validates better than the distance
+alone (``track-record``). :func:`list_selectors` lists both, or one kind; names are unique across them.
+"""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors._base import Selector
 
-__all__ = ["register_selector", "get_selector", "list_selectors", "describe_selector"]
+__all__ = ["register_selector", "register_learned_selector", "get_selector", "fit_selector", "list_selectors",
+           "describe_selector", "selector_kind", "DISTANCE", "LEARNED"]
 
 SelectorFactory = Callable[..., Selector]
+Kind = Literal["distance", "learned"]
+DISTANCE: Kind = "distance"
+LEARNED: Kind = "learned"
 _factories: dict[str, SelectorFactory] = {}
+#: A learned selector by ``"module:attribute"``: its module (pandas and all) is imported only when it is fitted.
+_learned: dict[str, str] = {}
 _descriptions: dict[str, str] = {}
 
 
+def _claim(name: str, description: str) -> None:
+    if name in _descriptions:
+        raise ValueError(f"selector {name!r} is already registered")
+    _descriptions[name] = description
+
+
 def register_selector(name: str, description: str) -> Callable[[SelectorFactory], SelectorFactory]:
-    """Decorator registering a factory that builds the selector called ``name``."""
+    """Decorator registering a factory that builds the distance selector called ``name``."""
 
     def decorate(factory: SelectorFactory) -> SelectorFactory:
-        if name in _factories:
-            raise ValueError(f"selector {name!r} is already registered")
+        _claim(name, description)
         _factories[name] = factory
-        _descriptions[name] = description
         return factory
 
     return decorate
 
 
+def register_learned_selector(name: str, description: str, fitter: str) -> None:
+    """Register the learned selector ``name``; ``fitter`` (``"module:attribute"``) is called with the outcomes."""
+    _claim(name, description)
+    _learned[name] = fitter
+
+
 def get_selector(name: str, **kwargs: Any) -> Selector:
-    """Build the registered selector ``name`` (keyword arguments go to its factory)."""
+    """Build the registered distance selector ``name`` (keyword arguments go to its factory)."""
+    if name in _learned:
+        raise BadInputError(f"selector {name!r} is learned from measured outcomes, not a distance: recommendations "
+                            f"order by it per scenario where it validates (their ordered_by says so), over the "
+                            f"distance of a selector such as {next(iter(_factories))}; choose one of "
+                            f"{', '.join(list_selectors(DISTANCE))}")
     if name not in _factories:
-        raise BadInputError(f"unknown selector {name!r}; choose one of {', '.join(list_selectors())} "
+        raise BadInputError(f"unknown selector {name!r}; choose one of {', '.join(list_selectors(DISTANCE))} "
                             f"(`tfp selectors` lists them)")
     selector = _factories[name](**kwargs)
     selector.name = name
     return selector
 
 
-def list_selectors() -> list[str]:
-    """Names of all registered selectors, in registration order."""
-    return list(_factories)
+def fit_selector(name: str, outcomes: Any, *args: Any, **kwargs: Any) -> Any:
+    """Fit the registered learned selector ``name`` from ``outcomes`` (further arguments go to its fitter)."""
+    if name not in _learned:
+        raise BadInputError(f"selector {name!r} is not learned from outcomes; the learned ones are "
+                            f"{', '.join(list_selectors(LEARNED))}")
+    module, _, attribute = _learned[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)(outcomes, *args, **kwargs)
+
+
+def list_selectors(kind: Kind | None = None) -> list[str]:
+    """Names of the registered selectors of ``kind`` (default: both), in registration order."""
+    if kind not in (None, DISTANCE, LEARNED):
+        raise BadInputError(f"unknown selector kind {kind!r}; choose {DISTANCE} or {LEARNED}")
+    return [*_factories, *_learned] if kind is None else list(_factories if kind == DISTANCE else _learned)
+
+
+def selector_kind(name: str) -> Kind:
+    """``distance`` or ``learned``."""
+    if name in _learned:
+        return LEARNED
+    get_selector(name)  # validates the name
+    return DISTANCE
 
 
 def describe_selector(name: str) -> str:
     """One-line description of a registered selector."""
-    get_selector(name)  # validates the name
+    selector_kind(name)  # validates the name
     return _descriptions[name]

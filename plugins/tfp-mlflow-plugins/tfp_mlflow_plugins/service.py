@@ -19,7 +19,14 @@ from tfp_mlflow.ranking import DEFAULT_MERGE_RULE as DEFAULT_MERGE
 from tfp_mlflow.ranking import MERGE_RULES
 from tfp_mlflow.recommend import QueryOptions, recommend
 from tfp_mlflow.scenarios import get_scenario, scenario_names
-from tfp_mlflow.selectors import DEFAULT_SELECTOR, describe_selector, get_selector, list_selectors
+from tfp_mlflow.selectors import (
+    DEFAULT_SELECTOR,
+    DISTANCE,
+    describe_selector,
+    get_selector,
+    list_selectors,
+    selector_kind,
+)
 from tfp_mlflow.workflows import recommend_for
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAP_MAX_TASKS", "tasks", "quarantined", "task_detail", "knowledge_map",
@@ -160,6 +167,8 @@ def query_choices() -> dict[str, tuple[str, ...]]:
 
 
 def selectors() -> list[dict[str, Any]]:
-    """The registered selectors with their descriptions."""
-    return [{"name": name, "description": describe_selector(name),
-             "needs_fingerprint": get_selector(name).needs_fingerprint} for name in list_selectors()]
+    """The registered selectors with their descriptions and kinds (a query's ``selector`` is a ``distance`` one;
+    the ``learned`` ones order its answer by themselves where they validate)."""
+    return [{"name": name, "description": describe_selector(name), "kind": selector_kind(name),
+             "needs_fingerprint": selector_kind(name) == DISTANCE and get_selector(name).needs_fingerprint}
+            for name in list_selectors()]
