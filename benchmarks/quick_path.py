@@ -1,8 +1,9 @@
 """How long the quick path (``pytest -m "not slow"``) takes and how much of each package it calls.
 
-Runs the quick path twice in subprocesses, run alone: once plain (the time CI's quick check takes) and once under
-coverage.py, then prints per package the share of functions the quick path called at least once (a function
-counts as called when any line of its body ran) and the share of lines. Needs ``pip install coverage``.
+Runs the quick path in subprocesses, run alone: plain on every core (what ``pytest -m "not slow"`` takes, as the
+developer and CI run it), plain in one process (``-n 0``: the CPU it costs), and under coverage.py in one process,
+then prints per package the share of functions the quick path called at least once (a function counts as called
+when any line of its body ran) and the share of lines. Needs ``pip install coverage``.
 
     python benchmarks/quick_path.py [--skip-timing]
 """
@@ -48,15 +49,16 @@ def main() -> None:
     args = parser.parse_args()
     quick = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"]
     if not args.skip_timing:
-        started = time.perf_counter()
-        subprocess.run(quick, cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
-        print(f"quick path: {time.perf_counter() - started:.0f} s (plain, run alone)")
+        for label, extra in (("on every core", []), ("in one process, -n 0", ["-n", "0"])):
+            started = time.perf_counter()
+            subprocess.run([*quick, *extra], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+            print(f"quick path {label}: {time.perf_counter() - started:.0f} s (run alone)")
     with tempfile.TemporaryDirectory() as tmp:
         data, report, rc = Path(tmp) / ".coverage", Path(tmp) / "coverage.json", Path(tmp) / "coveragerc"
         rc.write_text("[run]\nparallel = True\nconcurrency = thread, multiprocessing\nsource =\n"
                       + "".join(f"    {p}\n" for p in PACKAGES.values()))
         subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", f"--data-file={data}",
-                        *quick[1:]], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+                        *quick[1:], "-n", "0"], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
         subprocess.run([sys.executable, "-m", "coverage", "combine", f"--rcfile={rc}", f"--data-file={data}"],
                        cwd=ROOT, check=False, capture_output=True)
         subprocess.run([sys.executable, "-m", "coverage", "json", f"--rcfile={rc}", f"--data-file={data}", "-o",
