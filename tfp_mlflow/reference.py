@@ -198,9 +198,11 @@ class Reference:
 
 
 def bundled_reference(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The copy of the reference shipped with the package (MIT licence, LICENSE.txt inside), unpacked once."""
+    """The copy of the reference shipped with the package (MIT licence, LICENSE.txt inside), unpacked once.
 
-
+    Safe for processes that start at once on a fresh cache (a CI run's test workers, a study's workers): each
+    unpacks beside the folder and moves its copy in only where no complete one is; a complete copy is never
+    replaced under a process reading it."""
     archive = Path(__file__).parent / "data" / "reference" / "tfp-paper.tar.xz"
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "reference"
     folder = root / "tfp-paper"
@@ -212,12 +214,29 @@ def bundled_reference(cache_dir: str | os.PathLike | None = None) -> Path:
             with tarfile.open(archive, "r:xz") as tar:
                 tar.extractall(staging, filter="data")
             (staging / "tfp-paper" / ".complete").write_text("")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging / "tfp-paper", folder)
+            _install(staging / "tfp-paper", folder, marker)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _install(unpacked: Path, folder: Path, marker: Path) -> None:
+    """Move a complete unpacked copy to ``folder`` unless another process got there first. A copy without its
+    marker (an interrupted unpack) is moved aside, then deleted: nobody reads one."""
+    try:
+        os.rename(unpacked, folder)            # refused while ``folder`` holds anything
+        return
+    except OSError:
+        if marker.is_file():                    # another process's complete copy: ours is not needed
+            return
+    stale = folder.with_name(f".stale-{os.getpid()}-{folder.name}")
+    os.rename(folder, stale)
+    try:
+        os.rename(unpacked, folder)
+    except OSError:
+        if not marker.is_file():
+            raise
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_distance_matrix(path: str | os.PathLike) -> pd.DataFrame:

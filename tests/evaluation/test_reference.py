@@ -249,3 +249,30 @@ def test_track_record_beats_the_shipped_distances_leave_one_target_out(reference
     assert rates["track-record"]["mean"] >= 38.0
     written = read_distance_matrix(tmp_path / "track-record-pretraining.csv")
     assert (written.to_numpy() >= 1.0).all() and len(written) == 71
+
+
+def _unpack(cache: str) -> tuple[str, int, int]:
+    folder = bundled_reference(cache)
+    return str(folder), len(list(folder.rglob("*"))), folder.stat().st_ino
+
+
+@pytest.mark.slow   # three processes unpacking the archive at once
+def test_the_reference_unpacks_once_when_processes_start_together_and_replaces_an_interrupted_copy(tmp_path):
+    """Three processes on a fresh cache (CI's test workers, a study's workers) all get the one complete copy, and
+    nobody replaces it under another's reader; a copy left without its marker by an interrupted unpack is
+    replaced."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        answers = pool.map(_unpack, [str(tmp_path / "fresh")] * 3)
+    folder = tmp_path / "fresh" / "tfp-paper"
+    assert {a[0] for a in answers} == {str(folder)} and len({a[1] for a in answers}) == 1
+    assert {a[2] for a in answers} == {folder.stat().st_ino}          # the copy each got is the one still there
+    assert (folder / ".complete").is_file() and Reference.load(folder).validation
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["tfp-paper"]   # no staging left behind
+    broken = tmp_path / "broken" / "tfp-paper"
+    broken.mkdir(parents=True)
+    (broken / "half.csv").write_text("a,b\n")
+    assert _unpack(str(tmp_path / "broken"))[1] == answers[0][1]
+    assert not (broken / "half.csv").exists() and (broken / ".complete").is_file()
+    assert sorted(p.name for p in (tmp_path / "broken").iterdir()) == ["tfp-paper"]
