@@ -28,6 +28,8 @@ def lab(tmp_path, small_spec, make_fingerprint):
     cloud = Cloud(sqlite_uri(tmp_path / "cloud" / "mlflow.db"), cache_dir=tmp_path / "cache")
     cloud.ensure_spec(small_spec)
     mlflow.set_tracking_uri(runs)
+    # The lab's artifacts beside its store (MLflow's default, ./mlruns, would be the directory pytest runs in).
+    mlflow.create_experiment("derm-lab", artifact_location=(tmp_path / "runs" / "artifacts").as_uri())
     mlflow.set_experiment("derm-lab")
     yield runs, cloud, make_fingerprint
     mlflow.set_tracking_uri(None)
