@@ -89,10 +89,10 @@ def test_a_silent_workers_trial_is_failed_by_the_next_worker_and_handed_on(cloud
     dead = mlflow_storage(cloud, heartbeat=1)
     study = optuna.create_study(study_name="beats", storage=dead, direction="maximize")
     trial = study.ask(LR)                         # a running trial whose worker then dies: no more beats
-    dead.record_heartbeat(trial._trial_id)
-    dead.flush_all_batches()
     alive = mlflow_storage(cloud, heartbeat=1, on_lost=lambda study, frozen: lost.append(frozen.number))
     joined = optuna.load_study(study_name="beats", storage=alive)
+    dead.record_heartbeat(trial._trial_id)        # its last beat, just before the first look (a busy machine may
+    dead.flush_all_batches()                      # take seconds to open the second storage)
     assert alive._get_stale_trial_ids(joined._study_id) == []            # within three beats
     time.sleep(3.5)
     assert alive._get_stale_trial_ids(joined._study_id) == [trial._trial_id]
