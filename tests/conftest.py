@@ -55,6 +55,22 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reasons[requirement]))
 
 
+#: What MLflow's fluent API writes to the process environment (``set_experiment``, a started run) for the
+#: subprocesses it starts to inherit: a test that leaves one behind would send a later test's run elsewhere.
+_FLUENT_VARIABLES = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def _fluent_environment_restored():
+    saved = {key: os.environ.get(key) for key in _FLUENT_VARIABLES}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL cluster on 127.0.0.1 for the whole session (the team set-up's database)."""

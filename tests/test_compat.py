@@ -63,6 +63,27 @@ def test_mlflows_private_names_still_mean_what_tfp_uses_them_for(tmp_path):
     assert callable(handlers._get_tracking_store)
 
 
+def test_the_auth_configuration_is_read_again_from_the_environment_of_now(tmp_path, monkeypatch):
+    """MLflow's auth module reads its configuration once, at import, and sizes its credential cache from it; a
+    thread server started later runs it again."""
+    import mlflow.server.auth as auth
+
+    from tfp_mlflow._compat import mlflow as mlflow_compat
+
+    config = tmp_path / "auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///auth.db\n"
+                      "admin_username = keeper\nadmin_password = s3cret-enough\nauthorization_function = "
+                      "mlflow.server.auth:authenticate_request_basic_auth\n")
+    config.write_text(config.read_text() + "auth_cache_ttl_seconds = 60\n")
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(config))
+    mlflow_compat.reimport_auth()
+    assert auth.auth_config.admin_username == "keeper" and auth.auth_config.admin_password == "s3cret-enough"
+    assert auth._USER_AUTH_CACHE is not None and auth._USER_AUTH_CACHE.ttl == 60
+    monkeypatch.undo()
+    mlflow_compat.reimport_auth()                     # as the rest of this process had it
+    assert auth.auth_config.admin_username != "keeper"
+
+
 def test_no_private_upstream_name_is_used_outside_the_compat_modules():
     used = []
     for path in sorted(PACKAGE.rglob("*.py")):

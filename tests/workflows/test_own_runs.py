@@ -22,15 +22,16 @@ POLICY = {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms":
 
 
 @pytest.fixture
-def lab(tmp_path, small_spec, make_fingerprint):
+def lab(tmp_path, small_spec, make_fingerprint, monkeypatch):
     """A lab's own tracking store with runs made by its own code, and an empty cloud with the lab's spec."""
     runs = sqlite_uri(tmp_path / "runs" / "mlflow.db")
     cloud = Cloud(sqlite_uri(tmp_path / "cloud" / "mlflow.db"), cache_dir=tmp_path / "cache")
     cloud.ensure_spec(small_spec)
     mlflow.set_tracking_uri(runs)
-    # The lab's artifacts beside its store (MLflow's default, ./mlruns, would be the directory pytest runs in).
-    mlflow.create_experiment("derm-lab", artifact_location=(tmp_path / "runs" / "artifacts").as_uri())
-    mlflow.set_experiment("derm-lab")
+    # The lab's artifacts beside its store (MLflow's default, ./mlruns, would be the directory pytest runs in),
+    # its experiment named through the environment (mlflow.set_experiment would hold it for the whole process).
+    experiment = mlflow.create_experiment("derm-lab", artifact_location=(tmp_path / "runs" / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
     yield runs, cloud, make_fingerprint
     mlflow.set_tracking_uri(None)
 

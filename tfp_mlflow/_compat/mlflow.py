@@ -9,13 +9,16 @@
 * The environment ``mlflow server`` hands its uvicorn workers (the stores' ``_MLFLOW_SERVER_*`` variables and
   ``_MLFLOW_SGI_NAME``, which decides whether the ``basic-auth`` app is built for FastAPI): what a test server in a
   thread sets before it builds an app (:func:`server_environment`).
+* ``mlflow.server.auth`` reads its configuration once, when it is imported, and sizes its caches from it (its
+  ``auth_config``, its credential cache): a test server in a thread, started after something else imported it,
+  imports it again (:func:`reimport_auth`).
 """
 from __future__ import annotations
 
 from typing import Any
 
 __all__ = ["CHECKED", "TRIAL_NUMBER_TAG", "STUDY_DIRECTION_TAG", "SYSTEM_ATTR_PREFIX", "storage_client",
-           "storage_experiment", "tracking_store", "server_environment"]
+           "storage_experiment", "tracking_store", "server_environment", "reimport_auth"]
 
 #: The MLflow versions these names were checked against: at least the first, below the second.
 CHECKED = ("3.17", "3.18")
@@ -58,3 +61,16 @@ def server_environment(backend_store_uri: str, artifacts_destination: str) -> di
             ARTIFACTS_DESTINATION_ENV_VAR: artifacts_destination, SERVE_ARTIFACTS_ENV_VAR: "true",
             _MLFLOW_SGI_NAME.name: "uvicorn", _MLFLOW_IN_JOB_EXECUTOR.name: "false",
             _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def reimport_auth() -> None:
+    """Run ``mlflow.server.auth`` again in the environment of now (``MLFLOW_AUTH_CONFIG_PATH``): its configuration,
+    store and caches are those an app built afterwards in this process uses. Nothing to do before that module is
+    first imported (it reads the environment of then). Its names keep their identity: a reload runs the module
+    again in the same namespace, which functions imported from it before still read."""
+    import importlib
+    import sys
+
+    auth = sys.modules.get("mlflow.server.auth")
+    if auth is not None:
+        importlib.reload(auth)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tfp_mlflow._compat.mlflow import server_environment
+from tfp_mlflow._compat.mlflow import reimport_auth, server_environment
 from tfp_mlflow.errors import CloudError
 from tfp_mlflow.testing.stores import sqlite_uri
 
@@ -178,16 +178,21 @@ class ThreadServer:
         self._saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         ThreadServer._started = (self.root, self.app_name)
-        port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(entry.load()(), host="127.0.0.1", port=port,
-                                                     log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, name="tfp-thread-server", daemon=True)
-        self._thread.start()
-        deadline = time.time() + 60
-        while not self._server.started:
-            if not self._thread.is_alive() or time.time() > deadline:
-                raise CloudError(f"the {self.app_name!r} app did not start in this process")
-            time.sleep(0.05)
+        try:
+            reimport_auth()             # this server's configuration, whatever imported MLflow's auth before
+            port = free_port()
+            self._server = uvicorn.Server(uvicorn.Config(entry.load()(), host="127.0.0.1", port=port,
+                                                         log_level="warning"))
+            self._thread = threading.Thread(target=self._server.run, name="tfp-thread-server", daemon=True)
+            self._thread.start()
+            deadline = time.time() + 60
+            while not self._server.started:
+                if not self._thread.is_alive() or time.time() > deadline:
+                    raise CloudError(f"the {self.app_name!r} app did not start in this process")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()                 # the environment as it was: later tests' subprocesses inherit it
+            raise
         self.url = f"http://127.0.0.1:{port}"
         return self
 
