@@ -113,7 +113,7 @@ def test_a_query_fingerprint_is_drawn_once_for_the_same_files(tmp_path, monkeypa
 
     import tfp_mlflow.extract as extract
     from tfp_mlflow.demo.tasks import DemoTask
-    from tfp_mlflow.workflows.recommending import target_fingerprint
+    from tfp_mlflow.workflows.targets import target_fingerprint
 
     monkeypatch.setenv("TFP_CACHE_DIR", str(tmp_path / "cache"))
     data = DemoTask("fundus_q", "fundus", num_classes=2, num_images=12, image_size=40, seed=3).write(tmp_path / "q")
@@ -169,7 +169,7 @@ def test_an_empty_folder_with_keywords_says_nothing_was_drawn(tmp_path):
 
 
 def test_samples_help_states_the_default_that_applies_on_a_cpu():
-    from tfp_mlflow.workflows.recommending import QUERY_DRAWS_CPU
+    from tfp_mlflow.workflows.targets import QUERY_DRAWS_CPU
 
     shown = CliRunner().invoke(main, ["recommend", "--help"], env={"COLUMNS": "300"})
     assert f"{QUERY_DRAWS_CPU:,} on a CPU" in " ".join(shown.output.split())

@@ -9,8 +9,9 @@
 Importing this package imports no torch; the functions that extract or train import it when called.
 """
 from tfp_mlflow.workflows.models import rank_models
-from tfp_mlflow.workflows.recommending import recommend_for, target_fingerprint
+from tfp_mlflow.workflows.recommending import recommend_for
 from tfp_mlflow.workflows.seeding import read_plan, seed_cloud
+from tfp_mlflow.workflows.targets import target_fingerprint
 from tfp_mlflow.workflows.tuning import default_storage, tune_for
 
 

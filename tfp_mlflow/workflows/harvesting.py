@@ -187,7 +187,7 @@ def _task_of(client: UserRuns, run: UserRun, samples: int | None, drawn: dict) -
         if source is None:
             continue
         if source not in drawn:
-            from tfp_mlflow.workflows.recommending import target_fingerprint
+            from tfp_mlflow.workflows.targets import target_fingerprint
 
             fingerprint = target_fingerprint(source, None, samples=samples, progress=False)
             drawn[source] = replace(fingerprint, name=task_name_from(dataset.name or fingerprint.name))

@@ -76,7 +76,7 @@ def log_task(data: Any, *, name: str | None = None, keywords: Sequence[str] = ()
         Also ask this cloud what worked on the nearest tasks and link the answer from the run (``tfp.suggested.*``
         tags and the recommendation's run), for whoever browses the run in MLflow's UI.
     """
-    from tfp_mlflow.workflows.recommending import target_fingerprint
+    from tfp_mlflow.workflows.targets import target_fingerprint
 
     runs, run_id = UserRuns.active(run_id, tracking_uri)
     source, data_uri = as_source(data)

@@ -205,7 +205,7 @@ class _Seeder:
                 for e in self.entries if e is not entry]
 
     def plan(self, number: int, entry: SeedEntry) -> None:
-        from tfp_mlflow.workflows.recommending import CPU_DRAWS_PER_SECOND
+        from tfp_mlflow.workflows.targets import CPU_DRAWS_PER_SECOND
 
         w, t = self.work, self.training
         name = entry.task or _task_name(entry.source, open_data=False)

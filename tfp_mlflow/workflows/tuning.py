@@ -1,7 +1,7 @@
 """Tune a target: the Optuna study behind ``tfp tune`` and the recipe, warm-started from the recommender.
 
 The warm start fingerprints the target with the cloud's spec (as many draws as a query takes:
-:func:`~tfp_mlflow.workflows.recommending.query_draws`) unless a fingerprint is given. The study's storage lives
+:func:`~tfp_mlflow.workflows.targets.query_draws`) unless a fingerprint is given. The study's storage lives
 with the cloud by default: ``optuna.db`` next to a SQLite cloud's ``mlflow.db``, or the tracking server itself for a
 server cloud (``mlflow``), so a study never resumes trials whose runs live in another cloud.
 """
