@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import re
 from collections.abc import Callable
@@ -29,8 +28,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from tfp_mlflow import __version__
 from tfp_mlflow.cloud.context import forwarding
-from tfp_mlflow.errors import CloudError, TfpError
+from tfp_mlflow.errors import CloudError
 from tfp_mlflow_plugins import service
+from tfp_mlflow_plugins.answers import (
+    HTTPFailure,
+    answering,
+    invalid_request,
+    json_errors,
+    scrub,
+    status_of,
+)
 from tfp_mlflow_plugins.credentials import basic_credentials, verified_user
 from tfp_mlflow_plugins.readiness import Readiness
 
@@ -66,7 +73,7 @@ def compose(mlflow_app: Any, *, basic_auth: bool) -> FastAPI:
     app.state.readiness = Readiness()
     _bounded_bodies(app)
     _prepared_in_background(app)
-    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]  # starlette's stubs
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]  # starlette's stubs
     app.include_router(_api_router())
     app.include_router(_openapi_router(app))
     app.include_router(_page_router())
@@ -99,7 +106,7 @@ def _bounded_bodies(app: FastAPI) -> None:
             if request.app.state.basic_auth:
                 try:
                     header = await run_in_threadpool(_authorization, request)
-                except _HTTPFailure as failure:
+                except HTTPFailure as failure:
                     return JSONResponse({"error_code": "UNAUTHENTICATED", "message": failure.message,
                                          "error": failure.message}, status_code=401, headers=failure.headers)
                 verified = basic_credentials(header) if header else None
@@ -146,12 +153,6 @@ class _NoLifespan:
 
 # -- per-request plumbing -----------------------------------------------------------------------------------------
 
-class _HTTPFailure(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
 def _authorization(request: Request) -> str | None:
     """The caller's Authorization header, verified against MLflow's user store when basic auth is on."""
     header = request.headers.get("authorization")
@@ -159,13 +160,13 @@ def _authorization(request: Request) -> str | None:
         return header
     challenge = {"WWW-Authenticate": 'Basic realm="mlflow"'}
     if not header or not header.lower().startswith("basic "):
-        raise _HTTPFailure(401, "this server requires MLflow credentials: log in with your MLflow username and "
+        raise HTTPFailure(401, "this server requires MLflow credentials: log in with your MLflow username and "
                                 "password (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for tfp)", challenge)
     credentials = basic_credentials(header)
     if credentials is None:
-        raise _HTTPFailure(401, "the Authorization header is not valid basic auth", challenge)
+        raise HTTPFailure(401, "the Authorization header is not valid basic auth", challenge)
     if verified_user(*credentials) is None:
-        raise _HTTPFailure(401, f"wrong username or password for {credentials[0]!r}", challenge)
+        raise HTTPFailure(401, f"wrong username or password for {credentials[0]!r}", challenge)
     return header
 
 
@@ -188,27 +189,6 @@ def _cloud(url: str):
     return Cloud(url)
 
 
-def _status_of(exc: BaseException) -> tuple[int, str]:
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, _HTTPFailure):
-        return exc.status, exc.message
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, CloudError) and isinstance(cause, MlflowException):
-        exc = cause
-    if isinstance(exc, MlflowException):
-        status, message = exc.get_http_status_code(), exc.message.splitlines()[0][:300]
-    elif isinstance(exc, TfpError):
-        status, message = exc.http_status, str(exc).strip("'\"")
-        if not isinstance(exc, CloudError):
-            return status, message
-    else:
-        raise exc
-    if status in (401, 403):
-        return status, "your MLflow user may not read the knowledge cloud's experiments; ask an admin for READ"
-    return (status if 400 <= status < 600 else 502), message
-
-
 #: Fingerprint uploads one server worker checks at once, and how many may wait for their turn before a 503.
 UPLOADS_PER_WORKER = int(os.environ.get("TFP_UPLOADS_PER_WORKER", "2"))
 MAX_WAITING_UPLOADS = 64
@@ -224,7 +204,7 @@ class _UploadGate:
     @contextlib.asynccontextmanager
     async def turn(self):
         if self.waiting >= MAX_WAITING_UPLOADS:
-            raise _HTTPFailure(503, f"this server is checking {UPLOADS_PER_WORKER} uploads and {self.waiting} "
+            raise HTTPFailure(503, f"this server is checking {UPLOADS_PER_WORKER} uploads and {self.waiting} "
                                     f"more wait; try again in a few seconds", {"Retry-After": "5"})
         self.waiting += 1
         entered = False
@@ -267,52 +247,9 @@ async def _serve(request: Request, work: Callable[..., Any], *args: Any, **kwarg
     return await run_in_threadpool(call)
 
 
-#: An absolute path of two or more segments that is not part of a URL: a server-side path, never shown to callers.
-_SERVER_PATH = re.compile(r"(?<![\w:/.\-])/(?:[^\s'\"/]+/)+[^\s'\",)]*")
-
-
-def _scrub(message: str) -> str:
-    """The message without server-side paths (cache, temporary and artifact folders)."""
-    return _SERVER_PATH.sub("<server path>", message)
-
-
-def _json_error(exc: BaseException) -> JSONResponse:
-    status, message = _status_of(exc)
-    return JSONResponse({"error": _scrub(message)}, status_code=status, headers=getattr(exc, "headers", None))
-
-
-async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 ``{"detail": [...]}`` as the documented one-line ``{"error": ...}``."""
-    first = exc.errors()[0] if exc.errors() else {}
-    where = " ".join(str(part) for part in first.get("loc", ()))
-    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")[:300]},
-                        status_code=422)
-
-
-def _answering(on_error: Callable[[BaseException], Response]):
-    """A route that answers any exception with ``on_error(exc)``: the one place where errors become responses."""
-
-    def decorate(route):
-        @functools.wraps(route)
-        async def answer(*args: Any, **kwargs: Any):
-            try:
-                return await route(*args, **kwargs)
-            except Exception as exc:
-                return on_error(exc)
-
-        return answer
-
-    return decorate
-
-
-def _json_errors(route):
-    """API routes: a one-line ``{"error": ...}`` with the exception's status."""
-    return _answering(_json_error)(route)
-
-
 def _page_errors(route):
     """Page routes: the error page with the exception's status."""
-    return _answering(lambda exc: _page_error(exc))(route)
+    return answering(lambda exc: _page_error(exc))(route)
 
 
 # -- REST API ------------------------------------------------------------------------------------------------------
@@ -325,29 +262,29 @@ def _api_router() -> APIRouter:
         return request.app.state.readiness.health()
 
     @router.get("/tasks", summary="Every task with its fields and which knowledge it has; the quarantined runs")
-    @_json_errors
+    @json_errors
     async def list_tasks(request: Request):
         tasks = await _serve(request, service.tasks)
         return {"tasks": tasks, "quarantined": await _serve(request, service.quarantined)}
 
     @router.get("/tasks/{name}", summary="One task: fields, knowledge rows and nearest tasks")
-    @_json_errors
+    @json_errors
     async def get_task(request: Request, name: str):
         return await _serve(request, service.task_detail, name)
 
     @router.get("/tasks/{name}/fingerprint.png", summary="The task's fingerprint heatmap",
                 response_class=Response)
-    @_json_errors
+    @json_errors
     async def get_fingerprint_png(request: Request, name: str):
         return Response(await _serve(request, service.fingerprint_png, name), media_type="image/png")
 
     @router.get("/map", summary="2-D knowledge map (classical MDS of a selector's distances)")
-    @_json_errors
+    @json_errors
     async def get_map(request: Request, selector: str = service.DEFAULT_SELECTOR):
         return await _serve(request, service.knowledge_map, selector)
 
     @router.get("/selectors", summary="The registered task selectors")
-    @_json_errors
+    @json_errors
     async def get_selectors(request: Request):
         await _serve(request, _may_read)
         return {"selectors": service.selectors()}
@@ -355,7 +292,7 @@ def _api_router() -> APIRouter:
     @router.post("/recommend", summary="Recommendations for an uploaded fingerprint (body: the .npz file)",
                  openapi_extra={"requestBody": {"required": False, "content": {
                      "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-    @_json_errors
+    @json_errors
     async def post_recommend(request: Request, top_k: int = Query(3, ge=1, le=50),
                              selector: str = service.DEFAULT_SELECTOR,
                              scenario: str = Query("all", description="one scenario, all, or several "
@@ -385,13 +322,13 @@ def _openapi_router(app: FastAPI) -> APIRouter:
     router = APIRouter(prefix="/tfp/api", include_in_schema=False)
 
     @router.get("/openapi.json")
-    @_json_errors
+    @json_errors
     async def openapi(request: Request):
         await _serve(request, _may_read)
         return app.openapi()
 
     @router.get("/docs")
-    @_json_errors
+    @json_errors
     async def docs(request: Request):
         await _serve(request, _may_read)
         return get_swagger_ui_html(openapi_url="/tfp/api/openapi.json", title="tfp knowledge cloud API")
@@ -413,8 +350,8 @@ def _page(name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
 
 
 def _page_error(exc: BaseException) -> HTMLResponse:
-    status, message = _status_of(exc)
-    response = _page("error.html", status=status, status_code=status, message=_scrub(message))
+    status, message = status_of(exc)
+    response = _page("error.html", status=status, status_code=status, message=scrub(message))
     response.headers.update(getattr(exc, "headers", {}) or {})
     return response
 
