@@ -16,11 +16,11 @@ from tfp_mlflow.cli import console, data_source, main
 from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors import (
     DEFAULT_SELECTOR,
-    LEARNED,
     describe_selector,
     get_selector,
     list_selectors,
     selector_kind,
+    selector_needs,
 )
 
 
@@ -34,10 +34,7 @@ def selectors_command() -> None:
     table.add_column("needs")
     table.add_column("description")
     for name in list_selectors():
-        kind = selector_kind(name)
-        needs = ("outcomes" if kind == LEARNED else
-                 "fingerprint" if get_selector(name).needs_fingerprint else "keywords")
-        table.add_row(name, kind, needs, describe_selector(name))
+        table.add_row(name, selector_kind(name), selector_needs(name), describe_selector(name))
     console.print(table)
 
 

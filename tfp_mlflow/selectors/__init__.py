@@ -14,6 +14,7 @@ from tfp_mlflow.selectors._registry import (
     register_learned_selector,
     register_selector,
     selector_kind,
+    selector_needs,
 )
 from tfp_mlflow.selectors.bkld import BinnedKLD
 from tfp_mlflow.selectors.fid import FID
@@ -31,5 +32,5 @@ register_learned_selector(
 
 __all__ = ["DEFAULT_SELECTOR", "Selector", "FingerprintSelector", "PreparedSources", "JoinedSources",
            "register_selector", "register_learned_selector", "get_selector", "fit_selector", "list_selectors",
-           "describe_selector", "selector_kind", "DISTANCE", "LEARNED", "BinnedKLD", "ManualSelector",
+           "describe_selector", "selector_kind", "selector_needs", "DISTANCE", "LEARNED", "BinnedKLD", "ManualSelector",
            "P2L", "P2LSize", "VDNA", "FID"]

@@ -16,7 +16,7 @@ from tfp_mlflow.errors import BadInputError
 from tfp_mlflow.selectors._base import Selector
 
 __all__ = ["register_selector", "register_learned_selector", "get_selector", "fit_selector", "list_selectors",
-           "describe_selector", "selector_kind", "DISTANCE", "LEARNED"]
+           "describe_selector", "selector_kind", "selector_needs", "DISTANCE", "LEARNED"]
 
 SelectorFactory = Callable[..., Selector]
 Kind = Literal["distance", "learned"]
@@ -86,8 +86,16 @@ def selector_kind(name: str) -> Kind:
     """``distance`` or ``learned``."""
     if name in _learned:
         return LEARNED
-    get_selector(name)  # validates the name
+    if name not in _factories:
+        get_selector(name)  # the one-line error of an unknown name
     return DISTANCE
+
+
+def selector_needs(name: str) -> str:
+    """What a selector reads: ``fingerprint``, ``keywords`` (``manual``) or ``outcomes`` (a learned one)."""
+    if selector_kind(name) == LEARNED:
+        return "outcomes"
+    return "fingerprint" if get_selector(name).needs_fingerprint else "keywords"
 
 
 def describe_selector(name: str) -> str:

@@ -21,11 +21,11 @@ from tfp_mlflow.recommend import QueryOptions, recommend
 from tfp_mlflow.scenarios import get_scenario, scenario_names
 from tfp_mlflow.selectors import (
     DEFAULT_SELECTOR,
-    DISTANCE,
     describe_selector,
     get_selector,
     list_selectors,
     selector_kind,
+    selector_needs,
 )
 from tfp_mlflow.workflows import recommend_for
 
@@ -170,5 +170,5 @@ def selectors() -> list[dict[str, Any]]:
     """The registered selectors with their descriptions and kinds (a query's ``selector`` is a ``distance`` one;
     the ``learned`` ones order its answer by themselves where they validate)."""
     return [{"name": name, "description": describe_selector(name), "kind": selector_kind(name),
-             "needs_fingerprint": selector_kind(name) == DISTANCE and get_selector(name).needs_fingerprint}
+             "needs_fingerprint": selector_needs(name) == "fingerprint"}
             for name in list_selectors()]
